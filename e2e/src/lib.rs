@@ -1,0 +1,38 @@
+//! End-to-end harness: runs the real Envoy on the configs in `envoy-configs/`, with loopback
+//! test servers, and asserts from outside (status, headers, body, admin stats).
+//!
+//! Conventions every config follows (the harness substitutes these ports, nothing else):
+//! `10000` plain HTTP listener, `10443` HTTPS listener, `9901` admin, `18080` echo upstream.
+//! Paths in configs are relative to the repository root, which is Envoy's working directory.
+
+pub mod envoy;
+pub mod http;
+pub mod upstream;
+
+use std::path::PathBuf;
+
+pub const LISTENER_PORT: u16 = 10000;
+pub const TLS_LISTENER_PORT: u16 = 10443;
+pub const ADMIN_PORT: u16 = 9901;
+pub const UPSTREAM_PORT: u16 = 18080;
+
+/// Default Envoy version; keep in step with the Makefile's `ENVOY_VERSION`.
+pub const DEFAULT_ENVOY_VERSION: &str = "1.40.0";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// `ENVOY_BIN`, else the pinned Envoy that `make envoy` installs under `tools/`.
+pub fn envoy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENVOY_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let version = std::env::var("ENVOY_VERSION").unwrap_or_else(|_| DEFAULT_ENVOY_VERSION.to_string());
+    repo_root().join("tools").join(format!("envoy-{version}")).join("envoy/_bin/envoy")
+}
+
+/// Directory holding the built filters (`make build` writes them).
+pub fn dist_dir() -> PathBuf {
+    repo_root().join("dist")
+}

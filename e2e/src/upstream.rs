@@ -1,0 +1,160 @@
+//! The loopback echo upstream. Keep-alive HTTP/1.1, one thread per connection.
+//!
+//! What it answers is steered by request headers, so one server serves every test:
+//! - `x-echo-status: 404` sets the status;
+//! - `x-echo-header: Name: value` (repeatable) adds a response header;
+//! - `x-echo-header-hex: <hex>` adds raw bytes as a response header line (odd bytes);
+//! - otherwise it sends `server: demo-upstream/1.0` and `x-powered-by: demo` so the demo shows
+//!   fingerprinting headers being removed.
+//!
+//! The body echoes the request body when there is one, else a JSON summary of the request.
+//! Every request is recorded for assertions.
+
+use crate::http::{read_headers, read_line};
+use std::io::{BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+pub struct Upstream {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    /// Listen on 127.0.0.1:port (0 = any free port).
+    pub fn start(port: u16) -> Result<Upstream, String> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reqs, stop2) = (requests.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    let reqs = reqs.clone();
+                    thread::spawn(move || serve_connection(conn, reqs));
+                }
+            }
+        });
+        Ok(Upstream { port, requests, stop })
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve_connection(conn: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
+    let _ = conn.set_nodelay(true);
+    let Ok(mut writer) = conn.try_clone() else { return };
+    let mut reader = BufReader::new(conn);
+    loop {
+        let Ok(line) = read_line(&mut reader) else { return };
+        if line.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line).into_owned();
+        let mut parts = text.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let Ok(headers) = read_headers(&mut reader) else { return };
+        let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        let body = if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            match crate::http::read_chunked(&mut reader) {
+                Ok(b) => b,
+                Err(_) => return,
+            }
+        } else {
+            let len: usize = find("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+            let mut b = vec![0; len];
+            if reader.read_exact(&mut b).is_err() {
+                return;
+            }
+            b
+        };
+        let response = respond(&method, &path, &headers, &body);
+        if let Ok(mut r) = requests.lock() {
+            r.push(Recorded { method, path, headers, body });
+        }
+        if writer.write_all(&response).is_err() {
+            return;
+        }
+    }
+}
+
+fn respond(method: &str, path: &str, headers: &[(String, Vec<u8>)], body: &[u8]) -> Vec<u8> {
+    let values = |n: &str| -> Vec<Vec<u8>> { headers.iter().filter(|(k, _)| k == n).map(|(_, v)| v.clone()).collect() };
+    let status: u16 =
+        values("x-echo-status").first().and_then(|v| String::from_utf8_lossy(v).trim().parse().ok()).unwrap_or(200);
+    let mut extra: Vec<Vec<u8>> = values("x-echo-header");
+    for hex in values("x-echo-header-hex") {
+        if let Some(raw) = decode_hex(&String::from_utf8_lossy(&hex)) {
+            extra.push(raw);
+        }
+    }
+    if extra.is_empty() {
+        extra.push(b"server: demo-upstream/1.0".to_vec());
+        extra.push(b"x-powered-by: demo".to_vec());
+    }
+    let (content_type, payload) = if body.is_empty() {
+        let hdrs: Vec<serde_json::Value> =
+            headers.iter().map(|(k, v)| serde_json::json!([k, String::from_utf8_lossy(v)])).collect();
+        let summary = serde_json::json!({"method": method, "path": path, "headers": hdrs});
+        ("application/json", summary.to_string().into_bytes())
+    } else {
+        ("application/octet-stream", body.to_vec())
+    };
+    let mut out =
+        format!("HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n", payload.len())
+            .into_bytes();
+    for line in extra {
+        out.extend_from_slice(&line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if method != "HEAD" {
+        out.extend_from_slice(&payload);
+    }
+    out
+}
+
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+pub fn encode_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,302 @@
+//! The request path, top to bottom: remember the policy and scheme at request headers, apply
+//! them at response headers. Everything is precompiled in [`Compiled`].
+
+use crate::config::{AppendAction, Compiled, Config, Policy};
+use shared::config::ConfigError;
+use shared::host::{HeaderMapKind::ResponseHeaders, HostExt};
+use shared::stats::Counter;
+use shared::{Action, Host, HttpFilter, LogLevel, RootFilter};
+use std::rc::Rc;
+
+/// Stat names, as Envoy shows them (under `wasmcustom.`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// Responses this filter processed.
+    pub responses_decorated: Counter,
+    /// Header values written (added, or overwritten under OVERWRITE_IF_EXISTS_OR_ADD).
+    pub headers_set: Counter,
+    /// Headers left as the upstream set them (ADD_IF_ABSENT found a value).
+    pub headers_kept: Counter,
+    /// Fingerprinting headers removed.
+    pub headers_removed: Counter,
+    /// Header writes the host refused.
+    pub host_errors: Counter,
+}
+
+impl Stats {
+    fn define(host: &dyn Host) -> Self {
+        let c = |n: &str| Counter::define(host, &format!("security_headers.{n}"));
+        Stats {
+            responses_decorated: c("responses_decorated"),
+            headers_set: c("headers_set"),
+            headers_kept: c("headers_kept"),
+            headers_removed: c("headers_removed"),
+            host_errors: c("host_errors"),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct SecurityHeadersRoot {
+    config: Option<Rc<Compiled>>,
+    stats: Stats,
+}
+
+impl RootFilter for SecurityHeadersRoot {
+    type Http = SecurityHeaders;
+    const NAME: &'static str = "security-headers";
+
+    fn configure(&mut self, host: &dyn Host, raw_config: Option<&[u8]>) -> Result<(), ConfigError> {
+        let compiled = shared::config::load(raw_config, Config::compile)?;
+        self.stats = Stats::define(host);
+        self.config = Some(Rc::new(compiled));
+        Ok(())
+    }
+
+    fn new_http_filter(&self, _context_id: u32) -> Option<SecurityHeaders> {
+        let config = self.config.clone()?;
+        Some(SecurityHeaders { config, stats: self.stats, policy_index: None, https: false })
+    }
+}
+
+pub struct SecurityHeaders {
+    config: Rc<Compiled>,
+    stats: Stats,
+    /// Index into `config.overrides`; `None` is the default policy.
+    policy_index: Option<usize>,
+    https: bool,
+}
+
+impl SecurityHeaders {
+    fn policy(&self) -> &Policy {
+        match self.policy_index.and_then(|i| self.config.overrides.get(i)) {
+            Some((_, p)) => p,
+            None => &self.config.default_policy,
+        }
+    }
+
+    /// Did the client reach us over HTTPS? Not `:scheme`: for HTTP/1 Envoy copies it from
+    /// the client's own `x-forwarded-proto` unless `use_remote_address` is set, so any client
+    /// could claim HTTPS. The downstream connection's TLS state cannot be forged; a trusted
+    /// `x-forwarded-proto` replaces it where TLS ends before Envoy (load balancer, mesh gateway).
+    fn request_is_https(&self, host: &dyn Host) -> bool {
+        if self.config.trust_x_forwarded_proto {
+            if let Some(proto) = host.request_header("x-forwarded-proto") {
+                // Leftmost value: the protocol the first proxy saw from the client.
+                return proto.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+            }
+        }
+        downstream_is_tls(host)
+    }
+}
+
+/// Envoy's `connection.tls_version` attribute is set only on TLS connections.
+pub fn downstream_is_tls(host: &dyn Host) -> bool {
+    host.property(&["connection", "tls_version"]).is_some_and(|v| !v.is_empty())
+}
+
+impl HttpFilter for SecurityHeaders {
+    fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Action {
+        self.https = self.request_is_https(host);
+        // A path that is not UTF-8 cannot match a configured override: default policy.
+        let path = host.request_header(":path");
+        self.policy_index = path.and_then(|p| self.config.overrides.iter().position(|(m, _)| m.matches(&p)));
+        Action::Continue
+    }
+
+    fn on_response_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Action {
+        let stats = self.stats;
+        let (mut set, mut kept, mut removed, mut errors) = (0u64, 0u64, 0u64, 0u64);
+
+        for name in &self.config.remove {
+            if host.header(ResponseHeaders, name).is_some() {
+                match host.remove_header(ResponseHeaders, name) {
+                    Ok(()) => removed += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+        }
+
+        for op in &self.policy().set {
+            if op.https_only && !self.https {
+                continue;
+            }
+            if op.action == AppendAction::AddIfAbsent && host.header(ResponseHeaders, &op.name).is_some() {
+                kept += 1;
+                continue;
+            }
+            match host.set_header(ResponseHeaders, &op.name, op.value.as_bytes()) {
+                Ok(()) => set += 1,
+                Err(_) => errors += 1,
+            }
+        }
+
+        stats.responses_decorated.inc(host);
+        stats.headers_set.add(host, set);
+        stats.headers_kept.add(host, kept);
+        stats.headers_removed.add(host, removed);
+        if errors > 0 {
+            stats.host_errors.add(host, errors);
+            host.log(LogLevel::Warn, &format!("security-headers: the host refused {errors} header write(s)"));
+        }
+        Action::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::DEFAULT_HEADERS;
+    use shared::mock::MockHost;
+
+    fn root(json: &str) -> (MockHost, SecurityHeadersRoot) {
+        let host = MockHost::new();
+        let mut r = SecurityHeadersRoot::default();
+        r.configure(&host, Some(json.as_bytes())).unwrap();
+        (host, r)
+    }
+
+    /// Run one request/response through a fresh filter.
+    fn exchange(host: &MockHost, r: &SecurityHeadersRoot, req: &[(&str, &str)], resp: &[(&str, &str)]) {
+        host.set_request_headers(req);
+        host.set_response_headers(resp);
+        let mut f = r.new_http_filter(1).unwrap();
+        assert_eq!(f.on_request_headers(host, true), Action::Continue);
+        assert_eq!(f.on_response_headers(host, false), Action::Continue);
+    }
+
+    const HTTP: &[(&str, &str)] = &[(":scheme", "http"), (":path", "/api"), (":method", "GET")];
+
+    fn tls(h: &MockHost) {
+        h.set_property(&["connection", "tls_version"], b"TLSv1.3");
+    }
+
+    #[test]
+    fn defaults_on_https_include_hsts() {
+        let (h, r) = root("");
+        tls(&h);
+        exchange(&h, &r, HTTP, &[(":status", "200")]);
+        for (name, value) in DEFAULT_HEADERS {
+            assert_eq!(h.response_header_values(name), vec![value.to_string()], "{name}");
+        }
+        assert_eq!(h.metric("security_headers.headers_set"), Some(DEFAULT_HEADERS.len() as i64));
+        assert_eq!(h.metric("security_headers.responses_decorated"), Some(1));
+    }
+
+    #[test]
+    fn no_hsts_on_plain_http_even_with_untrusted_forwarded_proto_or_scheme() {
+        let (h, r) = root("{}");
+        // Envoy copies an untrusted x-forwarded-proto into :scheme on HTTP/1.
+        let req = [(":scheme", "https"), (":path", "/"), ("x-forwarded-proto", "https")];
+        exchange(&h, &r, &req, &[(":status", "200")]);
+        assert!(h.response_header_values("strict-transport-security").is_empty());
+        assert_eq!(h.response_header_values("x-frame-options"), vec!["DENY"]);
+    }
+
+    #[test]
+    fn trusted_forwarded_proto_enables_hsts() {
+        let (h, r) = root(r#"{"trust_x_forwarded_proto":true}"#);
+        let mut req = HTTP.to_vec();
+        req.push(("x-forwarded-proto", "HTTPS, http"));
+        exchange(&h, &r, &req, &[(":status", "200")]);
+        assert_eq!(h.response_header_values("strict-transport-security").len(), 1);
+        // Trusted x-forwarded-proto wins over the hop's own TLS (mesh mTLS behind a gateway
+        // that received plain HTTP).
+        tls(&h);
+        let mut req = HTTP.to_vec();
+        req.push(("x-forwarded-proto", "http"));
+        exchange(&h, &r, &req, &[(":status", "200")]);
+        assert!(h.response_header_values("strict-transport-security").is_empty());
+        // Without the header, the connection decides.
+        exchange(&h, &r, HTTP, &[(":status", "200")]);
+        assert_eq!(h.response_header_values("strict-transport-security").len(), 1);
+    }
+
+    #[test]
+    fn fingerprinting_headers_removed_and_counted() {
+        let (h, r) = root("");
+        exchange(
+            &h,
+            &r,
+            HTTP,
+            &[(":status", "200"), ("Server", "Apache/2.4.1"), ("X-Powered-By", "PHP/5.6"), ("x-powered-by", "again")],
+        );
+        assert!(h.response_header_values("server").is_empty());
+        assert!(h.response_header_values("x-powered-by").is_empty());
+        assert_eq!(h.metric("security_headers.headers_removed"), Some(2));
+    }
+
+    #[test]
+    fn upstream_value_kept_by_default_and_overwritten_on_request() {
+        let upstream =
+            &[(":status", "200"), ("content-security-policy", "default-src 'self'"), ("x-frame-options", "SAMEORIGIN")];
+        let (h, r) = root("");
+        exchange(&h, &r, HTTP, upstream);
+        assert_eq!(h.response_header_values("content-security-policy"), vec!["default-src 'self'"]);
+        assert_eq!(h.metric("security_headers.headers_kept"), Some(2));
+
+        let (h, r) =
+            root(r#"{"headers":{"x-frame-options":{"value":"DENY","append_action":"OVERWRITE_IF_EXISTS_OR_ADD"}}}"#);
+        exchange(&h, &r, HTTP, upstream);
+        assert_eq!(h.response_header_values("x-frame-options"), vec!["DENY"]);
+        assert_eq!(h.response_header_values("content-security-policy"), vec!["default-src 'self'"]);
+
+        let (h, r) = root(r#"{"append_action":"OVERWRITE_IF_EXISTS_OR_ADD"}"#);
+        exchange(&h, &r, HTTP, upstream);
+        assert_eq!(
+            h.response_header_values("content-security-policy"),
+            vec!["default-src 'none'; frame-ancestors 'none'"]
+        );
+    }
+
+    #[test]
+    fn path_override_relaxes_csp_under_docs_only() {
+        let (h, r) = root(
+            r#"{"path_overrides":[{"match":{"prefix":"/docs"},
+                "headers":{"content-security-policy":"default-src 'self'","x-frame-options":null},
+                "content_security_policy_report_only":true}]}"#,
+        );
+        exchange(&h, &r, &[(":scheme", "http"), (":path", "/docs/a?q=1")], &[(":status", "200")]);
+        assert!(h.response_header_values("content-security-policy").is_empty());
+        assert_eq!(h.response_header_values("content-security-policy-report-only"), vec!["default-src 'self'"]);
+        assert!(h.response_header_values("x-frame-options").is_empty());
+        exchange(&h, &r, &[(":scheme", "http"), (":path", "/api")], &[(":status", "200")]);
+        assert_eq!(h.response_header_values("content-security-policy").len(), 1);
+        assert_eq!(h.response_header_values("x-frame-options"), vec!["DENY"]);
+    }
+
+    #[test]
+    fn odd_bytes_never_break_the_filter() {
+        let (h, r) = root("");
+        h.set_headers_bytes(shared::HeaderMapKind::RequestHeaders, &[(":path", b"/\xff\xfe"), (":scheme", b"\xc3")]);
+        h.set_headers_bytes(
+            ResponseHeaders,
+            &[(":status", b"200"), ("server", b"\xff\x00odd"), ("x-frame-options", b"\x80")],
+        );
+        let mut f = r.new_http_filter(1).unwrap();
+        f.on_request_headers(&h, true);
+        f.on_response_headers(&h, false);
+        assert!(h.response_header_values("server").is_empty());
+        assert_eq!(h.response_header_values("x-content-type-options"), vec!["nosniff"]);
+    }
+
+    #[test]
+    fn host_errors_are_counted_not_fatal() {
+        let (h, r) = root("");
+        h.fail_header_writes(true);
+        exchange(&h, &r, HTTP, &[(":status", "200"), ("server", "x")]);
+        assert!(h.metric("security_headers.host_errors").unwrap() > 0);
+        assert!(h.logs().iter().any(|(l, m)| *l == LogLevel::Warn && m.contains("refused")));
+    }
+
+    #[test]
+    fn unconfigured_root_creates_no_filter_and_bad_config_is_refused() {
+        let host = MockHost::new();
+        let mut r = SecurityHeadersRoot::default();
+        assert!(r.new_http_filter(1).is_none());
+        let e = r.configure(&host, Some(br#"{"headers":{"x-frame-options":"a\nb"}}"#)).unwrap_err();
+        assert_eq!(e.field, "headers.x-frame-options.value");
+        assert!(r.new_http_filter(1).is_none(), "a refused config leaves nothing half-applied");
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Build every filter under filters/ for wasm32-wasip1 and write dist/<filter>.wasm plus
+# dist/SHA256SUMS. wasm-opt (Debian's binaryen) is used when present (WASM_OPT=off skips it).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+target=wasm32-wasip1
+if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+  rustup target add "$target"
+fi
+
+filters=()
+for dir in filters/*/; do
+  [ -f "$dir/Cargo.toml" ] && filters+=("$(basename "$dir")")
+done
+args=()
+for f in "${filters[@]}"; do args+=(-p "$f"); done
+
+# Path-independent output: the same source gives the same bytes in any checkout.
+export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="--remap-path-prefix=$root=/src --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+cargo build --release --locked --target "$target" "${args[@]}"
+
+# Rust's wasm output uses these post-MVP features; binaryen must be told to accept them.
+wasm_opt_flags=(-Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals
+  --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types --strip-debug --strip-producers)
+use_wasm_opt=no
+if [ "${WASM_OPT:-auto}" != off ] && command -v wasm-opt >/dev/null 2>&1; then
+  use_wasm_opt=yes
+fi
+
+mkdir -p dist
+rm -f dist/*.wasm dist/SHA256SUMS
+for f in "${filters[@]}"; do
+  src="target/$target/release/${f//-/_}.wasm"
+  if [ "$use_wasm_opt" = yes ]; then
+    wasm-opt "${wasm_opt_flags[@]}" "$src" -o "dist/$f.wasm"
+  else
+    cp "$src" "dist/$f.wasm"
+  fi
+done
+(cd dist && sha256sum ./*.wasm | sed 's# \./# #' > SHA256SUMS)
+echo "built (wasm-opt: $use_wasm_opt):"
+(cd dist && for f in *.wasm; do printf '  dist/%-24s %8d bytes\n' "$f" "$(stat -c %s "$f")"; done)

@@ -1,0 +1,184 @@
+//! Plugin configuration: JSON → serde (`deny_unknown_fields`) → semantic validation → compiled.
+//!
+//! Both phases report errors as [`ConfigError`], which names the field path
+//! (`rules[2].match.safe_regex.regex`), so the log line that refuses the plugin tells the user
+//! exactly what to fix.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending field; empty for the document itself.
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { field: field.into(), message: message.into() }
+    }
+
+    /// Prefix the field path, for validators of nested structures.
+    pub fn within(mut self, parent: &str) -> Self {
+        self.field = join_path(parent, &self.field);
+        self
+    }
+}
+
+/// `join_path("a", "b") == "a.b"`, `join_path("a", "[0].b") == "a[0].b"`.
+pub fn join_path(parent: &str, child: &str) -> String {
+    match (parent.is_empty(), child.is_empty()) {
+        (true, _) => child.to_string(),
+        (_, true) => parent.to_string(),
+        _ if child.starts_with('[') => format!("{parent}{child}"),
+        _ => format!("{parent}.{child}"),
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "field `{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Phase 1: parse the plugin configuration. Absent or blank configuration means `{}`, i.e.
+/// every default. Errors carry the JSON path of the field serde stopped at.
+pub fn parse<C: DeserializeOwned>(raw: Option<&[u8]>) -> Result<C, ConfigError> {
+    let bytes = match raw {
+        Some(b) if !b.iter().all(u8::is_ascii_whitespace) => b,
+        _ => b"{}".as_slice(),
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: C = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ConfigError::new(field, e.into_inner().to_string())
+    })?;
+    de.end().map_err(|e| ConfigError::new("", e.to_string()))?;
+    Ok(value)
+}
+
+/// Both phases: parse, then `compile` (semantic checks + precomputation).
+pub fn load<C: DeserializeOwned, T>(
+    raw: Option<&[u8]>,
+    compile: impl FnOnce(C) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    compile(parse(raw)?)
+}
+
+/// A protobuf-JSON `Duration` as Envoy writes it: `"5s"`, `"0.250s"`, `"1.000000001s"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let err = || format!("invalid duration {text:?}: expected seconds with an `s` suffix, e.g. \"1.5s\"");
+        let number = text.strip_suffix('s').ok_or_else(err)?;
+        let (secs, frac) = match number.split_once('.') {
+            Some((s, f)) => (s, f),
+            None => (number, ""),
+        };
+        if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 9 {
+            return Err(err());
+        }
+        if !frac.bytes().all(|b| b.is_ascii_digit()) || (number.contains('.') && frac.is_empty()) {
+            return Err(err());
+        }
+        // Protobuf's limit; also keeps every later addition overflow-free.
+        let secs: u64 = secs.parse().map_err(|_| err())?;
+        if secs > 315_576_000_000 {
+            return Err(format!("duration {text:?} is out of range"));
+        }
+        let nanos: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| err())? };
+        Ok(Duration(std::time::Duration::new(secs, nanos)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Duration::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        #[allow(dead_code)]
+        #[serde(default)]
+        name: String,
+    }
+
+    #[derive(Deserialize, Debug, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Outer {
+        #[serde(default)]
+        items: Vec<Inner>,
+        #[serde(default)]
+        timeout: Option<Duration>,
+    }
+
+    #[test]
+    fn empty_and_blank_config_mean_defaults() {
+        for raw in [None, Some(&b""[..]), Some(&b"  \n"[..])] {
+            let c: Outer = parse(raw).unwrap();
+            assert!(c.items.is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_field_names_its_path() {
+        let e = parse::<Outer>(Some(br#"{"items":[{"name":"a"},{"nmae":"b"}]}"#)).unwrap_err();
+        assert_eq!(e.field, "items[1].nmae");
+        assert!(e.message.contains("unknown field `nmae`"), "{e}");
+        assert!(e.to_string().starts_with("field `items[1].nmae`"));
+    }
+
+    #[test]
+    fn wrong_type_names_its_path() {
+        let e = parse::<Outer>(Some(br#"{"items":[{"name":5}]}"#)).unwrap_err();
+        assert_eq!(e.field, "items[0].name");
+    }
+
+    #[test]
+    fn trailing_garbage_and_bad_json_are_refused() {
+        assert!(parse::<Outer>(Some(br#"{} x"#)).is_err());
+        assert!(parse::<Outer>(Some(br#"{"items":"#)).is_err());
+        assert!(parse::<Outer>(Some(&[0xff, 0xfe])).is_err());
+    }
+
+    #[test]
+    fn durations_follow_protobuf_json() {
+        let ok = [("5s", 5_000_000_000u128), ("0.25s", 250_000_000), ("1.000000001s", 1_000_000_001), ("0s", 0)];
+        for (text, nanos) in ok {
+            assert_eq!(Duration::parse(text).unwrap().0.as_nanos(), nanos, "{text}");
+        }
+        for bad in ["5", "s", "-1s", "1.s", ".5s", "1.0000000001s", "1e3s", "5 s", "99999999999999999999s"] {
+            assert!(Duration::parse(bad).is_err(), "{bad}");
+        }
+        let e = parse::<Outer>(Some(br#"{"timeout":"5"}"#)).unwrap_err();
+        assert_eq!(e.field, "timeout");
+    }
+
+    #[test]
+    fn join_paths() {
+        assert_eq!(join_path("", "a"), "a");
+        assert_eq!(join_path("a", ""), "a");
+        assert_eq!(join_path("a", "b"), "a.b");
+        assert_eq!(join_path("a", "[1].b"), "a[1].b");
+        assert_eq!(ConfigError::new("x", "bad").within("rules[0]").field, "rules[0].x");
+    }
+}

@@ -1,0 +1,52 @@
+//! Header name/value validation for configuration, shared by every filter that sets headers.
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Validate a configured header name and return it lowercased (HTTP/2 and Envoy use lowercase).
+/// Pseudo-headers (`:path`, …) are refused: no filter here may set them from config.
+pub fn normalize_header_name(name: &str) -> Result<String, String> {
+    if name.is_empty() {
+        return Err("header name is empty".into());
+    }
+    if let Some(b) = name.bytes().find(|b| !is_tchar(*b)) {
+        return Err(format!("header name {name:?} contains the invalid character {:?}", b as char));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Validate a configured header value: visible ASCII, spaces and tabs inside, nothing that
+/// could split or end a header (CR, LF, NUL), no leading or trailing whitespace.
+pub fn validate_header_value(value: &str) -> Result<(), String> {
+    if let Some(b) = value.bytes().find(|b| !(b' '..=b'~').contains(b) && *b != b'\t') {
+        return Err(format!("header value contains the invalid byte 0x{b:02x}"));
+    }
+    if value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']) {
+        return Err("header value has leading or trailing whitespace".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(normalize_header_name("X-Frame-Options").unwrap(), "x-frame-options");
+        for bad in ["", ":path", "a b", "a\r\nb", "é", "a:b", "a\0"] {
+            assert!(normalize_header_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn values() {
+        assert!(validate_header_value("max-age=1; includeSubDomains").is_ok());
+        assert!(validate_header_value("").is_ok());
+        for bad in ["a\r\nb", "a\nb", "a\0", " a", "a ", "é"] {
+            assert!(validate_header_value(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Host access behind one trait, so filter logic runs unchanged in Envoy and in native tests.
+
+use std::time::{Duration, SystemTime};
+
+/// Which header map a call addresses. Names follow proxy-wasm's `MapType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HeaderMapKind {
+    RequestHeaders,
+    RequestTrailers,
+    ResponseHeaders,
+    ResponseTrailers,
+    HttpCallResponseHeaders,
+}
+
+/// Which body buffer a call addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BodyKind {
+    Request,
+    Response,
+    HttpCallResponse,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// A host call that did not succeed. Filters decide what that means for the request;
+/// nothing in this crate panics on a host error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostError {
+    /// Shared data: the compare-and-swap token no longer matches.
+    CasMismatch,
+    NotFound,
+    BadArgument,
+    /// Any other status the host returned.
+    Failure,
+}
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            HostError::CasMismatch => "cas mismatch",
+            HostError::NotFound => "not found",
+            HostError::BadArgument => "bad argument",
+            HostError::Failure => "host failure",
+        };
+        f.write_str(text)
+    }
+}
+
+/// Everything a filter may ask of the proxy. Header values are bytes: upstreams and clients
+/// send obs-text (0x80–0xFF) and the SDK's `String` getters would trap the VM on it.
+pub trait Host {
+    fn now(&self) -> SystemTime;
+    fn log(&self, level: LogLevel, message: &str);
+    /// The proxy's current log level, to skip formatting messages nobody will see.
+    fn log_level(&self) -> LogLevel;
+
+    fn header(&self, map: HeaderMapKind, name: &str) -> Option<Vec<u8>>;
+    fn headers(&self, map: HeaderMapKind) -> Vec<(String, Vec<u8>)>;
+    /// Replace every value of `name` with `value`.
+    fn set_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// Append a value, keeping existing ones.
+    fn add_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError>;
+    fn remove_header(&self, map: HeaderMapKind, name: &str) -> Result<(), HostError>;
+
+    fn body(&self, body: BodyKind, start: usize, max_size: usize) -> Option<Vec<u8>>;
+
+    /// Answer the downstream directly; the request goes no further.
+    fn send_local_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError>;
+    fn resume_request(&self) -> Result<(), HostError>;
+    fn resume_response(&self) -> Result<(), HostError>;
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+
+    /// Value and compare-and-swap token of a shared-data key (scoped per `vm_id` by the host).
+    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// `cas: None` writes unconditionally. A key's first creation is never CAS-protected.
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError>;
+
+    /// Call an Envoy *cluster* (not a URL). Headers must carry `:method`, `:path`, `:authority`.
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, HostError>;
+
+    fn set_tick_period(&self, period: Duration) -> Result<(), HostError>;
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
+    fn increment_metric(&self, id: u32, delta: i64);
+    fn record_metric(&self, id: u32, value: u64);
+}
+
+/// Convenience readers on top of [`Host`].
+pub trait HostExt: Host {
+    /// A header as text; `None` when absent or not valid UTF-8.
+    fn header_str(&self, map: HeaderMapKind, name: &str) -> Option<String> {
+        self.header(map, name).and_then(|v| String::from_utf8(v).ok())
+    }
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.header_str(HeaderMapKind::RequestHeaders, name)
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.header_str(HeaderMapKind::ResponseHeaders, name)
+    }
+    /// Log with the message built only when the level is enabled.
+    fn log_with(&self, level: LogLevel, message: impl FnOnce() -> String) {
+        if level >= self.log_level() {
+            self.log(level, &message());
+        }
+    }
+}
+
+impl<H: Host + ?Sized> HostExt for H {}

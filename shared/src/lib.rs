@@ -1,0 +1,27 @@
+//! The utility crate every filter in this collection builds on.
+//!
+//! The one rule: filter logic never calls the proxy-wasm host directly. It talks to [`Host`],
+//! which has a real implementation over `proxy_wasm::hostcalls` (wasm only, [`proxy`]) and a
+//! native [`mock::MockHost`] with a settable clock, so the same code that runs in Envoy is
+//! unit-tested with plain `cargo test`.
+//!
+//! - [`config`]: plugin configuration → serde (`deny_unknown_fields`, field paths in errors) →
+//!   semantic validation into an immutable compiled form.
+//! - [`plugin`]: the root/HTTP filter traits filters implement; [`proxy`] glues them to the SDK.
+//! - [`headers`], [`matching`], [`reply`], [`stats`]: small helpers shared by all filters.
+
+pub mod config;
+pub mod headers;
+pub mod host;
+pub mod matching;
+pub mod plugin;
+pub mod reply;
+pub mod stats;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mock;
+#[cfg(target_arch = "wasm32")]
+pub mod proxy;
+
+pub use host::{HeaderMapKind, Host, HostError, LogLevel, MetricKind};
+pub use plugin::{Action, HttpFilter, RootFilter};

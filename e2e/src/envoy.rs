@@ -35,6 +35,15 @@ pub fn loopback_only(config: &str) -> String {
     config.replace("address: 0.0.0.0", "address: 127.0.0.1")
 }
 
+/// Every `port_value: N` in a config.
+pub fn config_ports(config: &str) -> Vec<u16> {
+    config
+        .lines()
+        .filter_map(|l| l.split_once("port_value:"))
+        .filter_map(|(_, tail)| tail.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
+}
+
 /// Replace every `port_value: N` with a fresh port, the same N always with the same port, and
 /// bind listeners to loopback. These are the only substitutions the harness makes.
 pub fn substitute_ports(config: &str, ports: &mut BTreeMap<u16, u16>) -> String {
@@ -58,6 +67,14 @@ pub fn substitute_ports(config: &str, ports: &mut BTreeMap<u16, u16>) -> String 
 
 pub struct EnvoyOptions {
     pub concurrency: u32,
+    /// Keep the config's own ports (the demo); tests always get fresh ones.
+    pub fixed_ports: bool,
+    /// Envoy's log to this process's stderr instead of a file (the demo).
+    pub log_to_terminal: bool,
+    /// Template ports already decided (the bench: one upstream shared by several Envoys).
+    pub preset_ports: BTreeMap<u16, u16>,
+    /// Run Envoy on this CPU only (`taskset`), for the bench.
+    pub pin_cpu: Option<u32>,
     /// Applied to the config text after port substitution: for negative tests only.
     pub edit: Option<Box<dyn Fn(String) -> String>>,
     pub log_level: &'static str,
@@ -66,7 +83,15 @@ pub struct EnvoyOptions {
 impl Default for EnvoyOptions {
     fn default() -> Self {
         let concurrency = std::env::var("E2E_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-        EnvoyOptions { concurrency, edit: None, log_level: "info" }
+        EnvoyOptions {
+            concurrency,
+            fixed_ports: false,
+            log_to_terminal: false,
+            preset_ports: BTreeMap::new(),
+            pin_cpu: None,
+            edit: None,
+            log_level: "info",
+        }
     }
 }
 
@@ -97,18 +122,38 @@ impl Envoy {
         let template_path = repo_root().join("envoy-configs").join(config_name);
         let template = fs::read_to_string(&template_path).map_err(|e| format!("{}: {e}", template_path.display()))?;
         check_wasm_files_exist(&template)?;
-        let mut ports = BTreeMap::new();
-        let mut config = substitute_ports(&template, &mut ports);
+        let mut ports = opts.preset_ports.clone();
+        let mut config = if opts.fixed_ports {
+            for template_port in config_ports(&template) {
+                ports.insert(template_port, template_port);
+            }
+            loopback_only(&template)
+        } else {
+            substitute_ports(&template, &mut ports)
+        };
         if let Some(edit) = &opts.edit {
             config = edit(config);
         }
         let workdir = std::env::temp_dir().join(format!("e2e-envoy-{}-{}", std::process::id(), free_port()));
         fs::create_dir_all(&workdir).map_err(|e| e.to_string())?;
-        let config_path = workdir.join(config_name);
+        let config_path = workdir.join(config_file_name(config_name));
         fs::write(&config_path, config).map_err(|e| e.to_string())?;
-        let log = fs::File::create(workdir.join("envoy.log")).map_err(|e| e.to_string())?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&bin)
+        let (stdout, stderr) = if opts.log_to_terminal {
+            (Stdio::inherit(), Stdio::inherit())
+        } else {
+            let log = fs::File::create(workdir.join("envoy.log")).map_err(|e| e.to_string())?;
+            let log2 = log.try_clone().map_err(|e| e.to_string())?;
+            (Stdio::from(log), Stdio::from(log2))
+        };
+        let mut command = match opts.pin_cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = command
             .current_dir(repo_root())
             .arg("--config-path")
             .arg(&config_path)
@@ -117,8 +162,8 @@ impl Envoy {
             .args(["--log-level", opts.log_level])
             .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "2"])
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
         Ok(Envoy { child: Some(child), ports, workdir })
@@ -127,6 +172,11 @@ impl Envoy {
     /// The actual port that replaced template port `template` (e.g. `10000`).
     pub fn port(&self, template: u16) -> u16 {
         self.ports.get(&template).copied().unwrap_or(0)
+    }
+
+    /// Envoy's process id (CPU accounting in the bench).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn admin_port(&self) -> u16 {
@@ -140,6 +190,11 @@ impl Envoy {
     /// `Some(status)` once the process has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Block until Envoy exits (the demo's foreground wait).
+    pub fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.wait().ok())
     }
 
     /// Wait for exit (bounded); `None` if still running after `timeout`.
@@ -218,15 +273,28 @@ impl Drop for Envoy {
     }
 }
 
-/// Every `filename: dist/….wasm` in a config must have been built.
+/// `bench/router-only.yaml` → `router-only.yaml`: the copy lives flat in the work directory.
+fn config_file_name(config_name: &str) -> String {
+    Path::new(config_name).file_name().map_or_else(|| config_name.to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// `filename: ….wasm` paths in a config (relative to the repository root), in block or flow
+/// style (`local: { filename: dist/x.wasm }`).
+pub fn wasm_files(config: &str) -> Vec<String> {
+    config
+        .lines()
+        .filter_map(|l| l.split_once("filename:").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split([',', '}', '#']).next())
+        .map(|p| p.trim().trim_matches(['"', '\'']).to_string())
+        .filter(|p| p.ends_with(".wasm"))
+        .collect()
+}
+
+/// Every module a config loads must have been built.
 fn check_wasm_files_exist(config: &str) -> Result<(), String> {
-    for line in config.lines() {
-        let line = line.trim();
-        if let Some(path) = line.strip_prefix("filename:") {
-            let path = path.trim().trim_matches('"');
-            if path.ends_with(".wasm") && !repo_root().join(Path::new(path)).exists() {
-                return Err(format!("{path} does not exist: run `make build` first"));
-            }
+    for path in wasm_files(config) {
+        if !repo_root().join(Path::new(&path)).exists() {
+            return Err(format!("{path} does not exist: run `make build` first"));
         }
     }
     Ok(())
@@ -240,7 +308,7 @@ pub fn validate(config_name: &str) -> Result<String, String> {
     let config = substitute_ports(&template, &mut BTreeMap::new());
     let dir = std::env::temp_dir().join(format!("e2e-validate-{}-{}", std::process::id(), free_port()));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let path = dir.join(config_name);
+    let path = dir.join(config_file_name(config_name));
     fs::write(&path, config).map_err(|e| e.to_string())?;
     let out = Command::new(envoy_bin())
         .current_dir(repo_root())
@@ -261,6 +329,13 @@ pub fn validate(config_name: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wasm_files_found_in_both_yaml_forms() {
+        let cfg = "code:\n  local: { filename: dist/a.wasm }\nlocal:\n  filename: \"dist/b.wasm\"\ncert: { filename: c.crt }\n";
+        assert_eq!(wasm_files(cfg), vec!["dist/a.wasm", "dist/b.wasm"]);
+        assert_eq!(config_file_name("bench/x.yaml"), "x.yaml");
+    }
 
     #[test]
     fn ports_are_substituted_consistently() {

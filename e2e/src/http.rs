@@ -69,6 +69,13 @@ impl Request {
         self.body = body.to_vec();
         self
     }
+    /// First value of header `name` (case-insensitive), lossily decoded.
+    pub fn header_value(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
 
     fn encode(&self, host: &str) -> Vec<u8> {
         let mut out =

@@ -128,6 +128,7 @@ mod tests {
         #[serde(default)]
         items: Vec<Inner>,
         #[serde(default)]
+        #[allow(dead_code)]
         timeout: Option<Duration>,
     }
 

@@ -5,8 +5,6 @@
 //! Shared data follows Envoy's semantics: a CAS token of `None`/`0` writes unconditionally, a
 //! stale token fails with `CasMismatch`, and a key's first creation is not CAS-protected.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use crate::host::{BodyKind, HeaderMapKind, Host, HostError, LogLevel, MetricKind};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

@@ -255,6 +255,18 @@ fn build_policy(merged: &BTreeMap<String, HeaderSetting>, default_action: Append
     Policy { set }
 }
 
+/// Report-only mode renames the CSP to `content-security-policy-report-only`; a header of that
+/// name configured as well would be written twice, one value silently winning.
+fn check_report_only_collision(policy: &Policy, field: &str) -> Result<(), ConfigError> {
+    if policy.set.iter().filter(|o| o.name == CSP_REPORT_ONLY).count() > 1 {
+        return Err(ConfigError::new(
+            field,
+            format!("report-only mode and an explicit `{CSP_REPORT_ONLY}` header both set it; keep one"),
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Phase 2: semantic checks, then precompute every policy.
     pub fn compile(self) -> Result<Compiled, ConfigError> {
@@ -286,6 +298,7 @@ impl Config {
         };
 
         let default_policy = build_policy(&base, self.append_action, self.content_security_policy_report_only);
+        check_report_only_collision(&default_policy, "content_security_policy_report_only")?;
 
         let mut overrides = Vec::with_capacity(self.path_overrides.len());
         for (i, o) in self.path_overrides.iter().enumerate() {
@@ -294,7 +307,9 @@ impl Config {
             let mut merged = base.clone();
             merged.extend(normalize_settings(&o.headers, &format!("{field}.headers"))?);
             let report_only = o.content_security_policy_report_only.unwrap_or(self.content_security_policy_report_only);
-            overrides.push((matcher, build_policy(&merged, self.append_action, report_only)));
+            let policy = build_policy(&merged, self.append_action, report_only);
+            check_report_only_collision(&policy, &format!("{field}.content_security_policy_report_only"))?;
+            overrides.push((matcher, policy));
         }
 
         // A header both set and removed is a contradiction, whichever policy sets it.
@@ -417,6 +432,15 @@ mod tests {
             ),
             (r#"{"path_overrides":[{"match":{"prefix":"/a"},"colour":1}]}"#, "path_overrides[0].colour"),
             (r#"{"trust_x_forwarded_proto":"yes"}"#, "trust_x_forwarded_proto"),
+            (
+                r#"{"content_security_policy_report_only":true,"headers":{"content-security-policy-report-only":"x"}}"#,
+                "content_security_policy_report_only",
+            ),
+            (
+                r#"{"path_overrides":[{"match":{"prefix":"/a"},"content_security_policy_report_only":true,
+                    "headers":{"content-security-policy-report-only":"x"}}]}"#,
+                "path_overrides[0].content_security_policy_report_only",
+            ),
         ];
         for (json, field) in cases {
             let e = load(json).expect_err(json);

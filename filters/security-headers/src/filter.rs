@@ -107,13 +107,16 @@ impl HttpFilter for SecurityHeaders {
     fn on_response_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Action {
         let stats = self.stats;
         let (mut set, mut kept, mut removed, mut errors) = (0u64, 0u64, 0u64, 0u64);
+        // One read of the whole map instead of one host call per header: host calls are the
+        // cost of this filter (see README, "Performance"). Envoy's codecs only admit token
+        // header names, lowercased.
+        let present: Vec<String> = host.headers(ResponseHeaders).into_iter().map(|(name, _)| name).collect();
+        let is_present = |name: &str| present.iter().any(|p| p.eq_ignore_ascii_case(name));
 
-        for name in &self.config.remove {
-            if host.header(ResponseHeaders, name).is_some() {
-                match host.remove_header(ResponseHeaders, name) {
-                    Ok(()) => removed += 1,
-                    Err(_) => errors += 1,
-                }
+        for name in self.config.remove.iter().filter(|n| is_present(n)) {
+            match host.remove_header(ResponseHeaders, name) {
+                Ok(()) => removed += 1,
+                Err(_) => errors += 1,
             }
         }
 
@@ -121,11 +124,19 @@ impl HttpFilter for SecurityHeaders {
             if op.https_only && !self.https {
                 continue;
             }
-            if op.action == AppendAction::AddIfAbsent && host.header(ResponseHeaders, &op.name).is_some() {
-                kept += 1;
-                continue;
-            }
-            match host.set_header(ResponseHeaders, &op.name, op.value.as_bytes()) {
+            let exists = is_present(&op.name);
+            let result = match (op.action, exists) {
+                (AppendAction::AddIfAbsent, true) => {
+                    kept += 1;
+                    continue;
+                }
+                // Absent: adding is the cheaper host operation and means the same.
+                (_, false) => host.add_header(ResponseHeaders, &op.name, op.value.as_bytes()),
+                (AppendAction::OverwriteIfExistsOrAdd, true) => {
+                    host.set_header(ResponseHeaders, &op.name, op.value.as_bytes())
+                }
+            };
+            match result {
                 Ok(()) => set += 1,
                 Err(_) => errors += 1,
             }

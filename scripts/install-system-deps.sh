@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# System packages the suite and the bench use, from Debian:
+#   docker-compose  validates docker-compose.yml without a Docker engine (e2e deploy test)
+#   wrk             load generator for `make bench`
+# Installs what is missing when run as root; otherwise prints the command and fails.
+set -euo pipefail
+declare -A provides=([docker-compose]=docker-compose [wrk]=wrk [taskset]=util-linux)
+missing=()
+for cmd in "${!provides[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${provides[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "missing system packages; run: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi

@@ -27,9 +27,22 @@ pub struct Upstream {
     stop: Arc<AtomicBool>,
 }
 
+/// How the upstream behaves; [`Upstream::start`] is the tests' default (record, echo).
+#[derive(Clone, Default)]
+pub struct UpstreamOptions {
+    /// Keep no record of requests (the bench sends millions).
+    pub no_recording: bool,
+    /// Send these bytes (a whole HTTP/1.1 response) to every request instead of echoing.
+    pub fixed_response: Option<Arc<[u8]>>,
+}
+
 impl Upstream {
-    /// Listen on 127.0.0.1:port (0 = any free port).
+    /// Listen on 127.0.0.1:port (0 = any free port), recording and echoing.
     pub fn start(port: u16) -> Result<Upstream, String> {
+        Self::start_with(port, UpstreamOptions::default())
+    }
+
+    pub fn start_with(port: u16, opts: UpstreamOptions) -> Result<Upstream, String> {
         let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -41,8 +54,8 @@ impl Upstream {
                     break;
                 }
                 if let Ok(conn) = conn {
-                    let reqs = reqs.clone();
-                    thread::spawn(move || serve_connection(conn, reqs));
+                    let (reqs, opts) = (reqs.clone(), opts.clone());
+                    thread::spawn(move || serve_connection(conn, reqs, &opts));
                 }
             }
         });
@@ -62,7 +75,7 @@ impl Drop for Upstream {
     }
 }
 
-fn serve_connection(conn: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>) {
+fn serve_connection(conn: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>, opts: &UpstreamOptions) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
     let _ = conn.set_nodelay(true);
     let Ok(mut writer) = conn.try_clone() else { return };
@@ -90,11 +103,16 @@ fn serve_connection(conn: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>) {
             }
             b
         };
-        let response = respond(&method, &path, &headers, &body);
-        if let Ok(mut r) = requests.lock() {
-            r.push(Recorded { method, path, headers, body });
+        let written = match &opts.fixed_response {
+            Some(fixed) => writer.write_all(fixed),
+            None => writer.write_all(&respond(&method, &path, &headers, &body)),
+        };
+        if !opts.no_recording {
+            if let Ok(mut r) = requests.lock() {
+                r.push(Recorded { method, path, headers, body });
+            }
         }
-        if writer.write_all(&response).is_err() {
+        if written.is_err() {
             return;
         }
     }

@@ -22,17 +22,14 @@
 //! CPU accounting.
 
 use e2e::envoy::{wasm_files, Envoy, EnvoyOptions};
-use e2e::http::{read_headers, read_line, Request, Response};
+use e2e::http::{Request, Response};
+use e2e::upstream::{Upstream, UpstreamOptions};
 use e2e::{envoy_bin, repo_root, LISTENER_PORT, UPSTREAM_PORT};
 use security_headers::config::{DEFAULT_HEADERS, DEFAULT_REMOVE_HEADERS, HSTS};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::thread;
 use std::time::Instant;
 
 /// One Envoy to measure: a row of the table.
@@ -236,51 +233,16 @@ fn pinned(cpu: Option<u32>, program: &str) -> Command {
 
 // ---- the upstream ----
 
-/// A fixed-answer keep-alive upstream, one thread per connection, in this process. Not the
-/// harness's echo upstream: that one records every request (millions here) and builds a JSON
-/// summary per response. Like it, it sends `server` and `x-powered-by`, so removing them is
-/// part of the work measured. Reads GET requests and bodies framed by content-length.
-fn start_upstream() -> Result<u16, String> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| format!("upstream bind: {e}"))?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    let response: Arc<[u8]> = format!(
+/// The harness's upstream with a fixed answer and no request log (it would hold millions).
+/// Like the tests' echo, the answer carries `server` and `x-powered-by`, so removing them is
+/// part of the work measured.
+fn start_upstream() -> Result<Upstream, String> {
+    let response = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nserver: {UPSTREAM_SERVER}\r\n\
          x-powered-by: bench\r\n\r\n{UPSTREAM_BODY}",
         UPSTREAM_BODY.len()
-    )
-    .into_bytes()
-    .into();
-    thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let response = response.clone();
-            thread::spawn(move || serve_connection(conn, &response));
-        }
-    });
-    Ok(port)
-}
-
-fn serve_connection(conn: TcpStream, response: &[u8]) {
-    let _ = conn.set_nodelay(true);
-    let Ok(mut writer) = conn.try_clone() else { return };
-    let mut reader = BufReader::new(conn);
-    loop {
-        let Ok(line) = read_line(&mut reader) else { return };
-        if line.is_empty() {
-            continue;
-        }
-        let Ok(headers) = read_headers(&mut reader) else { return };
-        let body_len = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| String::from_utf8_lossy(v).trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if body_len > 0 && io::copy(&mut (&mut reader).take(body_len), &mut io::sink()).is_err() {
-            return;
-        }
-        if writer.write_all(response).is_err() {
-            return;
-        }
-    }
+    );
+    Upstream::start_with(0, UpstreamOptions { no_recording: true, fixed_response: Some(response.into_bytes().into()) })
 }
 
 // ---- Envoy ----
@@ -689,7 +651,8 @@ fn run() -> Result<(), String> {
         pin_self(p.load_cpu)?;
     }
     println!("bench: {pinning_note}");
-    let upstream_port = start_upstream()?;
+    let upstream = start_upstream()?;
+    let upstream_port = upstream.port;
 
     let mut proxies = Vec::new();
     for v in &variants {

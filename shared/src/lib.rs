@@ -8,6 +8,7 @@
 //! - [`config`]: plugin configuration → serde (`deny_unknown_fields`, field paths in errors) →
 //!   semantic validation into an immutable compiled form.
 //! - [`plugin`]: the root/HTTP filter traits filters implement; [`proxy`] glues them to the SDK.
+//! - [`shared_cell`]: a value in proxy-wasm shared data under compare-and-swap (all workers).
 //! - [`headers`], [`matching`], [`reply`], [`stats`]: small helpers shared by all filters.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod host;
 pub mod matching;
 pub mod plugin;
 pub mod reply;
+pub mod shared_cell;
 pub mod stats;
 
 #[cfg(not(target_arch = "wasm32"))]

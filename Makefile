@@ -4,7 +4,7 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all deps build envoy test unit e2e lint fmt demo bench clean
+.PHONY: all deps build envoy test unit e2e lint fmt demo bench oci clean
 
 all: build
 
@@ -48,6 +48,14 @@ demo: build envoy
 ## bench: CPU per request vs router only and native equivalents (not a test)
 bench: deps build envoy
 	cargo run --quiet --release --locked -p e2e --bin bench
+
+## oci: an OCI image layout per filter in dist/oci/<filter> (Istio's compat form), no Docker
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+oci: build
+	@for wasm in dist/*.wasm; do \
+	  name=$$(basename $$wasm .wasm); \
+	  python3 scripts/oci-layout.py --wasm $$wasm --tag $(VERSION) --out dist/oci/$$name || exit 1; \
+	done
 
 clean:
 	cargo clean

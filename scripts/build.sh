@@ -34,7 +34,7 @@ fi
 mkdir -p dist
 rm -f dist/*.wasm dist/SHA256SUMS
 for f in "${filters[@]}"; do
-  src="target/$target/release/${f//-/_}.wasm"
+  src="${CARGO_TARGET_DIR:-target}/$target/release/${f//-/_}.wasm"
   if [ "$use_wasm_opt" = yes ]; then
     wasm-opt "${wasm_opt_flags[@]}" "$src" -o "dist/$f.wasm"
   else

@@ -305,10 +305,14 @@ pub fn validate(config_name: &str) -> Result<String, String> {
     let template_path = repo_root().join("envoy-configs").join(config_name);
     let template = fs::read_to_string(&template_path).map_err(|e| format!("{}: {e}", template_path.display()))?;
     check_wasm_files_exist(&template)?;
-    let config = substitute_ports(&template, &mut BTreeMap::new());
+    validate_text(&substitute_ports(&template, &mut BTreeMap::new()), &config_file_name(config_name))
+}
+
+/// `envoy --mode validate` on config text (YAML, or JSON with a `.json` file name).
+pub fn validate_text(config: &str, file_name: &str) -> Result<String, String> {
     let dir = std::env::temp_dir().join(format!("e2e-validate-{}-{}", std::process::id(), free_port()));
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let path = dir.join(config_file_name(config_name));
+    let path = dir.join(file_name);
     fs::write(&path, config).map_err(|e| e.to_string())?;
     let out = Command::new(envoy_bin())
         .current_dir(repo_root())
@@ -323,6 +327,51 @@ pub fn validate(config_name: &str) -> Result<String, String> {
         Ok(text)
     } else {
         Err(text)
+    }
+}
+
+/// Run a filter's own configuration validation, inside Envoy, on `plugin_config` (JSON): the
+/// module `dist/<filter>.wasm` behind a minimal listener, checked with `--mode validate`.
+/// `Err` carries the field path and message the filter logged when it refused.
+pub fn validate_plugin_config(filter: &str, plugin_config: &str) -> Result<(), (String, String)> {
+    let wasm = crate::dist_dir().join(format!("{filter}.wasm"));
+    if !wasm.exists() {
+        return Err((String::new(), format!("{} does not exist: run `make build` first", wasm.display())));
+    }
+    let config = serde_json::json!({
+        "static_resources": {"listeners": [{
+            "name": "validate",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "validate",
+                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+                    "http_filters": [
+                        {"name": filter, "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                            "config": {
+                                "name": filter, "root_id": filter,
+                                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_config},
+                                "vm_config": {"vm_id": filter, "runtime": "envoy.wasm.runtime.v8",
+                                    "code": {"local": {"filename": wasm.display().to_string()}}}}}},
+                        {"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                    ]}}]}]}]}
+    });
+    match validate_text(&config.to_string(), "validate.json") {
+        Ok(_) => Ok(()),
+        Err(log) => {
+            let marker = "invalid configuration, refusing to start: ";
+            let Some(at) = log.find(marker) else { return Err((String::new(), log)) };
+            let line = log[at + marker.len()..].lines().next().unwrap_or_default();
+            match line.strip_prefix("field `").and_then(|rest| rest.split_once("`: ")) {
+                Some((field, message)) => Err((field.to_string(), message.to_string())),
+                None => Err((String::new(), line.to_string())),
+            }
+        }
     }
 }
 

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Create a new, complete filter from templates/filter/: crate in the workspace (filters/<name>),
+# config with validation, unit tests, an end-to-end test, a doc page, an Envoy config, and an
+# Istio WasmPlugin. It compiles, loads in Envoy and passes its tests as generated.
+#   scripts/new-filter.sh <name>        (make new-filter NAME=<name>)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+name="${1:-}"
+if ! [[ "$name" =~ ^[a-z][a-z0-9]*(-[a-z0-9]+)*$ ]]; then
+  echo "usage: $0 <name>   (lowercase letters, digits and single dashes, e.g. geo-block)" >&2
+  exit 2
+fi
+snake="${name//-/_}"
+camel="$(echo "$name" | sed -E 's/(^|-)([a-z0-9])/\U\2/g')"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+
+declare -A targets=(
+  [Cargo.toml.tmpl]="filters/$name/Cargo.toml"
+  [lib.rs.tmpl]="filters/$name/src/lib.rs"
+  [config.rs.tmpl]="filters/$name/src/config.rs"
+  [filter.rs.tmpl]="filters/$name/src/filter.rs"
+  [README.md.tmpl]="filters/$name/README.md"
+  [e2e.rs.tmpl]="e2e/tests/$snake.rs"
+  [envoy.yaml.tmpl]="envoy-configs/$name.yaml"
+  [wasmplugin.yaml.tmpl]="deploy/istio/$name.yaml"
+)
+for template in "${!targets[@]}"; do
+  if [ -e "${targets[$template]}" ]; then
+    echo "${targets[$template]} already exists: pick another name" >&2
+    exit 1
+  fi
+done
+for template in "${!targets[@]}"; do
+  out="${targets[$template]}"
+  mkdir -p "$(dirname "$out")"
+  sed -e "s/__NAME__/$name/g" -e "s/__SNAKE__/$snake/g" -e "s/__CAMEL__/$camel/g" -e "s/__VERSION__/$version/g" \
+    "templates/filter/$template" > "$out"
+done
+# Record the new workspace member in Cargo.lock (it uses only dependencies already locked).
+cargo metadata --format-version 1 --offline >/dev/null
+
+cat <<MSG
+Created filter '$name':
+  filters/$name/ (crate, README.md), envoy-configs/$name.yaml, e2e/tests/$snake.rs, deploy/istio/$name.yaml
+Next:
+  make build                                   # dist/$name.wasm, and its digest in deploy/istio/$name.yaml
+  cargo test -p $name && cargo test -p e2e --test $snake
+  ENVOY_CONFIG=$name.yaml docker compose up    # try it in containers
+To run it in the demo, add it to envoy-configs/all-in-one.yaml (see the order notes there).
+MSG

@@ -4,7 +4,7 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all deps build envoy test unit e2e lint fmt demo bench oci new-filter clean
+.PHONY: all deps build envoy test unit e2e lint fmt demo bench oci release new-filter clean
 
 all: build
 
@@ -56,6 +56,10 @@ oci: build
 	  name=$$(basename $$wasm .wasm); \
 	  python3 scripts/oci-layout.py --wasm $$wasm --tag $(VERSION) --out dist/oci/$$name || exit 1; \
 	done
+
+## release: versioned artifacts in dist/release/<version>/ (+ CHANGELOG entry), REGISTRY=...
+release: build
+	scripts/release.sh
 
 ## new-filter: a complete new filter from templates/filter (NAME=my-filter)
 new-filter:

@@ -16,4 +16,7 @@ fn all_in_one_serves_with_every_filter() {
     assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"), "{r}");
     assert!(!r.has_header("server") && !r.has_header("x-powered-by"), "{r}");
     assert_eq!(upstream.requests().len(), 1);
+    // Every module says which version it is when it starts.
+    let started = format!("security-headers {}: configured", env!("CARGO_PKG_VERSION"));
+    assert!(envoy.log().contains(&started), "{started:?} not logged:\n{}", envoy.log());
 }

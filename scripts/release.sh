@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Versioned release artifacts from the current build, in dist/release/<version>/:
+#   <filter>-<version>.wasm, SHA256SUMS, oci/<filter>/ (OCI image layouts, Istio compat form),
+#   istio/<filter>.yaml (the deploy/istio manifest pinned to that image: url tag + spec.sha256
+#   = the image's manifest digest, which is what Istio checks for oci:// urls),
+# and a CHANGELOG.md entry for the version when it has none yet (edit it before tagging).
+#   scripts/release.sh [--out DIR] [--changelog FILE]     REGISTRY=ghcr.io/you/envoy-wasm-filters
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+out="dist/release/$version"
+changelog=CHANGELOG.md
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out="$2"; shift 2 ;;
+    --changelog) changelog="$2"; shift 2 ;;
+    *) echo "usage: $0 [--out DIR] [--changelog FILE]" >&2; exit 2 ;;
+  esac
+done
+registry="${REGISTRY:-ghcr.io/OWNER/envoy-wasm-filters}"
+[ -f dist/SHA256SUMS ] || { echo "dist/SHA256SUMS missing: run make build" >&2; exit 1; }
+(cd dist && sha256sum --check --quiet --strict SHA256SUMS) || { echo "dist/ does not match SHA256SUMS: run make build" >&2; exit 1; }
+
+rm -rf "$out"
+mkdir -p "$out/oci" "$out/istio"
+digests=()
+for wasm in dist/*.wasm; do
+  name="$(basename "$wasm" .wasm)"
+  cp "$wasm" "$out/$name-$version.wasm"
+  digest="$(python3 scripts/oci-layout.py --wasm "$wasm" --tag "$version" --out "$out/oci/$name" | awk '{print $2}')"
+  digests+=("$name $digest")
+  manifest="deploy/istio/$name.yaml"
+  if [ -f "$manifest" ]; then
+    # Pin: the registry, the version tag, and the image's manifest digest (no `sha256:` prefix).
+    sed -E \
+      -e "s#^(  url: oci://).*/$name:.*#\1$registry/$name:$version#" \
+      -e "s#^  \# sha256: .*#  sha256: ${digest#sha256:}#" \
+      -e "s#^  sha256: .*#  sha256: ${digest#sha256:}#" \
+      "$manifest" > "$out/istio/$name.yaml"
+    grep -q "^  sha256: ${digest#sha256:}$" "$out/istio/$name.yaml" ||
+      { echo "$manifest: no spec.sha256 line to pin (expected '  # sha256: ...')" >&2; exit 1; }
+  fi
+done
+(cd "$out" && sha256sum ./*.wasm | sed 's# \./# #' > SHA256SUMS)
+
+if ! grep -q "^## \[$version\]" "$changelog" 2>/dev/null; then
+  since="$(git describe --tags --abbrev=0 2>/dev/null || true)"
+  {
+    echo "## [$version] - $(date -u +%Y-%m-%d)"
+    echo
+    echo "Modules (SHA-256 of the .wasm / OCI image manifest digest):"
+    echo
+    while read -r sum file; do
+      name="${file%-"$version".wasm}"
+      for d in "${digests[@]}"; do
+        [ "${d%% *}" = "$name" ] && echo "- \`$file\` \`$sum\` / image \`${d#* }\`"
+      done
+    done < "$out/SHA256SUMS"
+    echo
+    echo "Changes${since:+ since $since}:"
+    echo
+    git log --no-merges --format='- %s' ${since:+"$since"..HEAD}
+    echo
+  } > "$out/CHANGELOG.entry.md"
+  if [ -f "$changelog" ]; then
+    # Insert after the title line (the first line).
+    { head -n 1 "$changelog"; echo; cat "$out/CHANGELOG.entry.md"; tail -n +2 "$changelog" | sed '1{/^$/d}'; } > "$changelog.tmp"
+    mv "$changelog.tmp" "$changelog"
+  else
+    { echo "# Changelog"; echo; cat "$out/CHANGELOG.entry.md"; } > "$changelog"
+  fi
+  rm "$out/CHANGELOG.entry.md"
+  echo "added a $version entry to $changelog: edit it before tagging v$version"
+fi
+echo "release $version in $out:"
+ls -1 "$out" | sed 's/^/  /'

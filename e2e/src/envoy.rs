@@ -229,8 +229,12 @@ impl Envoy {
 
     /// Counters and gauges from the admin `/stats` page.
     pub fn stats(&self) -> BTreeMap<String, u64> {
+        self.stats_page("/stats")
+    }
+
+    fn stats_page(&self, path: &str) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        if let Ok(r) = crate::http::get(self.admin_port(), "/stats") {
+        if let Ok(r) = crate::http::get(self.admin_port(), path) {
             for line in r.body_text().lines() {
                 if let Some((k, v)) = line.split_once(": ") {
                     if let Ok(v) = v.trim().parse() {
@@ -242,14 +246,20 @@ impl Envoy {
         out
     }
 
-    /// One stat, 0 when absent.
+    /// One stat, 0 when absent. Asks the admin for that stat only (a small page, quick even on
+    /// a loaded machine).
     pub fn stat(&self, name: &str) -> u64 {
-        self.stats().get(name).copied().unwrap_or(0)
+        let pattern: String = name
+            .chars()
+            .flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] })
+            .collect();
+        self.stats_page(&format!("/stats?filter=^{pattern}$")).get(name).copied().unwrap_or(0)
     }
 
-    /// Wait until `name` reaches at least `min` (stats are flushed asynchronously).
+    /// Wait until `name` reaches at least `min`, and return it (the last value read when the
+    /// generous deadline passes: a loaded CI machine must not turn into a false failure).
     pub fn wait_stat(&self, name: &str, min: u64) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let v = self.stat(name);
             if v >= min || Instant::now() > deadline {

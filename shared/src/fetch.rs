@@ -32,6 +32,8 @@ pub struct Published {
 }
 
 const MAGIC: &[u8; 2] = b"F1";
+/// The record before the first fetch.
+const EMPTY: &[u8] = b"-";
 
 impl Published {
     pub fn encode(&self) -> Vec<u8> {
@@ -167,7 +169,8 @@ impl Fetcher {
 
     /// Create the shared keys. From `configure` only (see [`crate::shared_cell`]).
     pub fn ensure_exists(&self, host: &dyn Host) -> Result<(), HostError> {
-        shared_cell::ensure_exists(host, &self.value_key, b"")?;
+        // Not empty: Envoy hands an empty value back as absent, which `update` reads as Missing.
+        shared_cell::ensure_exists(host, &self.value_key, EMPTY)?;
         self.lease.ensure_exists(host)
     }
 

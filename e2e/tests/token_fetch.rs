@@ -88,7 +88,7 @@ fn upstream_sees_the_current_token_and_the_token_server_one_call_per_refresh_per
     // One fetch per 2.4-second refresh per proxy: ~4 in 10 s. Per worker it would be 4x that.
     let periods = elapsed.as_secs_f64() / 2.4;
     eprintln!("{calls} token calls in {elapsed:?} ({periods:.1} refresh periods, 4 workers)");
-    assert!(calls as f64 >= periods - 1.5, "refreshes happen: {calls} calls in {periods:.1} periods");
+    assert!(calls as f64 >= periods / 2.0, "refreshes happen: {calls} calls in {periods:.1} periods");
     assert!(
         calls as f64 <= periods + 2.0,
         "one fetch per proxy, not per worker: {calls} calls in {periods:.1} periods"

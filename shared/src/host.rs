@@ -83,6 +83,12 @@ pub trait Host {
     fn send_local_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError>;
     fn resume_request(&self) -> Result<(), HostError>;
     fn resume_response(&self) -> Result<(), HostError>;
+    /// Make later calls address the stream `context_id` (proxy-wasm `set_effective_context`):
+    /// how a root context resumes, decorates or answers a request an HTTP context paused.
+    /// Fails when that stream is gone. The default refuses, so other hosts stay compatible.
+    fn set_effective_context(&self, _context_id: u32) -> Result<(), HostError> {
+        Err(HostError::Failure)
+    }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
 

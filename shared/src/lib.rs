@@ -9,11 +9,15 @@
 //!   semantic validation into an immutable compiled form.
 //! - [`plugin`]: the root/HTTP filter traits filters implement; [`proxy`] glues them to the SDK.
 //! - [`shared_cell`]: a value in proxy-wasm shared data under compare-and-swap (all workers).
+//! - [`lease`]: one worker per proxy does X (CAS lease with expiry); [`fetch`]: a value fetched
+//!   periodically by the lease holder and published for all workers (tokens, JWKS).
 //! - [`headers`], [`matching`], [`reply`], [`stats`]: small helpers shared by all filters.
 
 pub mod config;
+pub mod fetch;
 pub mod headers;
 pub mod host;
+pub mod lease;
 pub mod matching;
 pub mod plugin;
 pub mod reply;

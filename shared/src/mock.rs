@@ -45,6 +45,11 @@ struct State {
     metric_names: Vec<(String, MetricKind)>,
     metric_values: BTreeMap<u32, i64>,
     fail_header_writes: bool,
+    effective_context: Option<u32>,
+    /// Streams that no longer exist: `set_effective_context` to them fails.
+    gone_contexts: Vec<u32>,
+    resumed_contexts: Vec<Option<u32>>,
+    context_replies: Vec<(u32, LocalResponse)>,
 }
 
 #[derive(Default)]
@@ -125,6 +130,26 @@ impl MockHost {
     }
     pub fn resumed_responses(&self) -> usize {
         self.state.borrow().resumed_responses
+    }
+    /// The effective context of every `resume_request` (`None`: the stream's own callback).
+    pub fn resumed_contexts(&self) -> Vec<Option<u32>> {
+        self.state.borrow().resumed_contexts.clone()
+    }
+    /// Local replies sent after `set_effective_context(id)`, as `(id, reply)`.
+    pub fn context_replies(&self) -> Vec<(u32, LocalResponse)> {
+        self.state.borrow().context_replies.clone()
+    }
+    /// The context set by the last `set_effective_context`.
+    pub fn effective_context(&self) -> Option<u32> {
+        self.state.borrow().effective_context
+    }
+    /// Back in a stream's own callback: later calls address that stream again.
+    pub fn clear_effective_context(&self) {
+        self.state.borrow_mut().effective_context = None;
+    }
+    /// The stream `context_id` ended: `set_effective_context` to it fails from now on.
+    pub fn end_context(&self, context_id: u32) {
+        self.state.borrow_mut().gone_contexts.push(context_id);
     }
     pub fn http_calls(&self) -> Vec<HttpCall> {
         self.state.borrow().http_calls.clone()
@@ -208,6 +233,18 @@ impl Host for MockHost {
 
     fn send_local_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
         let mut st = self.state.borrow_mut();
+        if let Some(id) = st.effective_context {
+            if st.context_replies.iter().any(|(c, _)| *c == id) {
+                return Err(HostError::BadArgument);
+            }
+            let reply = LocalResponse {
+                status,
+                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                body: body.to_vec(),
+            };
+            st.context_replies.push((id, reply));
+            return Ok(());
+        }
         if st.local_response.is_some() {
             // Envoy refuses a second local reply for the same stream.
             return Err(HostError::BadArgument);
@@ -221,7 +258,19 @@ impl Host for MockHost {
     }
 
     fn resume_request(&self) -> Result<(), HostError> {
-        self.state.borrow_mut().resumed_requests += 1;
+        let mut st = self.state.borrow_mut();
+        st.resumed_requests += 1;
+        let ctx = st.effective_context;
+        st.resumed_contexts.push(ctx);
+        Ok(())
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        let mut st = self.state.borrow_mut();
+        if st.gone_contexts.contains(&context_id) {
+            return Err(HostError::NotFound);
+        }
+        st.effective_context = Some(context_id);
         Ok(())
     }
 

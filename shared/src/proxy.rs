@@ -108,6 +108,10 @@ impl Host for ProxyWasmHost {
         hostcalls::resume_http_response().map_err(host_error)
     }
 
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        hostcalls::set_effective_context(context_id).map_err(host_error)
+    }
+
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         hostcalls::get_property(path.to_vec()).ok().flatten()
     }

@@ -23,8 +23,9 @@
 
 use e2e::envoy::{wasm_files, Envoy, EnvoyOptions};
 use e2e::http::{Request, Response};
+use e2e::token_server::TokenServer;
 use e2e::upstream::{Upstream, UpstreamOptions};
-use e2e::{envoy_bin, repo_root, LISTENER_PORT, UPSTREAM_PORT};
+use e2e::{envoy_bin, repo_root, LISTENER_PORT, TOKEN_SERVER_PORT, UPSTREAM_PORT};
 use security_headers::config::{DEFAULT_HEADERS, DEFAULT_REMOVE_HEADERS, HSTS};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -61,6 +62,17 @@ const VARIANTS: &[Variant] = &[
         headers: &[],
         check: security_headers_applied,
     },
+    // token-fetch with a token in hand (the bench's token server issues one-hour tokens): the
+    // cost measured is the per-request injection, not the fetch. Fail-closed by default, so a
+    // 200 with the upstream's body means the request carried a token (without one: 503).
+    Variant { name: "token-fetch (wasm)", config: "token-fetch.yaml", path: "/", headers: &[], check: from_upstream },
+    Variant {
+        name: "native request header add",
+        config: "bench/native-request-header.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
 ];
 
 /// A wasm filter and the native filter doing the same job: their added CPU is compared.
@@ -69,7 +81,10 @@ struct Comparison {
     native: &'static str,
 }
 
-const COMPARISONS: &[Comparison] = &[Comparison { wasm: "security-headers (wasm)", native: "native header_mutation" }];
+const COMPARISONS: &[Comparison] = &[
+    Comparison { wasm: "security-headers (wasm)", native: "native header_mutation" },
+    Comparison { wasm: "token-fetch (wasm)", native: "native request header add" },
+];
 
 // ---- response checks ----
 
@@ -256,12 +271,18 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(variant: &'static Variant, upstream_port: u16, cpu: Option<u32>) -> Result<Proxy, String> {
+    fn start(
+        variant: &'static Variant,
+        upstream_port: u16,
+        token_port: u16,
+        cpu: Option<u32>,
+    ) -> Result<Proxy, String> {
         let opts = EnvoyOptions {
             concurrency: 1,
             log_level: "warning",
             // The same substitution as the tests, except that 18080 is the one shared upstream.
-            preset_ports: BTreeMap::from([(UPSTREAM_PORT, upstream_port)]),
+            // 18081: the token server, for token-fetch.
+            preset_ports: BTreeMap::from([(UPSTREAM_PORT, upstream_port), (TOKEN_SERVER_PORT, token_port)]),
             pin_cpu: cpu,
             ..EnvoyOptions::default()
         };
@@ -653,10 +674,12 @@ fn run() -> Result<(), String> {
     println!("bench: {pinning_note}");
     let upstream = start_upstream()?;
     let upstream_port = upstream.port;
+    // token-fetch's token server: one-hour tokens, so no refresh falls into a measured run.
+    let tokens = TokenServer::start(0, 3600)?;
 
     let mut proxies = Vec::new();
     for v in &variants {
-        proxies.push(Proxy::start(v, upstream_port, pinning.map(|p| p.envoy_cpu))?);
+        proxies.push(Proxy::start(v, upstream_port, tokens.port, pinning.map(|p| p.envoy_cpu))?);
     }
     for p in &proxies {
         p.sanity_check()?;

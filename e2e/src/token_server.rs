@@ -1,0 +1,194 @@
+//! A loopback token server for token-fetch: counts calls, issues short-lived tokens, and can be
+//! told to fail in the ways real ones do (error status, hang, garbage, gone).
+//!
+//! - `POST <any path>`: an OAuth2 client-credentials answer,
+//!   `{"access_token":"tok-N","token_type":"Bearer","expires_in":L}`;
+//! - `GET <any path>`: the classic example's shape, `x-token: tok-N` and `{"token":"tok-N"}`.
+//!
+//! Every request is counted and recorded (calls made while "down" too, as attempts).
+//! [`Mode`] steers the answer; [`TokenServer::set_mode`] switches it while Envoy runs, which is
+//! how the tests take the server away and bring it back without restarting Envoy.
+
+use crate::http::{read_headers, read_line, Request as Recorded};
+use std::io::{BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Issue a new token per call.
+    Ok,
+    /// Answer this status with an OAuth2 error body.
+    Status(u16),
+    /// Read the request, never answer (the caller's timeout fires).
+    Hang,
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// Close the connection without answering (a crashed or restarting server).
+    Down,
+}
+
+struct State {
+    mode: Mode,
+    lifetime_secs: u64,
+    issued: u64,
+    requests: Vec<Recorded>,
+}
+
+pub struct TokenServer {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TokenServer {
+    /// Listen on 127.0.0.1:port (0 = any free port), issuing tokens valid `lifetime_secs`.
+    pub fn start(port: u16, lifetime_secs: u64) -> Result<TokenServer, String> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let state = Arc::new(Mutex::new(State { mode: Mode::Ok, lifetime_secs, issued: 0, requests: Vec::new() }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, stop2) = (state.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    let (st, stop3) = (st.clone(), stop2.clone());
+                    thread::spawn(move || serve(conn, st, stop3));
+                }
+            }
+        });
+        Ok(TokenServer { port, state, stop })
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        if let Ok(mut s) = self.state.lock() {
+            s.mode = mode;
+        }
+    }
+
+    pub fn set_lifetime(&self, secs: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.lifetime_secs = secs;
+        }
+    }
+
+    /// Requests received, whatever the answer.
+    pub fn calls(&self) -> usize {
+        self.state.lock().map(|s| s.requests.len()).unwrap_or(0)
+    }
+
+    /// Tokens issued so far: `tok-1` … `tok-N`.
+    pub fn issued(&self) -> u64 {
+        self.state.lock().map(|s| s.issued).unwrap_or(0)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().map(|s| s.requests.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+pub fn token_name(n: u64) -> String {
+    format!("tok-{n}")
+}
+
+fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
+    let Ok(mut writer) = conn.try_clone() else { return };
+    let mut reader = BufReader::new(conn);
+    loop {
+        let Ok(line) = read_line(&mut reader) else { return };
+        if line.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line).into_owned();
+        let mut parts = text.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let Ok(headers) = read_headers(&mut reader) else { return };
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| String::from_utf8_lossy(v).trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (mode, answer) = {
+            let Ok(mut s) = state.lock() else { return };
+            s.requests.push(Recorded { method: method.clone(), path, headers, body });
+            let mode = s.mode.clone();
+            let answer = match &mode {
+                Mode::Ok => {
+                    s.issued += 1;
+                    let token = token_name(s.issued);
+                    if method == "GET" {
+                        response(200, &[("x-token", &token)], &format!("{{\"token\":\"{token}\"}}"))
+                    } else {
+                        let body = format!(
+                            "{{\"access_token\":\"{token}\",\"token_type\":\"Bearer\",\"expires_in\":{}}}",
+                            s.lifetime_secs
+                        );
+                        response(200, &[], &body)
+                    }
+                }
+                Mode::Status(code) => response(*code, &[], "{\"error\":\"temporarily_unavailable\"}"),
+                Mode::Garbage => response(200, &[], "<html>not a token</html>"),
+                Mode::Hang | Mode::Down => Vec::new(),
+            };
+            (mode, answer)
+        };
+        match mode {
+            Mode::Down => {
+                let _ = writer.shutdown(Shutdown::Both);
+                return;
+            }
+            Mode::Hang => {
+                // Hold the connection until the caller gives up (or the server stops).
+                while !stop.load(Ordering::Relaxed) {
+                    let mut buf = [0u8; 1];
+                    let _ = reader.get_ref().set_read_timeout(Some(Duration::from_millis(200)));
+                    match reader.get_mut().read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(_) => {}
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                || e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => return,
+                    }
+                }
+                return;
+            }
+            _ => {
+                if writer.write_all(&answer).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}

@@ -1,0 +1,749 @@
+//! The root context fetches (when it holds the lease) and keeps this worker's copy of the
+//! token; HTTP contexts inject it, or wait for it.
+//!
+//! - Every worker ticks every [`TICK`]: [`Fetcher::poll`] decides whether this worker fetches
+//!   now (one per proxy, through the lease); then the worker re-reads the published token
+//!   (one shared-data read), resumes the requests waiting for it, and answers those that
+//!   waited too long.
+//! - Requests that find no valid token are paused and registered, by context id, in this
+//!   worker's waiting list; the root resumes them with `set_effective_context` (the only way
+//!   a root context can address a stream). The list is bounded ([`MAX_WAITING`]).
+//! - Why polling, not a shared queue: a worker learns of a new token within one tick either
+//!   way, the token record is one small key, and a queue would need a consumer per worker and
+//!   bounded keys; polling one key per tick per worker is the cheapest mechanism that is
+//!   correct. The worker that fetched resumes its own waiters at once, without waiting for
+//!   its tick; a request that finds its worker's copy stale re-reads shared data itself.
+
+use crate::config::{Compiled, Config, Extract, OAUTH2_DEFAULT_LIFETIME};
+use shared::config::ConfigError;
+use shared::fetch::{fingerprint, FetchResult, Fetcher, Outcome, Published};
+use shared::host::{BodyKind, HeaderMapKind, HostExt};
+use shared::lease::{holder_id, millis};
+use shared::stats::{Counter, Gauge};
+use shared::{reply, Action, Host, HttpFilter, LogLevel, RootFilter};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+pub const NAME: &str = "token-fetch";
+/// Timer period of every worker: lease, refresh, token polling, waiting-request deadlines.
+pub const TICK: Duration = Duration::from_millis(250);
+/// The first tick comes sooner, so the first fetch happens at start.
+pub const FIRST_TICK: Duration = Duration::from_millis(20);
+/// Requests one worker holds waiting for a token; beyond, they get the no-token answer at once.
+pub const MAX_WAITING: usize = 4096;
+/// Largest token response body read.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Stat names, as Envoy shows them (under `wasmcustom.`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub fetch_success: Counter,
+    pub fetch_failure: Counter,
+    pub requests_injected: Counter,
+    /// Answered 503: no valid token (after waiting).
+    pub requests_rejected_no_token: Counter,
+    /// Passed on without the header (`allow_request_without_credential`).
+    pub requests_allowed_no_token: Counter,
+    /// Requests that had to wait for a token.
+    pub requests_paused: Counter,
+    /// Seconds the current token has left (0: none valid).
+    pub token_remaining_seconds: Gauge,
+}
+
+impl Stats {
+    fn define(host: &dyn Host) -> Self {
+        let c = |n: &str| Counter::define(host, &format!("token_fetch.{n}"));
+        Stats {
+            fetch_success: c("fetch_success"),
+            fetch_failure: c("fetch_failure"),
+            requests_injected: c("requests_injected"),
+            requests_rejected_no_token: c("requests_rejected_no_token"),
+            requests_allowed_no_token: c("requests_allowed_no_token"),
+            requests_paused: c("requests_paused"),
+            token_remaining_seconds: Gauge::define(host, "token_fetch.token_remaining_seconds"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Waiter {
+    context_id: u32,
+    deadline_ms: u64,
+}
+
+/// What the root and this worker's HTTP contexts share.
+pub struct Worker {
+    pub config: Compiled,
+    stats: Stats,
+    value_key: String,
+    /// This worker's copy of the published token (header value bytes).
+    cache: RefCell<Option<Published>>,
+    waiting: RefCell<Vec<Waiter>>,
+}
+
+impl Worker {
+    /// A valid header value: this worker's copy, else a fresh read of shared data (another
+    /// worker may have fetched since our last tick). Never an expired one.
+    fn token(&self, host: &dyn Host, now: SystemTime) -> Option<Vec<u8>> {
+        if let Some(p) = self.cache.borrow().as_ref().filter(|p| p.is_valid_at(now)) {
+            return Some(p.value.clone());
+        }
+        self.refresh_cache(host, now)
+    }
+
+    fn refresh_cache(&self, host: &dyn Host, now: SystemTime) -> Option<Vec<u8>> {
+        let fresh = host.shared_data(&self.value_key).0.and_then(|b| Published::decode(&b));
+        let valid = fresh.as_ref().filter(|p| p.is_valid_at(now)).map(|p| p.value.clone());
+        *self.cache.borrow_mut() = fresh;
+        valid
+    }
+
+    /// Set the header on the request of the current (effective) context.
+    fn inject(&self, host: &dyn Host, value: &[u8]) {
+        let c = &self.config;
+        if !c.overwrite && host.header(HeaderMapKind::RequestHeaders, &c.header_name).is_some() {
+            return;
+        }
+        match host.set_header(HeaderMapKind::RequestHeaders, &c.header_name, value) {
+            Ok(()) => self.stats.requests_injected.inc(host),
+            Err(e) => host.log(LogLevel::Error, &format!("{NAME}: cannot set {}: {e}", c.header_name)),
+        }
+    }
+
+    /// No valid token for the current context's request: 503, or on without the header.
+    /// Returns the action for a request still in its own callback.
+    fn no_token(&self, host: &dyn Host) -> Action {
+        if self.config.allow_request_without_credential {
+            self.stats.requests_allowed_no_token.inc(host);
+            return Action::Continue;
+        }
+        self.stats.requests_rejected_no_token.inc(host);
+        let body = format!("{NAME}: no valid credential for the upstream is available; retry later");
+        if reply::send_text(host, 503, &body, &[("retry-after", "1")]).is_err() {
+            host.log(LogLevel::Error, &format!("{NAME}: cannot send the 503 reply"));
+        }
+        Action::Pause
+    }
+
+    /// Resume waiters with the token, or answer those past their deadline.
+    fn serve_waiters(&self, host: &dyn Host, now: SystemTime) {
+        if self.waiting.borrow().is_empty() {
+            return;
+        }
+        let token = self.token(host, now);
+        let now_ms = millis(now);
+        let ready: Vec<Waiter> = {
+            let mut waiting = self.waiting.borrow_mut();
+            let (ready, keep): (Vec<Waiter>, Vec<Waiter>) =
+                waiting.drain(..).partition(|w| token.is_some() || now_ms >= w.deadline_ms);
+            *waiting = keep;
+            ready
+        };
+        for w in ready {
+            // The stream may be gone (client left): then there is nothing to do.
+            if host.set_effective_context(w.context_id).is_err() {
+                continue;
+            }
+            match &token {
+                Some(value) => {
+                    self.inject(host, value);
+                    let _ = host.resume_request();
+                }
+                None => {
+                    if self.no_token(host) == Action::Continue {
+                        let _ = host.resume_request();
+                    }
+                }
+            }
+        }
+    }
+
+    fn forget(&self, context_id: u32) {
+        self.waiting.borrow_mut().retain(|w| w.context_id != context_id);
+    }
+}
+
+#[derive(Default)]
+pub struct TokenFetchRoot {
+    worker: Option<Rc<Worker>>,
+    fetcher: Option<Fetcher>,
+    started: bool,
+}
+
+impl TokenFetchRoot {
+    pub fn worker(&self) -> Option<&Rc<Worker>> {
+        self.worker.as_ref()
+    }
+
+    fn dispatch(&mut self, host: &dyn Host, now: SystemTime) {
+        let (Some(worker), Some(fetcher)) = (&self.worker, &mut self.fetcher) else { return };
+        let c = &worker.config;
+        let headers: Vec<(&str, &str)> = c.request_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        match host.dispatch_http_call(&c.cluster, &headers, c.request_body.as_deref(), c.policy.fetch_timeout) {
+            Ok(token) => {
+                fetcher.started(token, now);
+                host.log_with(LogLevel::Debug, || format!("{NAME}: fetching a token from cluster {}", c.cluster));
+            }
+            Err(e) => {
+                worker.stats.fetch_failure.inc(host);
+                let retry = fetcher.dispatch_failed(now);
+                host.log(
+                    LogLevel::Warn,
+                    &format!("{NAME}: cannot call cluster {:?} ({e}); retrying in {retry:?}", c.cluster),
+                );
+            }
+        }
+    }
+
+    fn update_gauge(&self, host: &dyn Host, now: SystemTime) {
+        if let Some(w) = &self.worker {
+            let remaining = w.cache.borrow().as_ref().map_or(Duration::ZERO, |p| p.remaining(now));
+            w.stats.token_remaining_seconds.set(host, remaining.as_secs());
+        }
+    }
+}
+
+/// Parse a token-endpoint answer into (header value, lifetime). Error texts never include the
+/// body or the token: the body may echo credentials.
+pub fn parse_answer(c: &Compiled, host: &dyn Host, body_size: usize) -> FetchResult {
+    let status = host.header_str(HeaderMapKind::HttpCallResponseHeaders, ":status");
+    let Some(status) = status else {
+        return FetchResult::Failed("no answer (timeout, connection failure or reset)".into());
+    };
+    if status != "200" {
+        return FetchResult::Failed(format!("status {status}"));
+    }
+    let body = || host.body(BodyKind::HttpCallResponse, 0, body_size.min(MAX_BODY)).unwrap_or_default();
+    let (token, lifetime) = match &c.extract {
+        Extract::Header(name) => match host.header(HeaderMapKind::HttpCallResponseHeaders, name) {
+            Some(v) => {
+                (String::from_utf8(v).map_err(|_| "the token header is not UTF-8".to_string()), c.fixed_lifetime)
+            }
+            None => return FetchResult::Failed(format!("no {name} header in the answer")),
+        },
+        Extract::JsonField(field) => {
+            let json: serde_json::Value = match serde_json::from_slice(&body()) {
+                Ok(v) => v,
+                Err(e) => return FetchResult::Failed(json_error(&e)),
+            };
+            match json.get(field).and_then(|v| v.as_str()) {
+                Some(t) => (Ok(t.to_string()), c.fixed_lifetime),
+                None => return FetchResult::Failed(format!("no string field {field:?} in the JSON answer")),
+            }
+        }
+        Extract::OAuth2 => {
+            let json: serde_json::Value = match serde_json::from_slice(&body()) {
+                Ok(v) => v,
+                Err(e) => return FetchResult::Failed(json_error(&e)),
+            };
+            let Some(token) = json.get("access_token").and_then(|v| v.as_str()) else {
+                return FetchResult::Failed("no string access_token in the answer".into());
+            };
+            if let Some(tt) = json.get("token_type") {
+                let tt = tt.as_str().unwrap_or("");
+                let bearer_prefix = c.header_prefix.trim_end().eq_ignore_ascii_case("bearer");
+                if bearer_prefix && !tt.eq_ignore_ascii_case("bearer") {
+                    return FetchResult::Failed(format!("token_type {tt:?} cannot be sent as a Bearer token"));
+                }
+            }
+            let lifetime = match json.get("expires_in") {
+                None | Some(serde_json::Value::Null) => OAUTH2_DEFAULT_LIFETIME,
+                Some(v) => {
+                    let secs = v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+                    match secs {
+                        Some(s) if s > 0 && s <= 366 * 86_400 => Duration::from_secs(s),
+                        _ => return FetchResult::Failed("expires_in is not a positive number of seconds".into()),
+                    }
+                }
+            };
+            (Ok(token.to_string()), Some(lifetime))
+        }
+    };
+    let token = match token {
+        Ok(t) => t,
+        Err(e) => return FetchResult::Failed(e),
+    };
+    let lifetime = lifetime.unwrap_or(OAUTH2_DEFAULT_LIFETIME);
+    match c.header_value(&token) {
+        Ok(value) => FetchResult::Fetched { value: value.into_bytes(), lifetime },
+        Err(e) => FetchResult::Failed(e),
+    }
+}
+
+/// A JSON error without serde's excerpt of the input (which could be a secret).
+fn json_error(e: &serde_json::Error) -> String {
+    format!("the answer is not valid JSON ({:?} error at line {} column {})", e.classify(), e.line(), e.column())
+}
+
+impl RootFilter for TokenFetchRoot {
+    type Http = TokenFetch;
+    const NAME: &'static str = NAME;
+
+    fn configure(&mut self, host: &dyn Host, raw_config: Option<&[u8]>) -> Result<(), ConfigError> {
+        let config = shared::config::load(raw_config, Config::compile)?;
+        let prefix = format!("{NAME}/{}/", config.config_fingerprint);
+        let fetcher = Fetcher::new(&prefix, holder_id(0, host.now()), config.policy);
+        if let Err(e) = fetcher.ensure_exists(host) {
+            return Err(ConfigError::new("", format!("cannot create the shared-data keys: {e}")));
+        }
+        if let Some(fp) = &config.secret_fingerprint {
+            host.log(
+                LogLevel::Info,
+                &format!("{NAME}: token source cluster {:?}, client secret fingerprint {fp}", config.cluster),
+            );
+        }
+        let stats = Stats::define(host);
+        self.worker = Some(Rc::new(Worker {
+            stats,
+            value_key: format!("{prefix}value"),
+            config,
+            cache: RefCell::new(None),
+            waiting: RefCell::new(Vec::new()),
+        }));
+        self.fetcher = Some(fetcher);
+        self.started = false;
+        host.set_tick_period(FIRST_TICK).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
+        Ok(())
+    }
+
+    fn new_http_filter(&self, context_id: u32) -> Option<TokenFetch> {
+        Some(TokenFetch { worker: self.worker.clone()?, context_id, waiting: false })
+    }
+
+    fn on_tick(&mut self, host: &dyn Host) {
+        if !self.started {
+            self.started = true;
+            if let Err(e) = host.set_tick_period(TICK) {
+                host.log(LogLevel::Error, &format!("{NAME}: cannot set the timer period: {e}"));
+            }
+        }
+        let now = host.now();
+        let due = self.fetcher.as_mut().is_some_and(|f| f.poll(host, now));
+        if due {
+            self.dispatch(host, now);
+        }
+        if let Some(w) = &self.worker {
+            w.refresh_cache(host, now);
+            w.serve_waiters(host, now);
+        }
+        self.update_gauge(host, now);
+    }
+
+    fn on_http_call_response(
+        &mut self,
+        host: &dyn Host,
+        token: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let (Some(worker), Some(fetcher)) = (&self.worker, &mut self.fetcher) else { return };
+        let now = host.now();
+        let result = parse_answer(&worker.config, host, body_size);
+        let token_fp = match &result {
+            FetchResult::Fetched { value, .. } => Some(fingerprint(value)),
+            FetchResult::Failed(_) => None,
+        };
+        let reason = match &result {
+            FetchResult::Failed(r) => r.clone(),
+            FetchResult::Fetched { .. } => "fetched, but could not be published to shared data".to_string(),
+        };
+        let lifetime = match &result {
+            FetchResult::Fetched { lifetime, .. } => *lifetime,
+            FetchResult::Failed(_) => Duration::ZERO,
+        };
+        let Some(outcome) = fetcher.on_response(host, token, now, result) else { return };
+        match outcome {
+            Outcome::Published { generation } => {
+                worker.stats.fetch_success.inc(host);
+                host.log(
+                    LogLevel::Info,
+                    &format!(
+                        "{NAME}: token fetched (fingerprint {}, generation {generation}, valid {}s)",
+                        token_fp.unwrap_or_default(),
+                        lifetime.as_secs()
+                    ),
+                );
+                worker.refresh_cache(host, now);
+                worker.serve_waiters(host, now);
+                self.update_gauge(host, now);
+            }
+            Outcome::Failed { retry_in } | Outcome::NotPublished { retry_in } => {
+                worker.stats.fetch_failure.inc(host);
+                let valid = worker.token(host, now).is_some();
+                host.log(
+                    if valid { LogLevel::Warn } else { LogLevel::Error },
+                    &format!(
+                        "{NAME}: token fetch from cluster {:?} failed: {reason}; retrying in {:.1}s; {}",
+                        worker.config.cluster,
+                        retry_in.as_secs_f64(),
+                        if valid { "the current token is still valid" } else { "no valid token" }
+                    ),
+                );
+            }
+        }
+    }
+}
+
+pub struct TokenFetch {
+    worker: Rc<Worker>,
+    context_id: u32,
+    waiting: bool,
+}
+
+impl HttpFilter for TokenFetch {
+    fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Action {
+        let w = &self.worker;
+        let now = host.now();
+        if let Some(value) = w.token(host, now) {
+            w.inject(host, &value);
+            return Action::Continue;
+        }
+        let timeout = w.config.pending_request_timeout;
+        if !timeout.is_zero() && w.waiting.borrow().len() < MAX_WAITING {
+            let deadline_ms = millis(now).saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+            w.waiting.borrow_mut().push(Waiter { context_id: self.context_id, deadline_ms });
+            self.waiting = true;
+            w.stats.requests_paused.inc(host);
+            return Action::Pause;
+        }
+        w.no_token(host)
+    }
+
+    fn on_response_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Action {
+        let w = &self.worker;
+        if w.config.inject_on_response {
+            if let Some(value) = w.token(host, host.now()) {
+                let name = &w.config.header_name;
+                if w.config.overwrite || host.header(HeaderMapKind::ResponseHeaders, name).is_none() {
+                    let _ = host.set_header(HeaderMapKind::ResponseHeaders, name, &value);
+                }
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self, _host: &dyn Host) {
+        if self.waiting {
+            self.worker.forget(self.context_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::mock::MockHost;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn oauth_config(extra: &str) -> String {
+        format!(
+            r#"{{"oauth2":{{"token_endpoint":{{"cluster":"token-server","uri":"http://auth.local/oauth/token","timeout":"2s"}},
+            "client_credentials":{{"client_id":"svc","client_secret":"TOPSECRET"}}}},
+            "retry_back_off":{{"base_interval":"1s","max_interval":"8s"}}{extra}}}"#
+        )
+    }
+
+    fn root(h: &MockHost, config: &str) -> TokenFetchRoot {
+        let mut r = TokenFetchRoot::default();
+        r.configure(h, Some(config.as_bytes())).unwrap();
+        r
+    }
+
+    /// Answer the last recorded HTTP call.
+    fn answer(h: &MockHost, r: &mut TokenFetchRoot, status: &str, body: &str) {
+        let call = h.http_calls().last().cloned().unwrap();
+        h.set_headers(HeaderMapKind::HttpCallResponseHeaders, &[(":status", status)]);
+        h.set_body(BodyKind::HttpCallResponse, body.as_bytes());
+        r.on_http_call_response(h, call.token, 1, body.len(), 0);
+    }
+
+    fn token_json(t: &str, expires_in: u64) -> String {
+        format!(r#"{{"access_token":"{t}","token_type":"Bearer","expires_in":{expires_in}}}"#)
+    }
+
+    fn request(h: &MockHost, r: &TokenFetchRoot, ctx: u32) -> (TokenFetch, Action) {
+        h.set_request_headers(&[(":path", "/"), (":method", "GET")]);
+        let mut f = r.new_http_filter(ctx).unwrap();
+        let a = f.on_request_headers(h, true);
+        (f, a)
+    }
+
+    fn auth(h: &MockHost) -> Vec<String> {
+        h.header_values(HeaderMapKind::RequestHeaders, "authorization")
+    }
+
+    #[test]
+    fn first_fetch_at_start_then_injection() {
+        let h = MockHost::new();
+        let mut r = root(&h, &oauth_config(""));
+        assert_eq!(h.tick_period(), Some(FIRST_TICK));
+        r.on_tick(&h);
+        assert_eq!(h.tick_period(), Some(TICK));
+        let calls = h.http_calls();
+        assert_eq!(calls.len(), 1, "fetched on the first tick");
+        let hv = |n: &str| calls[0].headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(
+            (hv(":method").as_str(), hv(":path").as_str(), hv(":authority").as_str()),
+            ("POST", "/oauth/token", "auth.local")
+        );
+        assert_eq!(calls[0].cluster, "token-server");
+        answer(&h, &mut r, "200", &token_json("tok-1", 60));
+        let (_, a) = request(&h, &r, 2);
+        assert_eq!(a, Action::Continue);
+        assert_eq!(auth(&h), vec!["Bearer tok-1"]);
+        assert_eq!(h.metric("token_fetch.requests_injected"), Some(1));
+        assert_eq!(h.metric("token_fetch.fetch_success"), Some(1));
+        assert_eq!(h.metric("token_fetch.token_remaining_seconds"), Some(60));
+    }
+
+    #[test]
+    fn secrets_and_tokens_never_logged() {
+        let h = MockHost::new();
+        let mut r = root(&h, &oauth_config(""));
+        r.on_tick(&h);
+        answer(&h, &mut r, "200", &token_json("tok-SENSITIVE", 60));
+        h.advance(50 * S);
+        r.on_tick(&h);
+        answer(&h, &mut r, "200", r#"{"access_token":"tok-SENSITIVE2","expires_in":"x"}"#);
+        h.advance(5 * S);
+        r.on_tick(&h);
+        answer(&h, &mut r, "200", r#"{"access_token": tok-SENSITIVE3"#);
+        let logs = h.logs();
+        assert!(logs.iter().any(|(_, m)| m.contains(&fingerprint(b"Bearer tok-SENSITIVE"))), "{logs:?}");
+        assert!(logs.iter().any(|(_, m)| m.contains(&fingerprint(b"TOPSECRET"))));
+        for (_, m) in &logs {
+            assert!(!m.contains("SENSITIVE") && !m.contains("TOPSECRET"), "leaked: {m}");
+        }
+    }
+
+    #[test]
+    fn requests_before_the_first_token_wait_and_resume_with_it() {
+        let h = MockHost::new();
+        let mut r = root(&h, &oauth_config(""));
+        r.on_tick(&h);
+        let (_f, a) = request(&h, &r, 7);
+        assert_eq!(a, Action::Pause);
+        assert_eq!(h.metric("token_fetch.requests_paused"), Some(1));
+        answer(&h, &mut r, "200", &token_json("tok-1", 60));
+        assert_eq!(h.resumed_contexts(), vec![Some(7)], "resumed through the effective context");
+        assert_eq!(auth(&h), vec!["Bearer tok-1"]);
+        assert!(h.local_response().is_none() && h.context_replies().is_empty());
+    }
+
+    #[test]
+    fn waiting_is_bounded_then_503_by_default() {
+        let h = MockHost::new();
+        let mut r = root(&h, &oauth_config(r#","pending_request_timeout":"1s""#));
+        r.on_tick(&h);
+        let (_f, a) = request(&h, &r, 7);
+        assert_eq!(a, Action::Pause);
+        answer(&h, &mut r, "500", "oops");
+        h.advance(S / 2);
+        r.on_tick(&h);
+        assert!(h.context_replies().is_empty(), "still within the wait");
+        h.advance(S / 2);
+        r.on_tick(&h);
+        let replies = h.context_replies();
+        assert_eq!(replies.len(), 1);
+        assert_eq!((replies[0].0, replies[0].1.status), (7, 503));
+        assert!(String::from_utf8_lossy(&replies[0].1.body).contains("no valid credential"));
+        assert_eq!(h.metric("token_fetch.requests_rejected_no_token"), Some(1));
+        assert!(h.resumed_contexts().is_empty());
+        // With no wait configured, a request is answered at once.
+        let h2 = MockHost::new();
+        let r2 = root(&h2, &oauth_config(r#","pending_request_timeout":"0s""#));
+        h2.clear_effective_context();
+        let (_f, a) = request(&h2, &r2, 9);
+        assert_eq!(a, Action::Pause);
+        assert_eq!(h2.local_response().unwrap().status, 503);
+    }
+
+    #[test]
+    fn pass_through_without_header_when_configured() {
+        let h = MockHost::new();
+        let mut r =
+            root(&h, &oauth_config(r#","allow_request_without_credential":true,"pending_request_timeout":"1s""#));
+        r.on_tick(&h);
+        let (_f, a) = request(&h, &r, 3);
+        assert_eq!(a, Action::Pause, "waits first");
+        answer(&h, &mut r, "503", "");
+        h.advance(S);
+        r.on_tick(&h);
+        assert_eq!(h.resumed_contexts(), vec![Some(3)]);
+        assert!(auth(&h).is_empty());
+        assert!(h.context_replies().is_empty());
+        assert_eq!(h.metric("token_fetch.requests_allowed_no_token"), Some(1));
+    }
+
+    #[test]
+    fn a_stream_that_ended_while_waiting_is_forgotten() {
+        let h = MockHost::new();
+        let mut r = root(&h, &oauth_config(""));
+        r.on_tick(&h);
+        let (mut f, _) = request(&h, &r, 4);
+        let (_g, _) = request(&h, &r, 5);
+        f.on_log(&h);
+        h.end_context(5); // gone without on_log: set_effective_context fails
+        answer(&h, &mut r, "200", &token_json("tok", 60));
+        assert!(h.resumed_contexts().is_empty());
+        assert!(r.worker().unwrap().waiting.borrow().is_empty());
+    }
+
+    #[test]
+    fn expired_token_is_never_injected() {
+        let h = MockHost::new();
+        let mut r = root(&h, &oauth_config(r#","pending_request_timeout":"0s""#));
+        r.on_tick(&h);
+        answer(&h, &mut r, "200", &token_json("tok-1", 10));
+        // Every refresh fails from now on.
+        h.fail_http_calls(true);
+        for _ in 0..40 {
+            h.advance(TICK);
+            r.on_tick(&h);
+        }
+        h.clear_effective_context();
+        let (_f, a) = request(&h, &r, 2);
+        assert_eq!(a, Action::Pause);
+        assert_eq!(h.local_response().unwrap().status, 503);
+        assert!(auth(&h).is_empty());
+        assert!(h.metric("token_fetch.fetch_failure").unwrap() >= 1);
+        assert_eq!(h.metric("token_fetch.token_remaining_seconds"), Some(0));
+    }
+
+    #[test]
+    fn keeps_an_existing_header_unless_overwrite() {
+        for (overwrite, want) in [(false, "Basic mine"), (true, "Bearer tok")] {
+            let h = MockHost::new();
+            let mut r = root(&h, &oauth_config(&format!(r#","overwrite":{overwrite}"#)));
+            r.on_tick(&h);
+            answer(&h, &mut r, "200", &token_json("tok", 60));
+            h.set_request_headers(&[(":path", "/"), ("authorization", "Basic mine")]);
+            let mut f = r.new_http_filter(2).unwrap();
+            assert_eq!(f.on_request_headers(&h, true), Action::Continue);
+            assert_eq!(auth(&h), vec![want]);
+        }
+    }
+
+    #[test]
+    fn response_injection_only_when_enabled() {
+        for enabled in [false, true] {
+            let h = MockHost::new();
+            let mut r = root(&h, &oauth_config(&format!(r#","inject_on_response":{enabled}"#)));
+            r.on_tick(&h);
+            answer(&h, &mut r, "200", &token_json("tok", 60));
+            let (mut f, _) = request(&h, &r, 2);
+            h.set_response_headers(&[(":status", "200")]);
+            f.on_response_headers(&h, true);
+            assert_eq!(!h.response_header_values("authorization").is_empty(), enabled);
+        }
+    }
+
+    #[test]
+    fn bad_answers_are_failures_and_keep_the_current_token() {
+        let bodies = [
+            ("200", "not json"),
+            ("200", r#"{"token_type":"Bearer"}"#),
+            ("200", r#"{"access_token":"a\r\nx-evil: 1","expires_in":60}"#),
+            ("200", r#"{"access_token":"a","token_type":"mac","expires_in":60}"#),
+            ("200", r#"{"access_token":"a","expires_in":-5}"#),
+            ("401", r#"{"error":"invalid_client"}"#),
+        ];
+        for (status, body) in bodies {
+            let h = MockHost::new();
+            let mut r = root(&h, &oauth_config(""));
+            r.on_tick(&h);
+            answer(&h, &mut r, "200", &token_json("good", 10));
+            h.advance(8 * S);
+            r.on_tick(&h);
+            assert_eq!(h.http_calls().len(), 2, "refresh at 80%");
+            answer(&h, &mut r, status, body);
+            assert_eq!(h.metric("token_fetch.fetch_failure"), Some(1), "{body}");
+            let (_f, a) = request(&h, &r, 3);
+            assert_eq!(a, Action::Continue);
+            assert_eq!(auth(&h), vec!["Bearer good"], "{body}");
+        }
+    }
+
+    #[test]
+    fn other_workers_pick_the_token_up_and_do_not_fetch() {
+        let h = MockHost::new();
+        let cfg = oauth_config("");
+        let mut a = root(&h, &cfg);
+        let mut b = root(&h, &cfg);
+        a.on_tick(&h);
+        b.on_tick(&h);
+        assert_eq!(h.http_calls().len(), 1, "one fetch for both workers");
+        let (_f, act) = request(&h, &b, 11);
+        assert_eq!(act, Action::Pause);
+        answer(&h, &mut a, "200", &token_json("tok", 60));
+        assert!(h.resumed_contexts().is_empty(), "b's waiter waits for b's tick");
+        h.advance(TICK);
+        b.on_tick(&h);
+        assert_eq!(h.resumed_contexts(), vec![Some(11)]);
+        // Over 200 s of ticks in both workers: one fetch per 48 s refresh.
+        for _ in 0..800 {
+            h.advance(TICK);
+            a.on_tick(&h);
+            b.on_tick(&h);
+            // Whoever fetched gets its answer at once.
+            let n = h.http_calls().len();
+            for r in [&mut a, &mut b] {
+                if r.fetcher.as_ref().is_some_and(Fetcher::in_flight) {
+                    answer(&h, r, "200", &token_json(&format!("tok{n}"), 60));
+                }
+            }
+        }
+        let calls = h.http_calls().len();
+        assert!((4..=6).contains(&calls), "{calls}");
+    }
+
+    #[test]
+    fn http_get_source_reads_a_header_or_a_json_field() {
+        let h = MockHost::new();
+        let mut r = root(
+            &h,
+            r#"{"http_get":{"token_endpoint":{"cluster":"t","uri":"http://t/auth"},"token_header":"x-token","token_lifetime":"30s"},"header_prefix":""}"#,
+        );
+        r.on_tick(&h);
+        let call = h.http_calls()[0].clone();
+        assert!(call.headers.contains(&(":method".into(), "GET".into())));
+        h.set_headers(HeaderMapKind::HttpCallResponseHeaders, &[(":status", "200"), ("x-token", "Bearer abc")]);
+        r.on_http_call_response(&h, call.token, 2, 0, 0);
+        let (_f, _) = request(&h, &r, 2);
+        assert_eq!(auth(&h), vec!["Bearer abc"]);
+
+        let h = MockHost::new();
+        let mut r = root(
+            &h,
+            r#"{"http_get":{"token_endpoint":{"cluster":"t","uri":"http://t/auth"},"token_json_field":"token","token_lifetime":"30s"}}"#,
+        );
+        r.on_tick(&h);
+        answer(&h, &mut r, "200", r#"{"token":"xyz"}"#);
+        let (_f, _) = request(&h, &r, 2);
+        assert_eq!(auth(&h), vec!["Bearer xyz"]);
+    }
+
+    #[test]
+    fn a_timeout_answer_is_a_failure() {
+        let h = MockHost::new();
+        let mut r = root(&h, &oauth_config(""));
+        r.on_tick(&h);
+        let call = h.http_calls()[0].clone();
+        h.set_headers(HeaderMapKind::HttpCallResponseHeaders, &[]);
+        r.on_http_call_response(&h, call.token, 0, 0, 0);
+        assert_eq!(h.metric("token_fetch.fetch_failure"), Some(1));
+        assert!(h.logs().iter().any(|(_, m)| m.contains("no answer")));
+    }
+
+    #[test]
+    fn invalid_config_is_refused() {
+        let h = MockHost::new();
+        let mut r = TokenFetchRoot::default();
+        let e = r.configure(&h, Some(br#"{"oauth2":{}}"#)).unwrap_err();
+        assert!(e.to_string().contains("token_endpoint") || e.field.contains("oauth2"), "{e}");
+        assert!(r.new_http_filter(1).is_none());
+    }
+}

@@ -52,6 +52,7 @@ fn validate_plugin_config(filter: &str, json: &str) -> Result<(), ConfigError> {
         "security-headers" => {
             shared::config::load(Some(json.as_bytes()), security_headers::config::Config::compile).map(|_| ())
         }
+        "rate-limit" => shared::config::load(Some(json.as_bytes()), rate_limit::config::Config::compile).map(|_| ()),
         other => panic!("deploy/istio/{other}.yaml: no validator for `{other}`; add it to validate_plugin_config"),
     }
 }

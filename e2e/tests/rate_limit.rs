@@ -135,8 +135,9 @@ fn exact_under_cas_contention() {
     let edit = |c: String| {
         c.replacen(r#""max_tokens": 50, "tokens_per_fill": 50"#, r#""max_tokens": 3000, "tokens_per_fill": 3000"#, 1)
     };
-    let envoy = Envoy::start_with(CONFIG, EnvoyOptions { concurrency: 4, edit: Some(Box::new(edit)), ..Default::default() })
-        .unwrap();
+    let envoy =
+        Envoy::start_with(CONFIG, EnvoyOptions { concurrency: 4, edit: Some(Box::new(edit)), ..Default::default() })
+            .unwrap();
     let _upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
     away_from_fill(Duration::from_secs(60), Duration::from_secs(10));
     let responses = concurrent(envoy.port(LISTENER_PORT), 32, 188, api_request);
@@ -178,9 +179,8 @@ fn independent_keys_stay_independent() {
     assert_eq!(send("key-b", 1000), 200);
     assert_eq!(Request::get("/other").header("x-forwarded-for", &client(1)).send(port).unwrap().status, 200);
     // And the per-client bucket of one client does not affect another.
-    let one: Vec<u16> = (0..30)
-        .map(|_| Request::get("/").header("x-forwarded-for", "192.0.2.1").send(port).unwrap().status)
-        .collect();
+    let one: Vec<u16> =
+        (0..30).map(|_| Request::get("/").header("x-forwarded-for", "192.0.2.1").send(port).unwrap().status).collect();
     assert!(one.contains(&429), "{one:?}");
     assert_eq!(Request::get("/").header("x-forwarded-for", "192.0.2.2").send(port).unwrap().status, 200);
 }
@@ -240,7 +240,8 @@ fn rate_limit_fields(r: &Response) -> Vec<(String, u64, u64)> {
 fn headers_are_correct() {
     let (envoy, _upstream) = start_with(2);
     let port = envoy.port(LISTENER_PORT);
-    let r = Request::get("/api/a").header("x-api-key", "h").header("x-forwarded-for", "203.0.113.9").send(port).unwrap();
+    let r =
+        Request::get("/api/a").header("x-api-key", "h").header("x-forwarded-for", "203.0.113.9").send(port).unwrap();
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(r.header_all("ratelimit-policy"), ["\"per_client\";q=20;w=2, \"api_key\";q=50;w=60"], "{r}");
     let fields = rate_limit_fields(&r);
@@ -310,7 +311,8 @@ fn bad_configs_are_refused_naming_the_field() {
     for (from, to, field) in cases {
         let (from, to) = (from.to_string(), to.to_string());
         assert!(std::fs::read_to_string(e2e::repo_root().join("envoy-configs").join(CONFIG)).unwrap().contains(&from));
-        let opts = EnvoyOptions { edit: Some(Box::new(move |c: String| c.replacen(&from, &to, 1))), ..Default::default() };
+        let opts =
+            EnvoyOptions { edit: Some(Box::new(move |c: String| c.replacen(&from, &to, 1))), ..Default::default() };
         let mut envoy = Envoy::spawn(CONFIG, &opts).unwrap();
         let status = envoy.wait_exit(Duration::from_secs(30));
         assert!(status.is_some_and(|s| !s.success()), "Envoy accepted a bad config ({field}):\n{}", envoy.log());
@@ -347,10 +349,8 @@ fn drive_clients(port: u16, threads: u32, first: u32, count: u32) -> (u64, u64) 
                 let (mut ok, mut limited) = (0, 0);
                 let mut i = t;
                 while i < count {
-                    let req = format!(
-                        "GET /k HTTP/1.1\r\nhost: localhost\r\nx-forwarded-for: {}\r\n\r\n",
-                        client(first + i)
-                    );
+                    let req =
+                        format!("GET /k HTTP/1.1\r\nhost: localhost\r\nx-forwarded-for: {}\r\n\r\n", client(first + i));
                     writer.write_all(req.as_bytes()).unwrap();
                     let r = read_response(&mut reader, false).unwrap();
                     match r.status {

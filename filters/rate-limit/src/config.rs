@@ -240,9 +240,20 @@ pub struct HeaderMatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// The client address, masked to a prefix (32 / 128 = the whole address).
-    RemoteAddress { key: &'static str, v4: u8, v6: u8 },
-    RequestHeader { name: String, key: String, skip_if_absent: bool },
-    Generic { key: String, value: String },
+    RemoteAddress {
+        key: &'static str,
+        v4: u8,
+        v6: u8,
+    },
+    RequestHeader {
+        name: String,
+        key: String,
+        skip_if_absent: bool,
+    },
+    Generic {
+        key: String,
+        value: String,
+    },
     Path,
 }
 
@@ -251,7 +262,9 @@ fn check_rule_name(name: &str) -> Result<(), String> {
         return Err("must be 1 to 64 characters".into());
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(format!("{name:?} may contain only ASCII letters, digits, '_' and '-' (it names stats and headers)"));
+        return Err(format!(
+            "{name:?} may contain only ASCII letters, digits, '_' and '-' (it names stats and headers)"
+        ));
     }
     Ok(())
 }
@@ -274,8 +287,11 @@ fn header_name(name: &str) -> Result<String, String> {
     normalize_header_name(name)
 }
 
+/// A rule's compiled `match`: path, methods, headers.
+type CompiledMatch = (Option<PathMatcher>, Vec<String>, Vec<HeaderMatch>);
+
 impl MatchConfig {
-    fn compile(&self) -> Result<(Option<PathMatcher>, Vec<String>, Vec<HeaderMatch>), ConfigError> {
+    fn compile(&self) -> Result<CompiledMatch, ConfigError> {
         let any_path = self.prefix.is_some() || self.path.is_some() || self.safe_regex.is_some();
         let path = if any_path {
             let p = PathMatchConfig {
@@ -290,7 +306,10 @@ impl MatchConfig {
         let mut methods = Vec::new();
         for (i, m) in self.methods.iter().enumerate() {
             if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
-                return Err(ConfigError::new(format!("methods[{i}]"), format!("{m:?} is not an upper-case HTTP method")));
+                return Err(ConfigError::new(
+                    format!("methods[{i}]"),
+                    format!("{m:?} is not an upper-case HTTP method"),
+                ));
             }
             methods.push(m.clone());
         }
@@ -346,9 +365,9 @@ impl ActionConfig {
             return Ok(Action::RemoteAddress { key: "masked_remote_address", v4, v6 });
         }
         if let Some(r) = &self.request_headers {
-            let name = header_name(&r.header_name)
-                .map_err(|m| ConfigError::new("request_headers.header_name", m))?;
-            check_descriptor_key(&r.descriptor_key).map_err(|m| ConfigError::new("request_headers.descriptor_key", m))?;
+            let name = header_name(&r.header_name).map_err(|m| ConfigError::new("request_headers.header_name", m))?;
+            check_descriptor_key(&r.descriptor_key)
+                .map_err(|m| ConfigError::new("request_headers.descriptor_key", m))?;
             return Ok(Action::RequestHeader { name, key: r.descriptor_key.clone(), skip_if_absent: r.skip_if_absent });
         }
         if let Some(g) = &self.generic_key {
@@ -374,7 +393,10 @@ impl TokenBucketConfig {
         }
         let interval = self.fill_interval.0;
         if interval.as_millis() < u128::from(MIN_FILL_INTERVAL_MS) {
-            return Err(ConfigError::new("fill_interval", format!("must be at least {MIN_FILL_INTERVAL_MS}ms, as in Envoy")));
+            return Err(ConfigError::new(
+                "fill_interval",
+                format!("must be at least {MIN_FILL_INTERVAL_MS}ms, as in Envoy"),
+            ));
         }
         let interval_ns = u64::try_from(interval.as_nanos())
             .ok()
@@ -495,19 +517,58 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             (r#"{}"#, "rules"),
             (r#"{"rules":[],"x":1}"#, "x"),
-            (r#"{"rules":[{"name":"a b","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#, "rules[0].name"),
-            (r#"{"rules":[{"name":"a","actions":[],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#, "rules[0].actions"),
-            (r#"{"rules":[{"name":"a","actions":[{"path":{},"remote_address":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#, "rules[0].actions[0]"),
-            (r#"{"rules":[{"name":"a","actions":[{"request_headers":{"header_name":"a b","descriptor_key":"k"}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#, "rules[0].actions[0].request_headers.header_name"),
-            (r#"{"rules":[{"name":"a","actions":[{"masked_remote_address":{"v6_prefix_mask_len":129}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#, "rules[0].actions[0].masked_remote_address.v6_prefix_mask_len"),
-            (r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":0,"fill_interval":"1s"}}]}"#, "rules[0].token_bucket.max_tokens"),
-            (r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"tokens_per_fill":0,"fill_interval":"1s"}}]}"#, "rules[0].token_bucket.tokens_per_fill"),
-            (r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"0.01s"}}]}"#, "rules[0].token_bucket.fill_interval"),
-            (r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1"}}]}"#, "rules[0].token_bucket.fill_interval"),
-            (r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":4000000000,"tokens_per_fill":4000000000,"fill_interval":"0.05s"}}]}"#, "rules[0].token_bucket.tokens_per_fill"),
-            (r#"{"rules":[{"name":"a","match":{"prefix":"api"},"actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#, "rules[0].match.prefix"),
-            (r#"{"rules":[{"name":"a","match":{"methods":["get"]},"actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#, "rules[0].match.methods[0]"),
-            (r#"{"rules":[{"name":"a","match":{"headers":[{"name":"x"}]},"actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#, "rules[0].match.headers[0]"),
+            (
+                r#"{"rules":[{"name":"a b","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#,
+                "rules[0].name",
+            ),
+            (
+                r#"{"rules":[{"name":"a","actions":[],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#,
+                "rules[0].actions",
+            ),
+            (
+                r#"{"rules":[{"name":"a","actions":[{"path":{},"remote_address":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#,
+                "rules[0].actions[0]",
+            ),
+            (
+                r#"{"rules":[{"name":"a","actions":[{"request_headers":{"header_name":"a b","descriptor_key":"k"}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#,
+                "rules[0].actions[0].request_headers.header_name",
+            ),
+            (
+                r#"{"rules":[{"name":"a","actions":[{"masked_remote_address":{"v6_prefix_mask_len":129}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#,
+                "rules[0].actions[0].masked_remote_address.v6_prefix_mask_len",
+            ),
+            (
+                r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":0,"fill_interval":"1s"}}]}"#,
+                "rules[0].token_bucket.max_tokens",
+            ),
+            (
+                r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"tokens_per_fill":0,"fill_interval":"1s"}}]}"#,
+                "rules[0].token_bucket.tokens_per_fill",
+            ),
+            (
+                r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"0.01s"}}]}"#,
+                "rules[0].token_bucket.fill_interval",
+            ),
+            (
+                r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1"}}]}"#,
+                "rules[0].token_bucket.fill_interval",
+            ),
+            (
+                r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":4000000000,"tokens_per_fill":4000000000,"fill_interval":"0.05s"}}]}"#,
+                "rules[0].token_bucket.tokens_per_fill",
+            ),
+            (
+                r#"{"rules":[{"name":"a","match":{"prefix":"api"},"actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#,
+                "rules[0].match.prefix",
+            ),
+            (
+                r#"{"rules":[{"name":"a","match":{"methods":["get"]},"actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#,
+                "rules[0].match.methods[0]",
+            ),
+            (
+                r#"{"rules":[{"name":"a","match":{"headers":[{"name":"x"}]},"actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}]}"#,
+                "rules[0].match.headers[0]",
+            ),
             (r#"{"rules":[{"name":"a","actions":[{"path":{}}]}]}"#, "rules[0]"),
         ];
         for (json, field) in cases {
@@ -522,7 +583,10 @@ mod tests {
             (format!(r#"{{"rules":[{RULE}],"table":{{"max_keys":2000000}}}}"#), "table.max_keys"),
             (format!(r#"{{"rules":[{RULE}],"table":{{"on_full":"DROP"}}}}"#), "table.on_full"),
             (format!(r#"{{"rules":[{RULE}],"cas":{{"max_attempts":0}}}}"#), "cas.max_attempts"),
-            (format!(r#"{{"rules":[{RULE}],"enable_x_ratelimit_headers":"DRAFT_VERSION_04"}}"#), "enable_x_ratelimit_headers"),
+            (
+                format!(r#"{{"rules":[{RULE}],"enable_x_ratelimit_headers":"DRAFT_VERSION_04"}}"#),
+                "enable_x_ratelimit_headers",
+            ),
         ] {
             assert_eq!(load(&json).unwrap_err().field, field, "{json}");
         }

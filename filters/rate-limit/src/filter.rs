@@ -379,7 +379,10 @@ impl HttpFilter for RateLimit {
             self.replied = true;
             if shared::reply::send_text(host, config.status, "rate limited", &headers).is_err() {
                 self.stats.host_errors.inc(host);
-                host.log(LogLevel::Error, "rate-limit: the host refused the local reply; the request is denied by reset");
+                host.log(
+                    LogLevel::Error,
+                    "rate-limit: the host refused the local reply; the request is denied by reset",
+                );
                 return FilterAction::Pause;
             }
             return FilterAction::Pause;
@@ -479,7 +482,10 @@ mod tests {
     #[test]
     fn configure_creates_every_group_before_traffic() {
         let w = World::new(T0 * 1_000_000_000);
-        let _root = root(r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}],"table":{"max_keys":40}}"#, &w.shared);
+        let _root = root(
+            r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}],"table":{"max_keys":40}}"#,
+            &w.shared,
+        );
         for i in 0..10 {
             assert_eq!(w.shared.shared_data(&format!("rate-limit/{i}")).0.unwrap(), table::EMPTY_GROUP.to_vec());
         }
@@ -779,7 +785,10 @@ mod tests {
     #[test]
     fn garbage_in_a_group_reads_as_empty_and_is_repaired() {
         let w = World::new(T0 * 1_000_000_000);
-        let root = root(r#"{"table":{"max_keys":4},"rules":[{"name":"a","actions":[{"remote_address":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#, &w.shared);
+        let root = root(
+            r#"{"table":{"max_keys":4},"rules":[{"name":"a","actions":[{"remote_address":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#,
+            &w.shared,
+        );
         w.shared.set_shared_data("rate-limit/0", b"garbage", None).unwrap();
         assert_eq!(w.send(&root, &[], "10.0.0.1:1").0, 200);
         assert_eq!(w.shared.shared_data("rate-limit/0").0.unwrap().len(), table::GROUP_BYTES);

@@ -120,9 +120,9 @@ pub fn find_slot(
     if let Some(i) = entries.iter().position(|e| e.tag == tag) {
         return Slot::Found(i);
     }
-    let is_free = |e: &Entry| match e.rule().map(|r| limits(r)) {
-        None => true,                // empty
-        Some(None) => true,          // no such rule any more
+    let is_free = |e: &Entry| match e.rule().map(limits) {
+        None => true,       // empty
+        Some(None) => true, // no such rule any more
         Some(Some(l)) => l.is_full(e.x, now_ns),
     };
     let live = entries.iter().filter(|e| !is_free(e)).count();
@@ -136,9 +136,7 @@ pub fn find_slot(
         OnFull::Deny => Slot::Full,
         OnFull::Evict => {
             // The bucket that will be full soonest: forgiving it loses the least.
-            let full_in = |e: &Entry| {
-                e.rule().and_then(|r| limits(r)).map_or(0, |l| l.ns_until_debt_at_most(e.x, 0, now_ns))
-            };
+            let full_in = |e: &Entry| e.rule().and_then(limits).map_or(0, |l| l.ns_until_debt_at_most(e.x, 0, now_ns));
             let victim = (0..WAYS).min_by_key(|i| full_in(&entries[*i])).unwrap_or(0);
             Slot::Evicted(victim)
         }
@@ -201,10 +199,16 @@ mod tests {
     fn slot_order_own_then_empty_then_full_then_policy() {
         let mut g = [live(0, 1, 2), Entry::default(), live(0, 3, 0), live(0, 4, 5)];
         assert_eq!(find_slot(&g, tag(0, 1), NOW, &limits, OnFull::Deny), Slot::Found(0));
-        assert_eq!(find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny), Slot::Free { index: 1, reused: false, shared: true });
+        assert_eq!(
+            find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny),
+            Slot::Free { index: 1, reused: false, shared: true }
+        );
         g[1] = live(0, 2, 1);
         // Entry 2 has no debt: its bucket is full, so its slot is free.
-        assert_eq!(find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny), Slot::Free { index: 2, reused: true, shared: true });
+        assert_eq!(
+            find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny),
+            Slot::Free { index: 2, reused: true, shared: true }
+        );
         g[2] = live(0, 3, 8);
         assert_eq!(find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny), Slot::Full);
         // Evict the bucket that is full soonest (least debt): entry 1.
@@ -212,7 +216,10 @@ mod tests {
         // Entries of rules that no longer exist are free.
         let gone = |r: usize| if r == 0 { limits(r) } else { None };
         g[3] = live(5, 4, 5);
-        assert_eq!(find_slot(&g, tag(0, 9), NOW, &gone, OnFull::Deny), Slot::Free { index: 3, reused: true, shared: true });
+        assert_eq!(
+            find_slot(&g, tag(0, 9), NOW, &gone, OnFull::Deny),
+            Slot::Free { index: 3, reused: true, shared: true }
+        );
     }
 
     #[test]

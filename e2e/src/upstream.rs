@@ -103,16 +103,18 @@ fn serve_connection(conn: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>, opts: 
             }
             b
         };
-        let written = match &opts.fixed_response {
-            Some(fixed) => writer.write_all(fixed),
-            None => writer.write_all(&respond(&method, &path, &headers, &body)),
+        let echo = match &opts.fixed_response {
+            Some(_) => Vec::new(),
+            None => respond(&method, &path, &headers, &body),
         };
+        // Record before answering: a test that has its response must find the request here.
         if !opts.no_recording {
             if let Ok(mut r) = requests.lock() {
                 r.push(Recorded { method, path, headers, body });
             }
         }
-        if written.is_err() {
+        let response: &[u8] = opts.fixed_response.as_deref().unwrap_or(&echo);
+        if writer.write_all(response).is_err() {
             return;
         }
     }

@@ -20,6 +20,8 @@ fn all_in_one_serves_with_every_filter() {
     // security-headers
     assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"), "{r}");
     assert!(!r.has_header("server") && !r.has_header("x-powered-by"), "{r}");
+    // rate-limit
+    assert_eq!(r.header("ratelimit-policy").as_deref(), Some("\"per_client\";q=100;w=2"), "{r}");
     // token-fetch: the upstream got the service token.
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1);

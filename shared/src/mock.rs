@@ -125,6 +125,11 @@ impl MockHost {
     pub fn local_response(&self) -> Option<LocalResponse> {
         self.state.borrow().local_response.clone()
     }
+    /// Forget the local reply, to send another request through the same host (and its shared
+    /// data).
+    pub fn clear_local_response(&self) {
+        self.state.borrow_mut().local_response = None;
+    }
     pub fn resumed_requests(&self) -> usize {
         self.state.borrow().resumed_requests
     }

@@ -73,6 +73,20 @@ const VARIANTS: &[Variant] = &[
         headers: &[],
         check: from_upstream,
     },
+    Variant {
+        name: "rate-limit (wasm)",
+        config: "bench/rate-limit.yaml",
+        path: "/",
+        headers: &[],
+        check: x_ratelimit_headers,
+    },
+    Variant {
+        name: "native local_ratelimit",
+        config: "bench/native-local-ratelimit.yaml",
+        path: "/",
+        headers: &[],
+        check: x_ratelimit_headers,
+    },
 ];
 
 /// A wasm filter and the native filter doing the same job: their added CPU is compared.
@@ -84,6 +98,7 @@ struct Comparison {
 const COMPARISONS: &[Comparison] = &[
     Comparison { wasm: "security-headers (wasm)", native: "native header_mutation" },
     Comparison { wasm: "token-fetch (wasm)", native: "native request header add" },
+    Comparison { wasm: "rate-limit (wasm)", native: "native local_ratelimit" },
 ];
 
 // ---- response checks ----
@@ -129,6 +144,21 @@ fn security_headers_applied(r: &Response) -> Result<(), String> {
     }
     if let Some(name) = DEFAULT_REMOVE_HEADERS.iter().find(|name| r.has_header(name)) {
         return Err(format!("{name} was not removed: {:?}", r.header_all(name)));
+    }
+    Ok(())
+}
+
+/// A rate limiter that admitted the request and said so: Envoy's DRAFT_VERSION_03 headers, with
+/// the bench bucket's size (both rate-limit variants use the same one).
+fn x_ratelimit_headers(r: &Response) -> Result<(), String> {
+    from_upstream(r)?;
+    if r.header("x-ratelimit-limit").as_deref() != Some("1000000000") {
+        return Err(format!("x-ratelimit-limit: {:?} (want 1000000000)", r.header("x-ratelimit-limit")));
+    }
+    for name in ["x-ratelimit-remaining", "x-ratelimit-reset"] {
+        if !r.has_header(name) {
+            return Err(format!("no {name}"));
+        }
     }
     Ok(())
 }

@@ -1,0 +1,234 @@
+//! The fixed-size table of buckets in shared data.
+//!
+//! Shared data has no delete and never CAS-protects a key's first creation, so the filter never
+//! creates a key on the request path. At configure time every worker creates the same
+//! `groups` keys `rate-limit/<i>` with the same zero bytes ([`shared::shared_cell::ensure_exists`]:
+//! repeating it is harmless), and requests only CAS-update them. The key set, and so the
+//! memory, is fixed whatever the traffic.
+//!
+//! Each key is a *group* of [`WAYS`] entries (4-way set-associative), 16 bytes each:
+//!
+//! ```text
+//! tag: u64 LE   bits 56..63 = rule index + 1 (0 = empty), bits 0..55 = fingerprint of the key
+//! x:   u64 LE   the bucket state (see bucket.rs)
+//! ```
+//!
+//! A request's key (rule + descriptor entries) hashes to a group and a 56-bit fingerprint.
+//! Finding a slot in the group, in order:
+//! 1. the entry with the same tag: that key's bucket;
+//! 2. an empty entry, or an entry whose bucket is full again: a full bucket holds no
+//!    information, so taking its slot loses nothing (counted as `slot_reused`);
+//! 3. all four hold live (not yet refilled) buckets of other keys: `on_full` decides:
+//!    `EVICT` (default) replaces the one that will be full soonest (`evictions`), which can
+//!    forgive that key at most its current debt; `DENY` refuses the request (`table_full`).
+//!
+//! Two keys with the same group and fingerprint share a bucket: a 2^-56 chance per pair of keys
+//! that meet in a group.
+
+use crate::bucket::Limits;
+
+pub const WAYS: usize = 4;
+pub const ENTRY_BYTES: usize = 16;
+pub const GROUP_BYTES: usize = WAYS * ENTRY_BYTES;
+const FP_MASK: u64 = (1 << 56) - 1;
+
+/// The bytes every group starts with (all entries empty).
+pub const EMPTY_GROUP: [u8; GROUP_BYTES] = [0; GROUP_BYTES];
+
+pub fn group_key(prefix: &str, index: u32) -> String {
+    format!("{prefix}{index}")
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub tag: u64,
+    pub x: u64,
+}
+
+impl Entry {
+    fn rule(&self) -> Option<usize> {
+        match (self.tag >> 56) as usize {
+            0 => None,
+            r => Some(r - 1),
+        }
+    }
+}
+
+/// Build a tag from a rule index (< 255) and a 64-bit hash.
+pub fn tag(rule: usize, hash: u64) -> u64 {
+    ((rule as u64 + 1) << 56) | (hash & FP_MASK)
+}
+
+/// A group's entries. Bytes of any other length (a corrupted or foreign value) read as an
+/// empty group, which the next write replaces.
+pub fn decode(bytes: &[u8]) -> [Entry; WAYS] {
+    let mut out = [Entry::default(); WAYS];
+    if bytes.len() != GROUP_BYTES {
+        return out;
+    }
+    for (i, e) in out.iter_mut().enumerate() {
+        let at = i * ENTRY_BYTES;
+        let word = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at + o..at + o + 8]);
+            u64::from_le_bytes(b)
+        };
+        *e = Entry { tag: word(0), x: word(8) };
+    }
+    out
+}
+
+pub fn encode(entries: &[Entry; WAYS]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(GROUP_BYTES);
+    for e in entries {
+        out.extend_from_slice(&e.tag.to_le_bytes());
+        out.extend_from_slice(&e.x.to_le_bytes());
+    }
+    out
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFull {
+    Evict,
+    Deny,
+}
+
+/// How the slot for a key was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// The key's own entry.
+    Found(usize),
+    /// An empty entry, or one whose bucket was full (reused without loss). `shared` is true when
+    /// the group held at least one live bucket of another key (a collision).
+    Free { index: usize, reused: bool, shared: bool },
+    /// A live bucket of another key was replaced.
+    Evicted(usize),
+    /// No slot and `on_full` is `Deny`.
+    Full,
+}
+
+/// Where key `tag` lives in `entries` at `now_ns`. `limits(rule)` gives the shape of a rule's
+/// buckets (`None`: the entry belongs to no current rule, e.g. from an older configuration,
+/// and is treated as full).
+pub fn find_slot(
+    entries: &[Entry; WAYS],
+    tag: u64,
+    now_ns: u64,
+    limits: &dyn Fn(usize) -> Option<Limits>,
+    on_full: OnFull,
+) -> Slot {
+    if let Some(i) = entries.iter().position(|e| e.tag == tag) {
+        return Slot::Found(i);
+    }
+    let is_free = |e: &Entry| match e.rule().map(limits) {
+        None => true,       // empty
+        Some(None) => true, // no such rule any more
+        Some(Some(l)) => l.is_full(e.x, now_ns),
+    };
+    let live = entries.iter().filter(|e| !is_free(e)).count();
+    if let Some(i) = entries.iter().position(|e| e.tag == 0) {
+        return Slot::Free { index: i, reused: false, shared: live > 0 };
+    }
+    if let Some(i) = entries.iter().position(is_free) {
+        return Slot::Free { index: i, reused: true, shared: live > 0 };
+    }
+    match on_full {
+        OnFull::Deny => Slot::Full,
+        OnFull::Evict => {
+            // The bucket that will be full soonest: forgiving it loses the least.
+            let full_in = |e: &Entry| e.rule().and_then(limits).map_or(0, |l| l.ns_until_debt_at_most(e.x, 0, now_ns));
+            let victim = (0..WAYS).min_by_key(|i| full_in(&entries[*i])).unwrap_or(0);
+            Slot::Evicted(victim)
+        }
+    }
+}
+
+/// FNV-1a, 64 bits, then a splitmix64 finaliser so that both the group index (low bits) and
+/// the fingerprint (all bits) are well mixed. Stable across workers and builds.
+pub fn hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separator, so ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+    const NOW: u64 = 1_700_000_000 * S;
+
+    fn limits(_: usize) -> Option<Limits> {
+        Some(Limits { max_tokens: 10, tokens_per_fill: 1, fill_interval_ns: S })
+    }
+
+    fn live(rule: usize, fp: u64, debt: u64) -> Entry {
+        let l = limits(rule).unwrap();
+        Entry { tag: tag(rule, fp), x: l.virtual_tokens(NOW) + debt }
+    }
+
+    #[test]
+    fn encode_decode_round_trip_and_bad_lengths_read_as_empty() {
+        let e = [live(0, 1, 3), Entry::default(), live(2, 9, 1), Entry { tag: tag(0, u64::MAX), x: 7 }];
+        assert_eq!(decode(&encode(&e)), e);
+        assert_eq!(encode(&e).len(), GROUP_BYTES);
+        assert_eq!(decode(b"short"), [Entry::default(); WAYS]);
+        assert_eq!(decode(&EMPTY_GROUP), [Entry::default(); WAYS]);
+    }
+
+    #[test]
+    fn tags_keep_the_rule_and_never_read_as_empty() {
+        assert_ne!(tag(0, 0), 0);
+        assert_eq!(Entry { tag: tag(3, u64::MAX), x: 0 }.rule(), Some(3));
+        assert_ne!(tag(0, 5), tag(1, 5));
+    }
+
+    #[test]
+    fn slot_order_own_then_empty_then_full_then_policy() {
+        let mut g = [live(0, 1, 2), Entry::default(), live(0, 3, 0), live(0, 4, 5)];
+        assert_eq!(find_slot(&g, tag(0, 1), NOW, &limits, OnFull::Deny), Slot::Found(0));
+        assert_eq!(
+            find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny),
+            Slot::Free { index: 1, reused: false, shared: true }
+        );
+        g[1] = live(0, 2, 1);
+        // Entry 2 has no debt: its bucket is full, so its slot is free.
+        assert_eq!(
+            find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny),
+            Slot::Free { index: 2, reused: true, shared: true }
+        );
+        g[2] = live(0, 3, 8);
+        assert_eq!(find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny), Slot::Full);
+        // Evict the bucket that is full soonest (least debt): entry 1.
+        assert_eq!(find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Evict), Slot::Evicted(1));
+        // Entries of rules that no longer exist are free.
+        let gone = |r: usize| if r == 0 { limits(r) } else { None };
+        g[3] = live(5, 4, 5);
+        assert_eq!(
+            find_slot(&g, tag(0, 9), NOW, &gone, OnFull::Deny),
+            Slot::Free { index: 3, reused: true, shared: true }
+        );
+    }
+
+    #[test]
+    fn hash_is_stable_and_separates_parts() {
+        assert_eq!(hash(&[b"rule", b"1.2.3.4"]), hash(&[b"rule", b"1.2.3.4"]));
+        assert_ne!(hash(&[b"ab", b"c"]), hash(&[b"a", b"bc"]));
+        // Pinned: every worker and every build must agree on it.
+        assert_eq!(hash(&[]), hash(&[]));
+        let spread: std::collections::HashSet<u64> = (0..10_000u32).map(|i| hash(&[&i.to_le_bytes()]) % 1024).collect();
+        assert!(spread.len() > 1000, "low bits spread over groups: {}", spread.len());
+    }
+}

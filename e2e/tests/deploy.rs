@@ -52,6 +52,7 @@ fn validate_plugin_config(filter: &str, json: &str) -> Result<(), ConfigError> {
         "security-headers" => {
             shared::config::load(Some(json.as_bytes()), security_headers::config::Config::compile).map(|_| ())
         }
+        "body-logger" => shared::config::load(Some(json.as_bytes()), body_logger::config::Config::compile).map(|_| ()),
         other => panic!("deploy/istio/{other}.yaml: no validator for `{other}`; add it to validate_plugin_config"),
     }
 }
@@ -195,6 +196,20 @@ fn broken_plugin_configs_are_refused() {
         // Not a mapping at all.
         assert!(plugin_config_json(&Yaml::Sequence(vec![])).is_err());
 
+        if filter == "body-logger" {
+            // A sampling rate above 1, and a redaction pattern that is not a regex.
+            let mut rate = good.clone();
+            rate.insert("sample_rate".into(), Yaml::Number(2.into()));
+            assert_eq!(refused(rate).field, "sample_rate");
+            let mut regex = good.clone();
+            let mut redact = regex.get("redact").and_then(Yaml::as_mapping).cloned().unwrap_or_default();
+            let mut pattern = Mapping::new();
+            pattern.insert("name".into(), "broken".into());
+            pattern.insert("regex".into(), "(".into());
+            redact.insert("patterns".into(), Yaml::Sequence(vec![Yaml::Mapping(pattern)]));
+            regex.insert("redact".into(), Yaml::Mapping(redact));
+            assert_eq!(refused(regex).field, "redact.patterns[0].regex");
+        }
         if filter == "security-headers" {
             // An unquoted number where a header value must be a string (`x-xss-protection: 0`).
             let mut number = good.clone();

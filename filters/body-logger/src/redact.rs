@@ -19,6 +19,10 @@ pub struct Pattern {
     pub name: String,
     regex: regex_lite::Regex,
     group: Option<usize>,
+    /// A cheap prefilter: the regex runs only on text holding one of these (ASCII,
+    /// case-insensitive). regex-lite has no literal optimisations of its own, and running it
+    /// over every captured byte cost ~100 µs per KiB in Envoy (measured with `make bench`).
+    needles: Vec<&'static [u8]>,
 }
 
 impl Pattern {
@@ -34,10 +38,18 @@ impl Pattern {
             return Err("the regex matches the empty string: it would redact everywhere".into());
         }
         let group = regex.capture_names().position(|n| n == Some("value"));
-        Ok(Pattern { name: name.to_string(), regex, group })
+        Ok(Pattern { name: name.to_string(), regex, group, needles: Vec::new() })
+    }
+
+    fn with_needles(mut self, needles: &[&'static [u8]]) -> Pattern {
+        self.needles = needles.to_vec();
+        self
     }
 
     fn apply(&self, text: &str, replacement: &str, count: &mut u32) -> Option<String> {
+        if !self.needles.is_empty() && !contains_any_ignore_ascii_case(text.as_bytes(), &self.needles) {
+            return None;
+        }
         if !self.regex.is_match(text) {
             return None;
         }
@@ -92,10 +104,10 @@ impl Redactor {
     ) -> Result<Redactor, String> {
         let mut patterns = Vec::new();
         if bearer_tokens {
-            patterns.push(Pattern::compile("bearer_tokens", BEARER_REGEX)?);
+            patterns.push(Pattern::compile("bearer_tokens", BEARER_REGEX)?.with_needles(&[b"bearer", b"basic"]));
         }
         if jwts {
-            patterns.push(Pattern::compile("jwts", JWT_REGEX)?);
+            patterns.push(Pattern::compile("jwts", JWT_REGEX)?.with_needles(&[b"eyj"]));
         }
         patterns.extend(custom);
         let mut first_bytes = [false; 256];
@@ -178,8 +190,10 @@ impl Redactor {
         let mut i = 0;
         while i < b.len() {
             if b[i] != b'"' {
-                out.push(b[i]);
-                i += 1;
+                // Copy up to the next string in one go.
+                let next = b[i..].iter().position(|c| *c == b'"').map_or(b.len(), |p| i + p);
+                out.extend_from_slice(&b[i..next]);
+                i = next;
                 continue;
             }
             let start = i;
@@ -326,8 +340,15 @@ impl Redactor {
         let mut out = Vec::with_capacity(b.len());
         let mut i = 0;
         while i < b.len() {
+            if !b[i].is_ascii_digit() {
+                // Copy up to the next digit in one go.
+                let next = b[i..].iter().position(u8::is_ascii_digit).map_or(b.len(), |p| i + p);
+                out.extend_from_slice(&b[i..next]);
+                i = next;
+                continue;
+            }
             let boundary = i == 0 || !b[i - 1].is_ascii_alphanumeric();
-            if !(boundary && b[i].is_ascii_digit()) {
+            if !boundary {
                 out.push(b[i]);
                 i += 1;
                 continue;
@@ -477,6 +498,26 @@ fn percent_decode(b: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One pass over `hay` for any of `needles` (lowercase ASCII, non-empty).
+fn contains_any_ignore_ascii_case(hay: &[u8], needles: &[&[u8]]) -> bool {
+    let mut firsts = [false; 256];
+    for n in needles {
+        if let Some(f) = n.first() {
+            firsts[f.to_ascii_lowercase() as usize] = true;
+            firsts[f.to_ascii_uppercase() as usize] = true;
+        }
+    }
+    hay.iter().enumerate().any(|(i, c)| {
+        firsts[*c as usize]
+            && needles.iter().any(|n| hay.get(i..i + n.len()).is_some_and(|w| w.eq_ignore_ascii_case(n)))
+    })
+}
+
+#[cfg(test)]
+fn contains_ignore_ascii_case(hay: &[u8], needle: &'static [u8]) -> bool {
+    contains_any_ignore_ascii_case(hay, &[needle])
+}
+
 fn luhn(digits: &[u8]) -> bool {
     let mut sum = 0u32;
     for (n, d) in digits.iter().rev().enumerate() {
@@ -617,6 +658,16 @@ mod tests {
         assert!(!cut.contains("4111"), "{cut}");
         let not_cut = r().redact_body(b"{\"n\":\"4111 1111 11\"}", BodyKind::Json, false).0;
         assert!(not_cut.contains("4111 1111 11"), "{not_cut}");
+    }
+
+    #[test]
+    fn prefilter_finds_needles_anywhere() {
+        assert!(contains_ignore_ascii_case(b"x BeArEr y", b"bearer"));
+        assert!(contains_ignore_ascii_case(b"bearer", b"bearer"));
+        assert!(!contains_ignore_ascii_case(b"beare", b"bearer"));
+        assert!(!contains_ignore_ascii_case(b"", b"eyj"));
+        // The JWT pattern still fires through the prefilter (eyJ is matched case-insensitively).
+        assert_eq!(body(BodyKind::Text, "t eyJhbGciOi.eyJzdWIiOi.c2ln"), format!("t {R}"));
     }
 
     #[test]

@@ -140,9 +140,12 @@ impl Redactor {
     /// A captured body → a log-safe string and the number of redactions made.
     pub fn redact_body(&self, bytes: &[u8], kind: BodyKind, truncated: bool) -> (String, u32) {
         let mut count = 0;
+        // The structural pass of the body's kind, then the text pass on everything: it also
+        // finds `password: x` inside a JSON string or a form value (values already replaced
+        // are left alone, not counted twice).
         let structural = match kind {
-            BodyKind::Json => self.redact_json(bytes, &mut count),
-            BodyKind::Form => self.redact_form(bytes, &mut count),
+            BodyKind::Json => self.redact_text_pairs(&self.redact_json(bytes, &mut count), &mut count),
+            BodyKind::Form => self.redact_text_pairs(&self.redact_form(bytes, &mut count), &mut count),
             BodyKind::Text => self.redact_text_pairs(bytes, &mut count),
         };
         let carded = if self.card_numbers { self.redact_cards(&structural, truncated, &mut count) } else { structural };
@@ -297,6 +300,9 @@ impl Redactor {
                         while k < b.len() && b[k] != q {
                             k += if b[k] == b'\\' { 2 } else { 1 };
                         }
+                        if b.get(j + 1..k.min(b.len())) == Some(self.replacement.as_bytes()) {
+                            continue;
+                        }
                         // Keep the quotes: `"[REDACTED]"`.
                         out.extend_from_slice(&b[i..=j]);
                         out.extend_from_slice(self.replacement.as_bytes());
@@ -318,7 +324,7 @@ impl Redactor {
                         }
                         k
                     };
-                    if value_end == j {
+                    if value_end == j || b[j..value_end] == *self.replacement.as_bytes() {
                         continue;
                     }
                     out.extend_from_slice(&b[i..j]);
@@ -592,9 +598,13 @@ mod tests {
 
     #[test]
     fn json_escaped_keys_and_strings() {
-        let out = body(BodyKind::Json, r#"{"pass\u0077ord":"s1", "note":"a \"password\": x", "token" : "s\"2"}"#);
+        let out = body(BodyKind::Json, r#"{"pass\u0077ord":"s1", "note":"a \"pin\" x", "token" : "s\"2"}"#);
         assert!(!out.contains("s1") && !out.contains("s\\\"2"), "{out}");
-        assert!(out.contains(r#""note":"a \"password\": x""#), "string content is not a key: {out}");
+        assert!(out.contains(r#""note":"a \"pin\" x""#), "string content is not a key: {out}");
+        // But `name: value` inside a string value is redacted by the text pass.
+        let (out, n) = r().redact_body(br#"{"msg":"login password: hunter2","password":"x"}"#, BodyKind::Json, false);
+        assert!(!out.contains("hunter2"), "{out}");
+        assert_eq!(n, 2, "the JSON value is not counted twice: {out}");
     }
 
     #[test]

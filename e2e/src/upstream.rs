@@ -4,6 +4,7 @@
 //! - `x-echo-status: 404` sets the status;
 //! - `x-echo-header: Name: value` (repeatable) adds a response header;
 //! - `x-echo-header-hex: <hex>` adds raw bytes as a response header line (odd bytes);
+//! - `x-echo-content-type: text/plain` sets the content-type of an echoed body;
 //! - otherwise it sends `server: demo-upstream/1.0` and `x-powered-by: demo` so the demo shows
 //!   fingerprinting headers being removed.
 //!
@@ -138,9 +139,10 @@ fn respond(method: &str, path: &str, headers: &[(String, Vec<u8>)], body: &[u8])
         let hdrs: Vec<serde_json::Value> =
             headers.iter().map(|(k, v)| serde_json::json!([k, String::from_utf8_lossy(v)])).collect();
         let summary = serde_json::json!({"method": method, "path": path, "headers": hdrs});
-        ("application/json", summary.to_string().into_bytes())
+        ("application/json".to_string(), summary.to_string().into_bytes())
     } else {
-        ("application/octet-stream", body.to_vec())
+        let echo_type = values("x-echo-content-type").first().map(|v| String::from_utf8_lossy(v).into_owned());
+        (echo_type.unwrap_or_else(|| "application/octet-stream".to_string()), body.to_vec())
     };
     let mut out =
         format!("HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n", payload.len())

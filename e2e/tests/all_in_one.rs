@@ -27,6 +27,18 @@ fn all_in_one_serves_with_every_filter() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header_value("authorization").as_deref(), Some("Bearer tok-1"), "{:?}", seen[0]);
     assert!(tokens.calls() >= 1);
+    // body-logger (last before the router): /api requests are logged, their bodies passed on.
+    let r = Request::get("/api/login")
+        .method("POST")
+        .header("content-type", "application/json")
+        .body(br#"{"user":"ann","password":"all-in-one-secret"}"#)
+        .send(envoy.port(LISTENER_PORT))
+        .unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(upstream.requests()[1].body, br#"{"user":"ann","password":"all-in-one-secret"}"#);
+    assert!(envoy.wait_stat("wasmcustom.body_logger.logged", 2) >= 2);
+    assert!(envoy.wait_stat("wasmcustom.body_logger.redactions", 1) >= 1);
+    assert!(!envoy.log().contains("all-in-one-secret"), "{}", envoy.log());
     // Every module says which version it is when it starts.
     let started = format!("security-headers {}: configured", env!("CARGO_PKG_VERSION"));
     assert!(envoy.log().contains(&started), "{started:?} not logged:\n{}", envoy.log());

@@ -190,6 +190,20 @@ fn broken_plugin_configs_are_refused() {
         // Not a mapping at all.
         assert!(plugin_config_json(&Yaml::Sequence(vec![])).is_err());
 
+        if filter == "body-logger" {
+            // A sampling rate above 1, and a redaction pattern that is not a regex.
+            let mut rate = good.clone();
+            rate.insert("sample_rate".into(), Yaml::Number(2.into()));
+            assert_eq!(refused(rate).field, "sample_rate");
+            let mut regex = good.clone();
+            let mut redact = regex.get("redact").and_then(Yaml::as_mapping).cloned().unwrap_or_default();
+            let mut pattern = Mapping::new();
+            pattern.insert("name".into(), "broken".into());
+            pattern.insert("regex".into(), "(".into());
+            redact.insert("patterns".into(), Yaml::Sequence(vec![Yaml::Mapping(pattern)]));
+            regex.insert("redact".into(), Yaml::Mapping(redact));
+            assert_eq!(refused(regex).field, "redact.patterns[0].regex");
+        }
         if filter == "security-headers" {
             // An unquoted number where a header value must be a string (`x-xss-protection: 0`).
             let mut number = good.clone();

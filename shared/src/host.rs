@@ -91,6 +91,12 @@ pub trait Host {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Write a property for this stream. In Envoy this is filter state under the key
+    /// `wasm.<path joined by '.'>` (Envoy prefixes `wasm.`), which access logs read with
+    /// `%FILTER_STATE(wasm.<name>:PLAIN)%`. The default refuses, for hosts that cannot.
+    fn set_property(&self, _path: &[&str], _value: &[u8]) -> Result<(), HostError> {
+        Err(HostError::Failure)
+    }
 
     /// Value and compare-and-swap token of a shared-data key (scoped per `vm_id` by the host).
     fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);

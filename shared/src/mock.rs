@@ -33,6 +33,8 @@ struct State {
     maps: HashMap<HeaderMapKind, Vec<(String, Vec<u8>)>>,
     bodies: HashMap<BodyKind, Vec<u8>>,
     properties: HashMap<Vec<String>, Vec<u8>>,
+    /// What the filter wrote through `Host::set_property`, in order.
+    properties_written: Vec<(Vec<String>, Vec<u8>)>,
     logs: Vec<(LogLevel, String)>,
     local_response: Option<LocalResponse>,
     resumed_requests: usize,
@@ -162,6 +164,10 @@ impl MockHost {
     pub fn fail_http_calls(&self, fail: bool) {
         self.state.borrow_mut().fail_http_calls = fail;
     }
+    /// Every `Host::set_property` the filter made, in order (path, value).
+    pub fn properties_written(&self) -> Vec<(Vec<String>, Vec<u8>)> {
+        self.state.borrow().properties_written.clone()
+    }
     pub fn tick_period(&self) -> Option<Duration> {
         self.state.borrow().tick_period
     }
@@ -289,6 +295,12 @@ impl Host for MockHost {
         self.state.borrow().properties.get(&key).cloned()
     }
 
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        let key: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        self.state.borrow_mut().properties_written.push((key, value.to_vec()));
+        Ok(())
+    }
+
     fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         match self.state.borrow().shared.get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
@@ -387,6 +399,16 @@ mod tests {
         assert_eq!(h.response_header_values("x"), vec!["1", "2"]);
         h.set_header(HeaderMapKind::ResponseHeaders, "x", b"3").unwrap();
         assert_eq!(h.response_header_values("x"), vec!["3"]);
+    }
+
+    #[test]
+    fn written_properties_are_recorded() {
+        let h = MockHost::new();
+        let host: &dyn Host = &h;
+        host.set_property(&["body_log"], b"{}").unwrap();
+        assert_eq!(h.properties_written(), vec![(vec!["body_log".to_string()], b"{}".to_vec())]);
+        // Reading inputs is separate from what the filter wrote.
+        assert_eq!(host.property(&["body_log"]), None);
     }
 
     #[test]

@@ -116,6 +116,10 @@ impl Host for ProxyWasmHost {
         hostcalls::get_property(path.to_vec()).ok().flatten()
     }
 
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_property(path.to_vec(), Some(value)).map_err(host_error)
+    }
+
     fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         hostcalls::get_shared_data(key).unwrap_or((None, None))
     }

@@ -87,7 +87,67 @@ const VARIANTS: &[Variant] = &[
         headers: &[],
         check: x_ratelimit_headers,
     },
+    Variant {
+        name: "router-only, 1 KiB POST",
+        config: "bench/router-only.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
+    Variant {
+        name: "body-logger, 1 KiB POST",
+        config: "bench/body-logger.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
+    Variant {
+        name: "router-only, 64 KiB POST",
+        config: "bench/router-only.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
+    Variant {
+        name: "body-logger, 64 KiB POST",
+        config: "bench/body-logger.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
 ];
+
+/// Variants that POST a JSON body of this many bytes (`{"data":"xxx…"}`) instead of a GET.
+const REQUEST_BODIES: &[(&str, usize)] = &[
+    ("router-only, 1 KiB POST", 1024),
+    ("body-logger, 1 KiB POST", 1024),
+    ("router-only, 64 KiB POST", 64 * 1024),
+    ("body-logger, 64 KiB POST", 64 * 1024),
+];
+
+/// A variant compared with another than the GET baseline: the same body through router only,
+/// in the same rounds, so the body's own transfer cost cancels out.
+const SAME_REQUEST_BASELINES: &[(&str, &str)] =
+    &[("body-logger, 1 KiB POST", "router-only, 1 KiB POST"), ("body-logger, 64 KiB POST", "router-only, 64 KiB POST")];
+
+fn request_body(variant: &Variant) -> Option<Vec<u8>> {
+    let (_, size) = REQUEST_BODIES.iter().find(|(name, _)| *name == variant.name)?;
+    let filler = size.saturating_sub(r#"{"data":""}"#.len());
+    Some(format!(r#"{{"data":"{}"}}"#, "x".repeat(filler)).into_bytes())
+}
+
+/// wrk sends bodies through a Lua script: this one, written next to the report.
+fn wrk_body_script(body: &[u8]) -> Result<std::path::PathBuf, String> {
+    let dir = repo_root().join("target").join("bench");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join(format!("post-{}.lua", body.len()));
+    let lua_body: String = String::from_utf8_lossy(body).replace('\\', "\\\\").replace('"', "\\\"");
+    let script = format!(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = \"{lua_body}\"\n"
+    );
+    fs::write(&path, script).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
 
 /// A wasm filter and the native filter doing the same job: their added CPU is compared.
 struct Comparison {
@@ -341,7 +401,11 @@ impl Proxy {
     }
 
     fn request(&self) -> Request {
-        self.variant.headers.iter().fold(Request::get(self.variant.path), |r, (k, v)| r.header(k, v))
+        let r = self.variant.headers.iter().fold(Request::get(self.variant.path), |r, (k, v)| r.header(k, v));
+        match request_body(self.variant) {
+            Some(body) => r.method("POST").header("content-type", "application/json").body(&body),
+            None => r,
+        }
     }
 
     /// One request through this Envoy, checked; an error says what is wrong and shows it.
@@ -425,6 +489,9 @@ fn run_wrk(settings: &Settings, pinning: Option<Pinning>, proxy: &Proxy) -> Resu
     cmd.args(["-t1", &format!("-c{}", settings.connections), &format!("-d{}s", settings.seconds), "--timeout", "5s"]);
     for (k, v) in proxy.variant.headers {
         cmd.args(["-H", &format!("{k}: {v}")]);
+    }
+    if let Some(body) = request_body(proxy.variant) {
+        cmd.arg("-s").arg(wrk_body_script(&body)?);
     }
     cmd.arg(format!("http://127.0.0.1:{}{}", proxy.listener, proxy.variant.path));
     let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("wrk: {e} (run `make deps`)"))?;
@@ -621,6 +688,33 @@ fn report(settings: &Settings, variants: &[&'static Variant], samples: &[Sample]
             c.wasm,
             c.native,
             wasm_added - native_added
+        );
+    }
+    for (variant, baseline) in SAME_REQUEST_BASELINES {
+        let (Some(v), Some(b)) = (index_of(variant), index_of(baseline)) else { continue };
+        let added: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.variant == v)
+            .filter_map(|s| {
+                let base = samples.iter().find(|x| x.variant == b && x.round == s.round)?;
+                Some(s.us_per_request - base.us_per_request)
+            })
+            .collect();
+        let ratio: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.variant == v)
+            .filter_map(|s| {
+                let base = samples.iter().find(|x| x.variant == b && x.round == s.round)?;
+                Some(s.us_per_request / base.us_per_request)
+            })
+            .collect();
+        let (lo, hi) = min_max(&added);
+        let _ = writeln!(
+            md,
+            "- **{variant}** against **{baseline}** (same request, same rounds): {:+.1} µs/request added \
+             (per-round {lo:+.1} to {hi:+.1}), {:.2}×.",
+            median(&added),
+            median(&ratio)
         );
     }
     let steal: Vec<f64> = samples.iter().map(|s| s.envoy_cpu_steal_pct).collect();

@@ -1,0 +1,507 @@
+//! Configuration: the serde shape (phase 1) and its validation into [`Compiled`] (phase 2).
+//! Everything the request path needs (lowercased name sets, compiled regexes, the sampling
+//! threshold) is computed here once.
+
+use crate::redact::{Pattern, Redactor};
+use serde::Deserialize;
+use shared::config::ConfigError;
+use shared::headers::normalize_header_name;
+use shared::matching::{PathMatchConfig, PathMatcher};
+use shared::LogLevel;
+
+pub const DEFAULT_MAX_BYTES: usize = 4096;
+/// Ceiling for `max_bytes`: each direction's capture lives in the VM until the stream ends.
+pub const MAX_MAX_BYTES: usize = 1 << 20;
+pub const DEFAULT_FILTER_STATE_NAME: &str = "body_log";
+pub const DEFAULT_REPLACEMENT: &str = "[REDACTED]";
+
+pub const DEFAULT_CONTENT_TYPES: &[&str] =
+    &["application/json", "application/*+json", "text/*", "application/x-www-form-urlencoded"];
+
+/// JSON keys and form fields whose values are never logged (compared case-insensitively).
+pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "authorization",
+    "api_key",
+    "apikey",
+    "x-api-key",
+    "client_secret",
+    "private_key",
+    "session",
+    "sessionid",
+    "session_id",
+    "cookie",
+    "credit_card",
+    "card_number",
+    "cvv",
+    "cvc",
+    "ssn",
+    "otp",
+    "pin",
+];
+
+/// Headers whose values are never logged (when `log_headers` is on).
+pub const DEFAULT_REDACT_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+    "x-csrf-token",
+    "x-xsrf-token",
+    "x-amz-security-token",
+    "x-goog-iap-jwt-assertion",
+    "x-forwarded-client-cert",
+];
+
+const MAX_LIST: usize = 256;
+const MAX_NAME_LEN: usize = 256;
+
+fn default_max_bytes() -> usize {
+    DEFAULT_MAX_BYTES
+}
+fn default_true() -> bool {
+    true
+}
+fn default_rate() -> f64 {
+    1.0
+}
+fn default_content_types() -> Vec<String> {
+    DEFAULT_CONTENT_TYPES.iter().map(|s| s.to_string()).collect()
+}
+fn default_fields() -> Vec<String> {
+    DEFAULT_REDACT_FIELDS.iter().map(|s| s.to_string()).collect()
+}
+fn default_headers() -> Vec<String> {
+    DEFAULT_REDACT_HEADERS.iter().map(|s| s.to_string()).collect()
+}
+fn default_replacement() -> String {
+    DEFAULT_REPLACEMENT.to_string()
+}
+fn default_filter_state_name() -> Option<String> {
+    Some(DEFAULT_FILTER_STATE_NAME.to_string())
+}
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+/// Phase 1: the JSON shape. Unknown fields are errors naming their path.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    #[serde(default = "default_true")]
+    pub request_body: bool,
+    #[serde(default = "default_true")]
+    pub response_body: bool,
+    #[serde(default = "default_content_types")]
+    pub content_types: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<PathMatchConfig>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default = "default_rate")]
+    pub sample_rate: f64,
+    #[serde(default)]
+    pub sample_by_request_id: bool,
+    #[serde(default)]
+    pub log_headers: bool,
+    #[serde(default)]
+    pub redact: RedactConfig,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default = "default_true")]
+    pub envoy_log: bool,
+    #[serde(default = "default_filter_state_name")]
+    pub filter_state_name: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        shared::config::parse(None).unwrap_or_else(|_| Config {
+            max_bytes: DEFAULT_MAX_BYTES,
+            request_body: true,
+            response_body: true,
+            content_types: default_content_types(),
+            paths: vec![],
+            methods: vec![],
+            sample_rate: 1.0,
+            sample_by_request_id: false,
+            log_headers: false,
+            redact: RedactConfig::default(),
+            log_level: default_log_level(),
+            envoy_log: true,
+            filter_state_name: default_filter_state_name(),
+        })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    /// Replaces the default field list.
+    #[serde(default = "default_fields")]
+    pub fields: Vec<String>,
+    /// Added to `fields` (keeps the defaults).
+    #[serde(default)]
+    pub additional_fields: Vec<String>,
+    #[serde(default = "default_headers")]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub additional_headers: Vec<String>,
+    #[serde(default = "default_true")]
+    pub bearer_tokens: bool,
+    #[serde(default = "default_true")]
+    pub jwts: bool,
+    #[serde(default = "default_true")]
+    pub card_numbers: bool,
+    #[serde(default)]
+    pub patterns: Vec<PatternConfig>,
+    #[serde(default = "default_replacement")]
+    pub replacement: String,
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        RedactConfig {
+            fields: default_fields(),
+            additional_fields: vec![],
+            headers: default_headers(),
+            additional_headers: vec![],
+            bearer_tokens: true,
+            jwts: true,
+            card_numbers: true,
+            patterns: vec![],
+            replacement: default_replacement(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatternConfig {
+    pub name: String,
+    pub regex: String,
+}
+
+/// A content-type allowlist entry: `type/subtype`, `type/*` or `type/*+suffix`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaRange {
+    Exact(String),
+    AnySubtype(String),
+    Suffix(String, String),
+}
+
+impl MediaRange {
+    fn parse(s: &str) -> Result<MediaRange, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        let (t, sub) = lower.split_once('/').ok_or_else(|| format!("{s:?} is not a media type (type/subtype)"))?;
+        let token =
+            |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+        if !token(t) {
+            return Err(format!("{s:?}: bad type"));
+        }
+        if sub == "*" {
+            return Ok(MediaRange::AnySubtype(t.to_string()));
+        }
+        if let Some(suffix) = sub.strip_prefix("*+") {
+            if token(suffix) {
+                return Ok(MediaRange::Suffix(t.to_string(), suffix.to_string()));
+            }
+            return Err(format!("{s:?}: bad suffix"));
+        }
+        if !token(sub) {
+            return Err(format!("{s:?}: bad subtype (use type/subtype, type/* or type/*+suffix)"));
+        }
+        Ok(MediaRange::Exact(lower))
+    }
+
+    /// `essence` is the lowercased `type/subtype` of a content-type, parameters removed.
+    pub fn matches(&self, essence: &str) -> bool {
+        let (t, sub) = essence.split_once('/').unwrap_or((essence, ""));
+        match self {
+            MediaRange::Exact(e) => e == essence,
+            MediaRange::AnySubtype(rt) => rt == t && !sub.is_empty(),
+            MediaRange::Suffix(rt, suffix) => {
+                rt == t && sub.rsplit_once('+').is_some_and(|(head, s)| !head.is_empty() && s == suffix)
+            }
+        }
+    }
+}
+
+/// `Application/JSON; charset=utf-8` → `application/json`.
+pub fn media_essence(content_type: &[u8]) -> String {
+    let text = String::from_utf8_lossy(content_type);
+    text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// How a body is scanned for secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Form,
+    Text,
+}
+
+pub fn body_kind(essence: &str) -> BodyKind {
+    if essence == "application/x-www-form-urlencoded" {
+        BodyKind::Form
+    } else if essence == "application/json" || essence.ends_with("+json") || essence.ends_with("/json") {
+        BodyKind::Json
+    } else {
+        BodyKind::Text
+    }
+}
+
+/// Phase 2: checked and precomputed.
+#[derive(Debug)]
+pub struct Compiled {
+    pub max_bytes: usize,
+    pub request_body: bool,
+    pub response_body: bool,
+    pub content_types: Vec<MediaRange>,
+    pub paths: Vec<PathMatcher>,
+    /// Uppercased.
+    pub methods: Vec<String>,
+    /// Sample when a 64-bit hash (or random value) is below this; `u64::MAX` with rate 1.
+    pub sample_threshold: u64,
+    pub sample_all: bool,
+    pub sample_by_request_id: bool,
+    pub log_headers: bool,
+    pub redactor: Redactor,
+    pub log_level: LogLevel,
+    pub envoy_log: bool,
+    pub filter_state_name: Option<String>,
+}
+
+fn check_names(list: &[String], field: &str) -> Result<Vec<String>, ConfigError> {
+    if list.len() > MAX_LIST {
+        return Err(ConfigError::new(field, format!("at most {MAX_LIST} entries")));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, name) in list.iter().enumerate() {
+        let n = name.trim().to_ascii_lowercase();
+        if n.is_empty() || n.len() > MAX_NAME_LEN || n.bytes().any(|b| b.is_ascii_control()) {
+            return Err(ConfigError::new(
+                format!("{field}[{i}]"),
+                format!("{name:?}: want 1 to {MAX_NAME_LEN} characters, no control characters"),
+            ));
+        }
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+fn check_headers(list: &[String], field: &str) -> Result<Vec<String>, ConfigError> {
+    if list.len() > MAX_LIST {
+        return Err(ConfigError::new(field, format!("at most {MAX_LIST} entries")));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, name) in list.iter().enumerate() {
+        let n = normalize_header_name(name).map_err(|m| ConfigError::new(format!("{field}[{i}]"), m))?;
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+pub fn parse_log_level(s: &str) -> Option<LogLevel> {
+    Some(match s {
+        "trace" => LogLevel::Trace,
+        "debug" => LogLevel::Debug,
+        "info" => LogLevel::Info,
+        "warn" | "warning" => LogLevel::Warn,
+        "error" => LogLevel::Error,
+        "critical" => LogLevel::Critical,
+        _ => return None,
+    })
+}
+
+impl Config {
+    pub fn compile(self) -> Result<Compiled, ConfigError> {
+        if self.max_bytes == 0 || self.max_bytes > MAX_MAX_BYTES {
+            return Err(ConfigError::new("max_bytes", format!("{}: want 1 to {MAX_MAX_BYTES}", self.max_bytes)));
+        }
+        if self.content_types.len() > MAX_LIST {
+            return Err(ConfigError::new("content_types", format!("at most {MAX_LIST} entries")));
+        }
+        let mut content_types = Vec::with_capacity(self.content_types.len());
+        for (i, c) in self.content_types.iter().enumerate() {
+            content_types.push(MediaRange::parse(c).map_err(|m| ConfigError::new(format!("content_types[{i}]"), m))?);
+        }
+        let mut paths = Vec::with_capacity(self.paths.len());
+        for (i, p) in self.paths.iter().enumerate() {
+            paths.push(p.compile().map_err(|e| e.within(&format!("paths[{i}]")))?);
+        }
+        let mut methods = Vec::with_capacity(self.methods.len());
+        for (i, m) in self.methods.iter().enumerate() {
+            let ok = !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-');
+            if !ok {
+                return Err(ConfigError::new(format!("methods[{i}]"), format!("{m:?} is not an HTTP method")));
+            }
+            methods.push(m.to_ascii_uppercase());
+        }
+        if !self.sample_rate.is_finite() || !(0.0..=1.0).contains(&self.sample_rate) {
+            return Err(ConfigError::new("sample_rate", format!("{}: want a number from 0 to 1", self.sample_rate)));
+        }
+        let sample_all = self.sample_rate >= 1.0;
+        // u64::MAX as f64 rounds up to 2^64; the cast saturates, which is what we want.
+        let sample_threshold = (self.sample_rate * u64::MAX as f64) as u64;
+
+        let log_level = parse_log_level(&self.log_level).ok_or_else(|| {
+            ConfigError::new(
+                "log_level",
+                format!("{:?}: want trace, debug, info, warn, error or critical", self.log_level),
+            )
+        })?;
+        if let Some(name) = &self.filter_state_name {
+            let ok = !name.is_empty()
+                && name.len() <= 128
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            if !ok {
+                return Err(ConfigError::new(
+                    "filter_state_name",
+                    format!("{name:?}: want 1 to 128 of [A-Za-z0-9_.-], or null to disable"),
+                ));
+            }
+        }
+        let redactor = self.redact.compile().map_err(|e| e.within("redact"))?;
+        Ok(Compiled {
+            max_bytes: self.max_bytes,
+            request_body: self.request_body,
+            response_body: self.response_body,
+            content_types,
+            paths,
+            methods,
+            sample_threshold,
+            sample_all,
+            sample_by_request_id: self.sample_by_request_id,
+            log_headers: self.log_headers,
+            redactor,
+            log_level,
+            envoy_log: self.envoy_log,
+            filter_state_name: self.filter_state_name,
+        })
+    }
+}
+
+impl RedactConfig {
+    pub fn compile(self) -> Result<Redactor, ConfigError> {
+        let mut fields = check_names(&self.fields, "fields")?;
+        for f in check_names(&self.additional_fields, "additional_fields")? {
+            if !fields.contains(&f) {
+                fields.push(f);
+            }
+        }
+        let mut headers = check_headers(&self.headers, "headers")?;
+        for h in check_headers(&self.additional_headers, "additional_headers")? {
+            if !headers.contains(&h) {
+                headers.push(h);
+            }
+        }
+        if self.replacement.len() > 64 || self.replacement.bytes().any(|b| b.is_ascii_control()) {
+            return Err(ConfigError::new("replacement", "at most 64 characters, no control characters"));
+        }
+        if self.patterns.len() > 32 {
+            return Err(ConfigError::new("patterns", "at most 32 patterns"));
+        }
+        let mut patterns = Vec::new();
+        for (i, p) in self.patterns.iter().enumerate() {
+            if p.name.is_empty() || p.name.len() > 64 {
+                return Err(ConfigError::new(format!("patterns[{i}].name"), "want 1 to 64 characters"));
+            }
+            let compiled =
+                Pattern::compile(&p.name, &p.regex).map_err(|m| ConfigError::new(format!("patterns[{i}].regex"), m))?;
+            patterns.push(compiled);
+        }
+        Redactor::new(fields, headers, self.bearer_tokens, self.jwts, self.card_numbers, patterns, self.replacement)
+            .map_err(|m| ConfigError::new("", m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(json: &str) -> Result<Compiled, ConfigError> {
+        shared::config::load(Some(json.as_bytes()), Config::compile)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = shared::config::load(None, Config::compile).unwrap();
+        assert_eq!(c.max_bytes, 4096);
+        assert!(c.sample_all && c.request_body && c.response_body && c.envoy_log && !c.log_headers);
+        assert_eq!(c.filter_state_name.as_deref(), Some("body_log"));
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.content_types.len(), DEFAULT_CONTENT_TYPES.len());
+        let _ = Config::default();
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases = [
+            (r#"{"max_bytes":0}"#, "max_bytes"),
+            (r#"{"max_bytes":2000000}"#, "max_bytes"),
+            (r#"{"max_bytes":-1}"#, "max_bytes"),
+            (r#"{"sample_rate":1.5}"#, "sample_rate"),
+            (r#"{"sample_rate":-0.1}"#, "sample_rate"),
+            (r#"{"content_types":["json"]}"#, "content_types[0]"),
+            (r#"{"content_types":["application/json","a/b c"]}"#, "content_types[1]"),
+            (r#"{"paths":[{"prefix":"api"}]}"#, "paths[0].prefix"),
+            (r#"{"methods":["GET","P OST"]}"#, "methods[1]"),
+            (r#"{"log_level":"loud"}"#, "log_level"),
+            (r#"{"filter_state_name":"a b"}"#, "filter_state_name"),
+            (r#"{"redact":{"fields":["ok",""]}}"#, "redact.fields[1]"),
+            (r#"{"redact":{"headers":["bad header"]}}"#, "redact.headers[0]"),
+            (r#"{"redact":{"patterns":[{"name":"x","regex":"("}]}}"#, "redact.patterns[0].regex"),
+            (r#"{"redact":{"patterns":[{"name":"x","regex":""}]}}"#, "redact.patterns[0].regex"),
+            (r#"{"redact":{"patterns":[{"name":"x","regex":"a","flags":1}]}}"#, "redact.patterns[0].flags"),
+            (r#"{"redact":{"replacement":"a\nb"}}"#, "redact.replacement"),
+            (r#"{"max_byte":10}"#, "max_byte"),
+        ];
+        for (json, field) in cases {
+            let e = load(json).err().unwrap_or_else(|| panic!("{json} accepted"));
+            assert_eq!(e.field, field, "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn media_ranges() {
+        let r = |s: &str| MediaRange::parse(s).unwrap();
+        assert!(r("application/json").matches("application/json"));
+        assert!(!r("application/json").matches("application/jsonx"));
+        assert!(r("text/*").matches("text/plain") && !r("text/*").matches("text") && !r("text/*").matches("image/png"));
+        assert!(r("application/*+json").matches("application/problem+json"));
+        assert!(
+            !r("application/*+json").matches("application/json") && !r("application/*+json").matches("text/a+json")
+        );
+        assert_eq!(media_essence(b"Application/JSON ; charset=UTF-8"), "application/json");
+        assert_eq!(media_essence(b"\xff/x"), "\u{fffd}/x");
+        assert_eq!(body_kind("application/x-www-form-urlencoded"), BodyKind::Form);
+        assert_eq!(body_kind("application/vnd.api+json"), BodyKind::Json);
+        assert_eq!(body_kind("text/plain"), BodyKind::Text);
+    }
+
+    #[test]
+    fn sampling_threshold_and_null_filter_state() {
+        let c = load(r#"{"sample_rate":0.25,"filter_state_name":null,"methods":["post"]}"#).unwrap();
+        assert!(!c.sample_all);
+        let expected = u64::MAX / 4;
+        assert!(c.sample_threshold.abs_diff(expected) < 1 << 12, "{}", c.sample_threshold);
+        assert_eq!(c.filter_state_name, None);
+        assert_eq!(c.methods, vec!["POST"]);
+    }
+}

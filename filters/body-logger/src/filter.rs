@@ -1,0 +1,633 @@
+//! The request path. A stream is selected at its request headers (path, method, sampling);
+//! each body chunk is passed on at once (`Continue`, never `StopIterationAndBuffer`) after the
+//! bytes still missing from the capture (at most `max_bytes` per direction) are copied into
+//! the VM. End of stream comes with the last body chunk, with trailers, or with headers only.
+//! The log line is built once, in `on_log` (Envoy calls it once per stream, also for streams
+//! that were reset), redacted, then written to Envoy's log and to filter state.
+
+use crate::config::{body_kind, media_essence, BodyKind, Compiled, Config};
+use crate::redact::escape_invalid_utf8;
+use serde_json::{json, Map, Value};
+use shared::config::ConfigError;
+use shared::host::{BodyKind as Buffer, HeaderMapKind, HostExt};
+use shared::stats::Counter;
+use shared::{Action, Host, HttpFilter, RootFilter};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, Default)]
+pub struct Stats {
+    pub logged: Counter,
+    pub sampled_out: Counter,
+    pub skipped_content_type: Counter,
+    pub truncated: Counter,
+    pub redactions: Counter,
+}
+
+impl Stats {
+    fn define(host: &dyn Host) -> Stats {
+        Stats {
+            logged: Counter::define(host, "body_logger.logged"),
+            sampled_out: Counter::define(host, "body_logger.sampled_out"),
+            skipped_content_type: Counter::define(host, "body_logger.skipped_content_type"),
+            truncated: Counter::define(host, "body_logger.truncated"),
+            redactions: Counter::define(host, "body_logger.redactions"),
+        }
+    }
+}
+
+/// One per worker VM.
+#[derive(Default)]
+pub struct BodyLoggerRoot {
+    config: Option<Rc<Compiled>>,
+    stats: Stats,
+    /// xorshift state for sampling without a request id (per worker; needs no quality beyond
+    /// an even spread).
+    rng: Rc<Cell<u64>>,
+}
+
+impl RootFilter for BodyLoggerRoot {
+    type Http = BodyLogger;
+    const NAME: &'static str = "body-logger";
+
+    fn configure(&mut self, host: &dyn Host, raw: Option<&[u8]>) -> Result<(), ConfigError> {
+        let compiled = shared::config::load(raw, Config::compile)?;
+        self.stats = Stats::define(host);
+        let seed = host.now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        self.rng.set(mix(seed) | 1);
+        self.config = Some(Rc::new(compiled));
+        Ok(())
+    }
+
+    fn new_http_filter(&self, _context_id: u32) -> Option<BodyLogger> {
+        Some(BodyLogger { config: self.config.clone()?, stats: self.stats, rng: self.rng.clone(), record: None })
+    }
+}
+
+/// One per HTTP stream.
+pub struct BodyLogger {
+    config: Rc<Compiled>,
+    stats: Stats,
+    rng: Rc<Cell<u64>>,
+    /// `Some` once the stream is selected; taken when the line is emitted.
+    record: Option<Box<Record>>,
+}
+
+struct Record {
+    start: SystemTime,
+    method: Vec<u8>,
+    path: Vec<u8>,
+    request_id: Option<Vec<u8>>,
+    status: Option<u64>,
+    request: Direction,
+    response: Direction,
+    request_headers: Vec<(String, Vec<u8>)>,
+    response_headers: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Default)]
+struct Direction {
+    /// This direction's body is wanted (enabled and an allowed content type).
+    capture: bool,
+    /// Enabled, but the content type is not on the allowlist (or absent).
+    skipped_content_type: bool,
+    content_type: Option<String>,
+    kind: Option<BodyKind>,
+    seen: u64,
+    captured: Vec<u8>,
+    complete: bool,
+}
+
+impl Direction {
+    fn start(config: &Compiled, enabled: bool, content_type: Option<Vec<u8>>) -> Direction {
+        let essence = content_type.as_deref().map(media_essence);
+        let allowed = essence.as_deref().is_some_and(|e| config.content_types.iter().any(|m| m.matches(e)));
+        Direction {
+            capture: enabled && allowed,
+            skipped_content_type: enabled && !allowed,
+            kind: essence.as_deref().map(body_kind),
+            content_type: content_type.map(|c| escape_invalid_utf8(&c)),
+            ..Direction::default()
+        }
+    }
+
+    /// Count the chunk; copy only the bytes the capture still lacks.
+    fn chunk(&mut self, host: &dyn Host, buffer: Buffer, size: usize, max: usize) {
+        self.seen = self.seen.saturating_add(size as u64);
+        if !self.capture || self.captured.len() >= max || size == 0 {
+            return;
+        }
+        let want = size.min(max - self.captured.len());
+        if let Some(bytes) = host.body(buffer, 0, want) {
+            let n = bytes.len().min(want);
+            self.captured.extend_from_slice(&bytes[..n]);
+        }
+    }
+
+    fn truncated(&self) -> bool {
+        self.capture && self.seen > self.captured.len() as u64
+    }
+}
+
+impl BodyLogger {
+    fn selected(&self, host: &dyn Host, method: &[u8], path: &[u8]) -> bool {
+        let c = &self.config;
+        if !c.methods.is_empty() && !c.methods.iter().any(|m| m.as_bytes().eq_ignore_ascii_case(method)) {
+            return false;
+        }
+        if !c.paths.is_empty() {
+            let path = String::from_utf8_lossy(path);
+            if !c.paths.iter().any(|m| m.matches(&path)) {
+                return false;
+            }
+        }
+        if c.sample_all {
+            return true;
+        }
+        let id = if c.sample_by_request_id { host.header(HeaderMapKind::RequestHeaders, "x-request-id") } else { None };
+        let value = match id {
+            Some(id) if !id.is_empty() => mix(fnv1a(&id)),
+            _ => {
+                // xorshift64
+                let mut x = self.rng.get().max(1);
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                self.rng.set(x);
+                mix(x)
+            }
+        };
+        if value < c.sample_threshold {
+            true
+        } else {
+            self.stats.sampled_out.inc(host);
+            false
+        }
+    }
+
+    fn headers_for_log(&self, host: &dyn Host, map: HeaderMapKind) -> Vec<(String, Vec<u8>)> {
+        if self.config.log_headers {
+            host.headers(map)
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn emit(&mut self, host: &dyn Host) {
+        let Some(rec) = self.record.take() else { return };
+        let c = &self.config;
+        let red = &c.redactor;
+        let mut redactions = 0u32;
+        let status = rec.status.or_else(|| {
+            host.property(&["response", "code"])
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(u64::from_le_bytes)
+                .filter(|s| *s > 0)
+        });
+        let duration_ms = host.now().duration_since(rec.start).map(|d| (d.as_micros() as f64) / 1000.0).unwrap_or(0.0);
+        let (path, n) = red.redact_path(&rec.path);
+        redactions += n;
+
+        let mut direction = |d: &Direction| -> Value {
+            let mut m = Map::new();
+            m.insert("content_type".into(), d.content_type.clone().map_or(Value::Null, Value::String));
+            m.insert("bytes".into(), json!(d.seen));
+            m.insert("complete".into(), json!(d.complete));
+            if d.capture {
+                let truncated = d.truncated();
+                if truncated {
+                    self.stats.truncated.inc(host);
+                }
+                let (text, n) = red.redact_body(&d.captured, d.kind.unwrap_or(BodyKind::Text), truncated);
+                redactions += n;
+                m.insert("captured_bytes".into(), json!(d.captured.len()));
+                m.insert("truncated".into(), json!(truncated));
+                m.insert("body".into(), Value::String(text));
+            } else {
+                if d.skipped_content_type && d.seen > 0 {
+                    self.stats.skipped_content_type.inc(host);
+                    m.insert("skipped".into(), json!("content_type"));
+                } else if d.seen > 0 {
+                    m.insert("skipped".into(), json!("disabled"));
+                }
+                m.insert("captured_bytes".into(), json!(0));
+                m.insert("truncated".into(), json!(false));
+                m.insert("body".into(), Value::Null);
+            }
+            Value::Object(m)
+        };
+        let request = direction(&rec.request);
+        let response = direction(&rec.response);
+
+        let mut line = Map::new();
+        line.insert(
+            "request_id".into(),
+            rec.request_id.as_deref().map_or(Value::Null, |v| json!(escape_invalid_utf8(v))),
+        );
+        line.insert("method".into(), json!(escape_invalid_utf8(&rec.method)));
+        line.insert("path".into(), json!(path));
+        line.insert("status".into(), status.map_or(Value::Null, |s| json!(s)));
+        line.insert("duration_ms".into(), json!(duration_ms));
+        line.insert("request".into(), request);
+        line.insert("response".into(), response);
+        if c.log_headers {
+            let mut headers = |list: &[(String, Vec<u8>)]| -> Value {
+                let mut m = Map::new();
+                for (name, value) in list {
+                    let text = if red.is_sensitive_header(name) {
+                        redactions += 1;
+                        red.replacement().to_string()
+                    } else {
+                        let (text, n) = if name == ":path" { red.redact_path(value) } else { red.redact_value(value) };
+                        redactions += n;
+                        text
+                    };
+                    // Repeated headers: joined as Envoy's access log does.
+                    match m.get_mut(name.as_str()) {
+                        Some(Value::String(prev)) => {
+                            prev.push(',');
+                            prev.push_str(&text);
+                        }
+                        _ => {
+                            m.insert(name.clone(), Value::String(text));
+                        }
+                    }
+                }
+                Value::Object(m)
+            };
+            let req = headers(&rec.request_headers);
+            let resp = headers(&rec.response_headers);
+            line.insert("request_headers".into(), req);
+            line.insert("response_headers".into(), resp);
+        }
+        line.insert("redactions".into(), json!(redactions));
+        let text = Value::Object(line).to_string();
+
+        self.stats.redactions.add(host, u64::from(redactions));
+        self.stats.logged.inc(host);
+        if c.envoy_log && c.log_level >= host.log_level() {
+            host.log(c.log_level, &text);
+        }
+        if let Some(name) = &c.filter_state_name {
+            if let Err(e) = host.set_property(&[name.as_str()], text.as_bytes()) {
+                host.log_with(shared::LogLevel::Debug, || format!("body-logger: cannot set filter state {name}: {e}"));
+            }
+        }
+    }
+}
+
+impl HttpFilter for BodyLogger {
+    fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Action {
+        let method = host.header(HeaderMapKind::RequestHeaders, ":method").unwrap_or_default();
+        let path = host.header(HeaderMapKind::RequestHeaders, ":path").unwrap_or_default();
+        if !self.selected(host, &method, &path) {
+            return Action::Continue;
+        }
+        let c = self.config.clone();
+        let mut request =
+            Direction::start(&c, c.request_body, host.header(HeaderMapKind::RequestHeaders, "content-type"));
+        request.complete = end_of_stream;
+        self.record = Some(Box::new(Record {
+            start: host.now(),
+            method,
+            path,
+            request_id: host.header(HeaderMapKind::RequestHeaders, "x-request-id"),
+            status: None,
+            request,
+            response: Direction::default(),
+            request_headers: self.headers_for_log(host, HeaderMapKind::RequestHeaders),
+            response_headers: Vec::new(),
+        }));
+        Action::Continue
+    }
+
+    fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Action {
+        let max = self.config.max_bytes;
+        if let Some(rec) = self.record.as_mut() {
+            rec.request.chunk(host, Buffer::Request, body_size, max);
+            rec.request.complete |= end_of_stream;
+        }
+        Action::Continue
+    }
+
+    fn on_request_trailers(&mut self, _host: &dyn Host) -> Action {
+        if let Some(rec) = self.record.as_mut() {
+            rec.request.complete = true;
+        }
+        Action::Continue
+    }
+
+    fn on_response_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Action {
+        if self.record.is_none() {
+            return Action::Continue;
+        }
+        let c = self.config.clone();
+        let headers = self.headers_for_log(host, HeaderMapKind::ResponseHeaders);
+        let status = host.response_header(":status").and_then(|s| s.trim().parse().ok());
+        let content_type = host.header(HeaderMapKind::ResponseHeaders, "content-type");
+        if let Some(rec) = self.record.as_mut() {
+            rec.status = status;
+            rec.response = Direction::start(&c, c.response_body, content_type);
+            rec.response.complete = end_of_stream;
+            rec.response_headers = headers;
+        }
+        Action::Continue
+    }
+
+    fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Action {
+        let max = self.config.max_bytes;
+        if let Some(rec) = self.record.as_mut() {
+            rec.response.chunk(host, Buffer::Response, body_size, max);
+            rec.response.complete |= end_of_stream;
+        }
+        Action::Continue
+    }
+
+    fn on_response_trailers(&mut self, _host: &dyn Host) -> Action {
+        if let Some(rec) = self.record.as_mut() {
+            rec.response.complete = true;
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self, host: &dyn Host) {
+        self.emit(host);
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// splitmix64's finalizer: spreads FNV's output over the whole u64 range.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::mock::MockHost;
+    use shared::LogLevel;
+
+    fn make(json: &str) -> (MockHost, BodyLoggerRoot) {
+        let host = MockHost::new();
+        let mut root = BodyLoggerRoot::default();
+        root.configure(&host, Some(json.as_bytes())).unwrap();
+        (host, root)
+    }
+
+    fn lines(host: &MockHost) -> Vec<Value> {
+        host.logs()
+            .into_iter()
+            .filter(|(_, m)| m.starts_with('{'))
+            .map(|(_, m)| serde_json::from_str(&m).unwrap())
+            .collect()
+    }
+
+    /// Drive one exchange; bodies are fed in `chunk`-byte pieces.
+    fn exchange(
+        host: &MockHost,
+        f: &mut BodyLogger,
+        req: (&[(&str, &str)], &[u8]),
+        resp: (&[(&str, &str)], &[u8]),
+        chunk: usize,
+    ) {
+        host.set_request_headers(req.0);
+        assert_eq!(f.on_request_headers(host, req.1.is_empty()), Action::Continue);
+        let pieces: Vec<&[u8]> = req.1.chunks(chunk.max(1)).collect();
+        for (i, p) in pieces.iter().enumerate() {
+            host.set_body(Buffer::Request, p);
+            assert_eq!(f.on_request_body(host, p.len(), i + 1 == pieces.len()), Action::Continue);
+        }
+        host.set_response_headers(resp.0);
+        assert_eq!(f.on_response_headers(host, resp.1.is_empty()), Action::Continue);
+        let pieces: Vec<&[u8]> = resp.1.chunks(chunk.max(1)).collect();
+        for (i, p) in pieces.iter().enumerate() {
+            host.set_body(Buffer::Response, p);
+            assert_eq!(f.on_response_body(host, p.len(), i + 1 == pieces.len()), Action::Continue);
+        }
+        f.on_log(host);
+    }
+
+    const JSON_REQ: &[(&str, &str)] = &[
+        (":method", "POST"),
+        (":path", "/login?access_token=qs-secret"),
+        ("content-type", "application/json; charset=utf-8"),
+        ("x-request-id", "req-1"),
+        ("authorization", "Bearer hdr-secret"),
+    ];
+
+    #[test]
+    fn logs_once_bounded_redacted_with_filter_state() {
+        let (host, root) = make(r#"{"max_bytes":40,"log_headers":true}"#);
+        let mut f = root.new_http_filter(1).unwrap();
+        let body = br#"{"user":"ann","password":"hunter2","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#;
+        exchange(
+            &host,
+            &mut f,
+            (JSON_REQ, body),
+            (&[(":status", "201"), ("content-type", "text/plain"), ("set-cookie", "sid=cookie-secret")], b"ok"),
+            7,
+        );
+        f.on_log(&host); // a second on_log emits nothing
+        let l = lines(&host);
+        assert_eq!(l.len(), 1, "{l:?}");
+        let l = &l[0];
+        assert_eq!(l["request_id"], "req-1");
+        assert_eq!(l["method"], "POST");
+        assert_eq!(l["status"], 201);
+        assert_eq!(l["path"], "/login?access_token=[REDACTED]");
+        assert_eq!(l["request"]["bytes"], body.len());
+        assert_eq!(l["request"]["captured_bytes"], 40);
+        assert_eq!(l["request"]["truncated"], true);
+        assert_eq!(l["request"]["complete"], true);
+        assert_eq!(l["response"]["body"], "ok");
+        assert_eq!(l["response"]["truncated"], false);
+        assert_eq!(l["request_headers"]["authorization"], "[REDACTED]");
+        assert_eq!(l["response_headers"]["set-cookie"], "[REDACTED]");
+        let text = l.to_string();
+        for secret in ["hunter2", "qs-secret", "hdr-secret", "cookie-secret"] {
+            assert!(!text.contains(secret), "{secret}: {text}");
+        }
+        assert!(l["request"]["body"].as_str().unwrap().starts_with(r#"{"user":"ann","password":"#));
+        assert_eq!(host.metric("body_logger.logged"), Some(1));
+        assert_eq!(host.metric("body_logger.truncated"), Some(1));
+        assert_eq!(host.metric("body_logger.redactions"), Some(l["redactions"].as_i64().unwrap()));
+        assert!(l["redactions"].as_i64().unwrap() >= 4);
+        let written = host.properties_written();
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].0, vec!["body_log"]);
+        assert_eq!(serde_json::from_slice::<Value>(&written[0].1).unwrap(), *l);
+    }
+
+    #[test]
+    fn reads_only_the_bytes_still_needed() {
+        // A host that reports how much each body read asked for.
+        let (host, root) = make(r#"{"max_bytes":10}"#);
+        let mut f = root.new_http_filter(1).unwrap();
+        host.set_request_headers(&[(":method", "POST"), (":path", "/"), ("content-type", "text/plain")]);
+        f.on_request_headers(&host, false);
+        host.set_body(Buffer::Request, b"abcdefg");
+        f.on_request_body(&host, 7, false);
+        host.set_body(Buffer::Request, b"hijklmnop");
+        f.on_request_body(&host, 9, false);
+        host.set_body(Buffer::Request, b"qrst");
+        f.on_request_body(&host, 4, false);
+        f.on_request_trailers(&host); // end of stream with trailers (HTTP/2, gRPC)
+        let rec = f.record.as_ref().unwrap();
+        assert_eq!(rec.request.captured, b"abcdefghij");
+        assert_eq!(rec.request.seen, 20);
+        assert!(rec.request.complete);
+        f.on_log(&host);
+        let l = &lines(&host)[0];
+        assert_eq!(l["request"]["body"], "abcdefghij");
+        assert_eq!(l["response"]["complete"], false, "the stream ended without a response");
+        assert_eq!(l["status"], Value::Null);
+    }
+
+    #[test]
+    fn content_types_binary_and_absent_are_skipped() {
+        let (host, root) = make("{}");
+        let mut f = root.new_http_filter(1).unwrap();
+        exchange(
+            &host,
+            &mut f,
+            (&[(":method", "PUT"), (":path", "/img"), ("content-type", "image/png")], b"\x89PNG\r\n"),
+            (&[(":status", "200")], b"no content type"),
+            100,
+        );
+        let l = &lines(&host)[0];
+        assert_eq!(l["request"]["skipped"], "content_type");
+        assert_eq!(l["request"]["body"], Value::Null);
+        assert_eq!(l["request"]["bytes"], 6);
+        assert_eq!(l["response"]["skipped"], "content_type");
+        assert_eq!(host.metric("body_logger.skipped_content_type"), Some(2));
+    }
+
+    #[test]
+    fn empty_bodies_and_header_only_streams() {
+        let (host, root) = make("{}");
+        let mut f = root.new_http_filter(1).unwrap();
+        exchange(
+            &host,
+            &mut f,
+            (&[(":method", "GET"), (":path", "/"), ("content-type", "application/json")], b""),
+            (&[(":status", "204"), ("content-type", "application/json")], b""),
+            1,
+        );
+        let l = &lines(&host)[0];
+        assert_eq!(l["request"]["body"], "");
+        assert_eq!(l["request"]["complete"], true);
+        assert_eq!(l["response"]["complete"], true);
+        assert_eq!(l["status"], 204);
+        assert_eq!(host.metric("body_logger.skipped_content_type"), Some(0));
+    }
+
+    #[test]
+    fn match_rules_paths_and_methods() {
+        let (host, root) = make(r#"{"paths":[{"prefix":"/api"}],"methods":["post"]}"#);
+        for (method, path, logged) in
+            [("POST", "/api/x", true), ("post", "/api", true), ("GET", "/api/x", false), ("POST", "/web", false)]
+        {
+            let host2 = MockHost::new();
+            let mut f = root.new_http_filter(1).unwrap();
+            exchange(&host2, &mut f, (&[(":method", method), (":path", path)], b""), (&[(":status", "200")], b""), 1);
+            assert_eq!(lines(&host2).len(), usize::from(logged), "{method} {path}");
+        }
+        let _ = host;
+    }
+
+    #[test]
+    fn sampling_by_request_id_is_deterministic() {
+        let (host, root) = make(r#"{"sample_rate":0.5,"sample_by_request_id":true}"#);
+        let mut logged = 0;
+        for i in 0..400 {
+            let id = format!("id-{i}");
+            let decide = || {
+                let host = MockHost::new();
+                let mut f = root.new_http_filter(1).unwrap();
+                host.set_request_headers(&[(":method", "GET"), (":path", "/"), ("x-request-id", &id)]);
+                f.on_request_headers(&host, true);
+                f.record.is_some()
+            };
+            let first = decide();
+            assert_eq!(first, decide(), "same id, same decision");
+            logged += usize::from(first);
+        }
+        assert!((120..=280).contains(&logged), "about half: {logged}");
+        let _ = host;
+        // rate 0: nothing, counted.
+        let (host, root) = make(r#"{"sample_rate":0}"#);
+        let mut f = root.new_http_filter(1).unwrap();
+        exchange(&host, &mut f, (&[(":method", "GET"), (":path", "/")], b""), (&[(":status", "200")], b""), 1);
+        assert!(lines(&host).is_empty());
+        assert_eq!(host.metric("body_logger.sampled_out"), Some(1));
+    }
+
+    #[test]
+    fn random_sampling_spreads() {
+        let (host, root) = make(r#"{"sample_rate":0.3}"#);
+        let mut logged = 0;
+        for _ in 0..1000 {
+            let mut f = root.new_http_filter(1).unwrap();
+            host.set_request_headers(&[(":method", "GET"), (":path", "/")]);
+            f.on_request_headers(&host, true);
+            logged += usize::from(f.record.is_some());
+        }
+        assert!((200..=400).contains(&logged), "{logged}");
+    }
+
+    const ODD_HEADERS: &[(&str, &[u8])] =
+        &[(":method", b"POST"), (":path", b"/\xff"), ("content-type", b"text/plain"), ("x-request-id", b"\xfe")];
+
+    #[test]
+    fn level_filter_state_and_odd_bytes() {
+        let (host, root) = make(r#"{"log_level":"debug","filter_state_name":null}"#);
+        host.set_log_level(LogLevel::Info);
+        let mut f = root.new_http_filter(1).unwrap();
+        host.set_headers_bytes(HeaderMapKind::RequestHeaders, ODD_HEADERS);
+        f.on_request_headers(&host, false);
+        host.set_body(Buffer::Request, b"a\xffb");
+        f.on_request_body(&host, 3, true);
+        f.on_log(&host);
+        assert!(lines(&host).is_empty(), "debug is below the host's level");
+        assert!(host.properties_written().is_empty());
+        assert_eq!(host.metric("body_logger.logged"), Some(1));
+
+        let (host, root) = make("{}");
+        let mut f = root.new_http_filter(1).unwrap();
+        host.set_headers_bytes(HeaderMapKind::RequestHeaders, ODD_HEADERS);
+        f.on_request_headers(&host, false);
+        host.set_body(Buffer::Request, b"a\xffb");
+        f.on_request_body(&host, 3, true);
+        f.on_log(&host);
+        let l = &lines(&host)[0];
+        assert_eq!(l["request"]["body"], "a\\xffb");
+        assert_eq!(l["path"], "/\\xff");
+        assert_eq!(l["request_id"], "\\xfe");
+    }
+
+    #[test]
+    fn status_from_the_property_when_no_response_headers_were_seen() {
+        let (host, root) = make("{}");
+        let mut f = root.new_http_filter(1).unwrap();
+        host.set_request_headers(&[(":method", "GET"), (":path", "/")]);
+        f.on_request_headers(&host, true);
+        host.set_property(&["response", "code"], &503u64.to_le_bytes());
+        f.on_log(&host);
+        assert_eq!(lines(&host)[0]["status"], 503);
+    }
+
+    #[test]
+    fn unselected_streams_log_nothing() {
+        let (host, root) = make("{}");
+        let mut f = root.new_http_filter(1).unwrap();
+        f.on_log(&host); // no request headers seen (e.g. a local reply before this filter)
+        assert!(host.logs().iter().all(|(_, m)| !m.starts_with('{')));
+        assert_eq!(host.metric("body_logger.logged"), Some(0));
+    }
+}

@@ -1,0 +1,10 @@
+//! body-logger: see README.md beside this crate for the full reference.
+
+pub mod config;
+pub mod filter;
+pub mod redact;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    shared::proxy::start::<filter::BodyLoggerRoot>();
+}}

@@ -22,7 +22,12 @@ fn all_in_one_serves_with_every_filter() {
     assert!(!r.has_header("server") && !r.has_header("x-powered-by"), "{r}");
     // rate-limit
     assert_eq!(r.header("ratelimit-policy").as_deref(), Some("\"per_client\";q=100;w=2"), "{r}");
-    // token-fetch: the upstream got the service token.
+    // token-fetch: the upstream got the service token. (The upstream records a request just
+    // after answering it: give the record a moment.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while upstream.requests().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header_value("authorization").as_deref(), Some("Bearer tok-1"), "{:?}", seen[0]);

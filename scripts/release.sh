@@ -38,8 +38,14 @@ for wasm in dist/*.wasm; do
       -e "s#^  \# sha256: .*#  sha256: ${digest#sha256:}#" \
       -e "s#^  sha256: .*#  sha256: ${digest#sha256:}#" \
       "$manifest" > "$out/istio/$name.yaml"
-    grep -q "^  sha256: ${digest#sha256:}$" "$out/istio/$name.yaml" ||
-      { echo "$manifest: no spec.sha256 line to pin (expected '  # sha256: ...')" >&2; exit 1; }
+    if ! grep -q "^  sha256: ${digest#sha256:}$" "$out/istio/$name.yaml"; then
+      # No sha256 line in the manifest: add one right after spec.url.
+      awk -v sha="${digest#sha256:}" '{ print } /^  url: oci:\/\// { print "  sha256: " sha }' \
+        "$out/istio/$name.yaml" > "$out/istio/$name.yaml.tmp"
+      mv "$out/istio/$name.yaml.tmp" "$out/istio/$name.yaml"
+    fi
+    [ "$(grep -c "^  sha256: ${digest#sha256:}$" "$out/istio/$name.yaml")" = 1 ] ||
+      { echo "$manifest: could not pin spec.sha256 (needs one '  url: oci://…' line)" >&2; exit 1; }
   fi
 done
 (cd "$out" && sha256sum ./*.wasm | sed 's# \./# #' > SHA256SUMS)

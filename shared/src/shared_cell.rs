@@ -40,7 +40,12 @@ pub struct Updated<T> {
 
 /// Create `key` with `initial` if it does not exist yet. Call before traffic (from
 /// `configure`): every worker writes the same bytes, so repeating it is harmless then.
+/// `initial` must not be empty: Envoy reads an empty value back as absent, so [`update`] would
+/// then find no key.
 pub fn ensure_exists(host: &dyn Host, key: &str, initial: &[u8]) -> Result<(), HostError> {
+    if initial.is_empty() {
+        return Err(HostError::BadArgument);
+    }
     match host.shared_data(key) {
         (Some(_), Some(_)) => Ok(()),
         _ => host.set_shared_data(key, initial, None),
@@ -89,6 +94,13 @@ mod tests {
     fn update_refuses_to_create() {
         let h = MockHost::new();
         assert_eq!(update(&h, "k", 3, |_| (Some(b"1".to_vec()), ())), Err(CasError::Missing));
+        assert_eq!(h.shared_data("k"), (None, None));
+    }
+
+    #[test]
+    fn empty_initial_values_are_refused() {
+        let h = MockHost::new();
+        assert_eq!(ensure_exists(&h, "k", b""), Err(HostError::BadArgument));
         assert_eq!(h.shared_data("k"), (None, None));
     }
 

@@ -172,6 +172,31 @@ pub fn read_response<R: BufRead>(reader: &mut R, head_only: bool) -> Result<Resp
     Ok(resp)
 }
 
+/// Read one request (the loopback servers' side): request line, headers, then a body framed
+/// by content-length or chunked encoding. Blank lines before it are skipped.
+pub fn read_request<R: BufRead>(reader: &mut R) -> Result<Request, String> {
+    let line = loop {
+        let line = read_line(reader)?;
+        if !line.is_empty() {
+            break line;
+        }
+    };
+    let text = String::from_utf8_lossy(&line).into_owned();
+    let mut parts = text.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+    let headers = read_headers(reader)?;
+    let request = Request { method, path, headers, body: vec![] };
+    let body = if request.header_value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        read_chunked(reader)?
+    } else {
+        let len: usize = request.header_value("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        let mut b = vec![0; len];
+        reader.read_exact(&mut b).map_err(|e| format!("body: {e}"))?;
+        b
+    };
+    Ok(Request { body, ..request })
+}
+
 pub fn read_line<R: BufRead>(reader: &mut R) -> Result<Vec<u8>, String> {
     let mut line = Vec::new();
     let n = reader.read_until(b'\n', &mut line).map_err(|e| format!("read: {e}"))?;

@@ -9,7 +9,7 @@
 //! [`Mode`] steers the answer; [`TokenServer::set_mode`] switches it while Envoy runs, which is
 //! how the tests take the server away and bring it back without restarting Envoy.
 
-use crate::http::{read_headers, read_line, Request as Recorded};
+use crate::http::{read_request, Request as Recorded};
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,23 +109,7 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
     let Ok(mut writer) = conn.try_clone() else { return };
     let mut reader = BufReader::new(conn);
     loop {
-        let Ok(line) = read_line(&mut reader) else { return };
-        if line.is_empty() {
-            continue;
-        }
-        let text = String::from_utf8_lossy(&line).into_owned();
-        let mut parts = text.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-        let Ok(headers) = read_headers(&mut reader) else { return };
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| String::from_utf8_lossy(v).trim().parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+        let Ok(Recorded { method, path, headers, body }) = read_request(&mut reader) else { return };
         let (mode, answer) = {
             let Ok(mut s) = state.lock() else { return };
             s.requests.push(Recorded { method: method.clone(), path, headers, body });

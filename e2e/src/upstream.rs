@@ -11,8 +11,8 @@
 //! The body echoes the request body when there is one, else a JSON summary of the request.
 //! Every request is recorded for assertions.
 
-use crate::http::{read_headers, read_line};
-use std::io::{BufReader, Read, Write};
+use crate::http::read_request;
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,28 +82,7 @@ fn serve_connection(conn: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>, opts: 
     let Ok(mut writer) = conn.try_clone() else { return };
     let mut reader = BufReader::new(conn);
     loop {
-        let Ok(line) = read_line(&mut reader) else { return };
-        if line.is_empty() {
-            continue;
-        }
-        let text = String::from_utf8_lossy(&line).into_owned();
-        let mut parts = text.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-        let Ok(headers) = read_headers(&mut reader) else { return };
-        let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-        let body = if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-            match crate::http::read_chunked(&mut reader) {
-                Ok(b) => b,
-                Err(_) => return,
-            }
-        } else {
-            let len: usize = find("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-            let mut b = vec![0; len];
-            if reader.read_exact(&mut b).is_err() {
-                return;
-            }
-            b
-        };
+        let Ok(Recorded { method, path, headers, body }) = read_request(&mut reader) else { return };
         let echo = match &opts.fixed_response {
             Some(_) => Vec::new(),
             None => respond(&method, &path, &headers, &body),

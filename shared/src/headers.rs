@@ -1,5 +1,24 @@
 //! Header name/value validation for configuration, shared by every filter that sets headers.
 
+/// Headers that frame the message or belong to the connection (RFC 9110 §7.6.1, plus `host`):
+/// a filter that sets or removes one from configuration corrupts or misroutes the message.
+pub const FRAMING_AND_CONNECTION_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "host",
+];
+
+/// Is `name` (lowercase) one of [`FRAMING_AND_CONNECTION_HEADERS`]?
+pub fn is_framing_or_connection_header(name: &str) -> bool {
+    FRAMING_AND_CONNECTION_HEADERS.contains(&name)
+}
+
 /// RFC 9110 `tchar`.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -39,6 +58,12 @@ mod tests {
         for bad in ["", ":path", "a b", "a\r\nb", "é", "a:b", "a\0"] {
             assert!(normalize_header_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn framing_headers() {
+        assert!(is_framing_or_connection_header("transfer-encoding") && is_framing_or_connection_header("host"));
+        assert!(!is_framing_or_connection_header("x-frame-options"));
     }
 
     #[test]

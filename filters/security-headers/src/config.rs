@@ -43,21 +43,11 @@ pub const DEFAULT_REMOVE_HEADERS: &[&str] = &[
     "x-backend-server",
 ];
 
-/// Headers that frame the message or belong to the connection: setting or removing them
-/// from a filter corrupts the response.
-const FORBIDDEN_HEADERS: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "host",
-    "content-type",
-    "content-encoding",
-];
+/// Headers this filter never sets or removes: the framing and connection headers, and the two
+/// that say how to read the body (changing them from a header filter corrupts the response).
+fn is_forbidden(name: &str) -> bool {
+    shared::headers::is_framing_or_connection_header(name) || ["content-type", "content-encoding"].contains(&name)
+}
 
 const MAX_VALUE_LEN: usize = 8192;
 const MAX_HEADERS: usize = 64;
@@ -196,7 +186,7 @@ fn normalize_settings(
     for (name, setting) in settings {
         let path = format!("{field}.{name}");
         let lower = normalize_header_name(name).map_err(|m| ConfigError::new(&path, m))?;
-        if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+        if is_forbidden(&lower) {
             return Err(ConfigError::new(
                 &path,
                 format!("`{lower}` frames the message and cannot be set by this filter"),
@@ -283,7 +273,7 @@ impl Config {
                 for (i, name) in list.iter().enumerate() {
                     let field = format!("remove_headers[{i}]");
                     let lower = normalize_header_name(name).map_err(|m| ConfigError::new(&field, m))?;
-                    if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+                    if is_forbidden(&lower) {
                         return Err(ConfigError::new(
                             &field,
                             format!("`{lower}` frames the message and cannot be removed"),

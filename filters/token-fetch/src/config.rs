@@ -23,19 +23,6 @@ const DEFAULT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(
 pub const DEFAULT_REFRESH_FRACTION: f64 = 0.8;
 const MAX_FIELD_LEN: usize = 4096;
 
-/// Headers a token may not be injected into: they frame the message or route it.
-const FORBIDDEN_HEADERS: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "host",
-];
-
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -287,7 +274,8 @@ impl Config {
             Some(n) => normalize_header_name(n).map_err(|m| err("header_name", m))?,
             None => DEFAULT_HEADER_NAME.to_string(),
         };
-        if FORBIDDEN_HEADERS.contains(&header_name.as_str()) {
+        // A token may not go into a header that frames the message or routes it.
+        if shared::headers::is_framing_or_connection_header(&header_name) {
             return Err(err("header_name", format!("{header_name:?} frames or routes the message; pick another")));
         }
         let header_prefix = self.header_prefix.clone().unwrap_or_else(|| DEFAULT_HEADER_PREFIX.to_string());

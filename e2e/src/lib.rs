@@ -7,6 +7,7 @@
 
 pub mod envoy;
 pub mod http;
+pub mod loopback;
 pub mod token_server;
 pub mod upstream;
 

@@ -10,11 +10,11 @@
 //! how the tests take the server away and bring it back without restarting Envoy.
 
 use crate::http::{read_request, Request as Recorded};
+use crate::loopback::LoopbackServer;
 use std::io::{BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,29 +41,16 @@ struct State {
 pub struct TokenServer {
     pub port: u16,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
+    _server: LoopbackServer,
 }
 
 impl TokenServer {
     /// Listen on 127.0.0.1:port (0 = any free port), issuing tokens valid `lifetime_secs`.
     pub fn start(port: u16, lifetime_secs: u64) -> Result<TokenServer, String> {
-        let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let state = Arc::new(Mutex::new(State { mode: Mode::Ok, lifetime_secs, issued: 0, requests: Vec::new() }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, stop2) = (state.clone(), stop.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::Relaxed) {
-                    break;
-                }
-                if let Ok(conn) = conn {
-                    let (st, stop3) = (st.clone(), stop2.clone());
-                    thread::spawn(move || serve(conn, st, stop3));
-                }
-            }
-        });
-        Ok(TokenServer { port, state, stop })
+        let st = state.clone();
+        let server = LoopbackServer::start(port, move |conn, stop| serve(conn, st.clone(), stop))?;
+        Ok(TokenServer { port: server.port, state, _server: server })
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -90,13 +77,6 @@ impl TokenServer {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().map(|s| s.requests.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 

@@ -12,11 +12,10 @@
 //! Every request is recorded for assertions.
 
 use crate::http::read_request;
+use crate::loopback::LoopbackServer;
 use std::io::{BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 /// A request as the upstream received it (names lowercased).
@@ -25,7 +24,7 @@ pub use crate::http::Request as Recorded;
 pub struct Upstream {
     pub port: u16,
     requests: Arc<Mutex<Vec<Recorded>>>,
-    stop: Arc<AtomicBool>,
+    _server: LoopbackServer,
 }
 
 /// How the upstream behaves; [`Upstream::start`] is the tests' default (record, echo).
@@ -44,35 +43,14 @@ impl Upstream {
     }
 
     pub fn start_with(port: u16, opts: UpstreamOptions) -> Result<Upstream, String> {
-        let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (reqs, stop2) = (requests.clone(), stop.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::Relaxed) {
-                    break;
-                }
-                if let Ok(conn) = conn {
-                    let (reqs, opts) = (reqs.clone(), opts.clone());
-                    thread::spawn(move || serve_connection(conn, reqs, &opts));
-                }
-            }
-        });
-        Ok(Upstream { port, requests, stop })
+        let reqs = requests.clone();
+        let server = LoopbackServer::start(port, move |conn, _stop| serve_connection(conn, reqs.clone(), &opts))?;
+        Ok(Upstream { port: server.port, requests, _server: server })
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 

@@ -256,8 +256,15 @@ pub enum Location {
 
 #[derive(Clone, Debug)]
 pub enum Requirement {
-    Provider { index: usize, audiences: Option<Audiences> },
-    Any { children: Vec<Requirement>, allow_missing: bool, allow_missing_or_failed: bool },
+    Provider {
+        index: usize,
+        audiences: Option<Audiences>,
+    },
+    Any {
+        children: Vec<Requirement>,
+        allow_missing: bool,
+        allow_missing_or_failed: bool,
+    },
     All(Vec<Requirement>),
     AllowMissing,
     AllowMissingOrFailed,
@@ -329,7 +336,10 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
         (None, None) => return Err(ConfigError::new("", "one of `local_jwks` or `remote_jwks` is required")),
         (Some(local), None) => {
             let Some(text) = &local.inline_string else {
-                return Err(ConfigError::new("local_jwks.inline_string", "is required (the only data source supported)"));
+                return Err(ConfigError::new(
+                    "local_jwks.inline_string",
+                    "is required (the only data source supported)",
+                ));
             };
             let jwks = Jwks::parse(text.as_bytes())
                 .map_err(|e| ConfigError::new("local_jwks.inline_string", format!("not a usable JWKS: {e}")))?;
@@ -339,7 +349,8 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
     };
     let mut locations = Vec::new();
     for (i, h) in p.from_headers.iter().enumerate() {
-        let header = normalize_header_name(&h.name).map_err(|m| ConfigError::new(format!("from_headers[{i}].name"), m))?;
+        let header =
+            normalize_header_name(&h.name).map_err(|m| ConfigError::new(format!("from_headers[{i}].name"), m))?;
         locations.push(Location::Header(header, h.value_prefix.clone()));
     }
     for (i, param) in p.from_params.iter().enumerate() {
@@ -370,7 +381,8 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
     let mut claim_to_headers = Vec::new();
     for (i, c) in p.claim_to_headers.iter().enumerate() {
         let at = format!("claim_to_headers[{i}]");
-        let h = normalize_header_name(&c.header_name).map_err(|m| ConfigError::new(join_path(&at, "header_name"), m))?;
+        let h =
+            normalize_header_name(&c.header_name).map_err(|m| ConfigError::new(join_path(&at, "header_name"), m))?;
         if c.claim_name.is_empty() || c.claim_name.split('.').any(str::is_empty) {
             return Err(ConfigError::new(join_path(&at, "claim_name"), "must be a claim name, nested as `a.b`"));
         }
@@ -504,7 +516,11 @@ fn compile_requirement(r: &RequirementConfig, names: &[&str]) -> Result<Requirem
             }
         }
         if children.is_empty() {
-            children.push(if allow_missing_or_failed { Requirement::AllowMissingOrFailed } else { Requirement::AllowMissing });
+            children.push(if allow_missing_or_failed {
+                Requirement::AllowMissingOrFailed
+            } else {
+                Requirement::AllowMissing
+            });
         }
         return Ok(Requirement::Any { children, allow_missing, allow_missing_or_failed });
     }

@@ -38,7 +38,10 @@ pub enum Verdict {
     Allow(Vec<HeaderOp>),
     Deny(Status),
     /// Pause the request until `provider`'s keys change (`refetch`: ask for a refetch first).
-    Wait { provider: usize, refetch: bool },
+    Wait {
+        provider: usize,
+        refetch: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -249,12 +252,17 @@ impl Run<'_> {
         Ok(Status::Ok)
     }
 
-    fn verify_one(&mut self, t: &Found<'_>, provider: Option<usize>, audiences: Option<&Audiences>) -> Result<Status, Wait> {
+    fn verify_one(
+        &mut self,
+        t: &Found<'_>,
+        provider: Option<usize>,
+        audiences: Option<&Audiences>,
+    ) -> Result<Status, Wait> {
         let engine = self.engine;
         let max = engine.config.max_token_bytes;
-        let cache_key = provider.filter(|i| engine.config.providers[*i].cache_size > 0).and_then(|i| {
-            (t.token.len() <= max).then(|| (i, <[u8; 32]>::from(Sha256::digest(&t.token))))
-        });
+        let cache_key = provider
+            .filter(|i| engine.config.providers[*i].cache_size > 0)
+            .and_then(|i| (t.token.len() <= max).then(|| (i, <[u8; 32]>::from(Sha256::digest(&t.token)))));
         let cached = cache_key.and_then(|(i, key)| self.caches.get_mut(i)?.lookup(&key, self.now));
         if cache_key.is_some() {
             if cached.is_some() {

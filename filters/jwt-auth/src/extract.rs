@@ -79,7 +79,9 @@ impl Extractor {
             found.push(Found { token, header: Some(name.as_str()), issuers });
         }
         if !self.params.is_empty() {
-            if let Some(query) = request.get(":path").and_then(|p| p.iter().position(|b| *b == b'?').map(|i| &p[i + 1..])) {
+            if let Some(query) =
+                request.get(":path").and_then(|p| p.iter().position(|b| *b == b'?').map(|i| &p[i + 1..]))
+            {
                 let params = parse_query(query);
                 for (name, issuers) in &self.params {
                     if let Some((_, v)) = params.iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
@@ -233,7 +235,8 @@ mod tests {
 
     #[test]
     fn joined_values() {
-        let h = RequestHeaders(vec![("x".into(), b"1".to_vec()), ("y".into(), b"2".to_vec()), ("x".into(), b"3".to_vec())]);
+        let h =
+            RequestHeaders(vec![("x".into(), b"1".to_vec()), ("y".into(), b"2".to_vec()), ("x".into(), b"3".to_vec())]);
         assert_eq!(h.joined("x").unwrap(), b"1,3");
         assert_eq!(h.joined("z"), None);
     }

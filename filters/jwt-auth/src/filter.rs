@@ -184,7 +184,13 @@ impl Worker {
 
     /// Decide for the request of the current (effective) context. `Some(action)` when decided
     /// (the reply is already sent for a denial); `None` when it must wait (already recorded).
-    fn decide(&self, host: &dyn Host, context_id: u32, refetched: Option<usize>, timed_out: Option<usize>) -> Option<Action> {
+    fn decide(
+        &self,
+        host: &dyn Host,
+        context_id: u32,
+        refetched: Option<usize>,
+        timed_out: Option<usize>,
+    ) -> Option<Action> {
         let request = RequestHeaders(host.headers(HeaderMapKind::RequestHeaders));
         let config = &self.engine.config;
         if config.bypass_cors_preflight
@@ -254,9 +260,8 @@ impl Worker {
         let now_ms = millis(now);
         let ready: Vec<Waiter> = {
             let mut waiting = self.waiting.borrow_mut();
-            let (ready, keep): (Vec<Waiter>, Vec<Waiter>) = waiting
-                .drain(..)
-                .partition(|w| now_ms >= w.deadline_ms || self.generation(w.provider) != w.generation);
+            let (ready, keep): (Vec<Waiter>, Vec<Waiter>) =
+                waiting.drain(..).partition(|w| now_ms >= w.deadline_ms || self.generation(w.provider) != w.generation);
             *waiting = keep;
             ready
         };
@@ -335,7 +340,10 @@ impl JwtAuthRoot {
                 let retry = f.fetcher.dispatch_failed(now);
                 host.log(
                     LogLevel::Warn,
-                    &format!("{NAME}: cannot call cluster {:?} for the JWKS ({e}); retrying in {retry:?}", remote.cluster),
+                    &format!(
+                        "{NAME}: cannot call cluster {:?} for the JWKS ({e}); retrying in {retry:?}",
+                        remote.cluster
+                    ),
                 );
             }
         }
@@ -384,7 +392,8 @@ impl RootFilter for JwtAuthRoot {
                 ConfigError::new(format!("providers.{}.remote_jwks", p.name), format!("cannot create shared data: {e}"))
             })?;
             fetches.push(RemoteFetch { provider: i, fetcher });
-            remote.push(Some(RefCell::new(RemoteKeys { value_key: format!("{prefix}value"), ..RemoteKeys::default() })));
+            remote
+                .push(Some(RefCell::new(RemoteKeys { value_key: format!("{prefix}value"), ..RemoteKeys::default() })));
         }
         let engine = Engine::new(config);
         let caches = RefCell::new(engine.new_caches());
@@ -398,8 +407,7 @@ impl RootFilter for JwtAuthRoot {
         self.fetches = fetches;
         self.started = false;
         if !self.fetches.is_empty() {
-            host.set_tick_period(FIRST_TICK)
-                .map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
+            host.set_tick_period(FIRST_TICK).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
         }
         Ok(())
     }
@@ -455,7 +463,10 @@ impl RootFilter for JwtAuthRoot {
             match outcome {
                 Outcome::Published { generation } => {
                     worker.stats.jwks_fetch_success.inc(host);
-                    host.log(LogLevel::Info, &format!("{NAME}: provider {name}: JWKS fetched (generation {generation})"));
+                    host.log(
+                        LogLevel::Info,
+                        &format!("{NAME}: provider {name}: JWKS fetched (generation {generation})"),
+                    );
                     worker.refresh_keys(host, f.provider);
                 }
                 Outcome::Failed { retry_in } | Outcome::NotPublished { retry_in } => {
@@ -510,6 +521,328 @@ impl HttpFilter for JwtAuth {
     fn on_log(&mut self, _host: &dyn Host) {
         if self.waiting {
             self.worker.forget(self.context_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    use shared::mock::MockHost;
+
+    const SECRET: &[u8] = b"a-test-secret-of-32-bytes-length";
+    const NOW: u64 = 1_800_000_000;
+
+    fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+        let mut k = [0u8; 64];
+        k[..key.len()].copy_from_slice(key);
+        let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).chain(msg.iter().copied()).collect();
+        let inner_hash = Sha256::digest(&inner);
+        let outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).chain(inner_hash.iter().copied()).collect();
+        Sha256::digest(&outer).to_vec()
+    }
+
+    fn sign(header: &str, payload: &str, key: &[u8]) -> String {
+        let input = format!("{}.{}", B64.encode(header), B64.encode(payload));
+        let sig = hmac_sha256(key, input.as_bytes());
+        format!("{input}.{}", B64.encode(sig))
+    }
+
+    fn hs(payload: &str) -> String {
+        sign(r#"{"alg":"HS256","kid":"h1"}"#, payload, SECRET)
+    }
+
+    fn jwks(kid: &str) -> String {
+        format!(r#"{{"keys":[{{"kty":"oct","kid":"{kid}","alg":"HS256","k":"{}"}}]}}"#, B64.encode(SECRET))
+    }
+
+    fn local_config(extra_provider: &str, rules: &str) -> String {
+        let jwks = jwks("h1").replace('"', "\\\"");
+        format!(
+            r#"{{"providers":{{"p":{{"issuer":"https://iss","audiences":["api"],"local_jwks":{{"inline_string":"{jwks}"}}{extra_provider}}}}},"rules":{rules}}}"#
+        )
+    }
+
+    const RULES: &str = r#"[{"match":{"prefix":"/open"}},{"match":{"prefix":"/"},"requires":{"provider_name":"p"}}]"#;
+
+    fn host() -> MockHost {
+        let h = MockHost::new();
+        h.set_now(UNIX_EPOCH + Duration::from_secs(NOW));
+        h
+    }
+
+    fn root(h: &MockHost, config: &str) -> JwtAuthRoot {
+        let mut r = JwtAuthRoot::default();
+        r.configure(h, Some(config.as_bytes())).unwrap();
+        r
+    }
+
+    fn request(h: &MockHost, r: &JwtAuthRoot, ctx: u32, path: &str, auth: Option<&str>) -> (JwtAuth, Action) {
+        let bearer = auth.map(|t| format!("Bearer {t}"));
+        let mut headers =
+            vec![(":path", path), (":authority", "api.test"), (":method", "GET"), ("x-forwarded-proto", "https")];
+        if let Some(b) = &bearer {
+            headers.push(("authorization", b.as_str()));
+        }
+        h.set_request_headers(&headers);
+        h.clear_local_response();
+        let mut f = r.new_http_filter(ctx).unwrap();
+        let action = f.on_request_headers(h, true);
+        (f, action)
+    }
+
+    fn valid_payload() -> String {
+        format!(r#"{{"iss":"https://iss","aud":"api","sub":"alice","exp":{},"team":{{"id":7}}}}"#, NOW + 600)
+    }
+
+    fn reply(h: &MockHost) -> (u32, String, String) {
+        let r = h.local_response().expect("a local reply");
+        let www = r.headers.iter().find(|(k, _)| k == "www-authenticate").map(|(_, v)| v.clone()).unwrap_or_default();
+        (r.status, String::from_utf8(r.body).unwrap(), www)
+    }
+
+    #[test]
+    fn valid_token_passes_with_headers_and_without_the_token() {
+        let h = host();
+        let cfg = local_config(
+            r#","forward_payload_header":"x-payload","claim_to_headers":[{"header_name":"x-sub","claim_name":"sub"},{"header_name":"x-team","claim_name":"team.id"}]"#,
+            RULES,
+        );
+        let r = root(&h, &cfg);
+        let (_, action) = request(&h, &r, 2, "/api", Some(&hs(&valid_payload())));
+        assert_eq!(action, Action::Continue);
+        assert!(h.local_response().is_none());
+        let req = |n: &str| h.header_values(HeaderMapKind::RequestHeaders, n);
+        assert!(req("authorization").is_empty(), "the token is not forwarded by default");
+        assert_eq!(req("x-sub"), vec!["alice"]);
+        assert_eq!(req("x-team"), vec!["7"]);
+        assert_eq!(req("x-payload"), vec![B64.encode(valid_payload())]);
+        assert_eq!(h.metric("jwt_auth.allowed"), Some(1));
+    }
+
+    #[test]
+    fn forged_claim_headers_are_removed_even_without_a_token_check_passing() {
+        let h = host();
+        let r = root(&h, &local_config(r#","claim_to_headers":[{"header_name":"x-sub","claim_name":"sub"}]"#, RULES));
+        h.set_request_headers(&[
+            (":path", "/api"),
+            ("x-sub", "admin"),
+            ("authorization", &format!("Bearer {}", hs(&valid_payload()))),
+        ]);
+        let mut f = r.new_http_filter(2).unwrap();
+        assert_eq!(f.on_request_headers(&h, true), Action::Continue);
+        assert_eq!(h.header_values(HeaderMapKind::RequestHeaders, "x-sub"), vec!["alice"]);
+    }
+
+    #[test]
+    fn answers_like_jwt_authn() {
+        let h = host();
+        let r = root(&h, &local_config("", RULES));
+        let realm = r#"Bearer realm="https://api.test/api?q=1""#;
+        let invalid = format!(r#"{realm}, error="invalid_token""#);
+        let (_, a) = request(&h, &r, 2, "/api?q=1", None);
+        assert_eq!(a, Action::Pause);
+        assert_eq!(reply(&h), (401, "Jwt is missing".into(), realm.into()));
+        let cases: Vec<(String, u32, &str)> = vec![
+            (hs(&format!(r#"{{"iss":"https://iss","aud":"api","exp":{}}}"#, NOW - 61)), 401, "Jwt is expired"),
+            (hs(&format!(r#"{{"iss":"https://iss","aud":"api","nbf":{}}}"#, NOW + 61)), 401, "Jwt not yet valid"),
+            (hs(r#"{"iss":"https://other","aud":"api"}"#), 401, "Jwt issuer is not configured"),
+            (hs(r#"{"iss":"https://iss","aud":"other"}"#), 403, "Audiences in Jwt are not allowed"),
+            (
+                sign(r#"{"alg":"HS256","kid":"h1"}"#, r#"{"iss":"https://iss","aud":"api"}"#, b"wrong"),
+                401,
+                "Jwt verification fails",
+            ),
+            (
+                sign(r#"{"alg":"HS256","kid":"zz"}"#, r#"{"iss":"https://iss","aud":"api"}"#, SECRET),
+                401,
+                "Jwks doesn't have key to match kid or alg from Jwt",
+            ),
+            (
+                sign(r#"{"alg":"none"}"#, r#"{"iss":"https://iss","aud":"api"}"#, SECRET),
+                401,
+                "Jwt header [alg] is not supported",
+            ),
+            (
+                sign(r#"{"alg":"HS256","crit":["b64"]}"#, r#"{"iss":"https://iss","aud":"api"}"#, SECRET),
+                401,
+                "Jwt header [crit] lists an unsupported extension",
+            ),
+            ("a.b".into(), 401, "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"),
+            (
+                format!("{}.", hs(r#"{"iss":"https://iss","aud":"api"}"#).rsplit_once('.').unwrap().0),
+                401,
+                "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+            ),
+            ("x".repeat(9000), 401, "Jwt is too large"),
+        ];
+        for (token, status, body) in cases {
+            let (_, a) = request(&h, &r, 3, "/api?q=1", Some(&token));
+            assert_eq!(a, Action::Pause, "{body}");
+            assert_eq!(reply(&h), (status, body.to_string(), invalid.clone()), "{body}");
+        }
+        assert_eq!(h.metric("jwt_auth.denied"), Some(12));
+        assert_eq!(h.metric("jwt_auth.denied_missing"), Some(1));
+        assert_eq!(h.metric("jwt_auth.denied_expired"), Some(1));
+        assert_eq!(h.metric("jwt_auth.denied_audience"), Some(1));
+        assert_eq!(h.metric("jwt_auth.denied_bad_signature"), Some(1));
+        assert_eq!(h.metric("jwt_auth.denied_no_matching_key"), Some(1));
+        assert_eq!(h.metric("jwt_auth.denied_malformed"), Some(5));
+        // No rule needs a JWT under /open.
+        let (_, a) = request(&h, &r, 4, "/open/x", None);
+        assert_eq!(a, Action::Continue);
+    }
+
+    #[test]
+    fn cache_hits_but_never_past_exp() {
+        let h = host();
+        let r = root(&h, &local_config(r#","clock_skew_seconds":1"#, RULES));
+        let token = hs(&format!(r#"{{"iss":"https://iss","aud":"api","exp":{}}}"#, NOW + 5));
+        for ctx in 2..5 {
+            assert_eq!(request(&h, &r, ctx, "/api", Some(&token)).1, Action::Continue);
+        }
+        assert_eq!((h.metric("jwt_auth.jwt_cache_miss"), h.metric("jwt_auth.jwt_cache_hit")), (Some(1), Some(2)));
+        h.advance(Duration::from_secs(7));
+        assert_eq!(request(&h, &r, 5, "/api", Some(&token)).1, Action::Pause);
+        assert_eq!(reply(&h).1, "Jwt is expired");
+        // A token that fails is never cached.
+        let bad = sign(r#"{"alg":"HS256"}"#, r#"{"iss":"https://iss","aud":"api"}"#, b"wrong");
+        for ctx in 6..8 {
+            request(&h, &r, ctx, "/api", Some(&bad));
+            assert_eq!(reply(&h).1, "Jwt verification fails");
+        }
+        assert_eq!(h.metric("jwt_auth.jwt_cache_hit"), Some(2));
+    }
+
+    #[test]
+    fn requirement_trees() {
+        let h = host();
+        let rules = r#"[{"match":{"prefix":"/optional"},"requires":{"allow_missing":{}}},
+            {"match":{"prefix":"/lenient"},"requires":{"allow_missing_or_failed":{}}},
+            {"match":{"prefix":"/any"},"requires":{"requires_any":{"requirements":[{"provider_name":"p"},{"allow_missing":{}}]}}}]"#;
+        let r = root(&h, &local_config("", rules));
+        let bad = sign(r#"{"alg":"HS256"}"#, r#"{"iss":"https://iss","aud":"api"}"#, b"wrong");
+        assert_eq!(request(&h, &r, 2, "/optional", None).1, Action::Continue);
+        assert_eq!(request(&h, &r, 3, "/optional", Some(&bad)).1, Action::Pause);
+        assert_eq!(reply(&h).1, "Jwt verification fails");
+        assert_eq!(request(&h, &r, 4, "/lenient", Some(&bad)).1, Action::Continue);
+        assert_eq!(request(&h, &r, 5, "/any", None).1, Action::Continue);
+        assert_eq!(request(&h, &r, 6, "/any", Some(&bad)).1, Action::Pause);
+        assert_eq!(request(&h, &r, 7, "/any", Some(&hs(&valid_payload()))).1, Action::Continue);
+    }
+
+    fn remote_config() -> String {
+        r#"{"providers":{"r":{"issuer":"https://iss","remote_jwks":{"http_uri":{"uri":"http://keys.test:8080/jwks.json?v=1","cluster":"jwks","timeout":"2s"},"cache_duration":"300s"}}},
+            "rules":[{"match":{"prefix":"/"},"requires":{"provider_name":"r"}}]}"#
+            .to_string()
+    }
+
+    fn answer(h: &MockHost, r: &mut JwtAuthRoot, status: &str, body: &str) {
+        let call = h.http_calls().last().cloned().expect("a JWKS fetch");
+        h.set_headers(HeaderMapKind::HttpCallResponseHeaders, &[(":status", status)]);
+        h.set_body(BodyKind::HttpCallResponse, body.as_bytes());
+        r.on_http_call_response(h, call.token, 1, body.len(), 0);
+    }
+
+    #[test]
+    fn remote_jwks_fetched_at_start_and_waiting_requests_resumed() {
+        let h = host();
+        let mut r = root(&h, &remote_config());
+        let token = hs(r#"{"iss":"https://iss"}"#);
+        assert_eq!(request(&h, &r, 2, "/api", Some(&token)).1, Action::Pause);
+        assert!(h.local_response().is_none(), "waits for the keys");
+        r.on_tick(&h);
+        let calls = h.http_calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].cluster, "jwks");
+        let hv = |n: &str| calls[0].headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(
+            (hv(":method"), hv(":path"), hv(":authority")),
+            (Some("GET".into()), Some("/jwks.json?v=1".into()), Some("keys.test:8080".into()))
+        );
+        answer(&h, &mut r, "200", &jwks("h1"));
+        assert_eq!(h.resumed_contexts(), vec![Some(2)]);
+        assert_eq!(h.metric("jwt_auth.jwks_fetch_success"), Some(1));
+        // Later requests verify at once; ticks do not refetch before the refresh time.
+        assert_eq!(request(&h, &r, 3, "/api", Some(&token)).1, Action::Continue);
+        for _ in 0..20 {
+            h.advance(Duration::from_secs(10));
+            r.on_tick(&h);
+        }
+        assert_eq!(h.http_calls().len(), 1, "refresh at 80% of 300 s");
+        h.advance(Duration::from_secs(50));
+        r.on_tick(&h);
+        assert_eq!(h.http_calls().len(), 2);
+        // A failed refresh keeps the keys.
+        answer(&h, &mut r, "503", "");
+        assert_eq!(h.metric("jwt_auth.jwks_fetch_failed"), Some(1));
+        assert_eq!(request(&h, &r, 4, "/api", Some(&token)).1, Action::Continue);
+    }
+
+    #[test]
+    fn no_jwks_within_the_timeout_is_jwt_authn_fetch_failure() {
+        let h = host();
+        let mut r = root(&h, &remote_config());
+        r.on_tick(&h);
+        answer(&h, &mut r, "500", "");
+        assert_eq!(request(&h, &r, 2, "/api", Some(&hs(r#"{"iss":"https://iss"}"#))).1, Action::Pause);
+        h.advance(Duration::from_secs(3));
+        h.clear_local_response();
+        r.on_tick(&h);
+        let replies = h.context_replies();
+        assert_eq!(replies.len(), 1);
+        assert_eq!((replies[0].0, replies[0].1.status), (2, 401));
+        assert_eq!(replies[0].1.body, b"Jwks remote fetch is failed");
+        assert_eq!(h.metric("jwt_auth.denied_jwks_unavailable"), Some(1));
+    }
+
+    #[test]
+    fn unknown_kid_refetches_once_then_verifies() {
+        let h = host();
+        let mut r = root(&h, &remote_config());
+        r.on_tick(&h);
+        answer(&h, &mut r, "200", &jwks("old"));
+        h.advance(Duration::from_secs(11));
+        let rotated = sign(r#"{"alg":"HS256","kid":"new"}"#, r#"{"iss":"https://iss"}"#, SECRET);
+        assert_eq!(request(&h, &r, 2, "/api", Some(&rotated)).1, Action::Pause);
+        r.on_tick(&h);
+        assert_eq!(h.http_calls().len(), 2, "refetched for the unknown kid");
+        answer(&h, &mut r, "200", &jwks("new"));
+        assert_eq!(h.resumed_contexts(), vec![Some(2)]);
+        // Right after a fetch, another unknown kid is answered at once (rate limit).
+        let other = sign(r#"{"alg":"HS256","kid":"other"}"#, r#"{"iss":"https://iss"}"#, SECRET);
+        assert_eq!(request(&h, &r, 3, "/api", Some(&other)).1, Action::Pause);
+        assert_eq!(reply(&h).1, "Jwks doesn't have key to match kid or alg from Jwt");
+        r.on_tick(&h);
+        assert_eq!(h.http_calls().len(), 2);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases = [
+            (r#"{"providers":{"p":{"issuer":"x"}}}"#, "providers.p"),
+            (r#"{"providers":{"p":{"subjects":{}}}}"#, "providers.p"),
+            (
+                r#"{"rules":[{"match":{"prefix":"/"},"requires":{"provider_name":"nope"}}]}"#,
+                "rules[0].requires.provider_name",
+            ),
+            (r#"{"requirement_map":{}}"#, ""),
+            (r#"{"providers":{"p":{"local_jwks":{"filename":"/x"}}}}"#, "providers.p.local_jwks"),
+            (r#"{"providers":{"p":{"local_jwks":{"inline_string":"{}"}}}}"#, "providers.p.local_jwks.inline_string"),
+            (
+                r#"{"providers":{"p":{"remote_jwks":{"http_uri":{"uri":"ftp://x","cluster":"c","timeout":"1s"}}}}}"#,
+                "providers.p.remote_jwks.http_uri.uri",
+            ),
+            (r#"{"max_token_bytes":1}"#, "max_token_bytes"),
+            (r#"{"rules":[{"match":{"prefix":"/","headers":[]}}]}"#, "rules[0].match"),
+        ];
+        for (json, field) in cases {
+            let mut r = JwtAuthRoot::default();
+            let e = r.configure(&host(), Some(json.as_bytes())).unwrap_err();
+            assert!(e.field.starts_with(field), "{json}: {e}");
         }
     }
 }

@@ -289,7 +289,8 @@ impl Jwt {
             Some(None) => true,
             Some(Some(max)) => {
                 let remaining = i128::from(self.exp) - i128::from(now);
-                remaining < i128::from(max.as_secs()) || (remaining == i128::from(max.as_secs()) && max.subsec_nanos() > 0)
+                remaining < i128::from(max.as_secs())
+                    || (remaining == i128::from(max.as_secs()) && max.subsec_nanos() > 0)
             }
         }
     }
@@ -342,8 +343,9 @@ mod tests {
 
     #[test]
     fn parses_a_token() {
-        let j = p(&tok(r#"{"alg":"RS256","kid":"k1"}"#, r#"{"iss":"i","aud":["a","b"],"exp":10,"nbf":5.7,"x":{"y":2}}"#))
-            .unwrap();
+        let j =
+            p(&tok(r#"{"alg":"RS256","kid":"k1"}"#, r#"{"iss":"i","aud":["a","b"],"exp":10,"nbf":5.7,"x":{"y":2}}"#))
+                .unwrap();
         assert_eq!((j.alg, j.kid.as_deref(), j.iss.as_str()), (Alg::RS256, Some("k1"), "i"));
         assert_eq!((j.exp, j.nbf, j.audiences.len()), (10, 5, 2));
         assert_eq!(j.claim_text(&["x".into(), "y".into()]).as_deref(), Some("2"));
@@ -410,8 +412,9 @@ mod tests {
 
     #[test]
     fn claim_rendering() {
-        let j = p(&tok(r#"{"alg":"HS256"}"#, r#"{"s":"v","b":true,"f":1.5,"i":3.0,"n":-2,"o":{"a":"x"},"l":[1],"e":""}"#))
-            .unwrap();
+        let j =
+            p(&tok(r#"{"alg":"HS256"}"#, r#"{"s":"v","b":true,"f":1.5,"i":3.0,"n":-2,"o":{"a":"x"},"l":[1],"e":""}"#))
+                .unwrap();
         let c = |s: &str| j.claim_text(&s.split('.').map(String::from).collect::<Vec<_>>());
         assert_eq!(c("s").as_deref(), Some("v"));
         assert_eq!(c("b").as_deref(), Some("true"));

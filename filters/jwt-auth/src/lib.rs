@@ -1,6 +1,7 @@
 //! jwt-auth: see README.md beside this crate.
 
 pub mod config;
+pub mod crypto;
 pub mod filter;
 pub mod jwks;
 

@@ -1,6 +1,8 @@
 //! The demo JWKS server for jwt-auth: `jwks_server [--port 18082]` serves the committed test
 //! JWKS (e2e/fixtures/jwt/jwks.json) to `GET <any path>`. Runs until killed.
 //!
+//! `jwks_server --token [SUB]` prints a one-hour RS256 token it accepts (issuer
+//! https://issuer.example.com, audience api.example.com), to try the demo with.
 //! `jwks_server --write-fixtures` regenerates the committed JWKS files from the committed test
 //! keys (after changing a key).
 
@@ -12,6 +14,11 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(port),
+            "--token" => {
+                let sub = args.next().unwrap_or_else(|| "demo-user".to_string());
+                println!("{}", e2e::jwt::token(e2e::jwt::Alg::RS256, &e2e::jwt::claims(&sub)));
+                return;
+            }
             "--write-fixtures" => {
                 use e2e::jwt::{fixtures_dir, jwks, LOCAL_KEYS, REMOTE_KEYS, ROTATED_KEYS};
                 for (file, keys) in
@@ -27,7 +34,7 @@ fn main() {
                 return;
             }
             other => {
-                eprintln!("unknown argument {other}; usage: jwks_server [--port N] | --write-fixtures");
+                eprintln!("unknown argument {other}; usage: jwks_server [--port N] | --token [SUB] | --write-fixtures");
                 std::process::exit(2);
             }
         }

@@ -147,6 +147,8 @@ pub struct Fetcher {
     /// No attempt before this instant (after a failure); 0 = none pending.
     retry_at_ms: u64,
     rng: u64,
+    /// A refresh was asked for ([`Fetcher::refresh_soon`]): due regardless of the schedule.
+    forced: bool,
 }
 
 /// Margin past the HTTP call's own timeout before a missing answer counts as failed.
@@ -164,6 +166,7 @@ impl Fetcher {
             backoff: policy.backoff_base,
             retry_at_ms: 0,
             rng: holder | 1,
+            forced: false,
         }
     }
 
@@ -180,6 +183,11 @@ impl Fetcher {
 
     pub fn in_flight(&self) -> bool {
         self.in_flight.is_some()
+    }
+
+    /// Whether `token` is the answer this fetch waits for.
+    pub fn awaits(&self, token: u32) -> bool {
+        self.in_flight.is_some_and(|f| f.token == token)
     }
 
     /// The published record, valid or not.
@@ -213,10 +221,11 @@ impl Fetcher {
             }
             return false;
         }
-        let due = match self.published(host) {
-            Some(p) if p.generation > 0 => now_ms >= p.refresh_at_ms(self.policy.refresh_fraction),
-            _ => true,
-        };
+        let due = self.forced
+            || match self.published(host) {
+                Some(p) if p.generation > 0 => now_ms >= p.refresh_at_ms(self.policy.refresh_fraction),
+                _ => true,
+            };
         if !due {
             // Someone refreshed (maybe us): forget our backoff.
             self.retry_at_ms = 0;
@@ -224,6 +233,13 @@ impl Fetcher {
             return false;
         }
         matches!(self.lease.acquire(host, now), Ok(true))
+    }
+
+    /// Ask for a fetch at the next [`Fetcher::poll`], ahead of the schedule (e.g. a JWKS key
+    /// rotation noticed by an unknown `kid`). The caller rate-limits it; a fetch in flight or a
+    /// backoff after a failure is not cut short. Cleared by the next answer.
+    pub fn refresh_soon(&mut self) {
+        self.forced = true;
     }
 
     pub fn started(&mut self, token: u32, now: SystemTime) {
@@ -250,6 +266,7 @@ impl Fetcher {
             Some(f) if f.token == token => self.in_flight = None,
             _ => return None,
         }
+        self.forced = false;
         let now_ms = millis(now);
         match result {
             FetchResult::Failed(_) => Some(Outcome::Failed { retry_in: self.fail(now_ms) }),

@@ -160,9 +160,8 @@ fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
         let rng = SystemRandom::new();
-        let rsa = |k: Key| {
-            RsaKeyPair::from_pkcs8(&pem_der(&fixture(k))).unwrap_or_else(|e| fatal(&format!("{k:?}: {e}")))
-        };
+        let rsa =
+            |k: Key| RsaKeyPair::from_pkcs8(&pem_der(&fixture(k))).unwrap_or_else(|e| fatal(&format!("{k:?}: {e}")));
         let ec = |k: Key, alg: &'static signature::EcdsaSigningAlgorithm| {
             EcdsaKeyPair::from_pkcs8(alg, &pem_der(&fixture(k)), &rng).unwrap_or_else(|e| fatal(&format!("{k:?}: {e}")))
         };
@@ -372,10 +371,18 @@ mod tests {
 
     #[test]
     fn committed_jwks_match_the_keys() {
-        for (file, keys) in [("jwks.json", &REMOTE_KEYS[..]), ("jwks-rotated.json", &ROTATED_KEYS[..]), ("local-jwks.json", &LOCAL_KEYS[..])] {
-            let committed: Value = serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join(file)).unwrap()).unwrap();
+        for (file, keys) in [
+            ("jwks.json", &REMOTE_KEYS[..]),
+            ("jwks-rotated.json", &ROTATED_KEYS[..]),
+            ("local-jwks.json", &LOCAL_KEYS[..]),
+        ] {
+            let committed: Value =
+                serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join(file)).unwrap()).unwrap();
             let computed: Value = serde_json::from_str(&jwks(keys)).unwrap();
-            assert_eq!(committed, computed, "{file}: regenerate with `cargo run -p e2e --bin jwks_server -- --write-fixtures`");
+            assert_eq!(
+                committed, computed,
+                "{file}: regenerate with `cargo run -p e2e --bin jwks_server -- --write-fixtures`"
+            );
         }
     }
 

@@ -13,7 +13,9 @@
 use e2e::envoy::{free_port, Envoy, EnvoyOptions};
 use e2e::http::{Request, Response};
 use e2e::jwks_server::{JwksServer, Mode};
-use e2e::jwt::{self, b64url, claims, claims_for, raw_token, token, token_with, Alg, Key, AUDIENCE, ISSUER, LOCAL_ISSUER};
+use e2e::jwt::{
+    self, b64url, claims, claims_for, raw_token, token, token_with, Alg, Key, AUDIENCE, ISSUER, LOCAL_ISSUER,
+};
 use e2e::upstream::{Recorded, Upstream};
 use e2e::{JWKS_PORT, LISTENER_PORT, UPSTREAM_PORT};
 use serde_json::{json, Value};
@@ -204,7 +206,13 @@ fn bad_tokens() -> Vec<(&'static str, String, &'static str)> {
     let now = jwt::now();
     let good = claims("attacker");
     let rs = |h: Value, p: &Value| token_with(Alg::RS256, Key::Rsa1, &h, p);
-    let unsigned = |alg: &str| format!("{}.{}.", b64url(json!({"alg": alg, "typ": "JWT"}).to_string().as_bytes()), b64url(good.to_string().as_bytes()));
+    let unsigned = |alg: &str| {
+        format!(
+            "{}.{}.",
+            b64url(json!({"alg": alg, "typ": "JWT"}).to_string().as_bytes()),
+            b64url(good.to_string().as_bytes())
+        )
+    };
     let valid = token(Alg::RS256, &good);
     let parts: Vec<String> = valid.split('.').map(String::from).collect();
     let mut flipped = jwt::b64_decode(&parts[2], true).unwrap();
@@ -232,30 +240,119 @@ fn bad_tokens() -> Vec<(&'static str, String, &'static str)> {
         ),
         ("empty signature", format!("{}.{}.", parts[0], parts[1]), BAD_FORMAT),
         ("bad signature (one bit)", format!("{}.{}.{}", parts[0], parts[1], b64url(&flipped)), VERIFY_FAILS),
-        ("signature of another token", format!("{}.{}.{}", parts[0], b64url(claims("x").to_string().as_bytes()), parts[2]), VERIFY_FAILS),
-        ("non-base64url chars in the payload", format!("{}.{}+/.{}", parts[0], parts[1], parts[2]), "Jwt payload is an invalid Base64url encoded"),
-        ("non-base64url chars in the header", format!("{}*.{}.{}", parts[0], parts[1], parts[2]), "Jwt header is an invalid Base64url encoded"),
+        (
+            "signature of another token",
+            format!("{}.{}.{}", parts[0], b64url(claims("x").to_string().as_bytes()), parts[2]),
+            VERIFY_FAILS,
+        ),
+        (
+            "non-base64url chars in the payload",
+            format!("{}.{}+/.{}", parts[0], parts[1], parts[2]),
+            "Jwt payload is an invalid Base64url encoded",
+        ),
+        (
+            "non-base64url chars in the header",
+            format!("{}*.{}.{}", parts[0], parts[1], parts[2]),
+            "Jwt header is an invalid Base64url encoded",
+        ),
         ("JWE (5 parts)", format!("{}.a.b.c.d", b64url(br#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#)), BAD_FORMAT),
         ("two parts", format!("{}.{}", parts[0], parts[1]), BAD_FORMAT),
         ("one part", "abc".to_string(), BAD_FORMAT),
-        ("exp a string", rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"exp": "tomorrow"}))), "Jwt payload [exp] field is not an integer"),
-        ("exp absurd", rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"exp": 1e300}))), "Jwt payload [exp] field is not a positive 64 bit integer"),
-        ("exp negative", rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"exp": -5}))), "Jwt payload [exp] field is not a positive 64 bit integer"),
-        ("nbf a string", rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"nbf": "now"}))), "Jwt payload [nbf] field is not an integer"),
-        ("expired", rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"exp": now - 3600}))), "Jwt is expired"),
-        ("not yet valid", rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"nbf": now + 3600}))), "Jwt not yet valid"),
-        ("unknown issuer", rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"iss": "https://evil.example.com"}))), "Jwt issuer is not configured"),
+        (
+            "exp a string",
+            rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"exp": "tomorrow"}))),
+            "Jwt payload [exp] field is not an integer",
+        ),
+        (
+            "exp absurd",
+            rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"exp": 1e300}))),
+            "Jwt payload [exp] field is not a positive 64 bit integer",
+        ),
+        (
+            "exp negative",
+            rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"exp": -5}))),
+            "Jwt payload [exp] field is not a positive 64 bit integer",
+        ),
+        (
+            "nbf a string",
+            rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"nbf": "now"}))),
+            "Jwt payload [nbf] field is not an integer",
+        ),
+        (
+            "expired",
+            rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"exp": now - 3600}))),
+            "Jwt is expired",
+        ),
+        (
+            "not yet valid",
+            rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"nbf": now + 3600}))),
+            "Jwt not yet valid",
+        ),
+        (
+            "unknown issuer",
+            rs(
+                jwt::header(Alg::RS256, Key::Rsa1),
+                &jwt::with(good.clone(), json!({"iss": "https://evil.example.com"})),
+            ),
+            "Jwt issuer is not configured",
+        ),
         ("unknown kid", rs(json!({"alg": "RS256", "typ": "JWT", "kid": "nope"}), &good), NO_KEY),
-        ("ES256 signed by the P-384 key", token_with(Alg::ES384, Key::Ec384, &json!({"alg": "ES256", "kid": "ec-384"}), &good), VERIFY_FAILS),
+        (
+            "ES256 signed by the P-384 key",
+            token_with(Alg::ES384, Key::Ec384, &json!({"alg": "ES256", "kid": "ec-384"}), &good),
+            VERIFY_FAILS,
+        ),
         ("unsupported alg", rs(json!({"alg": "RS1", "kid": "rsa-1"}), &good), "Jwt header [alg] is not supported"),
-        ("alg not a string", rs(json!({"alg": 256, "kid": "rsa-1"}), &good), "Jwt header [alg] field is required and must be a string"),
-        ("header invalid JSON", raw_token(b"{\"alg\":\"RS256\",", good.to_string().as_bytes(), Alg::RS256, Key::Rsa1), "Jwt header is an invalid JSON"),
-        ("payload invalid JSON", raw_token(jwt::header(Alg::RS256, Key::Rsa1).to_string().as_bytes(), b"{\"iss\":", Alg::RS256, Key::Rsa1), "Jwt payload is an invalid JSON"),
-        ("payload invalid UTF-8", raw_token(jwt::header(Alg::RS256, Key::Rsa1).to_string().as_bytes(), b"{\"iss\":\"\xff\xfe\"}", Alg::RS256, Key::Rsa1), "Jwt payload is an invalid JSON"),
-        ("header invalid UTF-8", raw_token(b"{\"alg\":\"RS256\",\"kid\":\"\xff\"}", good.to_string().as_bytes(), Alg::RS256, Key::Rsa1), "Jwt header is an invalid JSON"),
-        ("payload not an object", raw_token(jwt::header(Alg::RS256, Key::Rsa1).to_string().as_bytes(), b"[1,2]", Alg::RS256, Key::Rsa1), "Jwt payload is an invalid JSON"),
-        ("iss not a string", rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"iss": 7}))), "Jwt payload [iss] field is not a string"),
-        ("EdDSA signature wrong length", format!("{}.{}.{}", b64url(jwt::header(Alg::EdDSA, Key::Ed25519).to_string().as_bytes()), parts[1], b64url(&[1; 10])), "Jwt ED25519 signature is wrong length"),
+        (
+            "alg not a string",
+            rs(json!({"alg": 256, "kid": "rsa-1"}), &good),
+            "Jwt header [alg] field is required and must be a string",
+        ),
+        (
+            "header invalid JSON",
+            raw_token(b"{\"alg\":\"RS256\",", good.to_string().as_bytes(), Alg::RS256, Key::Rsa1),
+            "Jwt header is an invalid JSON",
+        ),
+        (
+            "payload invalid JSON",
+            raw_token(jwt::header(Alg::RS256, Key::Rsa1).to_string().as_bytes(), b"{\"iss\":", Alg::RS256, Key::Rsa1),
+            "Jwt payload is an invalid JSON",
+        ),
+        (
+            "payload invalid UTF-8",
+            raw_token(
+                jwt::header(Alg::RS256, Key::Rsa1).to_string().as_bytes(),
+                b"{\"iss\":\"\xff\xfe\"}",
+                Alg::RS256,
+                Key::Rsa1,
+            ),
+            "Jwt payload is an invalid JSON",
+        ),
+        (
+            "header invalid UTF-8",
+            raw_token(b"{\"alg\":\"RS256\",\"kid\":\"\xff\"}", good.to_string().as_bytes(), Alg::RS256, Key::Rsa1),
+            "Jwt header is an invalid JSON",
+        ),
+        (
+            "payload not an object",
+            raw_token(jwt::header(Alg::RS256, Key::Rsa1).to_string().as_bytes(), b"[1,2]", Alg::RS256, Key::Rsa1),
+            "Jwt payload is an invalid JSON",
+        ),
+        (
+            "iss not a string",
+            rs(jwt::header(Alg::RS256, Key::Rsa1), &jwt::with(good.clone(), json!({"iss": 7}))),
+            "Jwt payload [iss] field is not a string",
+        ),
+        (
+            "EdDSA signature wrong length",
+            format!(
+                "{}.{}.{}",
+                b64url(jwt::header(Alg::EdDSA, Key::Ed25519).to_string().as_bytes()),
+                parts[1],
+                b64url(&[1; 10])
+            ),
+            "Jwt ED25519 signature is wrong length",
+        ),
     ]
 }
 
@@ -310,16 +407,36 @@ fn token_locations_and_rules() {
         ("no rule: a bad token is not even looked at", bearer("/public/x", "garbage"), 200, ""),
         ("allow_missing: none", Request::get("/optional/x"), 200, ""),
         ("allow_missing: valid", bearer("/optional/x", &remote), 200, ""),
-        ("allow_missing: invalid is still refused", bearer("/optional/x", "a.b.c"), 401, "Jwt header is an invalid Base64url encoded"),
+        (
+            "allow_missing: invalid is still refused",
+            bearer("/optional/x", "a.b.c"),
+            401,
+            "Jwt header is an invalid Base64url encoded",
+        ),
         ("default: access_token param", Request::get(&format!("/api/q?access_token={remote}")), 200, ""),
         ("default: missing", Request::get("/api/q"), 401, MISSING),
-        ("default: other scheme is not a token", Request::get("/api/q").header("authorization", &format!("Basic {remote}")), 401, MISSING),
-        ("local: custom header with prefix", Request::get("/local/x").header("x-api-token", &format!("Token {local}")), 200, ""),
+        (
+            "default: other scheme is not a token",
+            Request::get("/api/q").header("authorization", &format!("Basic {remote}")),
+            401,
+            MISSING,
+        ),
+        (
+            "local: custom header with prefix",
+            Request::get("/local/x").header("x-api-token", &format!("Token {local}")),
+            200,
+            "",
+        ),
         ("local: header without the prefix", Request::get("/local/x").header("x-api-token", &local), 401, MISSING),
         ("local: param", Request::get(&format!("/local/x?token={local}")), 200, ""),
         ("local: cookie", Request::get("/local/x").header("cookie", &format!("a=b; session={local}; c=d")), 200, ""),
         ("local: Authorization is not its location", bearer("/local/x", &local), 401, MISSING),
-        ("local: remote issuer's token", Request::get("/local/x").header("x-api-token", &format!("Token {remote}")), 401, "Jwt issuer is not configured"),
+        (
+            "local: remote issuer's token",
+            Request::get("/local/x").header("x-api-token", &format!("Token {remote}")),
+            401,
+            "Jwt issuer is not configured",
+        ),
         ("any: remote", bearer("/any/x", &remote), 200, ""),
         ("any: local", Request::get("/any/x").header("x-api-token", &format!("Token {local}")), 200, ""),
     ];
@@ -385,7 +502,11 @@ fn oversized_tokens_are_refused_before_parsing() {
     assert_eq!(s.send(&bearer("/api/fits", &fits)).status, 200);
     // The cap is configurable.
     drop(s);
-    let s = start_with(Mode::Serve, 2, Some(Box::new(|c| replace(&c, "\"providers\": {", "\"max_token_bytes\": 16384, \"providers\": {"))));
+    let s = start_with(
+        Mode::Serve,
+        2,
+        Some(Box::new(|c| replace(&c, "\"providers\": {", "\"max_token_bytes\": 16384, \"providers\": {"))),
+    );
     assert_eq!(s.send(&bearer("/api/big", &big)).status, 200);
 }
 
@@ -450,7 +571,11 @@ fn key_rotation_is_picked_up_on_an_unknown_kid() {
 #[test]
 fn jwks_server_failures_keep_the_last_good_keys() {
     // Refresh every second, so failures happen while the test runs.
-    let mut s = start_with(Mode::Serve, 2, Some(Box::new(|c| replace(&c, "\"cache_duration\": \"300s\"", "\"cache_duration\": \"1s\""))));
+    let mut s = start_with(
+        Mode::Serve,
+        2,
+        Some(Box::new(|c| replace(&c, "\"cache_duration\": \"300s\"", "\"cache_duration\": \"1s\""))),
+    );
     let t = token(Alg::EdDSA, &claims("keep"));
     assert_eq!(s.send(&bearer("/api/keep", &t)).status, 200);
     for mode in [Mode::Status(500), Mode::Gone, Mode::Delay(4000)] {
@@ -505,7 +630,11 @@ fn no_jwks_at_all_means_401_jwks_fetch_failed_never_a_hang() {
 
 #[test]
 fn the_verified_token_cache_never_serves_an_expired_token() {
-    let s = start_with(Mode::Serve, 1, Some(Box::new(|c| replace(&c, "\"jwt_cache_config\"", "\"clock_skew_seconds\": 1, \"jwt_cache_config\""))));
+    let s = start_with(
+        Mode::Serve,
+        1,
+        Some(Box::new(|c| replace(&c, "\"jwt_cache_config\"", "\"clock_skew_seconds\": 1, \"jwt_cache_config\""))),
+    );
     let exp = jwt::now() + 3;
     let t = token(Alg::RS256, &jwt::with(claims("short"), json!({"exp": exp})));
     assert_eq!(s.send(&bearer("/api/short", &t)).status, 200);
@@ -531,6 +660,12 @@ fn stats_count_allowed_and_denied_by_reason() {
     assert_eq!(s.send(&bearer("/api/st", &expired)).status, 401);
     assert!(s.wait_stat("allowed", 1) >= 1);
     assert!(s.wait_stat("denied", 3) >= 3);
+    // The names jwt_authn has too (http.<stat_prefix>.jwt_authn.<name> there).
+    let stats = s.envoy.stats();
+    for name in ["allowed", "denied", "jwks_fetch_success", "jwks_fetch_failed", "jwt_cache_hit", "jwt_cache_miss"] {
+        assert!(stats.contains_key(&s.stat_name(name)), "{} is defined", s.stat_name(name));
+    }
+    assert!(s.stat("jwt_cache_miss") >= 1, "the first verification was a miss");
     if filter_only("denied_<reason> stats") {
         return;
     }
@@ -538,12 +673,17 @@ fn stats_count_allowed_and_denied_by_reason() {
         assert!(s.wait_stat(&format!("denied_{reason}"), min) >= min, "denied_{reason}");
     }
     // Every reason is there from the start, at 0 when nothing happened.
-    for reason in ["not_yet_valid", "unknown_issuer", "audience", "no_matching_key", "bad_signature", "jwks_unavailable", "lifetime"] {
+    for reason in [
+        "not_yet_valid",
+        "unknown_issuer",
+        "audience",
+        "no_matching_key",
+        "bad_signature",
+        "jwks_unavailable",
+        "lifetime",
+    ] {
         let name = s.stat_name(&format!("denied_{reason}"));
         assert!(s.envoy.stats().contains_key(&name), "{name} is defined");
-    }
-    for name in ["jwks_fetch_success", "jwks_fetch_failed", "jwt_cache_hit", "jwt_cache_miss"] {
-        assert!(s.envoy.stats().contains_key(&s.stat_name(name)), "{name} is defined");
     }
 }
 
@@ -555,9 +695,21 @@ fn unsupported_configuration_is_refused_naming_the_field() {
     let cases: [(&str, &str, &str); 5] = [
         ("\"providers\": {", "\"requirement_map\": {}, \"providers\": {", "requirement_map"),
         ("\"providers\": {", "\"filter_state_rules\": {\"name\": \"x\"}, \"providers\": {", "filter_state_rules"),
-        ("\"issuer\": \"https://issuer.example.com\",", "\"issuer\": \"https://issuer.example.com\", \"subjects\": {\"prefix\": \"spiffe://\"},", "providers.remote.subjects"),
-        ("\"jwt_cache_config\"", "\"normalize_payload_in_metadata\": {}, \"jwt_cache_config\"", "providers.remote.normalize_payload_in_metadata"),
-        ("\"prefix\": \"/public\"", "\"prefix\": \"/public\", \"headers\": [{\"name\": \"x\"}]", "rules[0].match.headers"),
+        (
+            "\"issuer\": \"https://issuer.example.com\",",
+            "\"issuer\": \"https://issuer.example.com\", \"subjects\": {\"prefix\": \"spiffe://\"},",
+            "providers.remote.subjects",
+        ),
+        (
+            "\"jwt_cache_config\"",
+            "\"normalize_payload_in_metadata\": {}, \"jwt_cache_config\"",
+            "providers.remote.normalize_payload_in_metadata",
+        ),
+        (
+            "\"prefix\": \"/public\"",
+            "\"prefix\": \"/public\", \"headers\": [{\"name\": \"x\"}]",
+            "rules[0].match.headers",
+        ),
     ];
     for (from, to, field) in cases {
         let (from, to) = (from.to_string(), to.to_string());
@@ -584,10 +736,7 @@ const EXPECTED_DIFFERENCES: &[(&str, &str)] = &[
         "RFC 7515 §4.1.11: a token whose `crit` names an extension the verifier does not understand must be \
          rejected; jwt_authn ignores `crit` and accepts it (200)",
     ),
-    (
-        "filter only on /optional: unknown crit header",
-        "as above, on an allow_missing route",
-    ),
+    ("filter only on /optional: unknown crit header", "as above, on an allow_missing route"),
     (
         "oversized token (9 KB, valid)",
         "max_token_bytes (default 8192): jwt-auth refuses longer tokens (401) before parsing; jwt_authn has no cap",
@@ -650,18 +799,21 @@ struct Answer {
 fn answer(d: &Differential, port: u16, case: &str, req: &Request) -> Answer {
     let tag = format!("{case}@{port}");
     let r = req.clone().header("x-case", &tag).send(port).unwrap_or_else(|e| panic!("{case}: {e}"));
-    let upstream = match d.upstream.requests().into_iter().find(|q| q.header_value("x-case").as_deref() == Some(tag.as_str())) {
-        Some(q) => ["x-jwt-sub", "x-jwt-tenant", "x-jwt-payload", "authorization", "x-api-token"]
-            .iter()
-            .map(|h| (h.to_string(), q.header_value(h)))
-            .collect(),
-        None => vec![],
-    };
+    let upstream =
+        match d.upstream.requests().into_iter().find(|q| q.header_value("x-case").as_deref() == Some(tag.as_str())) {
+            Some(q) => ["x-jwt-sub", "x-jwt-tenant", "x-jwt-payload", "authorization", "x-api-token"]
+                .iter()
+                .map(|h| (h.to_string(), q.header_value(h)))
+                .collect(),
+            None => vec![],
+        };
     Answer {
         status: r.status,
         // Only jwt_authn's own answers are compared word for word (the upstream's echo shows the port).
         body: if r.status == 200 { String::new() } else { r.body_text() },
-        www_authenticate: r.header("www-authenticate").map(|v| v.replace(&format!("localhost:{port}"), "localhost:PORT")),
+        www_authenticate: r
+            .header("www-authenticate")
+            .map(|v| v.replace(&format!("localhost:{port}"), "localhost:PORT")),
         upstream,
     }
 }
@@ -675,8 +827,14 @@ fn differential_corpus() -> Vec<(String, Request)> {
         let remote = token(alg, &jwt::with(claims(&format!("d-{}", alg.name())), json!({"org": {"tenant": "t1"}})));
         add(format!("{} remote bearer", alg.name()), bearer("/api/d", &remote));
         let local = token(alg, &claims_for(LOCAL_ISSUER, "d-local"));
-        add(format!("{} local header", alg.name()), Request::get("/local/d").header("x-api-token", &format!("Token {local}")));
-        add(format!("{} local token on /any", alg.name()), Request::get("/any/d").header("x-api-token", &format!("Token {local}")));
+        add(
+            format!("{} local header", alg.name()),
+            Request::get("/local/d").header("x-api-token", &format!("Token {local}")),
+        );
+        add(
+            format!("{} local token on /any", alg.name()),
+            Request::get("/any/d").header("x-api-token", &format!("Token {local}")),
+        );
     }
     let base = claims("edge");
     let rs = |p: Value| token(Alg::RS256, &p);
@@ -734,8 +892,14 @@ fn differential_corpus() -> Vec<(String, Request)> {
     add("bearer, two spaces".into(), Request::get("/api/s").header("authorization", &format!("Bearer  {good}")));
     add("bearer, nothing after".into(), Request::get("/api/s").header("authorization", "Bearer "));
     add("basic auth".into(), Request::get("/api/s").header("authorization", "Basic dTpw"));
-    add("two authorization headers (good, bad)".into(), bearer("/api/s", &good).header("authorization", &format!("Bearer {bad}")));
-    add("two authorization headers (bad, good)".into(), bearer("/api/s", &bad).header("authorization", &format!("Bearer {good}")));
+    add(
+        "two authorization headers (good, bad)".into(),
+        bearer("/api/s", &good).header("authorization", &format!("Bearer {bad}")),
+    );
+    add(
+        "two authorization headers (bad, good)".into(),
+        bearer("/api/s", &bad).header("authorization", &format!("Bearer {good}")),
+    );
     add("header and param (good, bad)".into(), bearer(&format!("/api/s?access_token={bad}"), &good));
     add("header and param (bad, good)".into(), bearer(&format!("/api/s?access_token={good}"), &bad));
     add("two params".into(), Request::get(&format!("/api/s?access_token={good}&access_token={bad}")));
@@ -774,7 +938,9 @@ fn differential_same_answers_as_native_jwt_authn() {
             (true, None) => {}
             (false, Some(_)) => expected_seen.push(name.clone()),
             (true, Some(_)) if native() => {}
-            (true, Some((_, why))) => mismatches.push(format!("| {name} | same answer, but listed as a deviation ({why}) | {wasm:?} |")),
+            (true, Some((_, why))) => {
+                mismatches.push(format!("| {name} | same answer, but listed as a deviation ({why}) | {wasm:?} |"))
+            }
             (false, None) => mismatches.push(format!("| {name} | wasm: {wasm:?} | native: {theirs:?} |")),
         }
     }

@@ -137,7 +137,13 @@ const VARIANTS: &[Variant] = &[
         headers: &[],
         check: from_upstream,
     },
-    Variant { name: "jwt-auth, RS256 unique", config: "bench/jwt-auth.yaml", path: "/", headers: &[], check: from_upstream },
+    Variant {
+        name: "jwt-auth, RS256 unique",
+        config: "bench/jwt-auth.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
     Variant {
         name: "jwt_authn, RS256 unique",
         config: "bench/native-jwt-authn.yaml",
@@ -145,7 +151,13 @@ const VARIANTS: &[Variant] = &[
         headers: &[],
         check: from_upstream,
     },
-    Variant { name: "jwt-auth, ES256 unique", config: "bench/jwt-auth.yaml", path: "/", headers: &[], check: from_upstream },
+    Variant {
+        name: "jwt-auth, ES256 unique",
+        config: "bench/jwt-auth.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
     Variant {
         name: "jwt_authn, ES256 unique",
         config: "bench/native-jwt-authn.yaml",

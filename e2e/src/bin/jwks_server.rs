@@ -21,9 +21,11 @@ fn main() {
             }
             "--write-fixtures" => {
                 use e2e::jwt::{fixtures_dir, jwks, LOCAL_KEYS, REMOTE_KEYS, ROTATED_KEYS};
-                for (file, keys) in
-                    [("jwks.json", &REMOTE_KEYS[..]), ("jwks-rotated.json", &ROTATED_KEYS[..]), ("local-jwks.json", &LOCAL_KEYS[..])]
-                {
+                for (file, keys) in [
+                    ("jwks.json", &REMOTE_KEYS[..]),
+                    ("jwks-rotated.json", &ROTATED_KEYS[..]),
+                    ("local-jwks.json", &LOCAL_KEYS[..]),
+                ] {
                     let path = fixtures_dir().join(file);
                     if let Err(e) = std::fs::write(&path, jwks(keys) + "\n") {
                         eprintln!("{}: {e}", path.display());

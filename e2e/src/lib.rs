@@ -2,11 +2,13 @@
 //! test servers, and asserts from outside (status, headers, body, admin stats).
 //!
 //! Conventions every config follows (the harness substitutes these ports, nothing else):
-//! `10000` plain HTTP listener, `10443` HTTPS listener, `9901` admin, `18080` echo upstream, `18081` token server.
+//! `10000` plain HTTP listener, `10443` HTTPS listener, `9901` admin, `18080` echo upstream, `18081` token server, `18082` JWKS server.
 //! Paths in configs are relative to the repository root, which is Envoy's working directory.
 
 pub mod envoy;
 pub mod http;
+pub mod jwks_server;
+pub mod jwt;
 pub mod loopback;
 pub mod token_server;
 pub mod upstream;
@@ -19,6 +21,8 @@ pub const ADMIN_PORT: u16 = 9901;
 pub const UPSTREAM_PORT: u16 = 18080;
 /// token-fetch's token server (envoy-configs/token-fetch.yaml, cluster `token-server`).
 pub const TOKEN_SERVER_PORT: u16 = 18081;
+/// jwt-auth's JWKS server (envoy-configs/jwt-auth.yaml, cluster `jwks`).
+pub const JWKS_PORT: u16 = 18082;
 
 /// Default Envoy version; keep in step with the Makefile's `ENVOY_VERSION`.
 pub const DEFAULT_ENVOY_VERSION: &str = "1.40.0";

@@ -3,16 +3,21 @@
 
 use e2e::envoy::{Envoy, EnvoyOptions};
 use e2e::http::Request;
+use e2e::jwks_server::JwksServer;
+use e2e::jwt::{self, Alg};
 use e2e::token_server::TokenServer;
 use e2e::upstream::Upstream;
-use e2e::{LISTENER_PORT, TOKEN_SERVER_PORT, UPSTREAM_PORT};
+use e2e::{JWKS_PORT, LISTENER_PORT, TOKEN_SERVER_PORT, UPSTREAM_PORT};
 
 #[test]
 fn all_in_one_serves_with_every_filter() {
     // token-fetch's token server (cluster token-server), before Envoy: it fetches at start.
     let tokens = TokenServer::start(0, 60).unwrap();
+    // jwt-auth's JWKS server (cluster jwks), before Envoy for the same reason.
+    let jwks = JwksServer::start(0, &jwt::jwks(&jwt::REMOTE_KEYS)).unwrap();
     let mut opts = EnvoyOptions::default();
     opts.preset_ports.insert(TOKEN_SERVER_PORT, tokens.port);
+    opts.preset_ports.insert(JWKS_PORT, jwks.port);
     let envoy = Envoy::start_with("all-in-one.yaml", opts).unwrap();
     let upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
     let r = Request::get("/api/items").send(envoy.port(LISTENER_PORT)).unwrap();
@@ -44,6 +49,26 @@ fn all_in_one_serves_with_every_filter() {
     assert!(envoy.wait_stat("wasmcustom.body_logger.logged", 2) >= 2);
     assert!(envoy.wait_stat("wasmcustom.body_logger.redactions", 1) >= 1);
     assert!(!envoy.log().contains("all-in-one-secret"), "{}", envoy.log());
+    // jwt-auth: /admin needs a JWT (401 without, security-headers' headers on the 401 too); with
+    // one, the upstream sees the verified subject and the service token, not the client's.
+    let r = Request::get("/admin/users").send(envoy.port(LISTENER_PORT)).unwrap();
+    assert_eq!(r.status, 401, "{r}");
+    assert_eq!(r.body_text(), "Jwt is missing", "{r}");
+    assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"), "{r}");
+    let t = jwt::token(Alg::RS256, &jwt::claims("admin-ann"));
+    let r = Request::get("/admin/users")
+        .header("authorization", &format!("Bearer {t}"))
+        .send(envoy.port(LISTENER_PORT))
+        .unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while upstream.requests().len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let seen = upstream.requests().into_iter().find(|q| q.path == "/admin/users").expect("reached the upstream");
+    assert_eq!(seen.header_value("x-jwt-sub").as_deref(), Some("admin-ann"), "{seen:?}");
+    assert!(seen.header_value("authorization").is_some_and(|a| a.starts_with("Bearer tok-")), "{seen:?}");
+    assert_eq!(jwks.calls(), 1);
     // Every module says which version it is when it starts.
     let started = format!("security-headers {}: configured", env!("CARGO_PKG_VERSION"));
     assert!(envoy.log().contains(&started), "{started:?} not logged:\n{}", envoy.log());

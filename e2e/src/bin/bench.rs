@@ -13,6 +13,13 @@
 //! Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONNECTIONS (16), BENCH_ONLY
 //! (comma-separated parts of variant names to run; the baseline always runs).
 //!
+//! jwt-auth and native jwt_authn (bench/jwt-auth.yaml, bench/native-jwt-authn.yaml: the same
+//! JSON, both with a 100-entry verified-token cache) are measured three ways ([`JWT_TOKENS`]):
+//! one RS256 token repeated (cache hits after the first), and a pre-generated list of 4096
+//! distinct RS256 or ES256 tokens cycled by a wrk Lua script (more than either cache holds, so
+//! every request verifies a signature). Tokens come from the committed test keys (e2e/src/jwt.rs),
+//! valid for ten hours, written to target/bench/tokens-*.txt.
+//!
 //! Adding a filter: a row in [`VARIANTS`] (its config under envoy-configs/, the request wrk
 //! sends, a check of one response) and a row in [`COMPARISONS`] when a native filter does the
 //! same job.
@@ -23,6 +30,7 @@
 
 use e2e::envoy::{wasm_files, Envoy, EnvoyOptions};
 use e2e::http::{Request, Response};
+use e2e::jwt::{self, Alg};
 use e2e::token_server::TokenServer;
 use e2e::upstream::{Upstream, UpstreamOptions};
 use e2e::{envoy_bin, repo_root, LISTENER_PORT, TOKEN_SERVER_PORT, UPSTREAM_PORT};
@@ -115,7 +123,125 @@ const VARIANTS: &[Variant] = &[
         headers: &[],
         check: from_upstream,
     },
+    Variant {
+        name: "jwt-auth, RS256 repeated",
+        config: "bench/jwt-auth.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
+    Variant {
+        name: "jwt_authn, RS256 repeated",
+        config: "bench/native-jwt-authn.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
+    Variant {
+        name: "jwt-auth, RS256 unique",
+        config: "bench/jwt-auth.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
+    Variant {
+        name: "jwt_authn, RS256 unique",
+        config: "bench/native-jwt-authn.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
+    Variant {
+        name: "jwt-auth, ES256 unique",
+        config: "bench/jwt-auth.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
+    Variant {
+        name: "jwt_authn, ES256 unique",
+        config: "bench/native-jwt-authn.yaml",
+        path: "/",
+        headers: &[],
+        check: from_upstream,
+    },
 ];
+
+/// The JWT variants' tokens: one repeated, or a cycled list of distinct ones.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tokens {
+    RepeatedRs256,
+    UniqueRs256,
+    UniqueEs256,
+}
+
+const JWT_TOKENS: &[(&str, Tokens)] = &[
+    ("jwt-auth, RS256 repeated", Tokens::RepeatedRs256),
+    ("jwt_authn, RS256 repeated", Tokens::RepeatedRs256),
+    ("jwt-auth, RS256 unique", Tokens::UniqueRs256),
+    ("jwt_authn, RS256 unique", Tokens::UniqueRs256),
+    ("jwt-auth, ES256 unique", Tokens::UniqueEs256),
+    ("jwt_authn, ES256 unique", Tokens::UniqueEs256),
+];
+
+/// Distinct tokens per list: far more than the 100-entry caches of both filters.
+const UNIQUE_TOKENS: usize = 4096;
+
+fn jwt_tokens(variant: &Variant) -> Option<Tokens> {
+    JWT_TOKENS.iter().find(|(name, _)| *name == variant.name).map(|(_, t)| *t)
+}
+
+fn token_list_path(alg: Alg) -> std::path::PathBuf {
+    repo_root().join("target").join("bench").join(format!("tokens-{}.txt", alg.name().to_ascii_lowercase()))
+}
+
+fn bench_claims(n: usize) -> serde_json::Value {
+    // Ten hours: no token expires during a run.
+    jwt::with(jwt::claims(&format!("bench-{n}")), serde_json::json!({"exp": jwt::now() + 36_000}))
+}
+
+/// Write the token lists the selected JWT variants need (signing 4096 RS256 tokens takes a few
+/// seconds); returns the repeated token.
+fn prepare_tokens(variants: &[&'static Variant]) -> Result<String, String> {
+    let needed: Vec<Tokens> = variants.iter().filter_map(|v| jwt_tokens(v)).collect();
+    let dir = repo_root().join("target").join("bench");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    for (kind, alg) in [(Tokens::UniqueRs256, Alg::RS256), (Tokens::UniqueEs256, Alg::ES256)] {
+        if needed.contains(&kind) {
+            let list: Vec<String> = (0..UNIQUE_TOKENS).map(|n| jwt::token(alg, &bench_claims(n))).collect();
+            let path = token_list_path(alg);
+            fs::write(&path, list.join("\n") + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    Ok(jwt::token(Alg::RS256, &bench_claims(0)))
+}
+
+/// The first token a JWT variant sends (its response check uses it).
+fn first_token(kind: Tokens, repeated: &str) -> Result<String, String> {
+    let alg = match kind {
+        Tokens::RepeatedRs256 => return Ok(repeated.to_string()),
+        Tokens::UniqueRs256 => Alg::RS256,
+        Tokens::UniqueEs256 => Alg::ES256,
+    };
+    let path = token_list_path(alg);
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines().next().map(String::from).ok_or_else(|| format!("{} is empty", path.display()))
+}
+
+/// wrk cycles a token list through this Lua script (one wrk thread: one counter for all its
+/// connections).
+fn wrk_token_script(alg: Alg) -> Result<std::path::PathBuf, String> {
+    let list = token_list_path(alg);
+    let path = repo_root().join("target").join("bench").join(format!("tokens-{}.lua", alg.name().to_ascii_lowercase()));
+    let script = format!(
+        "local tokens = {{}}\nfor line in io.lines(\"{}\") do tokens[#tokens + 1] = \"Bearer \" .. line end\n\
+         local i = 0\nrequest = function()\n  i = i % #tokens + 1\n  \
+         return wrk.format(\"GET\", nil, {{[\"Authorization\"] = tokens[i]}})\nend\n",
+        list.display()
+    );
+    fs::write(&path, script).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
 
 /// Variants that POST a JSON body of this many bytes (`{"data":"xxx…"}`) instead of a GET.
 const REQUEST_BODIES: &[(&str, usize)] = &[
@@ -159,6 +285,9 @@ const COMPARISONS: &[Comparison] = &[
     Comparison { wasm: "security-headers (wasm)", native: "native header_mutation" },
     Comparison { wasm: "token-fetch (wasm)", native: "native request header add" },
     Comparison { wasm: "rate-limit (wasm)", native: "native local_ratelimit" },
+    Comparison { wasm: "jwt-auth, RS256 repeated", native: "jwt_authn, RS256 repeated" },
+    Comparison { wasm: "jwt-auth, RS256 unique", native: "jwt_authn, RS256 unique" },
+    Comparison { wasm: "jwt-auth, ES256 unique", native: "jwt_authn, ES256 unique" },
 ];
 
 // ---- response checks ----
@@ -358,6 +487,8 @@ struct Proxy {
     variant: &'static Variant,
     envoy: Envoy,
     listener: u16,
+    /// JWT variants: the token of the response check (and the one wrk repeats).
+    token: Option<String>,
 }
 
 impl Proxy {
@@ -366,6 +497,7 @@ impl Proxy {
         upstream_port: u16,
         token_port: u16,
         cpu: Option<u32>,
+        repeated_jwt: &str,
     ) -> Result<Proxy, String> {
         let opts = EnvoyOptions {
             concurrency: 1,
@@ -381,7 +513,8 @@ impl Proxy {
         if listener == 0 {
             return Err(format!("{}: needs a listener on port_value {LISTENER_PORT}", variant.config));
         }
-        Ok(Proxy { variant, envoy, listener })
+        let token = jwt_tokens(variant).map(|kind| first_token(kind, repeated_jwt)).transpose()?;
+        Ok(Proxy { variant, envoy, listener, token })
     }
 
     fn ensure_running(&mut self) -> Result<(), String> {
@@ -401,7 +534,10 @@ impl Proxy {
     }
 
     fn request(&self) -> Request {
-        let r = self.variant.headers.iter().fold(Request::get(self.variant.path), |r, (k, v)| r.header(k, v));
+        let mut r = self.variant.headers.iter().fold(Request::get(self.variant.path), |r, (k, v)| r.header(k, v));
+        if let Some(token) = &self.token {
+            r = r.header("authorization", &format!("Bearer {token}"));
+        }
         match request_body(self.variant) {
             Some(body) => r.method("POST").header("content-type", "application/json").body(&body),
             None => r,
@@ -492,6 +628,18 @@ fn run_wrk(settings: &Settings, pinning: Option<Pinning>, proxy: &Proxy) -> Resu
     }
     if let Some(body) = request_body(proxy.variant) {
         cmd.arg("-s").arg(wrk_body_script(&body)?);
+    }
+    match (jwt_tokens(proxy.variant), &proxy.token) {
+        (Some(Tokens::RepeatedRs256), Some(token)) => {
+            cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        (Some(Tokens::UniqueRs256), _) => {
+            cmd.arg("-s").arg(wrk_token_script(Alg::RS256)?);
+        }
+        (Some(Tokens::UniqueEs256), _) => {
+            cmd.arg("-s").arg(wrk_token_script(Alg::ES256)?);
+        }
+        _ => {}
     }
     cmd.arg(format!("http://127.0.0.1:{}{}", proxy.listener, proxy.variant.path));
     let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("wrk: {e} (run `make deps`)"))?;
@@ -801,9 +949,10 @@ fn run() -> Result<(), String> {
     // token-fetch's token server: one-hour tokens, so no refresh falls into a measured run.
     let tokens = TokenServer::start(0, 3600)?;
 
+    let repeated_jwt = prepare_tokens(&variants)?;
     let mut proxies = Vec::new();
     for v in &variants {
-        proxies.push(Proxy::start(v, upstream_port, tokens.port, pinning.map(|p| p.envoy_cpu))?);
+        proxies.push(Proxy::start(v, upstream_port, tokens.port, pinning.map(|p| p.envoy_cpu), &repeated_jwt)?);
     }
     for p in &proxies {
         p.sanity_check()?;

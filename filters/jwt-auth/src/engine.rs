@@ -42,6 +42,10 @@ pub enum Verdict {
         provider: usize,
         refetch: bool,
     },
+    /// Valid, but a claim for `claim_to_headers` cannot be a header value (CR, LF, NUL): the
+    /// request cannot go on. Envoy answers jwt_authn's attempt with a 503
+    /// `invalid header value for: <header>`, and so does this filter.
+    InvalidHeader(String),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,6 +95,11 @@ impl TokenCache {
         self.map.len()
     }
 
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -113,6 +122,7 @@ struct Run<'a> {
     request: RequestHeaders,
     ops: Vec<HeaderOp>,
     counts: Counts,
+    invalid_header: Option<String>,
 }
 
 /// Internal: stop the whole evaluation and wait.
@@ -148,9 +158,21 @@ impl Engine {
         caches: &mut [TokenCache],
         now: u64,
     ) -> (Verdict, Counts) {
-        let mut run = Run { engine: self, keys, caches, now, request, ops: Vec::new(), counts: Counts::default() };
+        let mut run = Run {
+            engine: self,
+            keys,
+            caches,
+            now,
+            request,
+            ops: Vec::new(),
+            counts: Counts::default(),
+            invalid_header: None,
+        };
         let verdict = match run.requirement(requirement) {
             Err(w) => Verdict::Wait { provider: w.provider, refetch: w.refetch },
+            Ok(Status::Ok) if run.invalid_header.is_some() => {
+                Verdict::InvalidHeader(run.invalid_header.take().unwrap_or_default())
+            }
             Ok(Status::Ok) => Verdict::Allow(std::mem::take(&mut run.ops)),
             Ok(status) => Verdict::Deny(status),
         };
@@ -314,6 +336,7 @@ impl Run<'_> {
                 Ok(()) => {}
                 Err(VerifyError::NoMatchingKey) => return Ok(Status::JwksKidAlgMismatch),
                 Err(VerifyError::BadSignature) => return Ok(Status::JwtVerificationFail),
+                Err(VerifyError::Ed25519SignatureWrongLength) => return Ok(Status::JwtEd25519SignatureWrongLength),
             }
         }
         self.good(&jwt, p, t);
@@ -337,9 +360,12 @@ impl Run<'_> {
             self.ops.push(HeaderOp::Add(h.clone(), payload));
         }
         for (header, claim) in &p.claim_to_headers {
-            // A claim that is not a valid header value (CR, LF, NUL…) is not copied.
-            if let Some(v) = jwt.claim_text(claim).filter(|v| shared::headers::validate_header_value(v).is_ok()) {
-                self.ops.push(HeaderOp::Add(header.clone(), v));
+            if let Some(v) = jwt.claim_text(claim) {
+                if v.bytes().any(|b| matches!(b, b'\0' | b'\r' | b'\n')) {
+                    self.invalid_header.get_or_insert_with(|| header.clone());
+                } else {
+                    self.ops.push(HeaderOp::Add(header.clone(), v));
+                }
             }
         }
         if !p.forward {

@@ -1,6 +1,7 @@
 //! Where tokens are found, as jwt_authn's extractor finds them: header locations first (in
 //! order of header name + prefix), then query parameters, then cookies (each in name order);
-//! every location a provider names is read, so a request can carry several tokens.
+//! every location a provider names is read, so a request can carry several tokens. A header
+//! location's token starts at the first token character after its prefix's first occurrence.
 
 use crate::config::{Location, Provider};
 use std::collections::BTreeMap;
@@ -73,8 +74,15 @@ impl Extractor {
             let token = if prefix.is_empty() {
                 value
             } else {
+                // As Envoy 1.36–1.40 (checked by the differential test): after the first
+                // occurrence of the prefix, skip to the first base64url/dot character and take
+                // everything from there ("Bearer a,Bearer b" is one bad token).
                 let Some(pos) = find(&value, prefix.as_bytes()) else { continue };
-                extract_jwt(&value, pos + prefix.len()).to_vec()
+                let rest = &value[pos + prefix.len()..];
+                match rest.iter().position(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+                    Some(start) => rest[start..].to_vec(),
+                    None => value.clone(),
+                }
             };
             found.push(Found { token, header: Some(name.as_str()), issuers });
         }
@@ -152,23 +160,6 @@ impl RequestHeaders {
     }
 }
 
-const JWT_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
-
-fn is_jwt_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
-}
-
-/// jwt_authn's `extractJWT`: from `after`, skip to the first base64url-or-dot character and
-/// take the run of them; with none, the whole value (for compatibility, as jwt_authn).
-fn extract_jwt(value: &[u8], after: usize) -> &[u8] {
-    debug_assert!(JWT_CHARS.iter().all(|b| is_jwt_char(*b)));
-    let rest = value.get(after..).unwrap_or_default();
-    let Some(start) = rest.iter().position(|b| is_jwt_char(*b)) else { return value };
-    let run = &rest[start..];
-    let end = run.iter().position(|b| !is_jwt_char(*b)).unwrap_or(run.len());
-    &run[..end]
-}
-
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return Some(0);
@@ -210,14 +201,6 @@ fn percent_decode(s: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jwt_run_after_prefix() {
-        assert_eq!(extract_jwt(b"Bearer a.b.c", 7), b"a.b.c");
-        assert_eq!(extract_jwt(b"Bearer   a.b.c, other", 7), b"a.b.c");
-        assert_eq!(extract_jwt(b"Bearer ", 7), b"Bearer ");
-        assert_eq!(extract_jwt(b"x Bearer a.b+c", 9), b"a.b");
-    }
 
     #[test]
     fn query_and_cookies() {

@@ -97,6 +97,8 @@ pub struct Worker {
     remote: Vec<Option<RefCell<RemoteKeys>>>,
     caches: RefCell<Vec<TokenCache>>,
     waiting: RefCell<Vec<Waiter>>,
+    /// Per provider: when this worker last asked for a refetch for an unknown `kid`.
+    last_forced_ms: RefCell<Vec<Option<u64>>>,
 }
 
 /// The key view of one evaluation: what this worker has, plus what this request already went
@@ -119,12 +121,14 @@ impl KeyView for View<'_> {
     }
 
     fn may_refetch(&self, provider: usize) -> bool {
-        if self.refetched == Some(provider) {
+        if self.refetched == Some(provider) || !matches!(self.worker.remote.get(provider), Some(Some(_))) {
             return false;
         }
-        let Some(Some(r)) = self.worker.remote.get(provider) else { return false };
         let interval = millis_of(self.worker.engine.config.unknown_kid_refetch_interval);
-        self.now_ms >= r.borrow().fetched_at_ms.saturating_add(interval)
+        match self.worker.last_forced_ms.borrow().get(provider) {
+            Some(Some(last)) => self.now_ms >= last.saturating_add(interval),
+            _ => true,
+        }
     }
 }
 
@@ -158,6 +162,11 @@ impl Worker {
                 r.jwks = Some(Rc::new(jwks));
                 r.generation = p.generation;
                 r.fetched_at_ms = p.fetched_at_ms;
+                // Tokens verified with the previous keys are verified again: a key the issuer
+                // withdrew stops working at once, not when its tokens leave the cache.
+                if let Some(cache) = self.caches.borrow_mut().get_mut(provider) {
+                    cache.clear();
+                }
                 true
             }
             Err(e) => {
@@ -223,6 +232,14 @@ impl Worker {
                 self.deny(host, status, &realm);
                 Some(Action::Pause)
             }
+            Verdict::InvalidHeader(header) => {
+                self.stats.allowed.inc(host);
+                let body = format!("invalid header value for: {header}");
+                if reply::send_text(host, 503, &body, &[]).is_err() {
+                    host.log(LogLevel::Error, &format!("{NAME}: cannot send the 503 reply"));
+                }
+                Some(Action::Pause)
+            }
             Verdict::Wait { provider, refetch } => {
                 let timeout = self.remote_config(provider).map_or(Duration::ZERO, |r| r.timeout);
                 if self.waiting.borrow().len() >= MAX_WAITING || timeout.is_zero() {
@@ -231,6 +248,11 @@ impl Worker {
                 }
                 let deadline_ms = millis(now).saturating_add(millis_of(timeout + Duration::from_millis(500)));
                 let generation = self.generation(provider);
+                if refetch {
+                    if let Some(slot) = self.last_forced_ms.borrow_mut().get_mut(provider) {
+                        *slot = Some(millis(now));
+                    }
+                }
                 self.waiting.borrow_mut().push(Waiter { context_id, provider, generation, deadline_ms, refetch });
                 None
             }
@@ -287,13 +309,17 @@ impl Worker {
     }
 }
 
-/// jwt_authn's realm: the request's original URI, `<x-forwarded-proto>://<host><path>`.
+/// jwt_authn's realm: the request's original URI, `<x-forwarded-proto>://<host><path>`, the
+/// path (query included) cut at 256 bytes as Envoy's `buildOriginalUri` does for jwt_authn.
 fn realm(request: &RequestHeaders) -> String {
+    const MAX_PATH: usize = 256;
     let scheme = match request.get_str("x-forwarded-proto") {
         "" => request.get_str(":scheme"),
         s => s,
     };
-    let text = format!("{scheme}://{}{}", request.get_str(":authority"), request.get_str(":path"));
+    let path = request.get(":path").unwrap_or_default();
+    let path = String::from_utf8_lossy(&path[..path.len().min(MAX_PATH)]);
+    let text = format!("{scheme}://{}{path}", request.get_str(":authority"));
     // A header value must not carry control characters or a quote that ends the realm early.
     text.chars().filter(|c| !c.is_control() && *c != '"' && *c != '\\').collect()
 }
@@ -381,10 +407,12 @@ impl RootFilter for JwtAuthRoot {
                 continue;
             };
             let prefix = format!("{NAME}/{}/{}/", config.fingerprint, p.name);
+            // Retries double from `failed_refetch_duration` up to 30 s, but never wait longer
+            // than the JWKS is meant to be cached.
             let policy = FetchPolicy {
                 refresh_fraction: 0.8,
                 backoff_base: r.retry_base,
-                backoff_max: Duration::from_secs(30).max(r.retry_base),
+                backoff_max: r.cache_duration.clamp(r.retry_base, Duration::from_secs(30).max(r.retry_base)),
                 fetch_timeout: r.timeout,
             };
             let fetcher = Fetcher::new(&prefix, holder, policy);
@@ -395,6 +423,7 @@ impl RootFilter for JwtAuthRoot {
             remote
                 .push(Some(RefCell::new(RemoteKeys { value_key: format!("{prefix}value"), ..RemoteKeys::default() })));
         }
+        let n_providers = config.providers.len();
         let engine = Engine::new(config);
         let caches = RefCell::new(engine.new_caches());
         self.worker = Some(Rc::new(Worker {
@@ -403,6 +432,7 @@ impl RootFilter for JwtAuthRoot {
             remote,
             caches,
             waiting: RefCell::new(Vec::new()),
+            last_forced_ms: RefCell::new(vec![None; n_providers]),
         }));
         self.fetches = fetches;
         self.started = false;
@@ -807,6 +837,8 @@ mod tests {
         let mut r = root(&h, &remote_config());
         r.on_tick(&h);
         answer(&h, &mut r, "200", &jwks("old"));
+        let retired = sign(r#"{"alg":"HS256","kid":"old"}"#, r#"{"iss":"https://iss"}"#, SECRET);
+        assert_eq!(request(&h, &r, 9, "/api", Some(&retired)).1, Action::Continue, "verified and cached");
         h.advance(Duration::from_secs(11));
         let rotated = sign(r#"{"alg":"HS256","kid":"new"}"#, r#"{"iss":"https://iss"}"#, SECRET);
         assert_eq!(request(&h, &r, 2, "/api", Some(&rotated)).1, Action::Pause);
@@ -814,6 +846,9 @@ mod tests {
         assert_eq!(h.http_calls().len(), 2, "refetched for the unknown kid");
         answer(&h, &mut r, "200", &jwks("new"));
         assert_eq!(h.resumed_contexts(), vec![Some(2)]);
+        // The key "old" is gone: its cached token is not accepted any more.
+        assert_eq!(request(&h, &r, 10, "/api", Some(&retired)).1, Action::Pause);
+        assert_eq!(reply(&h).1, "Jwks doesn't have key to match kid or alg from Jwt");
         // Right after a fetch, another unknown kid is answered at once (rate limit).
         let other = sign(r#"{"alg":"HS256","kid":"other"}"#, r#"{"iss":"https://iss"}"#, SECRET);
         assert_eq!(request(&h, &r, 3, "/api", Some(&other)).1, Action::Pause);

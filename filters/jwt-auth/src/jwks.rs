@@ -93,6 +93,9 @@ pub enum VerifyError {
     NoMatchingKey,
     /// Keys were tried and none verified the signature (jwt_authn: `JwtVerificationFail`).
     BadSignature,
+    /// An Ed25519 key was reached with a signature that is not 64 bytes, whatever the token's
+    /// `alg` (jwt_authn: `JwtEd25519SignatureWrongLength`, which stops its key loop).
+    Ed25519SignatureWrongLength,
 }
 
 impl Alg {
@@ -409,6 +412,11 @@ impl Jwks {
                 continue;
             }
             matched = true;
+            // jwt_authn tries an OKP key for any alg and stops at a wrong-length signature;
+            // mirrored for the same answer (a wrong key type never verifies here).
+            if matches!(key.material, Material::Ed25519(_)) && signature.len() != 64 {
+                return Err(VerifyError::Ed25519SignatureWrongLength);
+            }
             if key.material.verify(alg, signing_input, signature) {
                 return Ok(());
             }

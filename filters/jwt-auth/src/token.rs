@@ -34,6 +34,7 @@ pub enum Status {
     JwtPayloadParseErrorJtiNotString,
     JwtPayloadParseErrorAudNotString,
     JwtSignatureParseErrorBadBase64,
+    JwtEd25519SignatureWrongLength,
     JwtUnknownIssuer,
     JwtAudienceNotAllowed,
     JwtVerificationFail,
@@ -75,6 +76,7 @@ impl Status {
             Status::JwtPayloadParseErrorJtiNotString => "Jwt payload [jti] field is not a string",
             Status::JwtPayloadParseErrorAudNotString => "Jwt payload [aud] field is not a string or string list",
             Status::JwtSignatureParseErrorBadBase64 => "Jwt signature is an invalid Base64url encoded",
+            Status::JwtEd25519SignatureWrongLength => "Jwt ED25519 signature is wrong length",
             Status::JwtUnknownIssuer => "Jwt issuer is not configured",
             Status::JwtAudienceNotAllowed => "Audiences in Jwt are not allowed",
             Status::JwtVerificationFail => "Jwt verification fails",
@@ -96,7 +98,7 @@ impl Status {
             Status::JwtUnknownIssuer => "unknown_issuer",
             Status::JwtAudienceNotAllowed => "audience",
             Status::JwksKidAlgMismatch | Status::JwksNoValidKeys => "no_matching_key",
-            Status::JwtVerificationFail => "bad_signature",
+            Status::JwtVerificationFail | Status::JwtEd25519SignatureWrongLength => "bad_signature",
             Status::JwksFetchFail => "jwks_unavailable",
             Status::JwtLifetimeNotAllowed => "lifetime",
             _ => "malformed",
@@ -252,11 +254,9 @@ fn uint_claim(payload: &Map<String, Value>, name: &str, not_integer: Status, ran
     match payload.get(name) {
         None => Ok(0),
         Some(Value::Number(n)) => {
-            if let Some(u) = n.as_u64() {
-                return Ok(u);
-            }
+            // Protobuf's Struct holds every JSON number as a double, so do the same (even a
+            // u64 like 18446744073709551615 becomes 2^64, which is out of range).
             let f = n.as_f64().ok_or(range)?;
-            // 2^64 as f64 is exact; u64::MAX as f64 rounds up to it.
             if !(0.0..18_446_744_073_709_551_616.0).contains(&f) {
                 return Err(range);
             }
@@ -297,7 +297,8 @@ impl Jwt {
 
     /// A claim (nested as `a.b`) as a header value, as jwt_authn's `claim_to_headers` renders
     /// it: strings as is, whole numbers as integers, other numbers as `%f`, booleans as
-    /// `true`/`false`; objects, arrays, null and absent claims give nothing.
+    /// `true`/`false`, objects and lists as base64 (padded) of their JSON; null, empty and
+    /// absent claims give nothing.
     pub fn claim_text(&self, path: &[String]) -> Option<String> {
         let (first, rest) = path.split_first()?;
         let mut value = self.payload.get(first)?;
@@ -308,7 +309,10 @@ impl Jwt {
             Value::String(s) => s.clone(),
             Value::Bool(b) => b.to_string(),
             Value::Number(n) => number_text(n),
-            _ => return None,
+            Value::Object(_) | Value::Array(_) => {
+                base64::engine::general_purpose::STANDARD.encode(serde_json::to_string(value).ok()?)
+            }
+            Value::Null => return None,
         };
         (!text.is_empty()).then_some(text)
     }
@@ -382,6 +386,7 @@ mod tests {
         assert_eq!(p(&pl(r#"{"nbf":-1}"#)).unwrap_err(), JwtPayloadParseErrorNbfOutOfRange);
         assert_eq!(p(&pl(r#"{"exp":"tomorrow"}"#)).unwrap_err(), JwtPayloadParseErrorExpNotInteger);
         assert_eq!(p(&pl(r#"{"exp":1e300}"#)).unwrap_err(), JwtPayloadParseErrorExpOutOfRange);
+        assert_eq!(p(&pl(r#"{"exp":18446744073709551615}"#)).unwrap_err(), JwtPayloadParseErrorExpOutOfRange);
         assert_eq!(p(&pl(r#"{"jti":1}"#)).unwrap_err(), JwtPayloadParseErrorJtiNotString);
         assert_eq!(p(&pl(r#"{"aud":["a",1]}"#)).unwrap_err(), JwtPayloadParseErrorAudNotString);
         assert_eq!(p(&pl(r#"{"aud":{}}"#)).unwrap_err(), JwtPayloadParseErrorAudNotString);
@@ -422,8 +427,8 @@ mod tests {
         assert_eq!(c("i").as_deref(), Some("3"));
         assert_eq!(c("n").as_deref(), Some("-2.000000"));
         assert_eq!(c("o.a").as_deref(), Some("x"));
-        assert_eq!(c("o"), None);
-        assert_eq!(c("l"), None);
+        assert_eq!(c("o").as_deref(), Some("eyJhIjoieCJ9"));
+        assert_eq!(c("l").as_deref(), Some("WzFd"));
         assert_eq!(c("e"), None);
         assert_eq!(c("missing.x"), None);
     }

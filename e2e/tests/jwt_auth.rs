@@ -565,9 +565,13 @@ fn key_rotation_is_picked_up_on_an_unknown_kid() {
     let r = s.send(&bearer("/api/rot", &new));
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(s.jwks.calls(), 2);
-    // rsa-1 is gone from the JWKS now: a token it signs no longer verifies (a fresh one: `old`
-    // sits in the verified-token cache, as it would in jwt_authn's).
-    let r = s.send(&bearer("/api/rot", &token(Alg::RS256, &claims("old-2"))));
+    // rsa-1 is gone from the JWKS now: a token it signs no longer verifies (fresh ones: `old`
+    // sits in the verified-token cache, as it would in jwt_authn's). Every worker takes the new
+    // keys on its next tick (250 ms), so within moments no worker accepts rsa-1.
+    eventually("every worker has the rotated keys", Duration::from_secs(5), || {
+        (0..6).all(|i| s.send(&bearer("/api/rot", &token(Alg::RS256, &claims(&format!("old-{i}"))))).status == 401)
+    });
+    let r = s.send(&bearer("/api/rot", &token(Alg::RS256, &claims("old-last"))));
     assert_401(&s, &r, "/api/rot", NO_KEY, "retired key");
     // Unknown kids do not hammer the JWKS server: the refetch is rate-limited.
     for i in 0..10 {

@@ -589,6 +589,8 @@ mod tests {
         }
         h.set_request_headers(&headers);
         h.clear_local_response();
+        // A new stream's callback runs in its own context (the mock keeps the last one set).
+        h.clear_effective_context();
         let mut f = r.new_http_filter(ctx).unwrap();
         let action = f.on_request_headers(h, true);
         (f, action)

@@ -11,9 +11,16 @@
 //! some did but none verified, [`VerifyError::BadSignature`] ("Jwt verification fails"). A key
 //! of the wrong type for the alg (an RSA key for an HS256 token) never verifies.
 
-// INTERFACE STUB: replaced by the real implementation (crypto work package).
-
+use crate::crypto::b64::decode_url;
+use crate::crypto::hash::HashAlg;
+use crate::crypto::p256::P256Key;
+use crate::crypto::p384::P384Key;
+use crate::crypto::rsa::RsaPublicKey;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Map, Value};
+use sha2::{Sha256, Sha384, Sha512};
 use std::fmt;
+use subtle::ConstantTimeEq;
 
 /// A JWS `alg` this filter verifies. `none` is never one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,43 +95,327 @@ pub enum VerifyError {
     BadSignature,
 }
 
+impl Alg {
+    fn hash(self) -> HashAlg {
+        match self {
+            Alg::RS256 | Alg::PS256 | Alg::ES256 | Alg::HS256 | Alg::EdDSA => HashAlg::Sha256,
+            Alg::RS384 | Alg::PS384 | Alg::ES384 | Alg::HS384 => HashAlg::Sha384,
+            Alg::RS512 | Alg::PS512 | Alg::HS512 => HashAlg::Sha512,
+        }
+    }
+}
+
+/// HMAC key state: the inner and outer pads are hashed once, at parse; each verification
+/// clones the keyed state.
+#[derive(Clone)]
+struct HmacKey {
+    s256: Hmac<Sha256>,
+    s384: Hmac<Sha384>,
+    s512: Hmac<Sha512>,
+}
+
+impl HmacKey {
+    fn new(k: &[u8]) -> Option<HmacKey> {
+        Some(HmacKey {
+            s256: Hmac::<Sha256>::new_from_slice(k).ok()?,
+            s384: Hmac::<Sha384>::new_from_slice(k).ok()?,
+            s512: Hmac::<Sha512>::new_from_slice(k).ok()?,
+        })
+    }
+
+    fn verify(&self, hash: HashAlg, input: &[u8], sig: &[u8]) -> bool {
+        fn check<M: Mac + Clone>(m: &M, input: &[u8], sig: &[u8]) -> bool {
+            let mut m = m.clone();
+            m.update(input);
+            let tag = m.finalize().into_bytes();
+            tag.len() == sig.len() && bool::from(tag.as_slice().ct_eq(sig))
+        }
+        match hash {
+            HashAlg::Sha256 => check(&self.s256, input, sig),
+            HashAlg::Sha384 => check(&self.s384, input, sig),
+            HashAlg::Sha512 => check(&self.s512, input, sig),
+        }
+    }
+}
+
+enum Material {
+    Rsa(Box<RsaPublicKey>),
+    P256(Box<P256Key>),
+    P384(Box<P384Key>),
+    /// A P-521 key: jwt_authn accepts it (ES512), this filter does not verify ES512; kept so
+    /// that kid/alg selection answers as jwt_authn's does.
+    P521,
+    /// `None`: 32 bytes that are not a curve point. jwt_authn keeps such a key (BoringSSL only
+    /// decodes it when verifying, and then fails), so it is kept and never verifies.
+    Ed25519(Option<Box<ed25519_dalek::VerifyingKey>>),
+    Hmac(Box<HmacKey>),
+}
+
+impl fmt::Debug for Material {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key bytes (HMAC keys are secrets).
+        f.write_str(match self {
+            Material::Rsa(_) => "RSA",
+            Material::P256(_) => "EC P-256",
+            Material::P384(_) => "EC P-384",
+            Material::P521 => "EC P-521",
+            Material::Ed25519(_) => "OKP Ed25519",
+            Material::Hmac(_) => "oct",
+        })
+    }
+}
+
+impl Material {
+    /// Whether `sig` verifies `input` under `alg` with this key. The alg must fit the key type
+    /// (and curve); anything else never verifies.
+    fn verify(&self, alg: Alg, input: &[u8], sig: &[u8]) -> bool {
+        match (self, alg) {
+            (Material::Rsa(k), Alg::RS256 | Alg::RS384 | Alg::RS512) => k.verify_pkcs1v15(alg.hash(), input, sig),
+            (Material::Rsa(k), Alg::PS256 | Alg::PS384 | Alg::PS512) => k.verify_pss(alg.hash(), input, sig, None),
+            (Material::P256(k), Alg::ES256) => {
+                sig.len() == 64 && k.verify_prehash(HashAlg::Sha256.digest(input).as_bytes(), sig)
+            }
+            (Material::P384(k), Alg::ES384) => {
+                sig.len() == 96 && k.verify_prehash(HashAlg::Sha384.digest(input).as_bytes(), sig)
+            }
+            (Material::Ed25519(Some(k)), Alg::EdDSA) => match <&[u8; 64]>::try_from(sig) {
+                Ok(bytes) => {
+                    let sig = ed25519_dalek::Signature::from_bytes(bytes);
+                    ed25519_dalek::Verifier::verify(k.as_ref(), input, &sig).is_ok()
+                }
+                Err(_) => false,
+            },
+            (Material::Hmac(k), Alg::HS256 | Alg::HS384 | Alg::HS512) => k.verify(alg.hash(), input, sig),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Key {
+    /// Empty when absent (or not a string), as jwt_authn.
+    kid: String,
+    /// The JWK's `alg` as written (jwt_authn compares it with the token's verbatim), empty
+    /// when absent.
+    alg: String,
+    material: Material,
+}
+
 /// A parsed key set. Cheap to share (`Rc`) between the requests of one worker.
 #[derive(Debug, Default)]
 pub struct Jwks {
-    kids: Vec<Option<String>>,
+    keys: Vec<Key>,
+}
+
+/// jwt_authn's `StructUtils::GetString`: missing, wrong type, or the string.
+enum Field<'a> {
+    Missing,
+    WrongType,
+    Str(&'a str),
+}
+
+fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Field<'a> {
+    match obj.get(name) {
+        None => Field::Missing,
+        Some(Value::String(s)) => Field::Str(s),
+        Some(_) => Field::WrongType,
+    }
+}
+
+/// A string field that must be there, with jwt_authn's texts for missing and not a string.
+fn required<'a>(obj: &'a Map<String, Value>, name: &str, missing: &str, bad: &str) -> Result<&'a str, String> {
+    match field(obj, name) {
+        Field::Missing => Err(missing.to_string()),
+        Field::WrongType => Err(bad.to_string()),
+        Field::Str(s) => Ok(s),
+    }
+}
+
+fn optional_str(obj: &Map<String, Value>, name: &str) -> String {
+    match field(obj, name) {
+        Field::Str(s) => s.to_string(),
+        _ => String::new(),
+    }
+}
+
+const RSA_PARSE_ERROR: &str = "Jwks RSA [n] or [e] field is missing or has a parse error";
+
+fn parse_rsa(obj: &Map<String, Value>, alg: &str) -> Result<Material, String> {
+    if !(alg.is_empty() || alg.starts_with("RS") || alg.starts_with("PS")) {
+        return Err("[alg] is not started with [RS] or [PS] for an RSA key".into());
+    }
+    let n = required(obj, "n", "[n] field is missing for a RSA key", "[n] field is not string for a RSA key")?;
+    let e = required(obj, "e", "[e] field is missing for a RSA key", "[e] field is not string for a RSA key")?;
+    let n = decode_url(n.as_bytes()).ok_or(RSA_PARSE_ERROR)?;
+    let e = decode_url(e.as_bytes()).ok_or(RSA_PARSE_ERROR)?;
+    let key = RsaPublicKey::new(&n, &e).ok_or(RSA_PARSE_ERROR)?;
+    Ok(Material::Rsa(Box::new(key)))
+}
+
+fn parse_ec(obj: &Map<String, Value>, alg: &str) -> Result<Material, String> {
+    if !alg.is_empty() && !alg.starts_with("ES") {
+        return Err("[alg] is not started with [ES] for an EC key".into());
+    }
+    let crv = match field(obj, "crv") {
+        Field::Missing => "",
+        Field::WrongType => return Err("[crv] field is not string for an EC key".into()),
+        Field::Str(s) => s,
+    };
+    if !alg.is_empty()
+        && !crv.is_empty()
+        && !matches!((alg, crv), ("ES256", "P-256") | ("ES384", "P-384") | ("ES512", "P-521"))
+    {
+        return Err("[crv] field specified is not compatible with [alg] for an EC key".into());
+    }
+    // Neither alg nor crv: P-256, as jwt_authn.
+    let curve = if alg == "ES256" || crv == "P-256" || (alg.is_empty() && crv.is_empty()) {
+        256
+    } else if alg == "ES384" || crv == "P-384" {
+        384
+    } else if alg == "ES512" || crv == "P-521" {
+        521
+    } else {
+        return Err("[crv] or [alg] field is not supported for an EC key".into());
+    };
+    let x = required(obj, "x", "[x] field is missing for an EC key", "[x] field is not string for an EC key")?;
+    let y = required(obj, "y", "[y] field is missing for an EC key", "[y] field is not string for an EC key")?;
+    const BAD_B64: &str = "Jwks EC [x] or [y] field is an invalid Base64.";
+    const BAD_POINT: &str = "Jwks EC [x] and [y] fields have a parse error.";
+    let x = decode_url(x.as_bytes()).ok_or(BAD_B64)?;
+    let y = decode_url(y.as_bytes()).ok_or(BAD_B64)?;
+    Ok(match curve {
+        256 => Material::P256(Box::new(P256Key::new(&x, &y).ok_or(BAD_POINT)?)),
+        384 => Material::P384(Box::new(P384Key::new(&x, &y).ok_or(BAD_POINT)?)),
+        _ => Material::P521,
+    })
+}
+
+fn parse_oct(obj: &Map<String, Value>, alg: &str) -> Result<Material, String> {
+    if !alg.is_empty() && !matches!(alg, "HS256" | "HS384" | "HS512") {
+        return Err("[alg] does not start with [HS] for an HMAC key".into());
+    }
+    let k = required(obj, "k", "[k] field is missing for an HMAC key", "[k] field is not string for an HMAC key")?;
+    const BAD: &str = "Jwks Oct key is an invalid Base64";
+    let k = decode_url(k.as_bytes()).ok_or(BAD)?;
+    if k.is_empty() {
+        return Err(BAD.into());
+    }
+    Ok(Material::Hmac(Box::new(HmacKey::new(&k).ok_or(BAD)?)))
+}
+
+fn parse_okp(obj: &Map<String, Value>, alg: &str) -> Result<Material, String> {
+    if !alg.is_empty() && alg != "EdDSA" {
+        return Err("[alg] is not [EdDSA] for an OKP key".into());
+    }
+    let crv =
+        required(obj, "crv", "[crv] field is missing for an OKP key", "[crv] field is not string for an OKP key")?;
+    if crv != "Ed25519" {
+        return Err("[crv] field is not supported for an OKP key".into());
+    }
+    let x = required(obj, "x", "[x] field is missing for an OKP key", "[x] field is not string for an OKP key")?;
+    let x = decode_url(x.as_bytes()).ok_or("Jwks OKP [x] field is an invalid Base64.")?;
+    let x: [u8; 32] = x.as_slice().try_into().map_err(|_| "Jwks OKP [x] field is wrong length.")?;
+    Ok(Material::Ed25519(ed25519_dalek::VerifyingKey::from_bytes(&x).ok().map(Box::new)))
+}
+
+fn parse_key(obj: &Map<String, Value>) -> Result<Key, String> {
+    let kty = required(obj, "kty", "[kty] is missing in [keys]", "[kty] is bad in [keys]")?;
+    let kid = optional_str(obj, "kid");
+    let alg = optional_str(obj, "alg");
+    let material = match kty {
+        "EC" => parse_ec(obj, &alg)?,
+        "RSA" => parse_rsa(obj, &alg)?,
+        "oct" => parse_oct(obj, &alg)?,
+        "OKP" => parse_okp(obj, &alg)?,
+        _ => return Err("[kty] is not supported in [keys]".into()),
+    };
+    Ok(Key { kid, alg, material })
 }
 
 impl Jwks {
-    /// Parse a JWKS document (`{"keys":[...]}`). Keys that are unusable (unknown `kty`/`crv`,
-    /// bad base64url, wrong sizes, RSA modulus below 1024 bits, `use` other than `sig`) are
-    /// skipped, as jwt_authn does; the set is refused only when no usable key remains.
-    pub fn parse(_json: &[u8]) -> Result<Jwks, JwksError> {
-        Err(JwksError("not implemented yet".into()))
+    /// Parse a JWKS document (`{"keys":[...]}`) as jwt_authn does: entries that are not
+    /// objects, and keys that are invalid (unknown `kty`/`crv`, an `alg` that does not fit the
+    /// key type, bad base64url, an EC point not on its curve, an RSA exponent other than 3 or
+    /// 65537 or a modulus outside 512..=16384 bits, …) are skipped; the set is refused only
+    /// when no usable key remains, with the first key's error (jwt_authn keeps the first
+    /// failure) or "Jwks doesn't have any valid public key". `use` is not looked at (jwt_authn
+    /// does not either). The X.509 form (`{"kid": "-----BEGIN CERTIFICATE-----…"}`) is not
+    /// supported.
+    pub fn parse(json: &[u8]) -> Result<Jwks, JwksError> {
+        let err = |s: &str| JwksError(s.to_string());
+        let doc: Value = serde_json::from_slice(json).map_err(|_| err("Jwks is an invalid JSON"))?;
+        let Value::Object(doc) = doc else {
+            return Err(err("Jwks is an invalid JSON"));
+        };
+        let Some(list) = doc.get("keys") else {
+            return Err(err("Jwks does not have [keys] field"));
+        };
+        let Value::Array(list) = list else {
+            return Err(err("[keys] in Jwks is not an array"));
+        };
+        let mut keys = Vec::new();
+        let mut first_error: Option<String> = None;
+        for entry in list {
+            let Value::Object(obj) = entry else {
+                continue;
+            };
+            match parse_key(obj) {
+                Ok(key) => keys.push(key),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(JwksError(first_error.unwrap_or_else(|| "Jwks doesn't have any valid public key".to_string())));
+        }
+        Ok(Jwks { keys })
     }
 
     /// Number of usable keys.
     pub fn len(&self) -> usize {
-        self.kids.len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.kids.is_empty()
+        self.keys.is_empty()
     }
 
     /// Whether some key has this `kid` (to decide on a key-rotation refetch).
     pub fn has_kid(&self, kid: &str) -> bool {
-        self.kids.iter().any(|k| k.as_deref() == Some(kid))
+        self.keys.iter().any(|k| !k.kid.is_empty() && k.kid == kid)
     }
 
     /// Verify `signature` (already base64url-decoded) over `signing_input` (the token's
-    /// `header.payload` ASCII bytes) with the keys selected by `kid` and `alg`.
+    /// `header.payload` ASCII bytes) with the keys selected by `kid` and `alg`, in JWKS order,
+    /// as jwt_authn: a key is skipped when both it and the token have a non-empty `kid` and
+    /// they differ, or when it has an `alg` other than the token's. Every other key counts as
+    /// matched and is tried; a key of the wrong type or curve for `alg` never verifies
+    /// (no RS/HS key confusion).
     pub fn verify(
         &self,
-        _alg: Alg,
-        _kid: Option<&str>,
-        _signing_input: &[u8],
-        _signature: &[u8],
+        alg: Alg,
+        kid: Option<&str>,
+        signing_input: &[u8],
+        signature: &[u8],
     ) -> Result<(), VerifyError> {
-        Err(VerifyError::NoMatchingKey)
+        let kid = kid.unwrap_or("");
+        let mut matched = false;
+        for key in &self.keys {
+            if !kid.is_empty() && !key.kid.is_empty() && key.kid != kid {
+                continue;
+            }
+            if !key.alg.is_empty() && key.alg != alg.name() {
+                continue;
+            }
+            matched = true;
+            if key.material.verify(alg, signing_input, signature) {
+                return Ok(());
+            }
+        }
+        Err(if matched { VerifyError::BadSignature } else { VerifyError::NoMatchingKey })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,13 +20,51 @@ use super::hash::HashAlg;
 pub const MIN_MODULUS_BITS: usize = 512;
 pub const MAX_MODULUS_BITS: usize = 16384;
 
+/// Σ x[j]·y[j] over the shorter length, in a u64 (callers keep it from overflowing). A macro,
+/// not a function, so that it is inlined into `mont_mul` at opt-level z too.
+#[cfg(not(target_arch = "wasm32"))]
+macro_rules! dot {
+    ($x:expr, $y:expr) => {
+        $x.iter().zip($y).map(|(a, b)| u64::from(*a) * u64::from(*b)).sum::<u64>()
+    };
+}
+
+/// The same with wasm SIMD: `i64x2.extmul_{low,high}_i32x4_u` make four 32×32→64 products
+/// per pair of instructions, summed in two u64 lanes (only inside `simd128` functions).
+#[cfg(target_arch = "wasm32")]
+macro_rules! dot {
+    ($x:expr, $y:expr) => {{
+        use core::arch::wasm32::{
+            i64x2_add, i64x2_splat, u32x4, u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, u64x2_extract_lane,
+        };
+        let (x, y): (&[u32], &[u32]) = ($x, $y);
+        let len = x.len().min(y.len());
+        let (x, y) = (&x[..len], &y[..len]);
+        let mut acc = i64x2_splat(0);
+        let mut xc = x.chunks_exact(4);
+        let mut yc = y.chunks_exact(4);
+        for (a, b) in (&mut xc).zip(&mut yc) {
+            let va = u32x4(a[0], a[1], a[2], a[3]);
+            let vb = u32x4(b[0], b[1], b[2], b[3]);
+            acc = i64x2_add(acc, u64x2_extmul_low_u32x4(va, vb));
+            acc = i64x2_add(acc, u64x2_extmul_high_u32x4(va, vb));
+        }
+        let mut sum = u64x2_extract_lane::<0>(acc).wrapping_add(u64x2_extract_lane::<1>(acc));
+        for (a, b) in xc.remainder().iter().zip(yc.remainder()) {
+            sum += u64::from(*a) * u64::from(*b);
+        }
+        sum
+    }};
+}
+
 #[derive(Clone, Debug)]
 pub struct RsaPublicKey {
     /// Limb width in bits and its mask.
     w: u32,
     mask: u32,
-    /// Modulus, little-endian w-bit limbs.
+    /// Modulus, little-endian w-bit limbs, and the same reversed.
     n: Vec<u32>,
+    n_rev: Vec<u32>,
     /// -n⁻¹ mod 2^w.
     n0inv: u32,
     /// R² mod n with R = 2^(w·L): converts into Montgomery form.
@@ -68,7 +106,8 @@ impl RsaPublicKey {
             inv = inv.wrapping_mul(2u32.wrapping_sub(n_limbs[0].wrapping_mul(inv)));
         }
         let n0inv = inv.wrapping_neg() & mask;
-        let mut key = RsaPublicKey { w, mask, n: n_limbs, n0inv, r2: Vec::new(), n_be: n.to_vec(), bits, e };
+        let n_rev = n_limbs.iter().rev().copied().collect();
+        let mut key = RsaPublicKey { w, mask, n: n_limbs, n_rev, n0inv, r2: Vec::new(), n_be: n.to_vec(), bits, e };
         key.r2 = key.compute_r2();
         Some(key)
     }
@@ -119,34 +158,35 @@ impl RsaPublicKey {
         }
     }
 
-    /// out = a·b·R⁻¹ mod n (a, b < n, normalised limbs). Product scanning: each column is
-    /// summed in a u64 without carries, `m` receives the reduction multipliers.
-    fn mont_mul(&self, a: &[u32], b: &[u32], m: &mut [u32], out: &mut [u32]) {
+    /// out = a·b·R⁻¹ mod n (a, b < n, normalised limbs). Product scanning: column i sums
+    /// a[j]·b[i−j] + m[j]·n[i−j] in a u64 without carries; with b and n reversed (`b_rev`,
+    /// `n_rev`) each column is one dot product over contiguous slices. `m` receives the
+    /// reduction multipliers.
+    #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
+    fn mont_mul(&self, a: &[u32], b: &[u32], s: &mut Scratch, out: &mut [u32]) {
         let l = self.n.len();
-        let n = &self.n[..];
+        let n_rev = &self.n_rev[..];
         let w = self.w;
+        for (r, x) in s.b_rev.iter_mut().zip(b.iter().rev()) {
+            *r = *x;
+        }
+        let b_rev = &s.b_rev[..];
+        let m = &mut s.m[..];
         let mut acc: u64 = 0;
         for i in 0..l {
-            for (x, y) in a[..i].iter().zip(b[1..=i].iter().rev()) {
-                acc += u64::from(*x) * u64::from(*y);
-            }
-            for (x, y) in m[..i].iter().zip(n[1..=i].iter().rev()) {
-                acc += u64::from(*x) * u64::from(*y);
-            }
-            acc += u64::from(a[i]) * u64::from(b[0]);
+            // j = 0..=i for a·b (b[0] = b_rev[l-1]), j = 0..i for m·n, then m[i]·n[0].
+            acc += dot!(&a[..=i], &b_rev[l - 1 - i..]);
+            acc += dot!(&m[..i], &n_rev[l - 1 - i..l - 1]);
             let mi = (acc as u32).wrapping_mul(self.n0inv) & self.mask;
             m[i] = mi;
-            acc += u64::from(mi) * u64::from(n[0]);
+            acc += u64::from(mi) * u64::from(self.n[0]);
             acc >>= w;
         }
         for i in l..2 * l - 1 {
             let lo = i + 1 - l;
-            for (x, y) in a[lo..].iter().zip(b[lo..].iter().rev()) {
-                acc += u64::from(*x) * u64::from(*y);
-            }
-            for (x, y) in m[lo..].iter().zip(n[lo..].iter().rev()) {
-                acc += u64::from(*x) * u64::from(*y);
-            }
+            let len = l - lo;
+            acc += dot!(&a[lo..], &b_rev[..len]);
+            acc += dot!(&m[lo..], &n_rev[..len]);
             out[i - l] = (acc as u32) & self.mask;
             acc >>= w;
         }
@@ -166,7 +206,7 @@ impl RsaPublicKey {
         }
         let l = self.n.len();
         let s = from_be(sig, self.w, l);
-        let mut m = vec![0u32; l];
+        let mut m = Scratch { m: vec![0u32; l], b_rev: vec![0u32; l] };
         let mut x = vec![0u32; l];
         let mut y = vec![0u32; l];
         let mut t = vec![0u32; l];
@@ -251,6 +291,12 @@ impl RsaPublicKey {
         let h2 = hash.digest_parts(&[&[0u8; 8], m_hash.as_bytes(), salt]);
         h2.as_bytes() == h
     }
+}
+
+/// Per-operation buffers of [`RsaPublicKey::mont_mul`].
+struct Scratch {
+    m: Vec<u32>,
+    b_rev: Vec<u32>,
 }
 
 /// `out ^= MGF1(seed)` (RFC 8017 B.2.1).

@@ -3,6 +3,7 @@
 #   bench/crypto-probe/run.sh            # release profile as the filters ship (opt-level z)
 #   OPT=3 bench/crypto-probe/run.sh      # whole module at opt-level 3 (or s, 2, ...)
 #   JWT_OPT=3 bench/crypto-probe/run.sh  # only the filter's code (crypto/, jwks.rs) at opt-level 3
+#   DEPS_OPT=3 bench/crypto-probe/run.sh # only the crypto crates (p256, sha2, curve25519-dalek, ...) at 3
 #   RUSTFLAGS_EXTRA="-C target-feature=+simd128" bench/crypto-probe/run.sh
 # Builds into target/crypto-probe (never dist/), starts Envoy with the module as a singleton
 # WasmService, prints the figures it logs, stops Envoy.
@@ -18,6 +19,12 @@ quote() { case "$1" in [0-9]) echo "$1" ;; *) echo "\"$1\"" ;; esac; }
 if [ -n "${JWT_OPT:-}" ]; then
   args+=(--config "profile.release.package.crypto-probe.opt-level=$(quote "$JWT_OPT")")
   label="$label, jwt-auth $JWT_OPT"
+fi
+if [ -n "${DEPS_OPT:-}" ]; then
+  for dep in p256 p384 primefield primeorder elliptic-curve ecdsa crypto-bigint sha2 hmac curve25519-dalek ed25519-dalek; do
+    args+=(--config "profile.release.package.$dep.opt-level=$(quote "$DEPS_OPT")")
+  done
+  label="$label, crypto deps $DEPS_OPT"
 fi
 [ -n "${RUSTFLAGS_EXTRA:-}" ] && label="$label, $RUSTFLAGS_EXTRA"
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="${RUSTFLAGS_EXTRA:-}"

@@ -35,23 +35,26 @@ macro_rules! dot {
 macro_rules! dot {
     ($x:expr, $y:expr) => {{
         use core::arch::wasm32::{
-            i64x2_add, i64x2_splat, u32x4, u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, u64x2_extract_lane,
+            i64x2_add, i64x2_splat, u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, u64x2_extract_lane, v128,
+            v128_load,
         };
         let (x, y): (&[u32], &[u32]) = ($x, $y);
         let len = x.len().min(y.len());
         let (x, y) = (&x[..len], &y[..len]);
         let mut acc = i64x2_splat(0);
-        let mut xc = x.chunks_exact(4);
-        let mut yc = y.chunks_exact(4);
-        for (a, b) in (&mut xc).zip(&mut yc) {
-            let va = u32x4(a[0], a[1], a[2], a[3]);
-            let vb = u32x4(b[0], b[1], b[2], b[3]);
+        let mut k = 0;
+        while k + 4 <= len {
+            let (cx, cy) = (&x[k..k + 4], &y[k..k + 4]);
+            // SAFETY: `cx` and `cy` are 4 u32 (16 bytes) in bounds; wasm loads need no alignment.
+            let (va, vb) = unsafe { (v128_load(cx.as_ptr() as *const v128), v128_load(cy.as_ptr() as *const v128)) };
             acc = i64x2_add(acc, u64x2_extmul_low_u32x4(va, vb));
             acc = i64x2_add(acc, u64x2_extmul_high_u32x4(va, vb));
+            k += 4;
         }
         let mut sum = u64x2_extract_lane::<0>(acc).wrapping_add(u64x2_extract_lane::<1>(acc));
-        for (a, b) in xc.remainder().iter().zip(yc.remainder()) {
-            sum += u64::from(*a) * u64::from(*b);
+        while k < len {
+            sum += u64::from(x[k]) * u64::from(y[k]);
+            k += 1;
         }
         sum
     }};

@@ -5,8 +5,9 @@
 //!
 //! - `u1·G + u2·Q` is a sum of table entries, no doublings: for both G (one table per VM,
 //!   built on first use) and each key's Q (built when the JWKS is parsed) the table holds
-//!   `j·2^(4i)·P` for j = 1..=8 and the 65 windows i, in affine coordinates. Scalars are
-//!   recoded into signed base-16 digits in [-7, 8], so 130 mixed additions make the sum;
+//!   `j·2^(w·i)·P` for j = 1..=2^(w−1) and every w-bit window i, in affine coordinates
+//!   (w = 7 for G: 37 windows; w = 5 for Q: 52 windows). Scalars are recoded into signed
+//!   base-2^w digits, so at most 89 mixed additions make the sum;
 //! - mixed Jacobian+affine addition (variable time, with the doubling and inverse cases
 //!   handled);
 //! - no inversion at the end: x(R) ≡ r (mod n) is checked as X = r·Z² (and (r+n)·Z² when
@@ -27,10 +28,10 @@ use std::sync::OnceLock;
 
 type Fe = <NistP256 as FieldArithmetic>::FieldElement;
 
-/// Window width, table entries per window, windows (256/4 + 1 for the last carry).
-const W: usize = 4;
-const PER_WINDOW: usize = 1 << (W - 1);
-const WINDOWS: usize = 256 / W + 1;
+/// Window widths: G's table is built once per VM and can be large (37 windows × 64 points,
+/// 150 KB); a key's is built per JWKS parse (52 windows × 16 points, 53 KB).
+const G_WINDOW_BITS: usize = 7;
+const KEY_WINDOW_BITS: usize = 5;
 
 #[derive(Clone, Copy, Debug)]
 struct Affine {
@@ -38,23 +39,30 @@ struct Affine {
     y: Fe,
 }
 
-/// `entries[i * PER_WINDOW + j] = (j+1)·2^(W·i)·P`.
+/// `entries[i * per_window + j] = (j+1)·2^(w·i)·P` for windows of w bits, per_window =
+/// 2^(w−1), and enough windows for 256 bits plus the recoding carry.
 #[derive(Clone, Debug)]
 struct Table {
+    w: usize,
     entries: Vec<Affine>,
 }
 
+fn windows(w: usize) -> usize {
+    257usize.div_ceil(w)
+}
+
 impl Table {
-    fn new(p: ProjectivePoint) -> Option<Table> {
-        let mut proj = Vec::with_capacity(WINDOWS * PER_WINDOW);
+    fn new(p: ProjectivePoint, w: usize) -> Option<Table> {
+        let per_window = 1 << (w - 1);
+        let mut proj = Vec::with_capacity(windows(w) * per_window);
         let mut base = p;
-        for _ in 0..WINDOWS {
+        for _ in 0..windows(w) {
             let mut acc = base;
-            for _ in 0..PER_WINDOW {
+            for _ in 0..per_window {
                 proj.push(acc);
                 acc += base;
             }
-            for _ in 0..W {
+            for _ in 0..w {
                 base = base.double();
             }
         }
@@ -71,47 +79,43 @@ impl Table {
             let y = Option::<Fe>::from(Fe::from_repr(a.y()))?;
             entries.push(Affine { x, y });
         }
-        Some(Table { entries })
+        Some(Table { w, entries })
     }
 
     /// Adds k·P to `acc`, k given as big-endian bytes.
     fn add_mul(&self, acc: &mut Jacobian, k: &[u8; 32]) {
-        for (i, d) in signed_digits(k).iter().enumerate() {
+        let per_window = 1 << (self.w - 1);
+        for (i, d) in signed_digits(k, self.w).iter().enumerate() {
             if *d == 0 {
                 continue;
             }
-            let e = &self.entries[i * PER_WINDOW + (d.unsigned_abs() as usize - 1)];
+            let e = &self.entries[i * per_window + (d.unsigned_abs() as usize - 1)];
             let y = if *d < 0 { e.y.neg() } else { e.y };
             acc.add_affine(&e.x, &y);
         }
     }
 }
 
-/// Signed base-2^W digits d_i in [-7, 8] with k = Σ d_i·2^(W·i).
-fn signed_digits(k: &[u8; 32]) -> [i8; WINDOWS] {
-    let mut out = [0i8; WINDOWS];
-    let mut carry = 0i8;
-    for (i, d) in out.iter_mut().enumerate() {
-        let nibble = if i < 64 {
-            let byte = k[31 - i / 2];
-            if i % 2 == 0 {
-                byte & 0x0f
+/// Signed base-2^w digits d_i in [−(2^(w−1)−1), 2^(w−1)] with k = Σ d_i·2^(w·i), w ≤ 8.
+fn signed_digits(k: &[u8; 32], w: usize) -> Vec<i16> {
+    let byte = |j: usize| if j < 32 { u16::from(k[31 - j]) } else { 0 };
+    let mask = (1u16 << w) - 1;
+    let half = 1i16 << (w - 1);
+    let mut carry = 0i16;
+    (0..windows(w))
+        .map(|i| {
+            let bit = w * i;
+            let pair = byte(bit / 8) | (byte(bit / 8 + 1) << 8);
+            let v = ((pair >> (bit % 8)) & mask) as i16 + carry;
+            if v > half {
+                carry = 1;
+                v - (1 << w)
             } else {
-                byte >> 4
+                carry = 0;
+                v
             }
-        } else {
-            0
-        } as i8;
-        let v = nibble + carry;
-        if v > 8 {
-            *d = v - 16;
-            carry = 1;
-        } else {
-            *d = v;
-            carry = 0;
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 /// A point in Jacobian coordinates (x = X/Z², y = Y/Z³); Z = 0 is the identity.
@@ -181,7 +185,7 @@ impl Jacobian {
 
 fn g_table() -> Option<&'static Table> {
     static G: OnceLock<Option<Table>> = OnceLock::new();
-    G.get_or_init(|| Table::new(ProjectivePoint::GENERATOR)).as_ref()
+    G.get_or_init(|| Table::new(ProjectivePoint::GENERATOR, G_WINDOW_BITS)).as_ref()
 }
 
 /// The group order n, big-endian.
@@ -222,7 +226,7 @@ impl P256Key {
         sec1[1..33].copy_from_slice(&x);
         sec1[33..].copy_from_slice(&y);
         let key = VerifyingKey::from_sec1_bytes(&sec1).ok()?;
-        let table = Table::new(ProjectivePoint::from(*key.as_affine()))?;
+        let table = Table::new(ProjectivePoint::from(*key.as_affine()), KEY_WINDOW_BITS)?;
         Some(P256Key { table })
     }
 
@@ -279,24 +283,28 @@ mod tests {
         for (i, b) in k.iter_mut().enumerate() {
             *b = (i as u8).wrapping_mul(151).wrapping_add(7);
         }
-        for k in [k, [0xff; 32], [0; 32], [0x88; 32], [0x99; 32]] {
-            let d = signed_digits(&k);
-            assert!(d.iter().all(|&x| (-7..=8).contains(&x)));
-            // Σ d_i·16^i back to bytes.
-            let mut acc = [0i32; 66];
-            for (i, &x) in d.iter().enumerate() {
-                acc[i] += i32::from(x);
-            }
-            for i in 0..65 {
-                let c = acc[i].div_euclid(16);
-                acc[i] -= c * 16;
-                acc[i + 1] += c;
-            }
-            assert_eq!(acc[64], 0);
-            for i in 0..64 {
-                let byte = k[31 - i / 2];
-                let nib = if i % 2 == 0 { byte & 15 } else { byte >> 4 };
-                assert_eq!(acc[i], i32::from(nib));
+        for w in 2..=8 {
+            for k in [k, [0xff; 32], [0; 32], [0x88; 32], [0x99; 32], [0x7f; 32]] {
+                let d = signed_digits(&k, w);
+                let half = 1i32 << (w - 1);
+                assert!(d.iter().all(|&x| (-(half - 1)..=half).contains(&i32::from(x))));
+                // Σ d_i·2^(w·i) back to bits, least significant first.
+                let mut bits = vec![0i32; 8 * 40];
+                let mut acc: Vec<i64> = d.iter().map(|&x| i64::from(x)).collect();
+                acc.push(0);
+                for i in 0..d.len() {
+                    let c = acc[i].div_euclid(1 << w);
+                    acc[i] -= c << w;
+                    acc[i + 1] += c;
+                    for b in 0..w {
+                        bits[w * i + b] = ((acc[i] >> b) & 1) as i32;
+                    }
+                }
+                assert_eq!(acc[d.len()], 0);
+                for (i, bit) in bits.iter().enumerate().take(256) {
+                    assert_eq!(*bit, i32::from((k[31 - i / 8] >> (i % 8)) & 1), "w {w} bit {i}");
+                }
+                assert!(bits[256..].iter().all(|&b| b == 0));
             }
         }
     }
@@ -309,7 +317,9 @@ mod tests {
             let bytes: [u8; 32] = k.to_repr().into();
             let mut acc = Jacobian::identity();
             g.add_mul(&mut acc, &bytes);
-            let expect = (ProjectivePoint::GENERATOR * k).to_affine();
+            let q = Table::new(ProjectivePoint::GENERATOR, KEY_WINDOW_BITS).unwrap();
+            q.add_mul(&mut acc, &bytes);
+            let expect = (ProjectivePoint::GENERATOR * (k + k)).to_affine();
             let zinv = acc.z.invert().unwrap();
             let x = acc.x.multiply(&zinv.square());
             let y = acc.y.multiply(&zinv.square().multiply(&zinv));

@@ -212,7 +212,7 @@ impl RsaPublicKey {
         }
         let a_rev = &s.b_rev[..];
         let m = &mut s.m[..];
-        let square = |i: usize| if i % 2 == 0 { u64::from(a[i / 2]) * u64::from(a[i / 2]) } else { 0 };
+        let square = |i: usize| if i.is_multiple_of(2) { u64::from(a[i / 2]) * u64::from(a[i / 2]) } else { 0 };
         let mut acc: u64 = 0;
         for i in 0..l {
             let h = i.div_ceil(2);

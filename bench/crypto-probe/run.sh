@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Time JWS signature verification inside Envoy's V8 runtime (CRYPTO.md).
-#   bench/crypto-probe/run.sh            # release profile as the filters ship (opt-level z)
-#   OPT=3 bench/crypto-probe/run.sh      # whole module at opt-level 3 (or s, 2, ...)
-#   JWT_OPT=3 bench/crypto-probe/run.sh  # only the filter's code (crypto/, jwks.rs) at opt-level 3
-#   DEPS_OPT=3 bench/crypto-probe/run.sh # only the crypto crates (p256, sha2, curve25519-dalek, ...) at 3
+#   bench/crypto-probe/run.sh            # the shipped release profile: z, crypto crates at 3
+#   DEPS_OPT=z bench/crypto-probe/run.sh # crypto crates (p256, sha2, curve25519-dalek, ...) at z too
+#   OPT=3 bench/crypto-probe/run.sh      # the rest of the module at opt-level 3 (or s, 2, ...)
+#   JWT_OPT=3 bench/crypto-probe/run.sh  # the filter's code (crypto/, jwks.rs) at opt-level 3
 #   RUSTFLAGS_EXTRA="-C target-feature=+simd128" bench/crypto-probe/run.sh
 # Builds into target/crypto-probe (never dist/), starts Envoy with the module as a singleton
 # WasmService, prints the figures it logs, stops Envoy.
@@ -13,7 +13,7 @@ probe="$root/bench/crypto-probe"
 envoy="${ENVOY_BIN:-$root/tools/envoy-${ENVOY_VERSION:-1.40.0}/envoy/_bin/envoy}"
 export CARGO_TARGET_DIR="$root/target/crypto-probe"
 args=(--release --target wasm32-wasip1 --manifest-path "$probe/Cargo.toml")
-label="opt-level ${OPT:-z}"
+label="opt-level ${OPT:-z}, crypto deps ${DEPS_OPT:-3}"
 quote() { case "$1" in [0-9]) echo "$1" ;; *) echo "\"$1\"" ;; esac; }
 [ -n "${OPT:-}" ] && args+=(--config "profile.release.opt-level=$(quote "$OPT")")
 if [ -n "${JWT_OPT:-}" ]; then
@@ -24,7 +24,6 @@ if [ -n "${DEPS_OPT:-}" ]; then
   for dep in p256 p384 primefield primeorder elliptic-curve ecdsa crypto-bigint sha2 hmac curve25519-dalek ed25519-dalek; do
     args+=(--config "profile.release.package.$dep.opt-level=$(quote "$DEPS_OPT")")
   done
-  label="$label, crypto deps $DEPS_OPT"
 fi
 [ -n "${RUSTFLAGS_EXTRA:-}" ] && label="$label, $RUSTFLAGS_EXTRA"
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="${RUSTFLAGS_EXTRA:-}"

@@ -20,13 +20,54 @@ use super::hash::HashAlg;
 pub const MIN_MODULUS_BITS: usize = 512;
 pub const MAX_MODULUS_BITS: usize = 16384;
 
+/// Σ x[j]·y[j] over the shorter length, in a u64 (callers keep it from overflowing). A macro,
+/// not a function, so that it is inlined into `mont_mul` at opt-level z too.
+#[cfg(not(target_arch = "wasm32"))]
+macro_rules! dot {
+    ($x:expr, $y:expr) => {
+        $x.iter().zip($y).map(|(a, b)| u64::from(*a) * u64::from(*b)).sum::<u64>()
+    };
+}
+
+/// The same with wasm SIMD: `i64x2.extmul_{low,high}_i32x4_u` make four 32×32→64 products
+/// per pair of instructions, summed in two u64 lanes (only inside `simd128` functions).
+#[cfg(target_arch = "wasm32")]
+macro_rules! dot {
+    ($x:expr, $y:expr) => {{
+        use core::arch::wasm32::{
+            i64x2_add, i64x2_splat, u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, u64x2_extract_lane, v128,
+            v128_load,
+        };
+        let (x, y): (&[u32], &[u32]) = ($x, $y);
+        let len = x.len().min(y.len());
+        let (x, y) = (&x[..len], &y[..len]);
+        let mut acc = i64x2_splat(0);
+        let mut k = 0;
+        while k + 4 <= len {
+            let (cx, cy) = (&x[k..k + 4], &y[k..k + 4]);
+            // SAFETY: `cx` and `cy` are 4 u32 (16 bytes) in bounds; wasm loads need no alignment.
+            let (va, vb) = unsafe { (v128_load(cx.as_ptr() as *const v128), v128_load(cy.as_ptr() as *const v128)) };
+            acc = i64x2_add(acc, u64x2_extmul_low_u32x4(va, vb));
+            acc = i64x2_add(acc, u64x2_extmul_high_u32x4(va, vb));
+            k += 4;
+        }
+        let mut sum = u64x2_extract_lane::<0>(acc).wrapping_add(u64x2_extract_lane::<1>(acc));
+        while k < len {
+            sum += u64::from(x[k]) * u64::from(y[k]);
+            k += 1;
+        }
+        sum
+    }};
+}
+
 #[derive(Clone, Debug)]
 pub struct RsaPublicKey {
     /// Limb width in bits and its mask.
     w: u32,
     mask: u32,
-    /// Modulus, little-endian w-bit limbs.
+    /// Modulus, little-endian w-bit limbs, and the same reversed.
     n: Vec<u32>,
+    n_rev: Vec<u32>,
     /// -n⁻¹ mod 2^w.
     n0inv: u32,
     /// R² mod n with R = 2^(w·L): converts into Montgomery form.
@@ -68,7 +109,8 @@ impl RsaPublicKey {
             inv = inv.wrapping_mul(2u32.wrapping_sub(n_limbs[0].wrapping_mul(inv)));
         }
         let n0inv = inv.wrapping_neg() & mask;
-        let mut key = RsaPublicKey { w, mask, n: n_limbs, n0inv, r2: Vec::new(), n_be: n.to_vec(), bits, e };
+        let n_rev = n_limbs.iter().rev().copied().collect();
+        let mut key = RsaPublicKey { w, mask, n: n_limbs, n_rev, n0inv, r2: Vec::new(), n_be: n.to_vec(), bits, e };
         key.r2 = key.compute_r2();
         Some(key)
     }
@@ -119,38 +161,76 @@ impl RsaPublicKey {
         }
     }
 
-    /// out = a·b·R⁻¹ mod n (a, b < n, normalised limbs). Product scanning: each column is
-    /// summed in a u64 without carries, `m` receives the reduction multipliers.
-    fn mont_mul(&self, a: &[u32], b: &[u32], m: &mut [u32], out: &mut [u32]) {
+    /// out = a·b·R⁻¹ mod n (a, b < n, normalised limbs). Product scanning: column i sums
+    /// a[j]·b[i−j] + m[j]·n[i−j] in a u64 without carries; with b and n reversed (`b_rev`,
+    /// `n_rev`) each column is one dot product over contiguous slices. `m` receives the
+    /// reduction multipliers.
+    #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
+    fn mont_mul(&self, a: &[u32], b: &[u32], s: &mut Scratch, out: &mut [u32]) {
         let l = self.n.len();
-        let n = &self.n[..];
+        let n_rev = &self.n_rev[..];
         let w = self.w;
+        for (r, x) in s.b_rev.iter_mut().zip(b.iter().rev()) {
+            *r = *x;
+        }
+        let b_rev = &s.b_rev[..];
+        let m = &mut s.m[..];
         let mut acc: u64 = 0;
         for i in 0..l {
-            for (x, y) in a[..i].iter().zip(b[1..=i].iter().rev()) {
-                acc += u64::from(*x) * u64::from(*y);
-            }
-            for (x, y) in m[..i].iter().zip(n[1..=i].iter().rev()) {
-                acc += u64::from(*x) * u64::from(*y);
-            }
-            acc += u64::from(a[i]) * u64::from(b[0]);
+            // j = 0..=i for a·b (b[0] = b_rev[l-1]), j = 0..i for m·n, then m[i]·n[0].
+            acc += dot!(&a[..=i], &b_rev[l - 1 - i..]);
+            acc += dot!(&m[..i], &n_rev[l - 1 - i..l - 1]);
             let mi = (acc as u32).wrapping_mul(self.n0inv) & self.mask;
             m[i] = mi;
-            acc += u64::from(mi) * u64::from(n[0]);
+            acc += u64::from(mi) * u64::from(self.n[0]);
             acc >>= w;
         }
         for i in l..2 * l - 1 {
             let lo = i + 1 - l;
-            for (x, y) in a[lo..].iter().zip(b[lo..].iter().rev()) {
-                acc += u64::from(*x) * u64::from(*y);
-            }
-            for (x, y) in m[lo..].iter().zip(n[lo..].iter().rev()) {
-                acc += u64::from(*x) * u64::from(*y);
-            }
+            let len = l - lo;
+            acc += dot!(&a[lo..], &b_rev[..len]);
+            acc += dot!(&m[lo..], &n_rev[..len]);
             out[i - l] = (acc as u32) & self.mask;
             acc >>= w;
         }
         // (ab + mn)/R < 2n: at most one bit past w in the top limb, one subtraction.
+        out[l - 1] = acc as u32;
+        if self.ge_n(out) {
+            self.sub_n(out);
+        }
+    }
+
+    /// out = a²·R⁻¹ mod n: [`Self::mont_mul`] with each cross product a[j]·a[i−j] (j ≠ i−j)
+    /// computed once and doubled (the column bound is unchanged: i/2 doubled products).
+    #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
+    fn mont_sqr(&self, a: &[u32], s: &mut Scratch, out: &mut [u32]) {
+        let l = self.n.len();
+        let n_rev = &self.n_rev[..];
+        let w = self.w;
+        for (r, x) in s.b_rev.iter_mut().zip(a.iter().rev()) {
+            *r = *x;
+        }
+        let a_rev = &s.b_rev[..];
+        let m = &mut s.m[..];
+        let square = |i: usize| if i.is_multiple_of(2) { u64::from(a[i / 2]) * u64::from(a[i / 2]) } else { 0 };
+        let mut acc: u64 = 0;
+        for i in 0..l {
+            let h = i.div_ceil(2);
+            acc += 2 * dot!(&a[..h], &a_rev[l - 1 - i..l - 1 - i + h]) + square(i);
+            acc += dot!(&m[..i], &n_rev[l - 1 - i..l - 1]);
+            let mi = (acc as u32).wrapping_mul(self.n0inv) & self.mask;
+            m[i] = mi;
+            acc += u64::from(mi) * u64::from(self.n[0]);
+            acc >>= w;
+        }
+        for i in l..2 * l - 1 {
+            let lo = i + 1 - l;
+            let h = i.div_ceil(2) - lo;
+            acc += 2 * dot!(&a[lo..lo + h], &a_rev[..h]) + square(i);
+            acc += dot!(&m[lo..], &n_rev[..l - lo]);
+            out[i - l] = (acc as u32) & self.mask;
+            acc >>= w;
+        }
         out[l - 1] = acc as u32;
         if self.ge_n(out) {
             self.sub_n(out);
@@ -166,7 +246,7 @@ impl RsaPublicKey {
         }
         let l = self.n.len();
         let s = from_be(sig, self.w, l);
-        let mut m = vec![0u32; l];
+        let mut m = Scratch { m: vec![0u32; l], b_rev: vec![0u32; l] };
         let mut x = vec![0u32; l];
         let mut y = vec![0u32; l];
         let mut t = vec![0u32; l];
@@ -174,7 +254,7 @@ impl RsaPublicKey {
         let squarings = if self.e == 3 { 1 } else { 16 };
         y.copy_from_slice(&x);
         for _ in 0..squarings {
-            self.mont_mul(&y, &y, &mut m, &mut t);
+            self.mont_sqr(&y, &mut m, &mut t);
             std::mem::swap(&mut y, &mut t);
         }
         self.mont_mul(&y, &x, &mut m, &mut t); // s^e R
@@ -251,6 +331,12 @@ impl RsaPublicKey {
         let h2 = hash.digest_parts(&[&[0u8; 8], m_hash.as_bytes(), salt]);
         h2.as_bytes() == h
     }
+}
+
+/// Per-operation buffers of [`RsaPublicKey::mont_mul`].
+struct Scratch {
+    m: Vec<u32>,
+    b_rev: Vec<u32>,
 }
 
 /// `out ^= MGF1(seed)` (RFC 8017 B.2.1).

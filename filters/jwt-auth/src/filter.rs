@@ -558,8 +558,6 @@ impl HttpFilter for JwtAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-    use base64::Engine as _;
     use sha2::{Digest, Sha256};
     use shared::mock::MockHost;
 
@@ -576,9 +574,13 @@ mod tests {
     }
 
     fn sign(header: &str, payload: &str, key: &[u8]) -> String {
-        let input = format!("{}.{}", B64.encode(header), B64.encode(payload));
+        let input = format!(
+            "{}.{}",
+            crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&header)),
+            crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&payload))
+        );
         let sig = hmac_sha256(key, input.as_bytes());
-        format!("{input}.{}", B64.encode(sig))
+        format!("{input}.{}", crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&sig)))
     }
 
     fn hs(payload: &str) -> String {
@@ -586,7 +588,10 @@ mod tests {
     }
 
     fn jwks(kid: &str) -> String {
-        format!(r#"{{"keys":[{{"kty":"oct","kid":"{kid}","alg":"HS256","k":"{}"}}]}}"#, B64.encode(SECRET))
+        format!(
+            r#"{{"keys":[{{"kty":"oct","kid":"{kid}","alg":"HS256","k":"{}"}}]}}"#,
+            crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&SECRET))
+        )
     }
 
     fn local_config(extra_provider: &str, rules: &str) -> String {
@@ -651,7 +656,7 @@ mod tests {
         assert!(req("authorization").is_empty(), "the token is not forwarded by default");
         assert_eq!(req("x-sub"), vec!["alice"]);
         assert_eq!(req("x-team"), vec!["7"]);
-        assert_eq!(req("x-payload"), vec![B64.encode(valid_payload())]);
+        assert_eq!(req("x-payload"), vec![crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&valid_payload()))]);
         assert_eq!(h.metric("jwt_auth.allowed"), Some(1));
     }
 

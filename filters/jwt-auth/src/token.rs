@@ -1,10 +1,8 @@
 //! A JWT (RFC 7519, JWS compact form) parsed as jwt_authn parses it, with jwt_authn's
 //! statuses and texts, plus the RFC 8725 checks jwt_authn lacks (`crit`, a size cap).
 
+use crate::crypto::b64;
 use crate::jwks::Alg;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine;
 use serde_json::{Map, Value};
 
 /// jwt_authn's verification statuses (Envoy `source/common/jwt/status.h`) that this filter can
@@ -138,15 +136,24 @@ pub struct Jwt {
 }
 
 /// absl's `WebSafeBase64Unescape`: base64url, padding optional.
-const B64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
-
 pub fn b64_decode(part: &[u8]) -> Option<Vec<u8>> {
-    B64.decode(part).ok()
+    b64::decode_url(part)
+}
+
+/// Standard base64 with padding (how jwt_authn copies object and list claims to headers).
+fn b64_std_padded(data: &[u8]) -> String {
+    let mut out: String = b64::encode_url(data)
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
 }
 
 /// Parse `token` as jwt_authn's `Jwt::parseFromString` does, in its order of checks.
@@ -309,9 +316,7 @@ impl Jwt {
             Value::String(s) => s.clone(),
             Value::Bool(b) => b.to_string(),
             Value::Number(n) => number_text(n),
-            Value::Object(_) | Value::Array(_) => {
-                base64::engine::general_purpose::STANDARD.encode(serde_json::to_string(value).ok()?)
-            }
+            Value::Object(_) | Value::Array(_) => b64_std_padded(serde_json::to_string(value).ok()?.as_bytes()),
             Value::Null => return None,
         };
         (!text.is_empty()).then_some(text)
@@ -336,7 +341,7 @@ mod tests {
     use super::*;
 
     fn b64(s: &str) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+        b64::encode_url(s.as_bytes())
     }
     fn tok(header: &str, payload: &str) -> String {
         format!("{}.{}.{}", b64(header), b64(payload), b64("sig"))
@@ -393,7 +398,7 @@ mod tests {
         let bad_sig = format!("{}.{}.a+b", b64(r#"{"alg":"RS256"}"#), b64("{}"));
         assert_eq!(p(&bad_sig).unwrap_err(), JwtSignatureParseErrorBadBase64);
         // Invalid UTF-8 inside the JSON.
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([b'{', b'"', 0xff, b'"', b':', b'1', b'}']);
+        let raw = b64::encode_url(&[b'{', b'"', 0xff, b'"', b':', b'1', b'}']);
         assert_eq!(p(&format!("{}.{raw}.c2ln", b64(r#"{"alg":"RS256"}"#))).unwrap_err(), JwtPayloadParseErrorBadJson);
         assert_eq!(parse(tok(r#"{"alg":"RS256"}"#, "{}").as_bytes(), 10).unwrap_err(), JwtTooLarge);
     }

@@ -123,6 +123,21 @@ const VARIANTS: &[Variant] = &[
         headers: &[],
         check: from_upstream,
     },
+    // The floor of each JWT filter: a path no rule covers (no token read, nothing verified).
+    Variant {
+        name: "jwt-auth, no JWT needed",
+        config: "bench/jwt-auth.yaml",
+        path: "/open",
+        headers: &[],
+        check: from_upstream,
+    },
+    Variant {
+        name: "jwt_authn, no JWT needed",
+        config: "bench/native-jwt-authn.yaml",
+        path: "/open",
+        headers: &[],
+        check: from_upstream,
+    },
     Variant {
         name: "jwt-auth, RS256 repeated",
         config: "bench/jwt-auth.yaml",
@@ -282,6 +297,7 @@ struct Comparison {
 }
 
 const COMPARISONS: &[Comparison] = &[
+    Comparison { wasm: "jwt-auth, no JWT needed", native: "jwt_authn, no JWT needed" },
     Comparison { wasm: "security-headers (wasm)", native: "native header_mutation" },
     Comparison { wasm: "token-fetch (wasm)", native: "native request header add" },
     Comparison { wasm: "rate-limit (wasm)", native: "native local_ratelimit" },

@@ -119,7 +119,7 @@ struct Run<'a> {
     keys: &'a dyn KeyView,
     caches: &'a mut [TokenCache],
     now: u64,
-    request: RequestHeaders,
+    request: &'a mut RequestHeaders,
     ops: Vec<HeaderOp>,
     counts: Counts,
     invalid_header: Option<String>,
@@ -153,7 +153,7 @@ impl Engine {
     pub fn evaluate(
         &self,
         requirement: &Requirement,
-        request: RequestHeaders,
+        request: &mut RequestHeaders,
         keys: &dyn KeyView,
         caches: &mut [TokenCache],
         now: u64,
@@ -202,12 +202,12 @@ impl Run<'_> {
                 let p = &engine.config.providers[*index];
                 self.sanitize(&p.sanitize);
                 let extractor = &engine.extractors[*index];
-                let found = extractor.extract(&self.request);
+                let found = extractor.extract(self.request);
                 self.authenticate(found, Some(*index), audiences.as_ref(), false, false)
             }
             Requirement::AllowMissing | Requirement::AllowMissingOrFailed => {
                 self.sanitize(&engine.sanitize_all);
-                let found = engine.all.extract(&self.request);
+                let found = engine.all.extract(self.request);
                 let failed_ok = matches!(r, Requirement::AllowMissingOrFailed);
                 self.authenticate(found, None, None, failed_ok, true)
             }
@@ -245,10 +245,13 @@ impl Run<'_> {
         }
     }
 
+    /// Remove headers a client must not set itself; only those present cost a host call.
     fn sanitize(&mut self, names: &[String]) {
         for n in names {
-            self.request.remove(n);
-            self.ops.push(HeaderOp::Remove(n.clone()));
+            if self.request.get(n).is_some() {
+                self.request.remove(n);
+                self.ops.push(HeaderOp::Remove(n.clone()));
+            }
         }
     }
 

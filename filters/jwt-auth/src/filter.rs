@@ -200,7 +200,7 @@ impl Worker {
         refetched: Option<usize>,
         timed_out: Option<usize>,
     ) -> Option<Action> {
-        let request = RequestHeaders(host.headers(HeaderMapKind::RequestHeaders));
+        let mut request = RequestHeaders(host.headers(HeaderMapKind::RequestHeaders));
         let config = &self.engine.config;
         if config.bypass_cors_preflight
             && request.get_str(":method") == "OPTIONS"
@@ -216,10 +216,9 @@ impl Worker {
         };
         let now = host.now();
         let view = View { worker: self, now_ms: millis(now), refetched, timed_out };
-        let realm = realm(&request);
         let (verdict, counts) = {
             let mut caches = self.caches.borrow_mut();
-            self.engine.evaluate(requirement, request, &view, &mut caches, unix_seconds(now))
+            self.engine.evaluate(requirement, &mut request, &view, &mut caches, unix_seconds(now))
         };
         self.stats.count(host, counts);
         match verdict {
@@ -229,7 +228,8 @@ impl Worker {
                 Some(Action::Continue)
             }
             Verdict::Deny(status) => {
-                self.deny(host, status, &realm);
+                // Built only for a denial; the pseudo-headers it reads are never sanitized.
+                self.deny(host, status, &realm(&request));
                 Some(Action::Pause)
             }
             Verdict::InvalidHeader(header) => {

@@ -322,6 +322,37 @@ impl Fetcher {
     }
 }
 
+/// The timer of a periodic fetch: a first tick soon after `configure`, so the first fetch
+/// happens at start rather than a period later, then one every `period`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticker {
+    first: Duration,
+    period: Duration,
+    started: bool,
+}
+
+impl Ticker {
+    pub const fn new(first: Duration, period: Duration) -> Ticker {
+        Ticker { first, period, started: false }
+    }
+
+    /// From `configure`: arm the first, short tick.
+    pub fn start(&mut self, host: &dyn Host) -> Result<(), HostError> {
+        self.started = false;
+        host.set_tick_period(self.first)
+    }
+
+    /// From `on_tick`: after the first tick, settle on the regular period.
+    pub fn on_tick(&mut self, host: &dyn Host, name: &str) {
+        if !self.started {
+            self.started = true;
+            if let Err(e) = host.set_tick_period(self.period) {
+                host.log(LogLevel::Error, &format!("{name}: cannot set the timer period: {e}"));
+            }
+        }
+    }
+}
+
 /// A short, stable fingerprint for log lines, so secrets and tokens can be told apart without
 /// being logged: FNV-1a 64, truncated to 32 bits (8 hex digits). Not cryptographic and not
 /// meant to be: it only correlates log lines; 32 bits of output cannot serve to verify a guess

@@ -19,7 +19,7 @@ use crate::extract::RequestHeaders;
 use crate::jwks::Jwks;
 use crate::token::Status;
 use shared::config::ConfigError;
-use shared::fetch::{FetchPolicy, FetchResult, Fetcher, Outcome, Published};
+use shared::fetch::{FetchPolicy, FetchResult, Fetcher, Outcome, Published, Ticker};
 use shared::host::{BodyKind, HeaderMapKind, HostExt};
 use shared::lease::{holder_id, millis};
 use shared::stats::Counter;
@@ -342,11 +342,16 @@ struct RemoteFetch {
     fetcher: Fetcher,
 }
 
-#[derive(Default)]
 pub struct JwtAuthRoot {
     worker: Option<Rc<Worker>>,
     fetches: Vec<RemoteFetch>,
-    started: bool,
+    ticker: Ticker,
+}
+
+impl Default for JwtAuthRoot {
+    fn default() -> Self {
+        JwtAuthRoot { worker: None, fetches: Vec::new(), ticker: Ticker::new(FIRST_TICK, TICK) }
+    }
 }
 
 impl JwtAuthRoot {
@@ -435,9 +440,8 @@ impl RootFilter for JwtAuthRoot {
             last_forced_ms: RefCell::new(vec![None; n_providers]),
         }));
         self.fetches = fetches;
-        self.started = false;
         if !self.fetches.is_empty() {
-            host.set_tick_period(FIRST_TICK).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
+            self.ticker.start(host).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
         }
         Ok(())
     }
@@ -447,12 +451,7 @@ impl RootFilter for JwtAuthRoot {
     }
 
     fn on_tick(&mut self, host: &dyn Host) {
-        if !self.started {
-            self.started = true;
-            if let Err(e) = host.set_tick_period(TICK) {
-                host.log(LogLevel::Error, &format!("{NAME}: cannot set the timer period: {e}"));
-            }
-        }
+        self.ticker.on_tick(host, NAME);
         let Some(worker) = self.worker.clone() else { return };
         let now = host.now();
         worker.refresh_all(host);

@@ -16,7 +16,7 @@
 
 use crate::config::{Compiled, Config, Extract, OAUTH2_DEFAULT_LIFETIME};
 use shared::config::ConfigError;
-use shared::fetch::{fingerprint, FetchResult, Fetcher, Outcome, Published};
+use shared::fetch::{fingerprint, FetchResult, Fetcher, Outcome, Published, Ticker};
 use shared::host::{BodyKind, HeaderMapKind, HostExt};
 use shared::lease::{holder_id, millis};
 use shared::stats::{Counter, Gauge};
@@ -164,11 +164,16 @@ impl Worker {
     }
 }
 
-#[derive(Default)]
 pub struct TokenFetchRoot {
     worker: Option<Rc<Worker>>,
     fetcher: Option<Fetcher>,
-    started: bool,
+    ticker: Ticker,
+}
+
+impl Default for TokenFetchRoot {
+    fn default() -> Self {
+        TokenFetchRoot { worker: None, fetcher: None, ticker: Ticker::new(FIRST_TICK, TICK) }
+    }
 }
 
 impl TokenFetchRoot {
@@ -302,8 +307,7 @@ impl RootFilter for TokenFetchRoot {
             waiting: RefCell::new(Vec::new()),
         }));
         self.fetcher = Some(fetcher);
-        self.started = false;
-        host.set_tick_period(FIRST_TICK).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
+        self.ticker.start(host).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
         Ok(())
     }
 
@@ -312,12 +316,7 @@ impl RootFilter for TokenFetchRoot {
     }
 
     fn on_tick(&mut self, host: &dyn Host) {
-        if !self.started {
-            self.started = true;
-            if let Err(e) = host.set_tick_period(TICK) {
-                host.log(LogLevel::Error, &format!("{NAME}: cannot set the timer period: {e}"));
-            }
-        }
+        self.ticker.on_tick(host, NAME);
         let now = host.now();
         let due = self.fetcher.as_mut().is_some_and(|f| f.poll(host, now));
         if due {

@@ -11,6 +11,7 @@
 //! - [`shared_cell`]: a value in proxy-wasm shared data under compare-and-swap (all workers).
 //! - [`lease`]: one worker per proxy does X (CAS lease with expiry); [`fetch`]: a value fetched
 //!   periodically by the lease holder and published for all workers (tokens, JWKS).
+//! - [`waiting`]: requests paused until the root can answer them (token-fetch, jwt-auth).
 //! - [`headers`], [`matching`], [`reply`], [`stats`]: small helpers shared by all filters.
 
 pub mod config;
@@ -23,6 +24,7 @@ pub mod plugin;
 pub mod reply;
 pub mod shared_cell;
 pub mod stats;
+pub mod waiting;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mock;

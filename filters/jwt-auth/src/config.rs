@@ -504,15 +504,12 @@ fn compile_requirement(r: &RequirementConfig, names: &[&str]) -> Result<Requirem
         let mut allow_missing = false;
         let mut allow_missing_or_failed = false;
         let mut children = Vec::new();
-        for (i, c) in compile_list(list, names, "requires_any.requirements")?.into_iter().enumerate() {
+        for c in compile_list(list, names, "requires_any.requirements")? {
             match c {
                 // As jwt_authn: these two become flags of the group, not children.
                 Requirement::AllowMissing => allow_missing = true,
                 Requirement::AllowMissingOrFailed => allow_missing_or_failed = true,
-                other => {
-                    let _ = i;
-                    children.push(other)
-                }
+                other => children.push(other),
             }
         }
         if children.is_empty() {

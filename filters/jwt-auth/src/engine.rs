@@ -91,17 +91,9 @@ impl TokenCache {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
     pub fn clear(&mut self) {
         self.map.clear();
         self.order.clear();
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 

@@ -23,6 +23,7 @@ use shared::fetch::{FetchPolicy, FetchResult, Fetcher, Outcome, Published, Ticke
 use shared::host::{BodyKind, HeaderMapKind, HostExt};
 use shared::lease::{holder_id, millis};
 use shared::stats::Counter;
+use shared::waiting::WaitList;
 use shared::{reply, Action, Host, HttpFilter, LogLevel, RootFilter};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -89,6 +90,12 @@ struct Waiter {
     refetch: bool,
 }
 
+impl shared::waiting::Waiter for Waiter {
+    fn context_id(&self) -> u32 {
+        self.context_id
+    }
+}
+
 /// What the root and this worker's HTTP contexts share.
 pub struct Worker {
     pub engine: Engine,
@@ -96,7 +103,7 @@ pub struct Worker {
     /// Indexed by provider; `None` for local keys.
     remote: Vec<Option<RefCell<RemoteKeys>>>,
     caches: RefCell<Vec<TokenCache>>,
-    waiting: RefCell<Vec<Waiter>>,
+    waiting: WaitList<Waiter>,
     /// Per provider: when this worker last asked for a refetch for an unknown `kid`.
     last_forced_ms: RefCell<Vec<Option<u64>>>,
 }
@@ -242,7 +249,7 @@ impl Worker {
             }
             Verdict::Wait { provider, refetch } => {
                 let timeout = self.remote_config(provider).map_or(Duration::ZERO, |r| r.timeout);
-                if self.waiting.borrow().len() >= MAX_WAITING || timeout.is_zero() {
+                if self.waiting.is_full() || timeout.is_zero() {
                     // Decide now, as if the wait had ended without news.
                     return self.decide(host, context_id, Some(provider), Some(provider));
                 }
@@ -253,7 +260,8 @@ impl Worker {
                         *slot = Some(millis(now));
                     }
                 }
-                self.waiting.borrow_mut().push(Waiter { context_id, provider, generation, deadline_ms, refetch });
+                // Not full (checked above; nothing else runs in between).
+                self.waiting.push(Waiter { context_id, provider, generation, deadline_ms, refetch });
                 None
             }
         }
@@ -276,17 +284,11 @@ impl Worker {
 
     /// Re-decide waiting requests whose provider has new keys or whose wait is over.
     fn serve_waiters(&self, host: &dyn Host, now: SystemTime) {
-        if self.waiting.borrow().is_empty() {
+        if self.waiting.is_empty() {
             return;
         }
         let now_ms = millis(now);
-        let ready: Vec<Waiter> = {
-            let mut waiting = self.waiting.borrow_mut();
-            let (ready, keep): (Vec<Waiter>, Vec<Waiter>) =
-                waiting.drain(..).partition(|w| now_ms >= w.deadline_ms || self.generation(w.provider) != w.generation);
-            *waiting = keep;
-            ready
-        };
+        let ready = self.waiting.take(|w| now_ms >= w.deadline_ms || self.generation(w.provider) != w.generation);
         for w in ready {
             // The stream may be gone (client left): nothing to do.
             if host.set_effective_context(w.context_id).is_err() {
@@ -301,11 +303,11 @@ impl Worker {
     }
 
     fn forget(&self, context_id: u32) {
-        self.waiting.borrow_mut().retain(|w| w.context_id != context_id);
+        self.waiting.forget(context_id);
     }
 
     fn wants_refetch(&self, provider: usize) -> bool {
-        self.waiting.borrow().iter().any(|w| w.provider == provider && w.refetch)
+        self.waiting.any(|w| w.provider == provider && w.refetch)
     }
 }
 
@@ -355,10 +357,6 @@ impl Default for JwtAuthRoot {
 }
 
 impl JwtAuthRoot {
-    pub fn worker(&self) -> Option<&Rc<Worker>> {
-        self.worker.as_ref()
-    }
-
     fn dispatch(&mut self, host: &dyn Host, index: usize, now: SystemTime) {
         let Some(worker) = &self.worker else { return };
         let Some(f) = self.fetches.get_mut(index) else { return };
@@ -436,7 +434,7 @@ impl RootFilter for JwtAuthRoot {
             stats: Stats::define(host),
             remote,
             caches,
-            waiting: RefCell::new(Vec::new()),
+            waiting: WaitList::new(MAX_WAITING),
             last_forced_ms: RefCell::new(vec![None; n_providers]),
         }));
         self.fetches = fetches;
@@ -511,10 +509,12 @@ impl RootFilter for JwtAuthRoot {
                         ),
                     );
                     // Requests that waited for this refetch get their answer now.
-                    let mut waiting = worker.waiting.borrow_mut();
-                    for w in waiting.iter_mut().filter(|w| w.provider == f.provider) {
-                        w.deadline_ms = w.deadline_ms.min(millis(now));
-                    }
+                    let provider = f.provider;
+                    worker.waiting.update(|w| {
+                        if w.provider == provider {
+                            w.deadline_ms = w.deadline_ms.min(millis(now));
+                        }
+                    });
                 }
             }
             break;

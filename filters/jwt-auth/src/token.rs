@@ -135,11 +135,6 @@ pub struct Jwt {
     pub signature: Vec<u8>,
 }
 
-/// absl's `WebSafeBase64Unescape`: base64url, padding optional.
-pub fn b64_decode(part: &[u8]) -> Option<Vec<u8>> {
-    b64::decode_url(part)
-}
-
 /// Standard base64 with padding (how jwt_authn copies object and list claims to headers).
 fn b64_std_padded(data: &[u8]) -> String {
     let mut out: String = b64::encode_url(data)
@@ -166,7 +161,7 @@ pub fn parse(token: &[u8], max_bytes: usize) -> Result<Jwt, Status> {
     let [header_b64, payload_b64, signature_b64] = parts.as_slice() else {
         return Err(Status::JwtBadFormat);
     };
-    let header_bytes = b64_decode(header_b64).ok_or(Status::JwtHeaderParseErrorBadBase64)?;
+    let header_bytes = b64::decode_url(header_b64).ok_or(Status::JwtHeaderParseErrorBadBase64)?;
     let header = json_object(&header_bytes).ok_or(Status::JwtHeaderParseErrorBadJson)?;
     let alg_name = match header.get("alg") {
         Some(Value::String(s)) => s.as_str(),
@@ -186,7 +181,7 @@ pub fn parse(token: &[u8], max_bytes: usize) -> Result<Jwt, Status> {
     if header.contains_key("crit") {
         return Err(Status::JwtHeaderUnsupportedCrit);
     }
-    let payload_bytes = b64_decode(payload_b64).ok_or(Status::JwtPayloadParseErrorBadBase64)?;
+    let payload_bytes = b64::decode_url(payload_b64).ok_or(Status::JwtPayloadParseErrorBadBase64)?;
     let payload = json_object(&payload_bytes).ok_or(Status::JwtPayloadParseErrorBadJson)?;
     let iss = match payload.get("iss") {
         None => String::new(),
@@ -232,7 +227,7 @@ pub fn parse(token: &[u8], max_bytes: usize) -> Result<Jwt, Status> {
         }
         Some(_) => return Err(Status::JwtPayloadParseErrorAudNotString),
     };
-    let signature = b64_decode(signature_b64).ok_or(Status::JwtSignatureParseErrorBadBase64)?;
+    let signature = b64::decode_url(signature_b64).ok_or(Status::JwtSignatureParseErrorBadBase64)?;
     Ok(Jwt {
         alg,
         kid,

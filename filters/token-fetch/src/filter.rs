@@ -20,6 +20,7 @@ use shared::fetch::{fingerprint, FetchResult, Fetcher, Outcome, Published, Ticke
 use shared::host::{BodyKind, HeaderMapKind, HostExt};
 use shared::lease::{holder_id, millis};
 use shared::stats::{Counter, Gauge};
+use shared::waiting::WaitList;
 use shared::{reply, Action, Host, HttpFilter, LogLevel, RootFilter};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -72,6 +73,12 @@ struct Waiter {
     deadline_ms: u64,
 }
 
+impl shared::waiting::Waiter for Waiter {
+    fn context_id(&self) -> u32 {
+        self.context_id
+    }
+}
+
 /// What the root and this worker's HTTP contexts share.
 pub struct Worker {
     pub config: Compiled,
@@ -79,7 +86,7 @@ pub struct Worker {
     value_key: String,
     /// This worker's copy of the published token (header value bytes).
     cache: RefCell<Option<Published>>,
-    waiting: RefCell<Vec<Waiter>>,
+    waiting: WaitList<Waiter>,
 }
 
 impl Worker {
@@ -128,18 +135,12 @@ impl Worker {
 
     /// Resume waiters with the token, or answer those past their deadline.
     fn serve_waiters(&self, host: &dyn Host, now: SystemTime) {
-        if self.waiting.borrow().is_empty() {
+        if self.waiting.is_empty() {
             return;
         }
         let token = self.token(host, now);
         let now_ms = millis(now);
-        let ready: Vec<Waiter> = {
-            let mut waiting = self.waiting.borrow_mut();
-            let (ready, keep): (Vec<Waiter>, Vec<Waiter>) =
-                waiting.drain(..).partition(|w| token.is_some() || now_ms >= w.deadline_ms);
-            *waiting = keep;
-            ready
-        };
+        let ready = self.waiting.take(|w| token.is_some() || now_ms >= w.deadline_ms);
         for w in ready {
             // The stream may be gone (client left): then there is nothing to do.
             if host.set_effective_context(w.context_id).is_err() {
@@ -160,7 +161,7 @@ impl Worker {
     }
 
     fn forget(&self, context_id: u32) {
-        self.waiting.borrow_mut().retain(|w| w.context_id != context_id);
+        self.waiting.forget(context_id);
     }
 }
 
@@ -304,7 +305,7 @@ impl RootFilter for TokenFetchRoot {
             value_key: format!("{prefix}value"),
             config,
             cache: RefCell::new(None),
-            waiting: RefCell::new(Vec::new()),
+            waiting: WaitList::new(MAX_WAITING),
         }));
         self.fetcher = Some(fetcher);
         self.ticker.start(host).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
@@ -400,9 +401,8 @@ impl HttpFilter for TokenFetch {
             return Action::Continue;
         }
         let timeout = w.config.pending_request_timeout;
-        if !timeout.is_zero() && w.waiting.borrow().len() < MAX_WAITING {
-            let deadline_ms = millis(now).saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-            w.waiting.borrow_mut().push(Waiter { context_id: self.context_id, deadline_ms });
+        let deadline_ms = millis(now).saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        if !timeout.is_zero() && w.waiting.push(Waiter { context_id: self.context_id, deadline_ms }) {
             self.waiting = true;
             w.stats.requests_paused.inc(host);
             return Action::Pause;
@@ -588,7 +588,7 @@ mod tests {
         h.end_context(5); // gone without on_log: set_effective_context fails
         answer(&h, &mut r, "200", &token_json("tok", 60));
         assert!(h.resumed_contexts().is_empty());
-        assert!(r.worker().unwrap().waiting.borrow().is_empty());
+        assert!(r.worker().unwrap().waiting.is_empty());
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub enum HeaderMapKind {
     ResponseHeaders,
     ResponseTrailers,
     HttpCallResponseHeaders,
+    /// Initial and trailing metadata of a gRPC call answer being delivered.
+    GrpcReceiveInitialMetadata,
+    GrpcReceiveTrailingMetadata,
 }
 
 /// Which body buffer a call addresses.
@@ -18,6 +21,8 @@ pub enum BodyKind {
     Request,
     Response,
     HttpCallResponse,
+    /// The message of a gRPC call answer being delivered (`on_grpc_call_response`).
+    GrpcReceive,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -111,6 +116,47 @@ pub trait Host {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError>;
+
+    /// A unary gRPC call to an Envoy *cluster* (proxy-wasm `dispatch_grpc_call`): `message` is
+    /// the serialized request, `initial_metadata` goes out as gRPC metadata. The answer
+    /// arrives in the calling context's `on_grpc_call_response`. The default refuses.
+    fn dispatch_grpc_call(
+        &self,
+        _cluster: &str,
+        _service: &str,
+        _method: &str,
+        _initial_metadata: &[(&str, &[u8])],
+        _message: &[u8],
+        _timeout: Duration,
+    ) -> Result<u32, HostError> {
+        Err(HostError::Failure)
+    }
+
+    /// Status of the callout answer being delivered (proxy-wasm `get_status`): for gRPC the
+    /// gRPC status code and message. Only meaningful inside a call-response callback.
+    fn call_status(&self) -> Result<(u32, Vec<u8>), HostError> {
+        Err(HostError::Failure)
+    }
+
+    /// Replace a whole header map in one call (proxy-wasm `set_header_map_pairs`). Measured
+    /// costlier than a few per-header calls in Envoy 1.40: read `docs/architecture.md` before
+    /// choosing it. The default refuses.
+    fn set_headers(&self, _map: HeaderMapKind, _pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
+        Err(HostError::Failure)
+    }
+
+    /// Fill `buf` with random bytes from the host (WASI `random_get`). The default refuses.
+    fn random(&self, _buf: &mut [u8]) -> Result<(), HostError> {
+        Err(HostError::Failure)
+    }
+
+    /// From a root context: the paused stream `context_id` may continue. The glue calls that
+    /// stream's [`crate::HttpFilter::on_wake`] once the current callback returns, and resumes
+    /// it (or, inside a chain, runs the filters after it) when that answers `Continue`.
+    /// Waking a stream that is gone or not paused does nothing. The default refuses.
+    fn wake(&self, _context_id: u32) -> Result<(), HostError> {
+        Err(HostError::Failure)
+    }
 
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError>;
 

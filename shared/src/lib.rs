@@ -26,6 +26,8 @@ pub mod shared_cell;
 pub mod stats;
 pub mod waiting;
 
+#[cfg(target_arch = "wasm32")]
+pub mod glue;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mock;
 #[cfg(target_arch = "wasm32")]

@@ -33,6 +33,9 @@ pub trait RootFilter {
         _num_trailers: usize,
     ) {
     }
+
+    /// Answer to a gRPC call this root made; the message is `BodyKind::GrpcReceive`.
+    fn on_grpc_call_response(&mut self, _host: &dyn Host, _token: u32, _status_code: u32, _message_size: usize) {}
 }
 
 /// One per HTTP stream. Defaults let everything through untouched.
@@ -55,6 +58,9 @@ pub trait HttpFilter {
     fn on_response_trailers(&mut self, _host: &dyn Host) -> Action {
         Action::Continue
     }
+    /// Answer to an HTTP call this stream made. If the stream is paused, `Continue` lets the
+    /// paused phase go on (the glue resumes it); `Pause` keeps it paused (e.g. a local reply
+    /// was sent). Ignored when the stream is not paused.
     fn on_http_call_response(
         &mut self,
         _host: &dyn Host,
@@ -62,7 +68,23 @@ pub trait HttpFilter {
         _num_headers: usize,
         _body_size: usize,
         _num_trailers: usize,
-    ) {
+    ) -> Action {
+        Action::Continue
+    }
+    /// Answer to a gRPC call this stream made; same contract as `on_http_call_response`.
+    fn on_grpc_call_response(
+        &mut self,
+        _host: &dyn Host,
+        _token: u32,
+        _status_code: u32,
+        _message_size: usize,
+    ) -> Action {
+        Action::Continue
+    }
+    /// The root woke this paused stream ([`Host::wake`]): decide again. Same contract as
+    /// `on_http_call_response`.
+    fn on_wake(&mut self, _host: &dyn Host) -> Action {
+        Action::Continue
     }
     fn on_log(&mut self, _host: &dyn Host) {}
 }

@@ -6,5 +6,5 @@ pub mod redact;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    shared::proxy::start::<filter::BodyLoggerRoot>();
+    shared::glue::start::<filter::BodyLoggerRoot>();
 }}

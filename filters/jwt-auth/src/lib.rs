@@ -10,5 +10,5 @@ pub mod token;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    shared::proxy::start::<filter::JwtAuthRoot>();
+    shared::glue::start::<filter::JwtAuthRoot>();
 }}

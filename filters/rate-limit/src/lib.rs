@@ -7,5 +7,5 @@ pub mod table;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    shared::proxy::start::<filter::RateLimitRoot>();
+    shared::glue::start::<filter::RateLimitRoot>();
 }}

@@ -5,5 +5,5 @@ pub mod filter;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    shared::proxy::start::<filter::SecurityHeadersRoot>();
+    shared::glue::start::<filter::SecurityHeadersRoot>();
 }}

@@ -1,0 +1,127 @@
+//! The glue that registers a [`RootFilter`] with the proxy-wasm SDK: root and HTTP contexts
+//! delegate every callback to the filter with a [`ProxyWasmHost`]. Compiled for wasm only.
+
+use crate::host::{Host, LogLevel};
+use crate::plugin::{Action, HttpFilter, RootFilter};
+use crate::proxy::ProxyWasmHost;
+use crate::reply;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType};
+
+/// Register `R` as this module's root context. Call from `proxy_wasm::main!`.
+pub fn start<R: RootFilter + Default + 'static>() {
+    install_panic_hook(R::NAME);
+    proxy_wasm::set_root_context(new_root::<R>);
+}
+
+/// A panic should never happen (clippy denies the usual sources), but if one does the VM is
+/// dead: say so loudly, with the filter's name, at critical.
+fn install_panic_hook(name: &'static str) {
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = hostcalls::log(
+            proxy_wasm::types::LogLevel::Critical,
+            &format!("{name}: panic, this VM can no longer serve requests: {info}"),
+        );
+    }));
+}
+
+fn new_root<R: RootFilter + Default + 'static>(_context_id: u32) -> Box<dyn RootContext> {
+    Box::new(RootAdapter { filter: R::default() })
+}
+
+struct RootAdapter<R> {
+    filter: R,
+}
+
+impl<R: RootFilter> Context for RootAdapter<R> {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) {
+        self.filter.on_http_call_response(&ProxyWasmHost, token, num_headers, body_size, num_trailers);
+    }
+}
+
+impl<R: RootFilter + 'static> RootContext for RootAdapter<R> {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let host = ProxyWasmHost;
+        let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten();
+        match self.filter.configure(&host, raw.as_deref()) {
+            Ok(()) => {
+                host.log(LogLevel::Info, &format!("{} {}: configured", R::NAME, env!("CARGO_PKG_VERSION")));
+                true
+            }
+            Err(e) => {
+                host.log(LogLevel::Critical, &format!("{}: invalid configuration, refusing to start: {e}", R::NAME));
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.filter.on_tick(&ProxyWasmHost);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // The SDK panics on `None`: always hand back a context.
+        match self.filter.new_http_filter(context_id) {
+            Some(f) => Some(Box::new(HttpAdapter { filter: f })),
+            None => Some(Box::new(Unconfigured { name: R::NAME })),
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct HttpAdapter<F> {
+    filter: F,
+}
+
+impl<F: HttpFilter> Context for HttpAdapter<F> {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) {
+        self.filter.on_http_call_response(&ProxyWasmHost, token, num_headers, body_size, num_trailers);
+    }
+}
+
+impl<F: HttpFilter> HttpContext for HttpAdapter<F> {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.filter.on_request_headers(&ProxyWasmHost, end_of_stream)
+    }
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.filter.on_request_body(&ProxyWasmHost, body_size, end_of_stream)
+    }
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.filter.on_request_trailers(&ProxyWasmHost)
+    }
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.filter.on_response_headers(&ProxyWasmHost, end_of_stream)
+    }
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.filter.on_response_body(&ProxyWasmHost, body_size, end_of_stream)
+    }
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.filter.on_response_trailers(&ProxyWasmHost)
+    }
+    fn on_log(&mut self) {
+        self.filter.on_log(&ProxyWasmHost);
+    }
+}
+
+/// Serves when the plugin has no valid configuration: fail closed, never half-applied.
+struct Unconfigured {
+    name: &'static str,
+}
+
+impl Context for Unconfigured {}
+
+impl HttpContext for Unconfigured {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let host = ProxyWasmHost;
+        let body = format!("{}: filter is not configured", self.name);
+        if reply::send_text(&host, 503, &body, &[]).is_err() {
+            // Never let the request through unfiltered.
+            let _ = hostcalls::reset_http_request();
+        }
+        Action::Pause
+    }
+}

@@ -4,7 +4,7 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all help deps build envoy test unit e2e lint fmt demo bench oci release new-filter clean deny sbom fresh-check
+.PHONY: all help deps build envoy test unit e2e lint doc fmt demo bench oci release new-filter clean deny sbom fresh-check
 
 all: build
 
@@ -38,11 +38,17 @@ unit:
 e2e: build envoy
 	cargo test --locked -p e2e
 
-## lint: rustfmt check and clippy (no-panic lints) for native and wasm targets
+## lint: rustfmt check, clippy (no-panic lints) for native and wasm targets, and make doc
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared -- -D warnings
+	$(MAKE) --no-print-directory doc
+
+## doc: rustdoc with warnings as errors (broken links, bad HTML), natively and for wasm32
+doc:
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --target wasm32-wasip1 $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared
 
 ## fmt: cargo fmt --all
 fmt:

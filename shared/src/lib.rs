@@ -22,6 +22,7 @@ pub mod lease;
 pub mod matching;
 pub mod plugin;
 pub mod reply;
+pub mod routing;
 pub mod shared_cell;
 pub mod stats;
 pub mod waiting;

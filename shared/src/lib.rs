@@ -33,6 +33,8 @@ pub mod glue;
 pub mod mock;
 #[cfg(target_arch = "wasm32")]
 pub mod proxy;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod proxytest;
 
 pub use host::{HeaderMapKind, Host, HostError, LogLevel, MetricKind};
 pub use plugin::{Action, HttpFilter, RootFilter};

@@ -9,9 +9,11 @@
 //!   `cache_duration` ends; keeping them is the safer answer when the issuer is unreachable).
 //! - A request that needs keys this worker does not have yet, or that carries an unknown `kid`
 //!   (key rotation; refetch at most every `unknown_kid_refetch_interval`, counted from the last
-//!   fetch by any worker), pauses; the root resumes it from a tick or a fetch answer with
-//!   `set_effective_context`, re-running the same evaluation. It waits at most the provider's
-//!   `http_uri.timeout`; then, without keys, it gets jwt_authn's `Jwks remote fetch is failed`.
+//!   fetch by any worker), pauses. The stream keeps what it waits for ([`Wait`]); the worker's
+//!   wait list says whom to wake. The root wakes it ([`Host::wake`]) from a tick or a fetch
+//!   answer, and the stream re-runs the same evaluation in `on_wake`, on its own request. It
+//!   waits at most the provider's `http_uri.timeout`; then, without keys, it gets jwt_authn's
+//!   `Jwks remote fetch is failed`.
 
 use crate::config::{Compiled, Config, KeySource, Remote};
 use crate::engine::{Counts, Engine, HeaderOp, KeyView, Keys, TokenCache, Verdict};
@@ -80,6 +82,7 @@ struct RemoteKeys {
     jwks: Option<Rc<Jwks>>,
 }
 
+/// An entry of the worker's wait list: whom to wake, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Waiter {
     context_id: u32,
@@ -88,6 +91,25 @@ struct Waiter {
     generation: u64,
     deadline_ms: u64,
     refetch: bool,
+}
+
+/// What a paused stream waits for (kept by the stream, read when it is woken).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Wait {
+    provider: usize,
+    /// It asked for a refetch (unknown `kid`).
+    refetch: bool,
+    deadline_ms: u64,
+    /// The provider's failed fetches when it started waiting: one more ends the wait.
+    failures: u64,
+}
+
+/// The outcome of one evaluation of a request.
+enum Decision {
+    /// Decided: the action (a denial's reply is already sent).
+    Done(Action),
+    /// Waits for keys (registered in the worker's wait list).
+    Wait(Wait),
 }
 
 impl shared::waiting::Waiter for Waiter {
@@ -106,6 +128,8 @@ pub struct Worker {
     waiting: WaitList<Waiter>,
     /// Per provider: when this worker last asked for a refetch for an unknown `kid`.
     last_forced_ms: RefCell<Vec<Option<u64>>>,
+    /// Per provider: failed JWKS fetches so far (a failure ends the waits on that provider).
+    fetch_failures: RefCell<Vec<u64>>,
 }
 
 /// The key view of one evaluation: what this worker has, plus what this request already went
@@ -198,15 +222,12 @@ impl Worker {
         }
     }
 
-    /// Decide for the request of the current (effective) context. `Some(action)` when decided
-    /// (the reply is already sent for a denial); `None` when it must wait (already recorded).
-    fn decide(
-        &self,
-        host: &dyn Host,
-        context_id: u32,
-        refetched: Option<usize>,
-        timed_out: Option<usize>,
-    ) -> Option<Action> {
+    fn failures(&self, provider: usize) -> u64 {
+        self.fetch_failures.borrow().get(provider).copied().unwrap_or(0)
+    }
+
+    /// Decide for the request of the current context.
+    fn decide(&self, host: &dyn Host, context_id: u32, refetched: Option<usize>, timed_out: Option<usize>) -> Decision {
         let mut request = RequestHeaders(host.headers(HeaderMapKind::RequestHeaders));
         let config = &self.engine.config;
         if config.bypass_cors_preflight
@@ -215,11 +236,11 @@ impl Worker {
             && !request.get_str("access-control-request-method").is_empty()
         {
             self.stats.allowed.inc(host);
-            return Some(Action::Continue);
+            return Decision::Done(Action::Continue);
         }
         let Some(requirement) = self.engine.requirement(request.get_str(":path")) else {
             self.stats.allowed.inc(host);
-            return Some(Action::Continue);
+            return Decision::Done(Action::Continue);
         };
         let now = host.now();
         let view = View { worker: self, now_ms: millis(now), refetched, timed_out };
@@ -232,12 +253,12 @@ impl Worker {
             Verdict::Allow(ops) => {
                 apply(host, &ops);
                 self.stats.allowed.inc(host);
-                Some(Action::Continue)
+                Decision::Done(Action::Continue)
             }
             Verdict::Deny(status) => {
                 // Built only for a denial; the pseudo-headers it reads are never sanitized.
                 self.deny(host, status, &realm(&request));
-                Some(Action::Pause)
+                Decision::Done(Action::Pause)
             }
             Verdict::InvalidHeader(header) => {
                 self.stats.allowed.inc(host);
@@ -245,7 +266,7 @@ impl Worker {
                 if reply::send_text(host, 503, &body, &[]).is_err() {
                     host.log(LogLevel::Error, &format!("{NAME}: cannot send the 503 reply"));
                 }
-                Some(Action::Pause)
+                Decision::Done(Action::Pause)
             }
             Verdict::Wait { provider, refetch } => {
                 let timeout = self.remote_config(provider).map_or(Duration::ZERO, |r| r.timeout);
@@ -262,7 +283,7 @@ impl Worker {
                 }
                 // Not full (checked above; nothing else runs in between).
                 self.waiting.push(Waiter { context_id, provider, generation, deadline_ms, refetch });
-                None
+                Decision::Wait(Wait { provider, refetch, deadline_ms, failures: self.failures(provider) })
             }
         }
     }
@@ -282,23 +303,16 @@ impl Worker {
         }
     }
 
-    /// Re-decide waiting requests whose provider has new keys or whose wait is over.
+    /// Wake the waiting requests whose provider has new keys or whose wait is over: each
+    /// decides again in its `on_wake`.
     fn serve_waiters(&self, host: &dyn Host, now: SystemTime) {
         if self.waiting.is_empty() {
             return;
         }
         let now_ms = millis(now);
-        let ready = self.waiting.take(|w| now_ms >= w.deadline_ms || self.generation(w.provider) != w.generation);
-        for w in ready {
-            // The stream may be gone (client left): nothing to do.
-            if host.set_effective_context(w.context_id).is_err() {
-                continue;
-            }
-            let timed_out = (now_ms >= w.deadline_ms).then_some(w.provider);
-            let refetched = w.refetch.then_some(w.provider).or(timed_out);
-            if self.decide(host, w.context_id, refetched, timed_out) == Some(Action::Continue) {
-                let _ = host.resume_request();
-            }
+        for w in self.waiting.take(|w| now_ms >= w.deadline_ms || self.generation(w.provider) != w.generation) {
+            // A stream that is gone by then is skipped by the glue.
+            let _ = host.wake(w.context_id);
         }
     }
 
@@ -436,6 +450,7 @@ impl RootFilter for JwtAuthRoot {
             caches,
             waiting: WaitList::new(MAX_WAITING),
             last_forced_ms: RefCell::new(vec![None; n_providers]),
+            fetch_failures: RefCell::new(vec![0; n_providers]),
         }));
         self.fetches = fetches;
         if !self.fetches.is_empty() {
@@ -445,7 +460,7 @@ impl RootFilter for JwtAuthRoot {
     }
 
     fn new_http_filter(&self, context_id: u32) -> Option<JwtAuth> {
-        Some(JwtAuth { worker: self.worker.clone()?, context_id, waiting: false })
+        Some(JwtAuth { worker: self.worker.clone()?, context_id, wait: None })
     }
 
     fn on_tick(&mut self, host: &dyn Host) {
@@ -510,6 +525,9 @@ impl RootFilter for JwtAuthRoot {
                     );
                     // Requests that waited for this refetch get their answer now.
                     let provider = f.provider;
+                    if let Some(n) = worker.fetch_failures.borrow_mut().get_mut(provider) {
+                        *n += 1;
+                    }
                     worker.waiting.update(|w| {
                         if w.provider == provider {
                             w.deadline_ms = w.deadline_ms.min(millis(now));
@@ -526,7 +544,20 @@ impl RootFilter for JwtAuthRoot {
 pub struct JwtAuth {
     worker: Rc<Worker>,
     context_id: u32,
-    waiting: bool,
+    /// While paused for keys: what for.
+    wait: Option<Wait>,
+}
+
+impl JwtAuth {
+    fn settle(&mut self, decision: Decision) -> Action {
+        match decision {
+            Decision::Done(action) => action,
+            Decision::Wait(wait) => {
+                self.wait = Some(wait);
+                Action::Pause
+            }
+        }
+    }
 }
 
 impl HttpFilter for JwtAuth {
@@ -538,17 +569,24 @@ impl HttpFilter for JwtAuth {
                 w.refresh_keys(host, i);
             }
         }
-        match w.decide(host, self.context_id, None, None) {
-            Some(action) => action,
-            None => {
-                self.waiting = true;
-                Action::Pause
-            }
-        }
+        let decision = w.decide(host, self.context_id, None, None);
+        self.settle(decision)
+    }
+
+    /// The root woke this waiting request: its provider has new keys, a fetch failed, or the
+    /// wait is over. Decide again, on this stream's own request.
+    fn on_wake(&mut self, host: &dyn Host) -> Action {
+        let Some(wait) = self.wait.take() else { return Action::Pause };
+        let w = &self.worker;
+        let ended = millis(host.now()) >= wait.deadline_ms || w.failures(wait.provider) != wait.failures;
+        let timed_out = ended.then_some(wait.provider);
+        let refetched = wait.refetch.then_some(wait.provider).or(timed_out);
+        let decision = w.decide(host, self.context_id, refetched, timed_out);
+        self.settle(decision)
     }
 
     fn on_log(&mut self, _host: &dyn Host) {
-        if self.waiting {
+        if self.wait.is_some() {
             self.worker.forget(self.context_id);
         }
     }

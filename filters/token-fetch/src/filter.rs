@@ -6,8 +6,10 @@
 //!   (one shared-data read), resumes the requests waiting for it, and answers those that
 //!   waited too long.
 //! - Requests that find no valid token are paused and registered, by context id, in this
-//!   worker's waiting list; the root resumes them with `set_effective_context` (the only way
-//!   a root context can address a stream). The list is bounded ([`MAX_WAITING`]).
+//!   worker's waiting list (bounded, [`MAX_WAITING`]); each stream keeps its own deadline.
+//!   The root wakes them ([`Host::wake`]) when a token arrives or their deadline passes; each
+//!   stream then decides in `on_wake` on its own request (inject, or the no-token answer) and
+//!   the glue resumes it on `Continue`.
 //! - Why polling, not a shared queue: a worker learns of a new token within one tick either
 //!   way, the token record is one small key, and a queue would need a consumer per worker and
 //!   bounded keys; polling one key per tick per worker is the cheapest mechanism that is
@@ -118,8 +120,8 @@ impl Worker {
         }
     }
 
-    /// No valid token for the current context's request: 503, or on without the header.
-    /// Returns the action for a request still in its own callback.
+    /// No valid token for the current context's request: 503 (and `Pause`), or `Continue`
+    /// without the header.
     fn no_token(&self, host: &dyn Host) -> Action {
         if self.config.allow_request_without_credential {
             self.stats.requests_allowed_no_token.inc(host);
@@ -133,31 +135,23 @@ impl Worker {
         Action::Pause
     }
 
-    /// Resume waiters with the token, or answer those past their deadline.
+    /// Wake the waiters when there is a token, or when their deadline has passed.
     fn serve_waiters(&self, host: &dyn Host, now: SystemTime) {
         if self.waiting.is_empty() {
             return;
         }
-        let token = self.token(host, now);
+        let has_token = self.token(host, now).is_some();
         let now_ms = millis(now);
-        let ready = self.waiting.take(|w| token.is_some() || now_ms >= w.deadline_ms);
-        for w in ready {
-            // The stream may be gone (client left): then there is nothing to do.
-            if host.set_effective_context(w.context_id).is_err() {
-                continue;
-            }
-            match &token {
-                Some(value) => {
-                    self.inject(host, value);
-                    let _ = host.resume_request();
-                }
-                None => {
-                    if self.no_token(host) == Action::Continue {
-                        let _ = host.resume_request();
-                    }
-                }
-            }
+        for w in self.waiting.take(|w| has_token || now_ms >= w.deadline_ms) {
+            // A stream that is gone by then is skipped by the glue.
+            let _ = host.wake(w.context_id);
         }
+    }
+
+    /// Pause the current request until a token comes or `deadline_ms`; `false` when it
+    /// cannot wait (no wait configured, or the list is full).
+    fn wait(&self, context_id: u32, deadline_ms: u64) -> bool {
+        !self.config.pending_request_timeout.is_zero() && self.waiting.push(Waiter { context_id, deadline_ms })
     }
 
     fn forget(&self, context_id: u32) {
@@ -313,7 +307,7 @@ impl RootFilter for TokenFetchRoot {
     }
 
     fn new_http_filter(&self, context_id: u32) -> Option<TokenFetch> {
-        Some(TokenFetch { worker: self.worker.clone()?, context_id, waiting: false })
+        Some(TokenFetch { worker: self.worker.clone()?, context_id, deadline_ms: None })
     }
 
     fn on_tick(&mut self, host: &dyn Host) {
@@ -389,7 +383,8 @@ impl RootFilter for TokenFetchRoot {
 pub struct TokenFetch {
     worker: Rc<Worker>,
     context_id: u32,
-    waiting: bool,
+    /// While paused for a token: when the wait ends.
+    deadline_ms: Option<u64>,
 }
 
 impl HttpFilter for TokenFetch {
@@ -402,9 +397,26 @@ impl HttpFilter for TokenFetch {
         }
         let timeout = w.config.pending_request_timeout;
         let deadline_ms = millis(now).saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        if !timeout.is_zero() && w.waiting.push(Waiter { context_id: self.context_id, deadline_ms }) {
-            self.waiting = true;
+        if w.wait(self.context_id, deadline_ms) {
+            self.deadline_ms = Some(deadline_ms);
             w.stats.requests_paused.inc(host);
+            return Action::Pause;
+        }
+        w.no_token(host)
+    }
+
+    /// The root woke this waiting request: a token came, or the wait is over.
+    fn on_wake(&mut self, host: &dyn Host) -> Action {
+        let Some(deadline_ms) = self.deadline_ms.take() else { return Action::Pause };
+        let w = &self.worker;
+        let now = host.now();
+        if let Some(value) = w.token(host, now) {
+            w.inject(host, &value);
+            return Action::Continue;
+        }
+        // The token expired between the wake and now: wait on, within the same deadline.
+        if millis(now) < deadline_ms && w.wait(self.context_id, deadline_ms) {
+            self.deadline_ms = Some(deadline_ms);
             return Action::Pause;
         }
         w.no_token(host)
@@ -424,7 +436,7 @@ impl HttpFilter for TokenFetch {
     }
 
     fn on_log(&mut self, _host: &dyn Host) {
-        if self.waiting {
+        if self.deadline_ms.is_some() {
             self.worker.forget(self.context_id);
         }
     }

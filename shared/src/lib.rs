@@ -23,6 +23,7 @@ pub mod matching;
 pub mod plugin;
 pub mod reply;
 pub mod routing;
+pub mod seed;
 pub mod shared_cell;
 pub mod stats;
 pub mod waiting;

@@ -65,6 +65,35 @@ pub enum HostCall {
 }
 
 impl HostCall {
+    /// Every kind.
+    pub const ALL: [HostCall; 25] = [
+        HostCall::GetCurrentTimeNanoseconds,
+        HostCall::Log,
+        HostCall::GetLogLevel,
+        HostCall::GetHeaderMapValue,
+        HostCall::GetHeaderMapPairs,
+        HostCall::ReplaceHeaderMapValue,
+        HostCall::AddHeaderMapValue,
+        HostCall::RemoveHeaderMapValue,
+        HostCall::SetHeaderMapPairs,
+        HostCall::GetBufferBytes,
+        HostCall::SendLocalResponse,
+        HostCall::ContinueStream,
+        HostCall::SetEffectiveContext,
+        HostCall::GetProperty,
+        HostCall::SetProperty,
+        HostCall::GetSharedData,
+        HostCall::SetSharedData,
+        HostCall::HttpCall,
+        HostCall::GrpcCall,
+        HostCall::GetStatus,
+        HostCall::RandomGet,
+        HostCall::SetTickPeriodMilliseconds,
+        HostCall::DefineMetric,
+        HostCall::IncrementMetric,
+        HostCall::RecordMetric,
+    ];
+
     /// The ABI function's name (`random_get` is WASI's).
     pub fn abi_name(self) -> &'static str {
         match self {

@@ -440,3 +440,84 @@ fn a_refused_configuration_is_an_error() {
     let e = Worker::start(&proxy, GateRoot::default(), "refuse").err().unwrap();
     assert_eq!(e.field, "x");
 }
+
+/// Calls every `Host` method once (what each returns does not matter here).
+fn call_every_host_method(host: &dyn Host) {
+    let map = HeaderMapKind::RequestHeaders;
+    let _ = host.now();
+    host.log(LogLevel::Info, "x");
+    let _ = host.log_level();
+    let _ = host.header(map, "a");
+    let _ = host.headers(map);
+    let _ = host.set_header(map, "a", b"1");
+    let _ = host.add_header(map, "b", b"2");
+    let _ = host.remove_header(map, "b");
+    let _ = host.set_headers(map, &[("a", b"1")]);
+    let _ = host.body(BodyKind::Request, 0, 10);
+    let _ = host.send_local_response(500, &[], b"");
+    let _ = host.resume_response();
+    let _ = host.set_effective_context(1);
+    let _ = host.property(&["a"]);
+    let _ = host.set_property(&["a"], b"1");
+    let _ = host.shared_data("k");
+    let _ = host.set_shared_data("k", b"v", None);
+    let _ = host.dispatch_http_call("c", &[], None, Duration::from_secs(1));
+    let _ = host.dispatch_grpc_call("c", "s", "m", &[], b"", Duration::from_secs(1));
+    let _ = host.call_status();
+    let _ = host.random(&mut [0u8; 4]);
+    let _ = host.set_tick_period(Duration::from_secs(1));
+    let _ = host.define_metric(MetricKind::Counter, "m");
+    host.increment_metric(0, 1);
+    host.record_metric(0, 1);
+}
+
+#[derive(Default)]
+struct AllRoot {
+    waiting: Rc<RefCell<Vec<u32>>>,
+}
+struct All {
+    id: u32,
+    waiting: Rc<RefCell<Vec<u32>>>,
+}
+impl RootFilter for AllRoot {
+    type Http = All;
+    const NAME: &'static str = "all";
+    fn configure(&mut self, _h: &dyn Host, _r: Option<&[u8]>) -> Result<(), ConfigError> {
+        Ok(())
+    }
+    fn new_http_filter(&self, id: u32) -> Option<All> {
+        Some(All { id, waiting: self.waiting.clone() })
+    }
+    fn on_tick(&mut self, host: &dyn Host) {
+        for id in self.waiting.borrow_mut().drain(..) {
+            host.wake(id).unwrap();
+        }
+    }
+}
+impl HttpFilter for All {
+    fn on_request_headers(&mut self, _host: &dyn Host, _eos: bool) -> Action {
+        self.waiting.borrow_mut().push(self.id);
+        Action::Pause
+    }
+    fn on_wake(&mut self, host: &dyn Host) -> Action {
+        call_every_host_method(host);
+        // Answered by the local reply above (so the resume_response in there is harmless).
+        Action::Pause
+    }
+}
+
+#[test]
+fn every_host_method_reaches_the_host_through_the_routers_wrapper_and_mock_host() {
+    // routing::Tracking and MockHost forward the trait by hand: a method they miss falls
+    // back to the trait's refusing default and is never counted.
+    let proxy = Proxy::new();
+    let mut w: Worker<AllRoot> = proxy.worker("");
+    w.request(&[(":path", "/")]);
+    let (_, through_router) = proxy.count_host_calls(|| w.tick());
+    let mock = crate::mock::MockHost::on(&proxy);
+    let (_, through_mock) = proxy.count_host_calls(|| call_every_host_method(&mock));
+    for kind in HostCall::ALL {
+        assert!(through_router.get(kind) >= 1, "{} not forwarded by routing::Tracking", kind.abi_name());
+        assert!(through_mock.get(kind) >= 1, "{} not forwarded by MockHost", kind.abi_name());
+    }
+}

@@ -138,6 +138,11 @@ impl Host for ProxyWasmHost {
         hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, vec![], timeout).map_err(host_error)
     }
 
+    fn wake(&self, context_id: u32) -> Result<(), HostError> {
+        crate::glue::wake(context_id);
+        Ok(())
+    }
+
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
         hostcalls::set_tick_period(period).map_err(host_error)
     }

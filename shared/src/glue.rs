@@ -1,13 +1,13 @@
 //! The glue that registers a [`RootFilter`] with the proxy-wasm SDK: root and HTTP contexts
 //! delegate every callback to the filter with a [`ProxyWasmHost`]. Compiled for wasm only.
 
+use crate::abi;
 use crate::host::{Host, LogLevel};
 use crate::plugin::{Action, HttpFilter, RootFilter};
 use crate::proxy::ProxyWasmHost;
 use crate::reply;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::{BufferType, ContextType, StreamType};
 
 /// Register `R` as this module's root context. Call from `proxy_wasm::main!`.
 pub fn start<R: RootFilter + Default + 'static>() {
@@ -19,10 +19,7 @@ pub fn start<R: RootFilter + Default + 'static>() {
 /// dead: say so loudly, with the filter's name, at critical.
 fn install_panic_hook(name: &'static str) {
     std::panic::set_hook(Box::new(move |info| {
-        let _ = hostcalls::log(
-            proxy_wasm::types::LogLevel::Critical,
-            &format!("{name}: panic, this VM can no longer serve requests: {info}"),
-        );
+        let _ = abi::log(LogLevel::Critical, &format!("{name}: panic, this VM can no longer serve requests: {info}"));
     }));
 }
 
@@ -43,7 +40,7 @@ impl<R: RootFilter> Context for RootAdapter<R> {
 impl<R: RootFilter + 'static> RootContext for RootAdapter<R> {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let host = ProxyWasmHost;
-        let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten();
+        let raw = abi::buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten();
         match self.filter.configure(&host, raw.as_deref()) {
             Ok(()) => {
                 host.log(LogLevel::Info, &format!("{} {}: configured", R::NAME, env!("CARGO_PKG_VERSION")));
@@ -120,7 +117,7 @@ impl HttpContext for Unconfigured {
         let body = format!("{}: filter is not configured", self.name);
         if reply::send_text(&host, 503, &body, &[]).is_err() {
             // Never let the request through unfiltered.
-            let _ = hostcalls::reset_http_request();
+            let _ = abi::close_stream(StreamType::HttpRequest);
         }
         Action::Pause
     }

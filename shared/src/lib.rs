@@ -1,7 +1,8 @@
 //! The utility crate every filter in this collection builds on.
 //!
 //! The one rule: filter logic never calls the proxy-wasm host directly. It talks to [`Host`],
-//! which has a real implementation over `proxy_wasm::hostcalls` (wasm only, [`proxy`]) and a
+//! which has a real implementation over the proxy-wasm ABI (wasm only, [`proxy`] on [`abi`],
+//! where every host status is a `Result` and all of this crate's `unsafe` lives) and a
 //! native [`mock::MockHost`] with a settable clock, so the same code that runs in Envoy is
 //! unit-tested with plain `cargo test`.
 //!
@@ -14,6 +15,11 @@
 //! - [`waiting`]: requests paused until the root can answer them (token-fetch, jwt-auth).
 //! - [`headers`], [`matching`], [`reply`], [`stats`]: small helpers shared by all filters.
 
+// `unsafe` only in `abi` (the host calls), each block with its SAFETY comment.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod abi;
 pub mod config;
 pub mod fetch;
 pub mod headers;

@@ -291,8 +291,7 @@ mod host_calls {
             return_value_data: *mut *mut u8,
             return_value_size: *mut usize,
         ) -> u32;
-        fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize)
-            -> u32;
+        fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
         fn proxy_get_shared_data(
             key_data: *const u8,
             key_size: usize,
@@ -392,9 +391,8 @@ mod host_calls {
     pub fn buffer(kind: BufferType, start: usize, max_size: usize) -> Result<Option<Vec<u8>>, HostError> {
         // SAFETY: `proxy_get_buffer_bytes` returns a host-allocated buffer as `with_host_buffer`
         // requires.
-        let (raw, data) = unsafe {
-            with_host_buffer(|data, size| proxy_get_buffer_bytes(kind as u32, start, max_size, data, size))
-        };
+        let (raw, data) =
+            unsafe { with_host_buffer(|data, size| proxy_get_buffer_bytes(kind as u32, start, max_size, data, size)) };
         match raw {
             status::NOT_FOUND => Ok(None),
             raw => check(raw).map(|()| data),
@@ -732,7 +730,9 @@ mod tests {
 
     #[test]
     fn log_levels_including_envoys_off() {
-        for level in [LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error, LogLevel::Critical] {
+        for level in
+            [LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error, LogLevel::Critical]
+        {
             assert_eq!(log_level_from(log_level_to(level)), level);
         }
         assert_eq!(log_level_from(6), LogLevel::Critical, "spdlog off");
@@ -749,11 +749,11 @@ mod tests {
     /// Decode what `grpc_service` writes with a minimal protobuf reader: field 1 (length-
     /// delimited) holding field 1 (length-delimited) = the cluster name.
     fn decode_envoy_grpc_cluster(bytes: &[u8]) -> Option<&[u8]> {
-        let (&[tag, len], rest) = bytes.split_first_chunk::<2>()? else { return None };
+        let (&[tag, len], rest) = bytes.split_first_chunk::<2>()?;
         if tag != 0x0a || usize::from(len) != rest.len() {
             return None;
         }
-        let (&[tag, len], name) = rest.split_first_chunk::<2>()? else { return None };
+        let (&[tag, len], name) = rest.split_first_chunk::<2>()?;
         (tag == 0x0a && usize::from(len) == name.len()).then_some(name)
     }
 

@@ -24,7 +24,8 @@ fn map_type(map: HeaderMapKind) -> MapType {
 
 impl Host for ProxyWasmHost {
     fn now(&self) -> SystemTime {
-        abi::current_time_nanos().map_or(SystemTime::UNIX_EPOCH, |nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
+        abi::current_time_nanos()
+            .map_or(SystemTime::UNIX_EPOCH, |nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
     }
 
     fn log(&self, level: LogLevel, message: &str) {
@@ -47,7 +48,8 @@ impl Host for ProxyWasmHost {
             .unwrap_or_default()
             .into_iter()
             .map(|(name, value)| {
-                let name = String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                let name =
+                    String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
                 (name, value)
             })
             .collect()

@@ -146,10 +146,10 @@ pub fn parse_pairs(buf: &[u8]) -> Result<Vec<Pair<'_>>, HostError> {
     Ok(pairs)
 }
 
-/// Encode pairs for the host (`set_header_map_pairs`, `send_local_response`, gRPC metadata).
-/// `BadArgument` when the host would not read them: more than [`MAX_PAIRS`] pairs or more
-/// than [`MAX_PAIRS_BYTES`] bytes (the host would silently see no pairs at all).
-pub fn serialize_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Result<Vec<u8>, HostError> {
+/// The size of the pairs buffer for `pairs`; `BadArgument` when the host would not read it:
+/// more than [`MAX_PAIRS`] pairs or more than [`MAX_PAIRS_BYTES`] bytes (the host would
+/// silently see no pairs at all).
+pub fn pairs_size<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Result<usize, HostError> {
     if pairs.len() > MAX_PAIRS {
         return Err(HostError::BadArgument);
     }
@@ -164,12 +164,19 @@ pub fn serialize_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Resu
     if size > MAX_PAIRS_BYTES {
         return Err(HostError::BadArgument);
     }
-    let len32 = |n: usize| u32::try_from(n).map(u32::to_le_bytes).map_err(|_| HostError::BadArgument);
+    Ok(size)
+}
+
+/// Encode pairs for the host (`set_header_map_pairs`, `send_local_response`, gRPC metadata);
+/// refused as [`pairs_size`] says. Every length fits a `u32` (the total is at most 1 MiB).
+pub fn serialize_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Result<Vec<u8>, HostError> {
+    let size = pairs_size(pairs)?;
+    let len32 = |n: usize| (n as u32).to_le_bytes();
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&len32(pairs.len())?);
+    out.extend_from_slice(&len32(pairs.len()));
     for (name, value) in pairs {
-        out.extend_from_slice(&len32(name.as_ref().len())?);
-        out.extend_from_slice(&len32(value.as_ref().len())?);
+        out.extend_from_slice(&len32(name.as_ref().len()));
+        out.extend_from_slice(&len32(value.as_ref().len()));
     }
     for (name, value) in pairs {
         out.extend_from_slice(name.as_ref());
@@ -183,10 +190,17 @@ pub fn serialize_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Resu
 /// A property path as the host reads it: the segments joined by NUL. A segment containing a
 /// NUL would change the path's segmentation: `BadArgument`.
 pub fn property_path(path: &[&str]) -> Result<Vec<u8>, HostError> {
-    if path.iter().any(|segment| segment.as_bytes().contains(&0)) {
-        return Err(HostError::BadArgument);
+    let mut out = Vec::with_capacity(path.iter().map(|segment| segment.len() + 1).sum());
+    for (i, segment) in path.iter().enumerate() {
+        if segment.as_bytes().contains(&0) {
+            return Err(HostError::BadArgument);
+        }
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(segment.as_bytes());
     }
-    Ok(path.join("\0").into_bytes())
+    Ok(out)
 }
 
 /// The `grpc_service` argument of a gRPC call, as a serialized `envoy.config.core.v3.GrpcService`
@@ -219,7 +233,8 @@ pub fn grpc_service(cluster: &str) -> Result<String, HostError> {
 /// timeout as a signed `int` (larger values would be refused as negative), and the SDK
 /// truncates the duration to `u32` (a huge timeout would wrap to a tiny one).
 pub fn callout_timeout(timeout: Duration) -> Duration {
-    Duration::from_millis(timeout.as_millis().min(i32::MAX as u128) as u64)
+    const MAX: Duration = Duration::from_millis(i32::MAX as u64);
+    timeout.min(MAX)
 }
 
 /// The tick period in milliseconds the host expects, saturating (the SDK truncates to `u32`,
@@ -235,7 +250,9 @@ pub use host_calls::*;
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod host_calls {
-    use super::{callout_timeout, check, grpc_service, log_level_from, log_level_to, property_path, serialize_pairs};
+    use super::{
+        callout_timeout, check, grpc_service, log_level_from, log_level_to, pairs_size, property_path, serialize_pairs,
+    };
     use super::{parse_pairs, status, tick_period_ms, OwnedPair, MAX_RANDOM_CHUNK};
     use crate::host::{HostError, LogLevel};
     use proxy_wasm::types::{BufferType, MapType, MetricType, StreamType};
@@ -573,7 +590,7 @@ mod host_calls {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        serialize_pairs(headers)?;
+        pairs_size(headers)?;
         proxy_wasm::hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, vec![], callout_timeout(timeout))
             .map_err(|s| check(s as u32).err().unwrap_or(HostError::Failure))
     }
@@ -595,7 +612,7 @@ mod host_calls {
         timeout: Duration,
     ) -> Result<u32, HostError> {
         let grpc_service = grpc_service(cluster)?;
-        serialize_pairs(initial_metadata)?;
+        pairs_size(initial_metadata)?;
         proxy_wasm::hostcalls::dispatch_grpc_call(
             &grpc_service,
             service,

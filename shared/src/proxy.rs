@@ -41,15 +41,19 @@ impl Host for ProxyWasmHost {
     }
 
     /// Names are text in this API. Envoy's codecs only admit token characters in names, so a
-    /// name that is not UTF-8 cannot arrive over HTTP; should a host produce one anyway, it is
-    /// decoded lossily rather than trapping or being dropped silently.
+    /// name that is not UTF-8 cannot arrive over HTTP; should a host produce one anyway, its
+    /// non-ASCII bytes read as U+FFFD rather than trapping or dropping the header.
     fn headers(&self, map: HeaderMapKind) -> Vec<(String, Vec<u8>)> {
         abi::header_map_pairs(map_type(map))
             .unwrap_or_default()
             .into_iter()
             .map(|(name, value)| {
-                let name =
-                    String::from_utf8(name).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                let name = String::from_utf8(name).unwrap_or_else(|e| {
+                    e.as_bytes()
+                        .iter()
+                        .map(|&b| if b.is_ascii() { char::from(b) } else { char::REPLACEMENT_CHARACTER })
+                        .collect()
+                });
                 (name, value)
             })
             .collect()

@@ -14,10 +14,13 @@
 //!   callback's own status argument) and `x-probe-grpc-response` (hex of the response message).
 //!   A dispatch the host refuses answers 503 with `x-probe-error`.
 //! - `x-probe-edit: set-headers | per-header`: the same edits both ways. Request: remove
-//!   `x-probe-drop`, add `x-probe-added: 1`. Response: remove `x-powered-by`, add
+//!   `x-probe-drop`, set `x-probe-added: 1`. Response: remove `x-powered-by`, set
 //!   `x-probe-added: 1`. `set-headers` reads the whole map, edits it and replaces it with
-//!   [`Host::set_headers`]; `per-header` uses `remove_header` + `add_header`. An edit the host
+//!   [`Host::set_headers`]; `per-header` uses `remove_header` + `set_header`. An edit the host
 //!   refuses leaves the map as it was plus `x-probe-error: <error>`, and the stream goes on.
+//!   `x-probe-repeat: N` runs the edit N times on each map (idempotent; for the cost loop).
+//!   `read-only` reads both maps with [`Host::headers`] and edits nothing (the cost loop,
+//!   e2e/src/bin/host_call_cost.rs, separates reading from replacing with it).
 
 use shared::host::{BodyKind, HeaderMapKind, HostExt};
 use shared::{Action, Host, HostError};
@@ -38,11 +41,15 @@ pub enum Edit {
     None,
     SetHeaders,
     PerHeader,
+    /// Only the read half of `SetHeaders` (`headers()`), for the cost loop.
+    ReadOnly,
 }
 
 #[derive(Debug, Default)]
 pub struct Probe {
     edit: Edit,
+    /// How many times the edit runs on each map (`x-probe-repeat`, for the cost loop).
+    repeat: u32,
     grpc_token: Option<u32>,
 }
 
@@ -71,19 +78,29 @@ pub fn health_check_request(service: &str) -> Vec<u8> {
     out
 }
 
+/// Remove `drop`, set `x-probe-added: 1` (idempotent, so the cost loop can repeat it).
 fn edit_map(host: &dyn Host, map: HeaderMapKind, drop: &str, edit: Edit) -> Result<(), HostError> {
     match edit {
         Edit::None => Ok(()),
         Edit::SetHeaders => {
             let current = host.headers(map);
-            let mut pairs: Vec<(&str, &[u8])> =
-                current.iter().filter(|(name, _)| name != drop).map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+            let mut pairs: Vec<(&str, &[u8])> = current
+                .iter()
+                .filter(|(name, _)| name != drop && name != ADDED)
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
             pairs.push((ADDED, b"1"));
             host.set_headers(map, &pairs)
         }
         Edit::PerHeader => {
             host.remove_header(map, drop)?;
-            host.add_header(map, ADDED, b"1")
+            host.set_header(map, ADDED, b"1")
+        }
+        Edit::ReadOnly => {
+            if host.headers(map).is_empty() {
+                return Err(HostError::NotFound);
+            }
+            Ok(())
         }
     }
 }
@@ -107,19 +124,26 @@ impl Probe {
         self.edit = match host.request_header("x-probe-edit").as_deref() {
             Some("set-headers") => Edit::SetHeaders,
             Some("per-header") => Edit::PerHeader,
+            Some("read-only") => Edit::ReadOnly,
             _ => Edit::None,
         };
-        if let Err(e) = edit_map(host, HeaderMapKind::RequestHeaders, REQUEST_DROP, self.edit) {
-            let _ = host.add_header(HeaderMapKind::RequestHeaders, ERROR, e.to_string().as_bytes());
-        }
+        self.repeat = host.request_header("x-probe-repeat").and_then(|n| n.trim().parse().ok()).unwrap_or(1).min(1000);
+        self.edit_map(host, HeaderMapKind::RequestHeaders, REQUEST_DROP);
         Action::Continue
     }
 
     pub fn on_response_headers(&mut self, host: &dyn Host) -> Action {
-        if let Err(e) = edit_map(host, HeaderMapKind::ResponseHeaders, RESPONSE_DROP, self.edit) {
-            let _ = host.add_header(HeaderMapKind::ResponseHeaders, ERROR, e.to_string().as_bytes());
-        }
+        self.edit_map(host, HeaderMapKind::ResponseHeaders, RESPONSE_DROP);
         Action::Continue
+    }
+
+    fn edit_map(&self, host: &dyn Host, map: HeaderMapKind, drop: &str) {
+        for _ in 0..self.repeat {
+            if let Err(e) = edit_map(host, map, drop, self.edit) {
+                let _ = host.add_header(map, ERROR, e.to_string().as_bytes());
+                return;
+            }
+        }
     }
 
     fn random(&mut self, host: &dyn Host, n: usize) -> Action {

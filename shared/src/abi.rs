@@ -15,7 +15,7 @@
 //! declarations name the same host functions and coexist in one module.
 //!
 //! **One exception**: HTTP and gRPC callouts are dispatched through the SDK
-//! ([`dispatch_http_call`], [`dispatch_grpc_call`]). The SDK's dispatcher delivers a callout's
+//! (`dispatch_http_call`, `dispatch_grpc_call`). The SDK's dispatcher delivers a callout's
 //! answer only for a token its own dispatch wrapper registered (its registry is private), and
 //! answers an unregistered HTTP-call token with a panic. Those two wrappers are the only
 //! `proxy_wasm::hostcalls` calls left (clippy's `disallowed-methods` refuses any other), and

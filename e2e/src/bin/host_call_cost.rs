@@ -19,7 +19,7 @@
 //! per-edit cost stands out of the per-request noise of a shared machine; the report divides
 //! by it. The request carries 13 headers, the response 8 (browser and API sizes). Each round
 //! runs every variant for `HOST_CALL_COST_SECONDS` (default 4) with wrk, in a rotating order;
-//! CPU per request = Envoy's utime+stime delta (/proc/<pid>/stat) / requests completed. Reported:
+//! CPU per request = Envoy's utime+stime delta (`/proc/<pid>/stat`) / requests completed. Reported:
 //! the median over `HOST_CALL_COST_ROUNDS` (default 8) rounds and the median of the per-round
 //! differences, so a machine that gets busier during the run shifts all variants alike.
 

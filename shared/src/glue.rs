@@ -2,14 +2,14 @@
 //! delegate every callback to the filter with a [`ProxyWasmHost`], through this VM's
 //! [`Router`] (wakes, callout answers, resuming paused streams). Compiled for wasm only.
 
+use crate::abi;
 use crate::host::{Host, LogLevel};
 use crate::plugin::{Action, HttpFilter, RootFilter};
 use crate::proxy::ProxyWasmHost;
 use crate::reply;
 use crate::routing::{Router, StreamHandle};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::{BufferType, ContextType, StreamType};
 
 thread_local! {
     /// This VM's streams and queued wakes (a VM is one worker; every root in it shares this).
@@ -31,10 +31,7 @@ pub fn start<R: RootFilter + Default + 'static>() {
 /// dead: say so loudly, with the filter's name, at critical.
 fn install_panic_hook(name: &'static str) {
     std::panic::set_hook(Box::new(move |info| {
-        let _ = hostcalls::log(
-            proxy_wasm::types::LogLevel::Critical,
-            &format!("{name}: panic, this VM can no longer serve requests: {info}"),
-        );
+        let _ = abi::log(LogLevel::Critical, &format!("{name}: panic, this VM can no longer serve requests: {info}"));
     }));
 }
 
@@ -61,7 +58,7 @@ impl<R: RootFilter> Context for RootAdapter<R> {
 impl<R: RootFilter + 'static> RootContext for RootAdapter<R> {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let host = ProxyWasmHost;
-        let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten();
+        let raw = abi::buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten();
         match self.filter.configure(&host, raw.as_deref()) {
             Ok(()) => {
                 host.log(LogLevel::Info, &format!("{} {}: configured", R::NAME, env!("CARGO_PKG_VERSION")));
@@ -155,7 +152,7 @@ impl HttpContext for Unconfigured {
         let body = format!("{}: filter is not configured", self.name);
         if reply::send_text(&host, 503, &body, &[]).is_err() {
             // Never let the request through unfiltered.
-            let _ = hostcalls::reset_http_request();
+            let _ = abi::close_stream(StreamType::HttpRequest);
         }
         Action::Pause
     }

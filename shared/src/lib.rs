@@ -1,7 +1,8 @@
 //! The utility crate every filter in this collection builds on.
 //!
 //! The one rule: filter logic never calls the proxy-wasm host directly. It talks to [`Host`],
-//! which has a real implementation over the proxy-wasm ABI (`proxy`, wasm only) and an
+//! which has a real implementation over the proxy-wasm ABI (`proxy`, wasm only, on [`abi`],
+//! where every host status is a `Result` and all of this crate's `unsafe` lives) and an
 //! emulated proxy for native tests (`proxytest`, native only: workers, streams, callouts, a
 //! settable clock), so the same code that runs in Envoy is unit-tested with plain `cargo test`.
 //!
@@ -16,9 +17,14 @@
 //!   periodically by the lease holder and published for all workers (tokens, JWKS).
 //! - [`waiting`]: requests paused until the root can answer them (token-fetch, jwt-auth).
 //! - [`seed`]: a random seed per proxy that every worker agrees on.
-//! - [`proxytest`], [`mock`]: the emulated proxy for unit tests, and a bare host (native only).
+//! - `proxytest`, `mock`: the emulated proxy for unit tests, and a bare host (native only).
 //! - [`headers`], [`matching`], [`reply`], [`stats`]: small helpers shared by all filters.
 
+// `unsafe` only in `abi` (the host calls), each block with its SAFETY comment.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod abi;
 pub mod config;
 pub mod fetch;
 pub mod headers;

@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 const CONFIG: &str = "security-headers.yaml";
 const FILTER: &str = "security-headers";
 
-/// The CSP the report-only overlay observes: the shipped default plus a `report-uri`.
-const REPORT_ONLY_CSP: &str = "default-src 'none'; frame-ancestors 'none'; report-uri /csp-reports";
+/// The CSP the report-only overlay observes: the shipped default with a `report-uri` (which
+/// Chromium sends as each violation happens), without `frame-ancestors` (ignored in a
+/// report-only policy; `x-frame-options: DENY` still applies).
+const REPORT_ONLY_CSP: &str = "default-src 'none'; report-uri /csp-reports";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Setup {
@@ -186,6 +188,12 @@ fn pages(site: &str, other: &str) -> BTreeMap<String, Page> {
     ])
 }
 
+/// The site as `setup` says and its control (the filter removed). One after the other, from
+/// the test's own thread: an Envoy spawned from a thread that then ends gets SIGTERM.
+fn site_and_control(setup: Setup) -> (Site, Site) {
+    (Site::start(setup), Site::start(Setup::WithoutFilter))
+}
+
 fn launch() -> (Browser, Tab) {
     let mut browser = Browser::launch().unwrap();
     let tab = browser.new_tab().unwrap();
@@ -218,13 +226,12 @@ fn scripts_outcome(site: &Site, browser: &mut Browser, tab: &Tab) -> Value {
 #[test]
 fn default_csp_blocks_inline_and_third_party_scripts() {
     let (mut browser, tab) = launch();
-    let shipped = Site::start(Setup::Shipped);
+    let (shipped, control) = site_and_control(Setup::Shipped);
     assert_eq!(
         scripts_outcome(&shipped, &mut browser, &tab),
         json!({"inline_ran": false, "third_party_ran": false, "third_party_fetched": false}),
         "through the shipped config"
     );
-    let control = Site::start(Setup::WithoutFilter);
     assert_eq!(
         scripts_outcome(&control, &mut browser, &tab),
         json!({"inline_ran": true, "third_party_ran": true, "third_party_fetched": true}),
@@ -235,7 +242,7 @@ fn default_csp_blocks_inline_and_third_party_scripts() {
 #[test]
 fn report_only_csp_reports_the_violations_and_runs_the_scripts() {
     let (mut browser, tab) = launch();
-    let report_only = Site::start(Setup::ReportOnly);
+    let (report_only, control) = site_and_control(Setup::ReportOnly);
     assert_eq!(
         scripts_outcome(&report_only, &mut browser, &tab),
         json!({"inline_ran": true, "third_party_ran": true, "third_party_fetched": true}),
@@ -258,7 +265,6 @@ fn report_only_csp_reports_the_violations_and_runs_the_scripts() {
 
     // Control: without the filter nothing is reported. The page has run (its scripts did)
     // before we look; reports leave the browser as the violations happen.
-    let control = Site::start(Setup::WithoutFilter);
     assert_eq!(
         scripts_outcome(&control, &mut browser, &tab),
         json!({"inline_ran": true, "third_party_ran": true, "third_party_fetched": true})
@@ -286,13 +292,12 @@ fn frames_outcome(browser: &mut Browser, tab: &Tab, url: &str) -> Value {
 #[test]
 fn a_cross_origin_page_frames_neither_a_default_path_nor_embed() {
     let (mut browser, tab) = launch();
-    let shipped = Site::start(Setup::Shipped);
+    let (shipped, control) = site_and_control(Setup::Shipped);
     let framer = format!("{}/framer.html", shipped.other());
     assert_eq!(frames_outcome(&mut browser, &tab, &framer), json!({"default": false, "embed": false}));
     // The browser did ask: the responses were refused, not the requests.
     assert!(shipped.requested("/app/page.html") && shipped.requested("/embed/x"));
 
-    let control = Site::start(Setup::WithoutFilter);
     let framer = format!("{}/framer.html", control.other());
     assert_eq!(frames_outcome(&mut browser, &tab, &framer), json!({"default": true, "embed": true}));
 }
@@ -300,11 +305,10 @@ fn a_cross_origin_page_frames_neither_a_default_path_nor_embed() {
 #[test]
 fn a_same_origin_page_frames_embed_but_not_a_default_path() {
     let (mut browser, tab) = launch();
-    let shipped = Site::start(Setup::Shipped);
+    let (shipped, control) = site_and_control(Setup::Shipped);
     let framer = format!("{}/docs/framer.html", shipped.site());
     assert_eq!(frames_outcome(&mut browser, &tab, &framer), json!({"default": false, "embed": true}));
 
-    let control = Site::start(Setup::WithoutFilter);
     let framer = format!("{}/docs/framer.html", control.site());
     assert_eq!(frames_outcome(&mut browser, &tab, &framer), json!({"default": true, "embed": true}));
 }
@@ -342,7 +346,7 @@ fn docs_outcome(site: &Site, browser: &mut Browser, tab: &Tab) -> Value {
 #[test]
 fn docs_override_runs_exactly_what_its_csp_allows() {
     let (mut browser, tab) = launch();
-    let shipped = Site::start(Setup::Shipped);
+    let (shipped, control) = site_and_control(Setup::Shipped);
     // default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'
     assert_eq!(
         docs_outcome(&shipped, &mut browser, &tab),
@@ -366,7 +370,6 @@ fn docs_override_runs_exactly_what_its_csp_allows() {
         assert!(!shipped.requested(blocked), "{blocked} was blocked before it was requested");
     }
 
-    let control = Site::start(Setup::WithoutFilter);
     let outcome = docs_outcome(&control, &mut browser, &tab);
     let everything: serde_json::Map<String, Value> =
         outcome.as_object().unwrap().keys().map(|k| (k.clone(), json!(true))).collect();
@@ -402,12 +405,11 @@ fn opener_outcome(site: &Site, browser: &mut Browser, tab: &Tab) -> Value {
 #[test]
 fn coop_gives_a_cross_origin_popup_no_opener() {
     let (mut browser, tab) = launch();
-    let shipped = Site::start(Setup::Shipped);
+    let (shipped, control) = site_and_control(Setup::Shipped);
     assert_eq!(
         opener_outcome(&shipped, &mut browser, &tab),
         json!({"popup_sees_opener": false, "opener_handle_closed": true})
     );
-    let control = Site::start(Setup::WithoutFilter);
     assert_eq!(
         opener_outcome(&control, &mut browser, &tab),
         json!({"popup_sees_opener": true, "opener_handle_closed": false})
@@ -434,22 +436,25 @@ fn corp_outcome(site: &Site, browser: &mut Browser, tab: &Tab) -> Value {
 #[test]
 fn corp_blocks_a_cross_origin_no_cors_load() {
     let (mut browser, tab) = launch();
-    let shipped = Site::start(Setup::Shipped);
+    let (shipped, control) = site_and_control(Setup::Shipped);
     assert_eq!(
         corp_outcome(&shipped, &mut browser, &tab),
         json!({"loaded": false, "blocked_reasons": ["corp-not-same-origin"], "requested": true})
     );
-    let control = Site::start(Setup::WithoutFilter);
     assert_eq!(
         corp_outcome(&control, &mut browser, &tab),
         json!({"loaded": true, "blocked_reasons": [], "requested": true})
     );
 }
 
-/// A fresh browser trusting the demo CA visits `first`, then navigates to
-/// `http://localhost:<TLS port>/app/page.html`: whether the browser turned that into HTTPS
-/// itself (an internal redirect, reason HSTS) and where it ended.
-fn hsts_outcome(site: &Site, first: &str) -> Value {
+/// A fresh browser that trusts the demo CA (in its own NSS database).
+///
+/// The demo certificate names `localhost` and `127.0.0.1`. Chromium never takes HSTS from an IP
+/// address, and by default (feature `IgnoreHSTSForLocalhost`, crbug.com/41251622) no longer
+/// from `localhost` either, so that one local HTTPS server cannot pin HTTPS on every local
+/// port. Turning that feature off restores the standard (RFC 6797) processing for `localhost`
+/// and changes nothing else; certificate checking stays on.
+fn hsts_browser() -> (Browser, Tab) {
     let ca = repo_root().join("envoy-configs/certs/demo-ca.crt");
     let mut browser = Browser::launch_with(BrowserOptions {
         trust_ca: Some(ca),
@@ -457,12 +462,19 @@ fn hsts_outcome(site: &Site, first: &str) -> Value {
     })
     .unwrap();
     let tab = browser.new_tab().unwrap();
-    browser.navigate(&tab, first).unwrap();
+    (browser, tab)
+}
+
+/// The browser visits `first`, then navigates to `http://localhost:<TLS port>/app/page.html`:
+/// whether it turned that into HTTPS itself (an internal redirect, reason HSTS) and where it
+/// ended.
+fn hsts_outcome(browser: &mut Browser, tab: &Tab, site: &Site, first: &str) -> Value {
+    browser.navigate(tab, first).unwrap();
     browser.take_events(&tab.session, "Network.requestWillBeSent");
 
     let tls_port = site.envoy.port(TLS_LISTENER_PORT);
     let later = format!("http://localhost:{tls_port}/app/page.html");
-    let navigation = browser.navigate(&tab, &later);
+    let navigation = browser.navigate(tab, &later);
     let internal_redirects: Vec<Value> = browser
         .take_events(&tab.session, "Network.requestWillBeSent")
         .into_iter()
@@ -474,39 +486,47 @@ fn hsts_outcome(site: &Site, first: &str) -> Value {
         })
         .collect();
     let landed = match navigation {
-        Ok(()) => browser.eval(&tab, "location.href").unwrap(),
+        Ok(()) => browser.eval(tab, "location.href").unwrap(),
         Err(e) => json!(e),
     };
     json!({"internal_redirects": internal_redirects, "landed": landed})
 }
 
+fn upgraded_to(secure: &str) -> Value {
+    json!({"internal_redirects": [{"status": 307, "reason": "HSTS", "location": secure}], "landed": secure})
+}
+
+fn secure_url(site: &Site) -> String {
+    format!("https://localhost:{}/app/page.html", site.envoy.port(TLS_LISTENER_PORT))
+}
+
 #[test]
 fn hsts_over_tls_makes_the_browser_upgrade_a_later_http_navigation() {
-    let shipped = Site::start(Setup::Shipped);
-    let tls_port = shipped.envoy.port(TLS_LISTENER_PORT);
-    let secure = format!("https://localhost:{tls_port}/app/page.html");
-    assert_eq!(
-        hsts_outcome(&shipped, &secure),
-        json!({
-            "internal_redirects": [{"status": 307, "reason": "HSTS", "location": secure}],
-            "landed": secure,
-        })
-    );
+    let (shipped, control) = site_and_control(Setup::Shipped);
+    let (mut browser, tab) = hsts_browser();
+    let secure = secure_url(&shipped);
+    assert_eq!(hsts_outcome(&mut browser, &tab, &shipped, &secure), upgraded_to(&secure));
 
-    let control = Site::start(Setup::WithoutFilter);
-    let tls_port = control.envoy.port(TLS_LISTENER_PORT);
-    let secure = format!("https://localhost:{tls_port}/app/page.html");
-    let outcome = hsts_outcome(&control, &secure);
+    // A fresh browser (HSTS is per host name, not port), the same steps without the filter.
+    let (mut browser, tab) = hsts_browser();
+    let outcome = hsts_outcome(&mut browser, &tab, &control, &secure_url(&control));
     assert_eq!(outcome["internal_redirects"], json!([]), "{outcome:#}");
     // Plain HTTP to the TLS listener: the navigation fails.
     assert!(outcome["landed"].as_str().is_some_and(|l| l.contains("net::ERR_")), "{outcome:#}");
 }
 
+/// No control without the filter here: nothing makes a browser record HSTS from plain HTTP
+/// (RFC 6797 §8.1), filter or not. The contrast is in the same browser: after the plain-HTTP
+/// visit changed nothing, one HTTPS visit does.
 #[test]
 fn hsts_is_not_recorded_over_plain_http() {
     let shipped = Site::start(Setup::Shipped);
+    let (mut browser, tab) = hsts_browser();
     let plain = format!("http://localhost:{}/app/page.html", shipped.envoy.port(LISTENER_PORT));
-    let outcome = hsts_outcome(&shipped, &plain);
+    let outcome = hsts_outcome(&mut browser, &tab, &shipped, &plain);
     assert_eq!(outcome["internal_redirects"], json!([]), "{outcome:#}");
     assert!(outcome["landed"].as_str().is_some_and(|l| l.contains("net::ERR_")), "{outcome:#}");
+
+    let secure = secure_url(&shipped);
+    assert_eq!(hsts_outcome(&mut browser, &tab, &shipped, &secure), upgraded_to(&secure));
 }

@@ -161,6 +161,9 @@ impl Envoy {
             .arg("--use-dynamic-base-id")
             .args(["--log-level", opts.log_level])
             .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "2"])
+            // Someone watches a terminal log (the demo's access log): lines within half a
+            // second, not Envoy's default 10 s flush interval.
+            .args(if opts.log_to_terminal { &["--file-flush-interval-msec", "500"][..] } else { &[] })
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

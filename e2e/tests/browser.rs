@@ -5,7 +5,8 @@
 //!
 //! Every test runs the same pages twice: through the shipped config, and through the same
 //! config with the security-headers filter removed (the control). The control must misbehave,
-//! so no test passes because the browser would have done the same anyway.
+//! so no test passes because the browser would have done the same anyway. (One exception,
+//! `hsts_is_not_recorded_over_plain_http`, says why and has its contrast in the same browser.)
 //!
 //! Origins: `site` is Envoy's listener (`http://127.0.0.1:<port>`); `other` is the upstream
 //! itself on its own port, a second origin whose responses never pass the filter (the

@@ -4,7 +4,7 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all deps build envoy test unit e2e lint fmt demo bench oci release new-filter clean
+.PHONY: all deps build envoy test unit e2e lint fmt demo bench fuzz fuzz-smoke oci release new-filter clean
 
 all: build
 
@@ -48,6 +48,18 @@ demo: build envoy
 ## bench: CPU per request vs router only and native equivalents (not a test)
 bench: deps build envoy
 	cargo run --quiet --release --locked -p e2e --bin bench
+
+## fuzz: every fuzz target of fuzz/ for FUZZ_SECONDS (60) each, or FUZZ_TARGETS="a b" (fuzz/README.md)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	FUZZ_SECONDS="$(FUZZ_SECONDS)" FUZZ_TARGETS="$(FUZZ_TARGETS)" scripts/fuzz.sh
+
+## fuzz-smoke: CI's short pass, every target FUZZ_SMOKE_SECONDS (15) each without ASan; with a cold
+## cargo-fuzz install it stays under 5 minutes
+FUZZ_SMOKE_SECONDS ?= 15
+fuzz-smoke:
+	FUZZ_SECONDS="$(FUZZ_SMOKE_SECONDS)" FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_SANITIZER=none scripts/fuzz.sh
 
 ## oci: an OCI image layout per filter in dist/oci/<filter> (Istio's compat form), no Docker
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)

@@ -12,10 +12,13 @@
 //! - [`lease`]: one worker per proxy does X (CAS lease with expiry); [`fetch`]: a value fetched
 //!   periodically by the lease holder and published for all workers (tokens, JWKS).
 //! - [`waiting`]: requests paused until the root can answer them (token-fetch, jwt-auth).
-//! - [`headers`], [`matching`], [`reply`], [`stats`]: small helpers shared by all filters.
+//! - [`headers`], [`matching`], [`reply`], [`stats`]: small helpers shared by all filters;
+//!   [`hash`] (FNV, splitmix, keyed SipHash), [`base64`], [`time`] (clock → integer units).
 
+pub mod base64;
 pub mod config;
 pub mod fetch;
+pub mod hash;
 pub mod headers;
 pub mod host;
 pub mod lease;
@@ -24,6 +27,7 @@ pub mod plugin;
 pub mod reply;
 pub mod shared_cell;
 pub mod stats;
+pub mod time;
 pub mod waiting;
 
 #[cfg(target_arch = "wasm32")]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the fuzz targets of fuzz/ (cargo-fuzz, libFuzzer, AddressSanitizer) on the pinned stable
-# toolchain. cargo-fuzz is installed from crates.io, pinned, into tools/cargo-fuzz-<version>/
-# (never onto PATH). No nightly: RUSTC_BOOTSTRAP=1 lets stable take cargo-fuzz's `-Z` flags.
+# toolchain. cargo-fuzz is installed from crates.io, pinned, into tools/cargo/ (never onto
+# PATH). No nightly: RUSTC_BOOTSTRAP=1 lets stable take cargo-fuzz's `-Z` flags.
 #   scripts/fuzz.sh                 every target, $FUZZ_SECONDS (60) each, one after the other
 #   FUZZ_TARGETS="a b" FUZZ_SECONDS=600 scripts/fuzz.sh
 #   FUZZ_SANITIZER=none             no ASan (faster build; what the CI smoke uses)
@@ -11,16 +11,12 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-version=0.13.2
-tool="$root/tools/cargo-fuzz-$version"
 seconds="${FUZZ_SECONDS:-60}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 
-if ! [ -x "$tool/bin/cargo-fuzz" ]; then
-  echo "installing cargo-fuzz $version into $tool"
-  cargo install --quiet --locked cargo-fuzz --version "$version" --root "$tool"
-fi
-export PATH="$tool/bin:$PATH" RUSTC_BOOTSTRAP=1
+# cargo-fuzz, pinned, into tools/cargo/bin (scripts/install-cargo-tool.sh).
+scripts/install-cargo-tool.sh cargo-fuzz
+export PATH="$root/tools/cargo/bin:$PATH" RUSTC_BOOTSTRAP=1
 
 targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
 # Build every target first (a compile error shows before any time is spent fuzzing).
@@ -43,7 +39,7 @@ for t in $targets; do
   if ! cargo fuzz run --debug-assertions --sanitizer "$sanitizer" "$t" "$work" "${seeds[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" >"$log" 2>&1; then
     tail -n 60 "$log"
-    echo "fuzz target $t FAILED (log: $log; reproduce: RUSTC_BOOTSTRAP=1 PATH=$tool/bin:\$PATH cargo fuzz run $t fuzz/artifacts/$t/<file>)" >&2
+    echo "fuzz target $t FAILED (log: $log; reproduce: RUSTC_BOOTSTRAP=1 PATH=$root/tools/cargo/bin:\$PATH cargo fuzz run $t fuzz/artifacts/$t/<file>)" >&2
     exit 1
   fi
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

@@ -98,7 +98,9 @@ mod tests {
     #[test]
     fn paths() {
         let v = json!({"rules": [{"name": "a", "actions": []}], "a.b": {"c": 1}});
-        for ok in ["", "rules", "rules[0].name", "rules[0].token_bucket", "rules[0].actions[0]", "a.b.c", "x", "rules.name"] {
+        for ok in
+            ["", "rules", "rules[0].name", "rules[0].token_bucket", "rules[0].actions[0]", "a.b.c", "x", "rules.name"]
+        {
             assert!(path_exists(&v, ok), "{ok}");
         }
         for bad in ["rules[1].name", "rules[0].x.y", "nope.x", "a.b.c.d"] {

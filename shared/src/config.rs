@@ -152,7 +152,11 @@ mod tests {
         // defaulted, and the refusal named `rules`, a field the input did not have.
         for raw in ["[]", " [[]]", "\"x\"", "1", "null"] {
             let e = parse::<Outer>(Some(raw.as_bytes())).unwrap_err();
-            assert_eq!((e.field.as_str(), e.message.as_str()), ("", "the configuration must be a JSON object"), "{raw}");
+            assert_eq!(
+                (e.field.as_str(), e.message.as_str()),
+                ("", "the configuration must be a JSON object"),
+                "{raw}"
+            );
         }
         assert!(parse::<Outer>(Some(b" {}")).is_ok());
     }

@@ -62,7 +62,9 @@ fn walk(v: &Value, path: &str) -> bool {
     if path.is_empty() {
         return true;
     }
-    if let Some(rest) = path.strip_prefix('[') {
+    // `[i]` indexes an array; on an object, `[` starts a key (keys may hold `[`: `join_path`
+    // writes `a` + `[x` as `a[x` — found by the fuzzer with a key `[aths`).
+    if let (Some(rest), true) = (path.strip_prefix('['), v.is_array()) {
         let Some((index, rest)) = rest.split_once(']') else { return false };
         let Ok(index) = index.parse::<usize>() else { return false };
         return match v.as_array().and_then(|a| a.get(index)) {
@@ -97,10 +99,19 @@ mod tests {
 
     #[test]
     fn paths() {
-        let v = json!({"rules": [{"name": "a", "actions": []}], "a.b": {"c": 1}});
-        for ok in
-            ["", "rules", "rules[0].name", "rules[0].token_bucket", "rules[0].actions[0]", "a.b.c", "x", "rules.name"]
-        {
+        let v = json!({"rules": [{"name": "a", "actions": []}], "a.b": {"c": 1}, "[aths": 1, "o": {"[x": 2}});
+        for ok in [
+            "",
+            "rules",
+            "rules[0].name",
+            "rules[0].token_bucket",
+            "rules[0].actions[0]",
+            "a.b.c",
+            "x",
+            "rules.name",
+            "[aths",
+            "o[x",
+        ] {
             assert!(path_exists(&v, ok), "{ok}");
         }
         for bad in ["rules[1].name", "rules[0].x.y", "nope.x", "a.b.c.d"] {

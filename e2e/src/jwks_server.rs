@@ -16,6 +16,9 @@ pub enum Mode {
     Serve,
     /// 200 with the current body after this many milliseconds.
     Delay(u64),
+    /// 200 with the current body once the test switches to another mode (a fetch held in
+    /// flight for as long as the test needs, however slow the machine).
+    Hold,
     /// This status, with a small non-JWKS body.
     Status(u16),
     /// Close every connection without answering (a crashed or restarting server).
@@ -68,13 +71,18 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
     let mut reader = BufReader::new(conn);
     loop {
         let Ok(_request) = read_request(&mut reader) else { return };
-        let (mode, body) = {
+        let (mut mode, mut body) = {
             let Ok(mut s) = state.lock() else { return };
             s.calls += 1;
             (s.mode.clone(), s.body.clone())
         };
+        while mode == Mode::Hold && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+            let Ok(s) = state.lock() else { return };
+            (mode, body) = (s.mode.clone(), s.body.clone());
+        }
         let answer = match mode {
-            Mode::Serve => response(200, &body),
+            Mode::Serve | Mode::Hold => response(200, &body),
             Mode::Delay(ms) => {
                 let mut left = ms;
                 while left > 0 && !stop.load(Ordering::Relaxed) {

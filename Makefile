@@ -33,10 +33,11 @@ e2e: build envoy
 	cargo test --locked -p e2e
 
 ## lint: rustfmt check and clippy (no-panic lints) for native and wasm targets
+# wasm32: every crate that ends up in a module (filters/*, crates/*, shared), not e2e.
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared -- -D warnings
+	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared -- -D warnings
 
 fmt:
 	cargo fmt --all

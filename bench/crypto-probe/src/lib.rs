@@ -3,15 +3,8 @@
 //! once in `on_vm_start`. Method (as shared/notes/jwt-crypto-in-wasm.md): warm-up, then the best
 //! of ROUNDS short rounds of N verifications (short, so that some land in quiet moments of a shared machine), timed with `std::time::Instant` (WASI monotonic clock).
 
-#[allow(dead_code)]
-#[path = "../../../filters/jwt-auth/src/crypto/mod.rs"]
-mod crypto;
-#[allow(dead_code)]
-#[path = "../../../filters/jwt-auth/src/jwks.rs"]
-mod jwks;
-
-use crypto::b64::decode_url;
-use jwks::{Alg, Jwks};
+use jose::crypto::b64::decode_url;
+use jose::jwks::{Alg, Jwks};
 use proxy_wasm::traits::{Context, RootContext};
 use proxy_wasm::types::LogLevel;
 use std::time::Instant;

@@ -3,7 +3,7 @@
 //! serde with unknown fields refused (an unsupported jwt_authn field is refused by name, never
 //! ignored); phase 2 compiles it into [`Compiled`], which is all the request path reads.
 
-use crate::jwks::Jwks;
+use jose::jwks::Jwks;
 use serde::Deserialize;
 use shared::config::{join_path, ConfigError, Duration};
 use shared::headers::normalize_header_name;

@@ -5,8 +5,8 @@
 
 use crate::config::{Audiences, Compiled, KeySource, Provider, Requirement};
 use crate::extract::{Extractor, Found, RequestHeaders};
-use crate::jwks::{Jwks, VerifyError};
 use crate::token::{self, Jwt, Status};
+use jose::jwks::{Jwks, VerifyError};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;

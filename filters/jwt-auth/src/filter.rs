@@ -16,8 +16,8 @@
 use crate::config::{Compiled, Config, KeySource, Remote};
 use crate::engine::{Counts, Engine, HeaderOp, KeyView, Keys, TokenCache, Verdict};
 use crate::extract::RequestHeaders;
-use crate::jwks::Jwks;
 use crate::token::Status;
+use jose::jwks::Jwks;
 use shared::config::ConfigError;
 use shared::fetch::{FetchPolicy, FetchResult, Fetcher, Outcome, Published, Ticker};
 use shared::host::{BodyKind, HeaderMapKind, HostExt};
@@ -575,11 +575,11 @@ mod tests {
     fn sign(header: &str, payload: &str, key: &[u8]) -> String {
         let input = format!(
             "{}.{}",
-            crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&header)),
-            crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&payload))
+            jose::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&header)),
+            jose::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&payload))
         );
         let sig = hmac_sha256(key, input.as_bytes());
-        format!("{input}.{}", crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&sig)))
+        format!("{input}.{}", jose::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&sig)))
     }
 
     fn hs(payload: &str) -> String {
@@ -589,7 +589,7 @@ mod tests {
     fn jwks(kid: &str) -> String {
         format!(
             r#"{{"keys":[{{"kty":"oct","kid":"{kid}","alg":"HS256","k":"{}"}}]}}"#,
-            crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&SECRET))
+            jose::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&SECRET))
         )
     }
 
@@ -655,7 +655,7 @@ mod tests {
         assert!(req("authorization").is_empty(), "the token is not forwarded by default");
         assert_eq!(req("x-sub"), vec!["alice"]);
         assert_eq!(req("x-team"), vec!["7"]);
-        assert_eq!(req("x-payload"), vec![crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&valid_payload()))]);
+        assert_eq!(req("x-payload"), vec![jose::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&valid_payload()))]);
         assert_eq!(h.metric("jwt_auth.allowed"), Some(1));
     }
 

@@ -1,8 +1,8 @@
 //! A JWT (RFC 7519, JWS compact form) parsed as jwt_authn parses it, with jwt_authn's
 //! statuses and texts, plus the RFC 8725 checks jwt_authn lacks (`crit`, a size cap).
 
-use crate::crypto::b64;
-use crate::jwks::Alg;
+use jose::crypto::b64;
+use jose::jwks::Alg;
 use serde_json::{Map, Value};
 
 /// jwt_authn's verification statuses (Envoy `source/common/jwt/status.h`) that this filter can

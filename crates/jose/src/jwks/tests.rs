@@ -412,6 +412,10 @@ fn garbage_jwks_never_panics() {
     for _ in 0..3000 {
         let mut doc = bytes.to_vec();
         for _ in 0..(1 + rng.next() % 4) {
+            // (A removal can empty it; with 32-bit usize, as on wasm32, that happens.)
+            if doc.is_empty() {
+                break;
+            }
             let i = (rng.next() as usize) % doc.len();
             match rng.next() % 3 {
                 0 => doc[i] = rng.next() as u8,

@@ -38,7 +38,10 @@ for template in "${!targets[@]}"; do
     "templates/filter/$template" > "$out"
 done
 # Record the new workspace member in Cargo.lock (it uses only dependencies already locked).
-cargo metadata --format-version 1 --offline >/dev/null
+# `update --workspace` touches workspace members only and needs the registry index, not the
+# crates themselves (`cargo metadata` would download every locked crate, even those of other
+# targets). Offline first, from the index any earlier build cached; online on a new machine.
+cargo update --workspace --offline --quiet 2>/dev/null || cargo update --workspace --quiet
 
 cat <<MSG
 Created filter '$name':

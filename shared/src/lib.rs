@@ -1,13 +1,14 @@
 //! The utility crate every filter in this collection builds on.
 //!
 //! The one rule: filter logic never calls the proxy-wasm host directly. It talks to [`Host`],
-//! which has a real implementation over `proxy_wasm::hostcalls` (wasm only, [`proxy`]) and a
-//! native [`mock::MockHost`] with a settable clock, so the same code that runs in Envoy is
-//! unit-tested with plain `cargo test`.
+//! which has a real implementation over `proxy_wasm::hostcalls` (`proxy`, wasm only) and a
+//! native one, `mock::MockHost` (native only), with a settable clock, so the same code that
+//! runs in Envoy is unit-tested with plain `cargo test`.
 //!
 //! - [`config`]: plugin configuration → serde (`deny_unknown_fields`, field paths in errors) →
 //!   semantic validation into an immutable compiled form.
-//! - [`plugin`]: the root/HTTP filter traits filters implement; [`proxy`] glues them to the SDK.
+//! - [`plugin`]: the root/HTTP filter traits filters implement; `glue` (wasm only) registers them
+//!   with the proxy-wasm SDK.
 //! - [`shared_cell`]: a value in proxy-wasm shared data under compare-and-swap (all workers).
 //! - [`lease`]: one worker per proxy does X (CAS lease with expiry); [`fetch`]: a value fetched
 //!   periodically by the lease holder and published for all workers (tokens, JWKS).

@@ -7,7 +7,7 @@
 //! ports and pinned to one CPU; wrk and the upstream are pinned to another. Rounds are
 //! interleaved (the order rotates each round) so host noise falls on every variant alike, after
 //! one warm-up round that is not counted. CPU per request = the Envoy process's utime + stime
-//! delta (/proc/<pid>/stat) over the run / the requests wrk completed. Ratios and added µs are
+//! delta (`/proc/<pid>/stat`) over the run / the requests wrk completed. Ratios and added µs are
 //! medians of per-round pairs (a variant against the baseline of the same round).
 //!
 //! Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONNECTIONS (16), BENCH_ONLY
@@ -574,7 +574,7 @@ impl Proxy {
 
 // ---- CPU accounting ----
 
-/// CPU time of a process from /proc/<pid>/stat, in clock ticks: (utime + stime of all its
+/// CPU time of a process from `/proc/<pid>/stat`, in clock ticks: (utime + stime of all its
 /// threads, cutime + cstime of the children it has waited for).
 fn process_ticks(pid: &str) -> Result<(u64, u64), String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;

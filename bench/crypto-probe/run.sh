@@ -21,7 +21,7 @@ if [ -n "${JWT_OPT:-}" ]; then
   label="$label, jose $JWT_OPT"
 fi
 if [ -n "${DEPS_OPT:-}" ]; then
-  for dep in p256 p384 primefield primeorder elliptic-curve ecdsa crypto-bigint sha2 hmac curve25519-dalek ed25519-dalek; do
+  for dep in p256 p384 p521 primefield primeorder elliptic-curve ecdsa crypto-bigint sha2 hmac curve25519-dalek ed25519-dalek; do
     args+=(--config "profile.release.package.$dep.opt-level=$(quote "$DEPS_OPT")")
   done
 fi

@@ -293,11 +293,12 @@ impl Parser<'_> {
         if text.ends_with('.') {
             return Err(JsonError { offset: start, reason: "number ends with '.'" });
         }
-        text.parse::<f64>()
-            .ok()
-            .and_then(Number::from_f64)
+        // serde_json reads what is left (standard JSON now) and refuses a value past the double
+        // range as protobuf does; its number parser is in the module anyway (core's `f64`
+        // parser would add ~20 KB).
+        serde_json::from_str::<Number>(text)
             .map(Value::Number)
-            .ok_or(JsonError { offset: start, reason: "invalid number" })
+            .map_err(|_| JsonError { offset: start, reason: "invalid number" })
     }
 }
 

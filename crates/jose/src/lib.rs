@@ -11,3 +11,7 @@
 pub mod crypto;
 pub mod json;
 pub mod jwks;
+
+/// Fuzz target bodies (the `fuzzing` feature, for the shared fuzz harness; always in tests).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_targets;

@@ -1,5 +1,7 @@
 //! base64url (RFC 4648 §5) decoding as jwt_authn's `absl::WebSafeBase64Unescape` accepts it for
-//! JWK fields: the URL-safe alphabet, with or without `=` padding.
+//! JWK fields and token segments: the URL-safe alphabet, with or without `=` padding, and the
+//! unused low bits of the last character ignored (RFC 4648 §3.5 lets a decoder do either;
+//! jwt_authn 1.40 accepts every spelling, so a token has several — see jwt-auth's README).
 
 fn value(c: u8) -> Option<u32> {
     Some(match c {
@@ -75,6 +77,17 @@ mod tests {
         for n in 0..40u8 {
             let data: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37).wrapping_add(n)).collect();
             assert_eq!(decode_url(super::encode_url(&data).as_bytes()).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn unused_bits_of_the_last_character_are_ignored_as_in_jwt_authn() {
+        // 2 bytes = 3 characters, 2 unused bits; 1 byte = 2 characters, 4 unused bits.
+        for spelling in ["_-8", "_-9", "_--", "_-_"] {
+            assert_eq!(decode_url(spelling.as_bytes()).unwrap(), vec![0xff, 0xef], "{spelling}");
+        }
+        for last in "QRSTUVWXYZabcdef".chars() {
+            assert_eq!(decode_url(format!("Y{last}").as_bytes()).unwrap(), b"a".to_vec(), "Y{last}");
         }
     }
 

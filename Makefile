@@ -18,7 +18,7 @@ help:
 build:
 	scripts/build.sh
 
-## deps: Debian packages the suite and bench use (docker-compose, wrk, util-linux); installs them as root
+## deps: Debian packages the suite, demo and bench use (docker-compose, wrk, chromium, curl, …); installs them as root
 deps:
 	scripts/install-system-deps.sh
 
@@ -43,7 +43,7 @@ e2e: build envoy
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared -- -D warnings
+	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared -p probe -- -D warnings
 	$(MAKE) --no-print-directory doc
 
 ## doc: rustdoc with warnings as errors (broken links, bad HTML), natively and for wasm32

@@ -9,3 +9,6 @@ pub mod table;
 proxy_wasm::main! {{
     shared::glue::start::<filter::RateLimitRoot>();
 }}
+
+#[cfg(test)]
+mod attack_tests;

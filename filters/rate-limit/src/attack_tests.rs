@@ -119,3 +119,60 @@ fn targeted_deny_without_the_seed_fails() {
     let p = proxy();
     assert_eq!(targeted_deny(&p, &public_group), 200, "alice's first request was refused");
 }
+
+/// The group the table really uses: what an attacker who learned the seed computes.
+fn seeded_group(p: &Proxy) -> impl Fn(&str) -> u64 {
+    let seed = shared::seed::agree(&p.host()).unwrap();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&seed.bytes()[..16]);
+    let key = crate::keyed::HashKey::new(key);
+    move |user: &str| {
+        let h = crate::keyed::keyed(&key, &[b"guess", b"user", user.as_bytes()]);
+        u64::from(crate::table::place(h, 0, GROUPS as u32).0)
+    }
+}
+
+#[test]
+fn the_public_hash_no_longer_predicts_groups() {
+    // The control for the two tests above: the attacker's keys really collide under the
+    // public hash, and do not under the proxy's keyed one.
+    let p = proxy();
+    let _w: W = p.worker(&config("EVICT"));
+    let real = seeded_group(&p);
+    let keys = colliding(40, "alice", &public_group);
+    let together = keys.iter().filter(|k| real(k) == real("alice")).count();
+    assert!(together <= 1, "{together} of 40 aimed keys share alice's group");
+}
+
+#[test]
+fn attacker_who_knows_the_seed_still_cannot_evict_into_a_fresh_budget() {
+    // With the seed the keys really land in alice's group, and evictions happen; the evicted
+    // debt is inherited, so alice never gets more than her 5.
+    let p = proxy();
+    let _ = shared::seed::agree(&p.host()).unwrap();
+    let predict = seeded_group(&p);
+    let allowed = targeted_eviction(&p, &predict);
+    assert_eq!(allowed, 5, "alice got {allowed} guesses of 100");
+}
+
+#[test]
+fn attacker_who_knows_the_seed_can_charge_a_newcomer_only_by_exhausting_its_group() {
+    // What the seed still buys (documented): four colliding keys, each *exhausted*, make a key
+    // new to that group inherit a full debt, so its first request is refused (as `DENY` would
+    // refuse it after one request per key). One request per key only costs it one token.
+    for (per_key, alice) in [(5, 429), (1, 200)] {
+        let p = proxy();
+        let mut w: W = p.worker(&config("EVICT"));
+        let predict = seeded_group(&p);
+        for k in colliding(4, "alice", &predict) {
+            for _ in 0..per_key {
+                guess(&mut w, &k);
+            }
+        }
+        assert_eq!(guess(&mut w, "alice"), alice, "{per_key} requests per colliding key");
+        if alice == 200 {
+            let allowed = (0..10).filter(|_| guess(&mut w, "alice") == 200).count();
+            assert_eq!(allowed, 3, "5 minus the inherited debt of 1, minus the first guess");
+        }
+    }
+}

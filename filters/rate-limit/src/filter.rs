@@ -5,6 +5,7 @@
 
 use crate::bucket::{ceil_secs, Decision};
 use crate::config::{Action, Compiled, Config, OnExhausted, Rule, KEY_PREFIX};
+use crate::keyed::{keyed, HashKey};
 use crate::table::{self, Slot};
 use shared::config::ConfigError;
 use shared::host::HeaderMapKind::{RequestHeaders, ResponseHeaders};
@@ -69,9 +70,25 @@ impl Stats {
     }
 }
 
+/// Where this instance's table lives and how keys are placed in it.
+#[derive(Debug)]
+pub struct TableRef {
+    /// `rate-limit/<plugin name>/`: the shared-data key prefix of the groups.
+    pub prefix: String,
+    /// The proxy's seed (first 16 bytes), keying the table hash.
+    pub key: HashKey,
+}
+
+/// The plugin's name (Envoy's `config.name`, Istio's `<namespace>.<WasmPlugin name>`): what
+/// keeps the tables of two instances in one VM apart. Empty when the host has none.
+fn plugin_name(host: &dyn Host) -> String {
+    host.property(&["plugin_name"]).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default()
+}
+
 #[derive(Default)]
 pub struct RateLimitRoot {
     config: Option<Rc<Compiled>>,
+    table: Option<Rc<TableRef>>,
     stats: Rc<Stats>,
 }
 
@@ -85,17 +102,29 @@ impl RootFilter for RateLimitRoot {
     /// that do not exist yet, so a reload keeps the buckets.
     fn configure(&mut self, host: &dyn Host, raw_config: Option<&[u8]>) -> Result<(), ConfigError> {
         let compiled = shared::config::load(raw_config, Config::compile)?;
+        let seed = shared::seed::agree(host)
+            .map_err(|e| ConfigError::new("table", format!("no per-proxy seed for the table hash: {e}")))?;
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&seed.bytes()[..16]);
+        let prefix = format!("{KEY_PREFIX}{}/", plugin_name(host));
         for i in 0..compiled.groups {
-            shared_cell::ensure_exists(host, &table::group_key(KEY_PREFIX, i), &table::EMPTY_GROUP)
+            shared_cell::ensure_exists(host, &table::group_key(&prefix, i), &table::EMPTY_GROUP)
                 .map_err(|e| ConfigError::new("table", format!("cannot create the shared-data table: {e}")))?;
         }
         self.stats = Rc::new(Stats::define(host, &compiled.rules));
+        self.table = Some(Rc::new(TableRef { prefix, key: HashKey::new(key) }));
         self.config = Some(Rc::new(compiled));
         Ok(())
     }
 
     fn new_http_filter(&self, _context_id: u32) -> Option<RateLimit> {
-        Some(RateLimit { config: self.config.clone()?, stats: self.stats.clone(), evals: Vec::new(), replied: false })
+        Some(RateLimit {
+            config: self.config.clone()?,
+            table: self.table.clone()?,
+            stats: self.stats.clone(),
+            evals: Vec::new(),
+            replied: false,
+        })
     }
 }
 
@@ -112,6 +141,7 @@ pub struct Eval {
 
 pub struct RateLimit {
     config: Rc<Compiled>,
+    table: Rc<TableRef>,
     stats: Rc<Stats>,
     evals: Vec<Eval>,
     replied: bool,
@@ -226,20 +256,26 @@ impl RateLimit {
             parts.push(k);
             parts.push(v);
         }
-        let h = table::hash(&parts);
-        // Group from the high half, fingerprint from the low 56 bits.
-        let group = (((h >> 32) * u64::from(config.groups)) >> 32) as u32;
-        let tag = table::tag(index, h);
-        let key = table::group_key(KEY_PREFIX, group);
+        let (group, tag, tie) = table::place(keyed(&self.table.key, &parts), index, config.groups);
+        let key = table::group_key(&self.table.prefix, group);
         let limits_of = |r: usize| config.rules.get(r).map(|r| r.limits);
         let result = shared_cell::update(host, &key, config.cas_max_attempts, |bytes| {
             let mut group = table::decode(bytes);
-            let slot = table::find_slot(&group, tag, now, &limits_of, config.on_full);
+            let slot = table::find_slot(&group, tag, now, &limits_of, config.on_full, tie);
+            let x = match slot {
+                Slot::Found(i) => group[i].x,
+                Slot::Free { .. } => 0,
+                Slot::Evicted(i) => {
+                    let victim = group[i];
+                    let full_in = table::full_in_ns(&victim, now, &limits_of);
+                    table::inherited_state(&victim, index, &rule.limits, now, full_in)
+                }
+                Slot::Full => return (None, (slot, None)),
+            };
             let at = match slot {
                 Slot::Found(i) | Slot::Free { index: i, .. } | Slot::Evicted(i) => i,
                 Slot::Full => return (None, (slot, None)),
             };
-            let x = if matches!(slot, Slot::Found(_)) { group[at].x } else { 0 };
             let d: Decision = rule.limits.take(x, now);
             if !d.allowed {
                 return (None, (slot, Some(d)));
@@ -272,7 +308,10 @@ impl RateLimit {
                     }
                     Slot::Evicted(_) => {
                         self.stats.slot_collisions.inc(host);
-                        self.stats.evictions.inc(host);
+                        // Replaced only when the newcomer was admitted (a refusal writes nothing).
+                        if decision.is_some_and(|d| d.allowed) {
+                            self.stats.evictions.inc(host);
+                        }
                     }
                     Slot::Full => self.stats.table_full.inc(host),
                     Slot::Found(_) => {}
@@ -420,6 +459,7 @@ mod tests {
     fn proxy_at(at_ns: u64) -> Proxy {
         let p = Proxy::new();
         p.set_now(UNIX_EPOCH + Duration::from_nanos(at_ns));
+        p.set_property(&["plugin_name"], b"rl");
         p
     }
 
@@ -465,9 +505,9 @@ mod tests {
             r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}],"table":{"max_keys":40}}"#,
         );
         for i in 0..10 {
-            assert_eq!(p.shared_data(&format!("rate-limit/{i}")).0.unwrap(), table::EMPTY_GROUP.to_vec());
+            assert_eq!(p.shared_data(&format!("rate-limit/rl/{i}")).0.unwrap(), table::EMPTY_GROUP.to_vec());
         }
-        assert_eq!(p.shared_data("rate-limit/10"), (None, None), "exactly max_keys / 4 groups");
+        assert_eq!(p.shared_data("rate-limit/rl/10"), (None, None), "exactly max_keys / 4 groups");
     }
 
     #[test]
@@ -509,6 +549,27 @@ mod tests {
         let statuses: Vec<u32> =
             (0..6).map(|i| send(if i % 2 == 0 { &mut a } else { &mut b }, &[], "10.0.0.1:1").0).collect();
         assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    }
+
+    #[test]
+    fn two_instances_in_one_vm_never_share_buckets() {
+        // One VM's shared data, two plugins (e.g. per-IP before jwt-auth and per-claim after
+        // it) with the same rule name and descriptor: their tables are apart, by plugin name.
+        let p = proxy_at(T0 * 1_000_000_000);
+        p.set_property(&["plugin_name"], b"before-auth");
+        let mut a: W = p.worker(PER_IP);
+        p.set_property(&["plugin_name"], b"after-auth");
+        let mut b: W = p.worker(PER_IP);
+        let statuses: Vec<u32> = (0..4).map(|_| send(&mut a, &[], "10.0.0.1:1").0).collect();
+        assert_eq!(statuses, [200, 200, 200, 429]);
+        let statuses: Vec<u32> = (0..4).map(|_| send(&mut b, &[], "10.0.0.1:1").0).collect();
+        assert_eq!(statuses, [200, 200, 200, 429], "the second instance has its own bucket");
+        assert!(p.shared_data("rate-limit/before-auth/0").0.is_some());
+        assert!(p.shared_data("rate-limit/after-auth/0").0.is_some());
+        // The control: a third worker of the first plugin shares its budget.
+        p.set_property(&["plugin_name"], b"before-auth");
+        let mut c: W = p.worker(PER_IP);
+        assert_eq!(send(&mut c, &[], "10.0.0.1:1").0, 429);
     }
 
     #[test]
@@ -649,7 +710,7 @@ mod tests {
             }
             assert_eq!(send(&mut w, &[], "10.0.0.9:1").0, over, "{on_full}");
             // Only the one group exists, whatever the number of keys.
-            assert!(p.shared_data("rate-limit/1").0.is_none());
+            assert!(p.shared_data("rate-limit/rl/1").0.is_none());
             if on_full == "EVICT" {
                 assert_eq!(p.metric("rate_limit.evictions"), Some(1));
             } else {
@@ -685,9 +746,9 @@ mod tests {
         let mut w: W = p.worker(
             r#"{"table":{"max_keys":4},"rules":[{"name":"a","actions":[{"remote_address":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#,
         );
-        p.set_shared_data("rate-limit/0", b"garbage");
+        p.set_shared_data("rate-limit/rl/0", b"garbage");
         assert_eq!(send(&mut w, &[], "10.0.0.1:1").0, 200);
-        assert_eq!(p.shared_data("rate-limit/0").0.unwrap().len(), table::GROUP_BYTES);
+        assert_eq!(p.shared_data("rate-limit/rl/0").0.unwrap().len(), table::GROUP_BYTES);
         assert_eq!(send(&mut w, &[], "10.0.0.1:1").0, 429);
     }
 }

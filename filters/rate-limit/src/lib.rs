@@ -3,6 +3,7 @@
 pub mod bucket;
 pub mod config;
 pub mod filter;
+pub mod keyed;
 pub mod table;
 
 #[cfg(target_arch = "wasm32")]

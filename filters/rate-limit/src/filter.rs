@@ -151,10 +151,21 @@ fn now_ns(host: &dyn Host) -> u64 {
     host.now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:5678`.
+/// `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:5678`; an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`, what a dual-stack listener reports for IPv4 clients) is the IPv4 client
+/// it stands for, so that masking applies the IPv4 prefix to it (masked to /64 as IPv6 it was
+/// `::`: every IPv4 client in one bucket).
 fn parse_ip(text: &str) -> Option<IpAddr> {
     let text = text.trim();
-    text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
+    let ip = text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))?;
+    Some(canonical(ip))
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 fn mask(ip: IpAddr, v4: u8, v6: u8) -> IpAddr {
@@ -604,6 +615,23 @@ mod tests {
         assert_eq!(send(&mut w, &[], "[2001:db8:0:1::5]:1").0, 200);
         assert_eq!(send(&mut w, &[], "[2001:db8:0:1:ffff::9]:1").0, 429);
         assert_eq!(mask("1.2.3.4".parse().unwrap(), 0, 0).to_string(), "0.0.0.0");
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_clients_are_ipv4_clients_before_masking() {
+        // R2: `::ffff:a.b.c.d` masked to /64 used to be `::`, one bucket for every such client.
+        let json = r#"{"rules":[{"name":"net","actions":[{"masked_remote_address":{"v4_prefix_mask_len":32,"v6_prefix_mask_len":64}}],
+            "token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#;
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut w: W = p.worker(json);
+        assert_eq!(send(&mut w, &[], "[::ffff:192.0.2.1]:1").0, 200);
+        assert_eq!(send(&mut w, &[], "[::ffff:198.51.100.7]:1").0, 200, "another IPv4 client");
+        // The same client over IPv4 and IPv4-mapped IPv6 is one client.
+        assert_eq!(send(&mut w, &[], "192.0.2.1:2").0, 429);
+        assert_eq!(send(&mut w, &[], "[::ffff:c000:201]:3").0, 429);
+        // A real IPv6 /64 still shares a bucket.
+        assert_eq!(send(&mut w, &[], "[2001:db8::1]:1").0, 200);
+        assert_eq!(send(&mut w, &[], "[2001:db8::2]:1").0, 429);
     }
 
     #[test]

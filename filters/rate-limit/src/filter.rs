@@ -1,13 +1,18 @@
-//! The request path, top to bottom: at request headers, every rule whose `match` fits takes a
-//! token from its bucket (a CAS update of one shared-data group); the first exhausted bucket of
-//! an enforcing rule answers `429`. Allowed requests get the rate-limit headers on their
-//! response.
+//! The request path, top to bottom: at request headers, every rule whose `match` fits builds
+//! its descriptor. A local rule (and a global rule's pre-bucket) takes a token from its bucket
+//! in the local table (a CAS update of one shared-data group); the first exhausted bucket of an
+//! enforcing rule answers `429`. The descriptors of the global rules then go to the rate-limit
+//! service in one `ShouldRateLimit` call while the request waits; its answer denies, lets the
+//! request go on (with the service's headers), or fails per `failure_mode_deny`. Allowed
+//! requests get the rate-limit headers on their response.
 
-use crate::bucket::{ceil_secs, Decision};
+use crate::bucket::{ceil_secs, Decision, Limits};
 use crate::config::{Action, Compiled, Config, OnExhausted, Rule, KEY_PREFIX};
 use crate::keyed::{keyed, HashKey};
+use crate::rls;
 use crate::table::{self, Slot};
 use shared::config::ConfigError;
+use shared::host::BodyKind;
 use shared::host::HeaderMapKind::{RequestHeaders, ResponseHeaders};
 use shared::host::HostExt;
 use shared::shared_cell::{self, CasError};
@@ -15,6 +20,9 @@ use shared::stats::Counter;
 use shared::{Action as FilterAction, Host, HttpFilter, LogLevel, RootFilter};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
+
+/// gRPC status Envoy's async client reports when the call's deadline passed.
+const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 
 /// Counters, as Envoy shows them under `wasmcustom.rate_limit.`.
 #[derive(Clone, Debug, Default)]
@@ -46,6 +54,17 @@ pub struct Stats {
     pub descriptor_missing: Counter,
     /// Shared-data or header host calls that failed.
     pub host_errors: Counter,
+    /// A `request_headers` header appeared more than once: refused (400) unless shadow.
+    pub duplicate_header: Counter,
+    /// Calls to the rate-limit service, by outcome (Envoy's ratelimit stats: `ok`,
+    /// `over_limit`, `error`, `failure_mode_allowed`). `timeout` is the part of `error` where
+    /// the deadline passed.
+    pub rls_ok: Counter,
+    pub rls_over_limit: Counter,
+    pub rls_error: Counter,
+    pub rls_timeout: Counter,
+    pub rls_failure_mode_allowed: Counter,
+    pub rls_failure_mode_denied: Counter,
 }
 
 impl Stats {
@@ -66,6 +85,13 @@ impl Stats {
             xff_fallback: c("xff_fallback"),
             descriptor_missing: c("descriptor_missing"),
             host_errors: c("host_errors"),
+            duplicate_header: c("duplicate_header"),
+            rls_ok: c("rls.ok"),
+            rls_over_limit: c("rls.over_limit"),
+            rls_error: c("rls.error"),
+            rls_timeout: c("rls.timeout"),
+            rls_failure_mode_allowed: c("rls.failure_mode_allowed"),
+            rls_failure_mode_denied: c("rls.failure_mode_denied"),
         }
     }
 }
@@ -123,6 +149,9 @@ impl RootFilter for RateLimitRoot {
             table: self.table.clone()?,
             stats: self.stats.clone(),
             evals: Vec::new(),
+            global: Vec::new(),
+            pending: None,
+            response_headers_to_add: Vec::new(),
             replied: false,
         })
     }
@@ -139,11 +168,59 @@ pub struct Eval {
     pub next_fill_in_ns: u64,
 }
 
+/// What the rate-limit service said about one global rule's descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalEval {
+    pub rule: usize,
+    pub over_limit: bool,
+    /// `current_limit`: requests per unit, the unit in seconds (0: unknown), its name.
+    pub limit: Option<(u32, u64, String)>,
+    pub remaining: u32,
+    /// `duration_until_reset`: (whole seconds, rounded up).
+    pub reset: Option<(u64, u64)>,
+}
+
+/// A `ShouldRateLimit` call in flight: its token and the global rules in descriptor order.
+#[derive(Debug)]
+struct Pending {
+    token: u32,
+    rules: Vec<usize>,
+}
+
+/// Why a reply is a denial, for its headers.
+#[derive(Clone, Copy)]
+enum Denial<'a> {
+    None,
+    Local(&'a Eval),
+    Global,
+}
+
+/// What a rule's descriptor came to for this request.
+enum Descriptor {
+    Entries(Vec<(Vec<u8>, Vec<u8>)>),
+    /// An entry is missing: the rule does not apply, as in Envoy.
+    Missing,
+    /// A `request_headers` header appears more than once (R3): the rule refuses the request.
+    Duplicate(String),
+}
+
+/// What rules read from the request, read once and only when a rule needs it.
+struct RequestView {
+    path: String,
+    method: Vec<u8>,
+    client: Option<Option<IpAddr>>,
+    headers: Option<Vec<(String, Vec<u8>)>>,
+}
+
 pub struct RateLimit {
     config: Rc<Compiled>,
     table: Rc<TableRef>,
     stats: Rc<Stats>,
     evals: Vec<Eval>,
+    global: Vec<GlobalEval>,
+    pending: Option<Pending>,
+    /// The service's `response_headers_to_add`, for the response (or the denial).
+    response_headers_to_add: Vec<(String, Vec<u8>)>,
     replied: bool,
 }
 
@@ -224,41 +301,63 @@ impl RateLimit {
         })
     }
 
-    /// The descriptor entries `(key, value)` of a rule for this request; `None` when one is
-    /// missing (the rule then does not apply, as in Envoy).
-    fn descriptor(
-        &self,
-        rule: &Rule,
-        host: &dyn Host,
-        path: &str,
-        client: &mut Option<Option<IpAddr>>,
-    ) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// The descriptor entries `(key, value)` of a rule for this request, with the values
+    /// Envoy's route actions give: `remote_address` the address, `masked_remote_address` the
+    /// masked address as a CIDR (`10.1.2.0/24`), `request_headers` the header's only value.
+    fn descriptor(&self, rule: &Rule, host: &dyn Host, view: &mut RequestView) -> Descriptor {
         let mut entries = Vec::with_capacity(rule.actions.len());
         for action in &rule.actions {
             match action {
                 Action::RemoteAddress { key, v4, v6 } => {
-                    let ip = *client.get_or_insert_with(|| self.client_ip(host));
-                    let ip = mask(ip?, *v4, *v6);
-                    entries.push((key.as_bytes().to_vec(), ip.to_string().into_bytes()));
+                    let ip = *view.client.get_or_insert_with(|| self.client_ip(host));
+                    let Some(ip) = ip else { return Descriptor::Missing };
+                    let value = if *key == "masked_remote_address" {
+                        let len = if ip.is_ipv4() { *v4 } else { *v6 };
+                        format!("{}/{len}", mask(ip, *v4, *v6))
+                    } else {
+                        ip.to_string()
+                    };
+                    entries.push((key.as_bytes().to_vec(), value.into_bytes()));
                 }
-                Action::RequestHeader { name, key, skip_if_absent } => match host.header(RequestHeaders, name) {
-                    Some(v) => entries.push((key.as_bytes().to_vec(), v)),
-                    None if *skip_if_absent => {}
-                    None => return None,
-                },
+                Action::RequestHeader { name, key, skip_if_absent } => {
+                    let value = if name.starts_with(':') {
+                        // Pseudo-headers occur once.
+                        host.header(RequestHeaders, name)
+                    } else {
+                        let all = view.headers.get_or_insert_with(|| host.headers(RequestHeaders));
+                        let mut values = all.iter().filter(|(k, _)| k == name);
+                        let first = values.next().map(|(_, v)| v.clone());
+                        if values.next().is_some() {
+                            return Descriptor::Duplicate(name.clone());
+                        }
+                        first
+                    };
+                    match value {
+                        Some(v) => entries.push((key.as_bytes().to_vec(), v)),
+                        None if *skip_if_absent => {}
+                        None => return Descriptor::Missing,
+                    }
+                }
                 Action::Generic { key, value } => entries.push((key.as_bytes().to_vec(), value.as_bytes().to_vec())),
                 Action::Path => {
-                    let p = shared::matching::path_without_query(path);
+                    let p = shared::matching::path_without_query(&view.path);
                     entries.push((b"path".to_vec(), p.as_bytes().to_vec()));
                 }
             }
         }
-        Some(entries)
+        Descriptor::Entries(entries)
     }
 
     /// Take one token from the bucket of `rule` for `entries`. `None`: the rule is skipped
     /// (a failure the configuration says to allow).
-    fn take(&self, host: &dyn Host, index: usize, entries: &[(Vec<u8>, Vec<u8>)], now: u64) -> Option<Eval> {
+    fn take(
+        &self,
+        host: &dyn Host,
+        index: usize,
+        limits: Limits,
+        entries: &[(Vec<u8>, Vec<u8>)],
+        now: u64,
+    ) -> Option<Eval> {
         let config = &self.config;
         let rule = config.rules.get(index)?;
         let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * entries.len());
@@ -269,7 +368,7 @@ impl RateLimit {
         }
         let (group, tag, tie) = table::place(keyed(&self.table.key, &parts), index, config.groups);
         let key = table::group_key(&self.table.prefix, group);
-        let limits_of = |r: usize| config.rules.get(r).map(|r| r.limits);
+        let limits_of = |r: usize| config.rules.get(r).and_then(Rule::table_limits);
         let result = shared_cell::update(host, &key, config.cas_max_attempts, |bytes| {
             let mut group = table::decode(bytes);
             let slot = table::find_slot(&group, tag, now, &limits_of, config.on_full, tie);
@@ -279,7 +378,7 @@ impl RateLimit {
                 Slot::Evicted(i) => {
                     let victim = group[i];
                     let full_in = table::full_in_ns(&victim, now, &limits_of);
-                    table::inherited_state(&victim, index, &rule.limits, now, full_in)
+                    table::inherited_state(&victim, index, &limits, now, full_in)
                 }
                 Slot::Full => return (None, (slot, None)),
             };
@@ -287,7 +386,7 @@ impl RateLimit {
                 Slot::Found(i) | Slot::Free { index: i, .. } | Slot::Evicted(i) => i,
                 Slot::Full => return (None, (slot, None)),
             };
-            let d: Decision = rule.limits.take(x, now);
+            let d: Decision = limits.take(x, now);
             if !d.allowed {
                 return (None, (slot, Some(d)));
             }
@@ -299,9 +398,9 @@ impl RateLimit {
                 rule: index,
                 remaining: 0,
                 limited: true,
-                retry_after_ns: rule.limits.next_fill_in_ns(now),
-                full_in_ns: rule.limits.fill_interval_ns,
-                next_fill_in_ns: rule.limits.next_fill_in_ns(now),
+                retry_after_ns: limits.next_fill_in_ns(now),
+                full_in_ns: limits.fill_interval_ns,
+                next_fill_in_ns: limits.next_fill_in_ns(now),
             })
         };
         match result {
@@ -356,38 +455,282 @@ impl RateLimit {
         }
     }
 
-    /// The rate-limit headers for the rules that applied.
-    pub fn headers(&self, denied: Option<&Eval>) -> Vec<(&'static str, String)> {
+    /// The rate-limit headers for the rules that applied: the IETF fields (a global rule
+    /// reports the service's numbers; its pre-bucket is internal), `x-ratelimit-*` (from the
+    /// service's statuses exactly as Envoy's ratelimit filter builds them when any global rule
+    /// reported a limit, else from the most restrictive local bucket, as local_ratelimit), and
+    /// on a denial `Retry-After` (and `x-envoy-ratelimited` for the service's).
+    fn headers(&self, denial: Denial) -> Vec<(String, String)> {
         let config = &self.config;
         let mut out = Vec::new();
-        if self.evals.is_empty() {
-            return out;
-        }
         if config.ratelimit_headers {
-            let mut policy = Vec::with_capacity(self.evals.len());
-            let mut state = Vec::with_capacity(self.evals.len());
+            // (rule index, policy member, state member), in rule order.
+            let mut members: Vec<(usize, String, String)> = Vec::new();
+            for g in &self.global {
+                let (Some(rule), Some((quota, unit, _))) = (config.rules.get(g.rule), &g.limit) else { continue };
+                let t = g.reset.map_or(0, |r| r.1);
+                members.push((
+                    g.rule,
+                    format!("\"{}\";q={quota};w={}", rule.name, (*unit).max(1)),
+                    format!("\"{}\";r={};t={t}", rule.name, g.remaining),
+                ));
+            }
             for e in &self.evals {
                 let Some(rule) = config.rules.get(e.rule) else { continue };
-                policy.push(rule.policy_header.clone());
-                state.push(format!("\"{}\";r={};t={}", rule.name, e.remaining, ceil_secs(e.full_in_ns)));
+                if rule.is_global() && !self.global.is_empty() {
+                    continue;
+                }
+                members.push((
+                    e.rule,
+                    rule.policy_header.clone(),
+                    format!("\"{}\";r={};t={}", rule.name, e.remaining, ceil_secs(e.full_in_ns)),
+                ));
             }
-            out.push(("ratelimit-policy", policy.join(", ")));
-            out.push(("ratelimit", state.join(", ")));
+            members.sort_by_key(|m| m.0);
+            if !members.is_empty() {
+                out.push((
+                    "ratelimit-policy".into(),
+                    members.iter().map(|m| m.1.as_str()).collect::<Vec<_>>().join(", "),
+                ));
+                out.push(("ratelimit".into(), members.iter().map(|m| m.2.as_str()).collect::<Vec<_>>().join(", ")));
+            }
         }
         if config.x_ratelimit_headers {
-            // As Envoy: the most restrictive bucket (fewest tokens left).
-            if let Some(e) = self.evals.iter().min_by_key(|e| e.remaining) {
-                if let Some(rule) = config.rules.get(e.rule) {
-                    out.push(("x-ratelimit-limit", rule.limits.max_tokens.to_string()));
-                    out.push(("x-ratelimit-remaining", e.remaining.to_string()));
-                    out.push(("x-ratelimit-reset", ceil_secs(e.next_fill_in_ns).to_string()));
+            if let Some(x) = self.x_ratelimit_from_service() {
+                out.extend(x);
+            } else if let Some(e) = self.evals.iter().min_by_key(|e| e.remaining) {
+                // As local_ratelimit: the most restrictive bucket (fewest tokens left).
+                if let Some(limits) = config.rules.get(e.rule).and_then(Rule::table_limits) {
+                    out.push(("x-ratelimit-limit".into(), limits.max_tokens.to_string()));
+                    out.push(("x-ratelimit-remaining".into(), e.remaining.to_string()));
+                    out.push(("x-ratelimit-reset".into(), ceil_secs(e.next_fill_in_ns).to_string()));
                 }
             }
         }
-        if let Some(d) = denied {
-            out.push(("retry-after", ceil_secs(d.retry_after_ns).max(1).to_string()));
+        match denial {
+            Denial::None => {}
+            Denial::Local(d) => out.push(("retry-after".into(), ceil_secs(d.retry_after_ns).max(1).to_string())),
+            Denial::Global => {
+                let enforcing_over =
+                    |g: &&GlobalEval| g.over_limit && config.rules.get(g.rule).is_some_and(|r| !r.shadow);
+                if let Some(wait) = self.global.iter().filter(enforcing_over).filter_map(|g| g.reset.map(|r| r.1)).max()
+                {
+                    out.push(("retry-after".into(), wait.max(1).to_string()));
+                }
+                if config.global.as_ref().is_some_and(|g| g.x_envoy_ratelimited) {
+                    out.push(("x-envoy-ratelimited".into(), "true".into()));
+                }
+            }
         }
         out
+    }
+
+    /// `x-ratelimit-*` as Envoy's ratelimit filter (`XRateLimitHeaderUtils::create`): the
+    /// status with the fewest remaining (first on ties) among those with a limit gives
+    /// `remaining` and `reset` (whole seconds); `limit` is its quota followed by
+    /// `, <quota>;w=<unit seconds>[;name="<limit name>"]` for every status with a known unit.
+    fn x_ratelimit_from_service(&self) -> Option<Vec<(String, String)>> {
+        let mut min: Option<&GlobalEval> = None;
+        let mut policy = String::new();
+        for g in &self.global {
+            let Some((quota, unit, name)) = &g.limit else { continue };
+            if min.is_none_or(|m| g.remaining < m.remaining) {
+                min = Some(g);
+            }
+            if *unit > 0 {
+                policy.push_str(&format!(", {quota};w={unit}"));
+                if !name.is_empty() {
+                    policy.push_str(&format!(";name=\"{name}\""));
+                }
+            }
+        }
+        let m = min?;
+        let quota = m.limit.as_ref().map_or(0, |l| l.0);
+        Some(vec![
+            ("x-ratelimit-limit".into(), format!("{quota}{policy}")),
+            ("x-ratelimit-remaining".into(), m.remaining.to_string()),
+            ("x-ratelimit-reset".into(), m.reset.map_or(0, |r| r.0).to_string()),
+        ])
+    }
+
+    /// Answer the request now: a denial, with its headers. `Pause` either way: a reply the
+    /// host refuses leaves the request paused (denied by reset), never passed on.
+    fn reply(&mut self, host: &dyn Host, status: u32, body: &[u8], headers: Vec<(String, String)>) -> FilterAction {
+        self.replied = true;
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            all.push(("content-type", "text/plain"));
+        }
+        all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if host.send_local_response(status, &all, body).is_err() {
+            self.stats.host_errors.inc(host);
+            host.log(LogLevel::Error, "rate-limit: the host refused the local reply; the request is denied by reset");
+        }
+        FilterAction::Pause
+    }
+
+    fn count_limited(&self, host: &dyn Host, index: usize, shadow: bool) {
+        let (all, per_rule) = if shadow {
+            (&self.stats.shadow_limited, &self.stats.rule_shadow_limited)
+        } else {
+            (&self.stats.limited, &self.stats.rule_limited)
+        };
+        all.inc(host);
+        if let Some(c) = per_rule.get(index) {
+            c.inc(host);
+        }
+    }
+
+    /// One `ShouldRateLimit` call with the descriptors of the global rules that applied; the
+    /// request waits for it.
+    fn call_service(&mut self, host: &dyn Host, rules: Vec<(usize, Vec<(Vec<u8>, Vec<u8>)>)>) -> FilterAction {
+        let config = self.config.clone();
+        let Some(service) = &config.global else { return FilterAction::Continue };
+        let hits: Vec<u32> = rules
+            .iter()
+            .map(|(i, _)| match config.rules.get(*i).map(|r| r.kind) {
+                Some(crate::config::RuleKind::Global { hits_addend, .. }) => hits_addend,
+                _ => 1,
+            })
+            .collect();
+        // One hits_addend for all: the request's field (what every service reads); different
+        // ones: each descriptor's own.
+        let common = hits.iter().all(|h| Some(h) == hits.first());
+        let request = rls::RateLimitRequest {
+            domain: service.domain.clone(),
+            hits_addend: if common { hits.first().copied().filter(|h| *h != 1).unwrap_or(0) } else { 0 },
+            descriptors: rules
+                .iter()
+                .zip(&hits)
+                .map(|((_, entries), h)| rls::RateLimitDescriptor {
+                    // protobuf strings are UTF-8: other bytes become U+FFFD, which can only
+                    // merge keys (stricter), never split one.
+                    entries: entries
+                        .iter()
+                        .map(|(k, v)| rls::Entry {
+                            key: String::from_utf8_lossy(k).into_owned(),
+                            value: String::from_utf8_lossy(v).into_owned(),
+                        })
+                        .collect(),
+                    hits_addend: (!common).then_some(rls::UInt64Value { value: u64::from(*h) }),
+                })
+                .collect(),
+        };
+        let message = rls::encode_request(&request);
+        let order: Vec<usize> = rules.into_iter().map(|(i, _)| i).collect();
+        match host.dispatch_grpc_call(&service.cluster, rls::SERVICE, rls::METHOD, &[], &message, service.timeout) {
+            Ok(token) => {
+                self.pending = Some(Pending { token, rules: order });
+                FilterAction::Pause
+            }
+            Err(e) => {
+                self.stats.rls_error.inc(host);
+                host.log_with(LogLevel::Error, || {
+                    format!("rate-limit: cannot call the rate-limit service (cluster {}): {e}", service.cluster)
+                });
+                self.service_failed(host, &order)
+            }
+        }
+    }
+
+    /// The service gave no answer: allow (counted) or, with `failure_mode_deny` and an
+    /// enforcing rule among `rules`, deny with `status_on_error`.
+    fn service_failed(&mut self, host: &dyn Host, rules: &[usize]) -> FilterAction {
+        let config = self.config.clone();
+        let enforcing = rules.iter().any(|i| config.rules.get(*i).is_some_and(|r| !r.shadow));
+        if config.failure_mode_deny && enforcing {
+            self.stats.rls_failure_mode_denied.inc(host);
+            let status = config.global.as_ref().map_or(500, |g| g.status_on_error);
+            return self.reply(host, status, b"rate limit service unavailable", Vec::new());
+        }
+        self.stats.rls_failure_mode_allowed.inc(host);
+        self.stats.allowed.inc(host);
+        FilterAction::Continue
+    }
+
+    /// The service's answer to the pending call.
+    fn on_service_answer(&mut self, host: &dyn Host, pending: Pending, status: u32, size: usize) -> FilterAction {
+        let config = self.config.clone();
+        if status != 0 {
+            self.stats.rls_error.inc(host);
+            if status == GRPC_DEADLINE_EXCEEDED {
+                self.stats.rls_timeout.inc(host);
+            }
+            host.log_with(LogLevel::Warn, || {
+                let message =
+                    host.call_status().map(|(_, m)| String::from_utf8_lossy(&m).into_owned()).unwrap_or_default();
+                format!("rate-limit: rate-limit service call failed: gRPC status {status} {message}")
+            });
+            return self.service_failed(host, &pending.rules);
+        }
+        let bytes = host.body(BodyKind::GrpcReceive, 0, size).unwrap_or_default();
+        let response = match rls::decode_response(&bytes) {
+            Ok(r) if r.overall_code == rls::CODE_OK || r.overall_code == rls::CODE_OVER_LIMIT => r,
+            Ok(r) => {
+                self.stats.rls_error.inc(host);
+                host.log_with(LogLevel::Warn, || {
+                    format!("rate-limit: rate-limit service answered overall_code {}", r.overall_code)
+                });
+                return self.service_failed(host, &pending.rules);
+            }
+            Err(e) => {
+                self.stats.rls_error.inc(host);
+                host.log_with(LogLevel::Warn, || format!("rate-limit: unreadable rate-limit service answer: {e}"));
+                return self.service_failed(host, &pending.rules);
+            }
+        };
+        if response.overall_code == rls::CODE_OVER_LIMIT {
+            self.stats.rls_over_limit.inc(host);
+        } else {
+            self.stats.rls_ok.inc(host);
+        }
+        // One status per descriptor, in order (the protocol); otherwise only the overall code
+        // is known, and it stands for every rule.
+        let per_descriptor = response.statuses.len() == pending.rules.len();
+        for (i, rule) in pending.rules.iter().enumerate() {
+            let status = per_descriptor.then(|| &response.statuses[i]);
+            self.global.push(GlobalEval {
+                rule: *rule,
+                over_limit: status
+                    .map_or(response.overall_code == rls::CODE_OVER_LIMIT, |s| s.code == rls::CODE_OVER_LIMIT),
+                limit: status
+                    .and_then(|s| s.current_limit.as_ref())
+                    .map(|l| (l.requests_per_unit, rls::unit_seconds(l.unit), l.name.clone())),
+                remaining: status.map_or(0, |s| s.limit_remaining),
+                reset: status
+                    .and_then(|s| s.duration_until_reset.as_ref())
+                    .map(|d| (d.whole_seconds(), d.ceil_seconds())),
+            });
+        }
+        self.response_headers_to_add = response
+            .response_headers_to_add
+            .iter()
+            .map(|h| (h.key.to_ascii_lowercase(), h.value_bytes().to_vec()))
+            .collect();
+        let mut denied = false;
+        for g in self.global.clone() {
+            if !g.over_limit {
+                continue;
+            }
+            let shadow = config.rules.get(g.rule).is_none_or(|r| r.shadow);
+            self.count_limited(host, g.rule, shadow);
+            denied |= !shadow;
+        }
+        if denied {
+            let mut headers = self.headers(Denial::Global);
+            headers.extend(
+                self.response_headers_to_add.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())),
+            );
+            let body = if response.raw_body.is_empty() { b"rate limited".to_vec() } else { response.raw_body };
+            return self.reply(host, config.status, &body, headers);
+        }
+        for h in &response.request_headers_to_add {
+            if host.add_header(RequestHeaders, &h.key, h.value_bytes()).is_err() {
+                self.stats.host_errors.inc(host);
+            }
+        }
+        self.stats.allowed.inc(host);
+        FilterAction::Continue
     }
 }
 
@@ -395,47 +738,55 @@ impl HttpFilter for RateLimit {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> FilterAction {
         let config = self.config.clone();
         let raw_path = host.header(RequestHeaders, ":path").unwrap_or_default();
-        // Lossy: a non-UTF-8 path still matches the prefixes it starts with.
-        let path = String::from_utf8_lossy(&raw_path);
-        let method = host.header(RequestHeaders, ":method").unwrap_or_default();
+        let mut view = RequestView {
+            // Lossy: a non-UTF-8 path still matches the prefixes it starts with.
+            path: String::from_utf8_lossy(&raw_path).into_owned(),
+            method: host.header(RequestHeaders, ":method").unwrap_or_default(),
+            client: None,
+            headers: None,
+        };
         let now = now_ns(host);
-        let mut client = None;
+        let mut global = Vec::new();
         for (index, rule) in config.rules.iter().enumerate() {
-            if !Self::rule_matches(rule, host, &path, &method) {
+            if !Self::rule_matches(rule, host, &view.path, &view.method) {
                 continue;
             }
-            let Some(entries) = self.descriptor(rule, host, &path, &mut client) else {
-                self.stats.descriptor_missing.inc(host);
-                continue;
-            };
-            let Some(eval) = self.take(host, index, &entries, now) else { continue };
-            self.evals.push(eval);
-            if !eval.limited {
-                continue;
-            }
-            if rule.shadow {
-                self.stats.shadow_limited.inc(host);
-                if let Some(c) = self.stats.rule_shadow_limited.get(index) {
-                    c.inc(host);
+            let entries = match self.descriptor(rule, host, &mut view) {
+                Descriptor::Entries(e) => e,
+                Descriptor::Missing => {
+                    self.stats.descriptor_missing.inc(host);
+                    continue;
                 }
-                continue;
+                Descriptor::Duplicate(name) => {
+                    self.stats.duplicate_header.inc(host);
+                    host.log_with(LogLevel::Debug, || {
+                        format!("rate-limit: rule {}: header {name} appears more than once", rule.name)
+                    });
+                    if rule.shadow {
+                        continue;
+                    }
+                    let body = format!("duplicate {name} header");
+                    return self.reply(host, 400, body.as_bytes(), Vec::new());
+                }
+            };
+            if let Some(limits) = rule.table_limits() {
+                if let Some(eval) = self.take(host, index, limits, &entries, now) {
+                    self.evals.push(eval);
+                    if eval.limited {
+                        self.count_limited(host, index, rule.shadow);
+                        if !rule.shadow {
+                            let headers = self.headers(Denial::Local(&eval));
+                            return self.reply(host, config.status, b"rate limited", headers);
+                        }
+                    }
+                }
             }
-            self.stats.limited.inc(host);
-            if let Some(c) = self.stats.rule_limited.get(index) {
-                c.inc(host);
+            if rule.is_global() {
+                global.push((index, entries));
             }
-            let headers = self.headers(Some(&eval));
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            self.replied = true;
-            if shared::reply::send_text(host, config.status, "rate limited", &headers).is_err() {
-                self.stats.host_errors.inc(host);
-                host.log(
-                    LogLevel::Error,
-                    "rate-limit: the host refused the local reply; the request is denied by reset",
-                );
-                return FilterAction::Pause;
-            }
-            return FilterAction::Pause;
+        }
+        if !global.is_empty() {
+            return self.call_service(host, global);
         }
         if !self.evals.is_empty() {
             self.stats.allowed.inc(host);
@@ -443,12 +794,34 @@ impl HttpFilter for RateLimit {
         FilterAction::Continue
     }
 
+    fn on_grpc_call_response(
+        &mut self,
+        host: &dyn Host,
+        token: u32,
+        status_code: u32,
+        message_size: usize,
+    ) -> FilterAction {
+        match self.pending.take() {
+            Some(p) if p.token == token => self.on_service_answer(host, p, status_code, message_size),
+            other => {
+                self.pending = other;
+                FilterAction::Continue
+            }
+        }
+    }
+
     fn on_response_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> FilterAction {
         if self.replied {
             return FilterAction::Continue;
         }
-        for (name, value) in self.headers(None) {
-            if host.set_header(ResponseHeaders, name, value.as_bytes()).is_err() {
+        for (name, value) in self.headers(Denial::None) {
+            if host.set_header(ResponseHeaders, &name, value.as_bytes()).is_err() {
+                self.stats.host_errors.inc(host);
+            }
+        }
+        // As Envoy's ratelimit filter: appended, the upstream's own values kept.
+        for (name, value) in &self.response_headers_to_add {
+            if host.add_header(ResponseHeaders, name, value).is_err() {
                 self.stats.host_errors.inc(host);
             }
         }

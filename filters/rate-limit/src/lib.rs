@@ -4,6 +4,7 @@ pub mod bucket;
 pub mod config;
 pub mod filter;
 pub mod keyed;
+pub mod rls;
 pub mod table;
 
 #[cfg(target_arch = "wasm32")]

@@ -772,6 +772,81 @@ mod tests {
     }
 
     #[test]
+    fn global_rules_and_their_service() {
+        const SERVICE: &str = r#""domain":"edge","rate_limit_service":{"grpc_service":{"envoy_grpc":{"cluster_name":"rls"}},"transport_api_version":"V3"}"#;
+        const GLOBAL: &str = r#"{"name":"g","actions":[{"remote_address":{}}],"global":{"hits_addend":2,"pre_bucket":{"max_tokens":5,"fill_interval":"1s"}}}"#;
+        let c = load(&format!(r#"{{{SERVICE},"timeout":"0.25s","rules":[{GLOBAL},{RULE}]}}"#)).unwrap();
+        let g = c.global.as_ref().unwrap();
+        assert_eq!((g.domain.as_str(), g.cluster.as_str()), ("edge", "rls"));
+        assert_eq!(g.timeout, std::time::Duration::from_millis(250));
+        assert_eq!((g.status_on_error, g.x_envoy_ratelimited), (500, true));
+        assert!(c.rules[0].is_global() && !c.rules[1].is_global());
+        assert_eq!(
+            c.rules[0].kind,
+            RuleKind::Global {
+                hits_addend: 2,
+                pre_bucket: Some(Limits { max_tokens: 5, tokens_per_fill: 1, fill_interval_ns: 1_000_000_000 })
+            }
+        );
+        let c = load(&format!(r#"{{{SERVICE},"rules":[{{"name":"g","actions":[{{"path":{{}}}}],"global":{{}}}}]}}"#))
+            .unwrap();
+        assert_eq!(c.global.unwrap().timeout, std::time::Duration::from_millis(DEFAULT_TIMEOUT_MS));
+        let cases: Vec<(String, &str)> = vec![
+            (format!(r#"{{"rules":[{GLOBAL}]}}"#), "domain"),
+            (format!(r#"{{"domain":"d","rules":[{GLOBAL}]}}"#), "rate_limit_service"),
+            (
+                format!(
+                    r#"{{"domain":"","rate_limit_service":{{"grpc_service":{{"envoy_grpc":{{"cluster_name":"r"}}}}}},"rules":[{GLOBAL}]}}"#
+                ),
+                "domain",
+            ),
+            (
+                format!(
+                    r#"{{"domain":"d","rate_limit_service":{{"grpc_service":{{"envoy_grpc":{{"cluster_name":""}}}}}},"rules":[{GLOBAL}]}}"#
+                ),
+                "rate_limit_service.grpc_service.envoy_grpc.cluster_name",
+            ),
+            (
+                format!(
+                    r#"{{"domain":"d","rate_limit_service":{{"grpc_service":{{"google_grpc":{{}}}}}},"rules":[{GLOBAL}]}}"#
+                ),
+                "rate_limit_service.grpc_service.google_grpc",
+            ),
+            (
+                format!(
+                    r#"{{"domain":"d","rate_limit_service":{{"grpc_service":{{"envoy_grpc":{{"cluster_name":"r"}}}},"transport_api_version":"V2"}},"rules":[{GLOBAL}]}}"#
+                ),
+                "rate_limit_service.transport_api_version",
+            ),
+            (format!(r#"{{{SERVICE},"timeout":"0s","rules":[{GLOBAL}]}}"#), "timeout"),
+            (format!(r#"{{{SERVICE},"status_on_error":{{"code":200}},"rules":[{GLOBAL}]}}"#), "status_on_error.code"),
+            (format!(r#"{{{SERVICE},"rules":[{RULE}]}}"#), "domain"),
+            (format!(r#"{{"timeout":"1s","rules":[{RULE}]}}"#), "timeout"),
+            (
+                format!(
+                    r#"{{{SERVICE},"rules":[{{"name":"g","actions":[{{"path":{{}}}}],"global":{{"hits_addend":0}}}}]}}"#
+                ),
+                "rules[0].global.hits_addend",
+            ),
+            (
+                format!(
+                    r#"{{{SERVICE},"rules":[{{"name":"g","actions":[{{"path":{{}}}}],"global":{{"pre_bucket":{{"max_tokens":0,"fill_interval":"1s"}}}}}}]}}"#
+                ),
+                "rules[0].global.pre_bucket.max_tokens",
+            ),
+            (
+                format!(
+                    r#"{{{SERVICE},"rules":[{{"name":"g","actions":[{{"path":{{}}}}],"global":{{}},"token_bucket":{{"max_tokens":1,"fill_interval":"1s"}}}}]}}"#
+                ),
+                "rules[0]",
+            ),
+        ];
+        for (json, field) in cases {
+            assert_eq!(load(&json).unwrap_err().field, field, "{json}");
+        }
+    }
+
+    #[test]
     fn options_compile() {
         let c = load(&format!(
             r#"{{"rules":[{RULE}],"status":{{"code":503}},"shadow_mode":true,"enable_x_ratelimit_headers":"DRAFT_VERSION_03",

@@ -195,9 +195,12 @@ enum Denial<'a> {
     Global,
 }
 
+/// A descriptor's entries, `(key, value)`.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What a rule's descriptor came to for this request.
 enum Descriptor {
-    Entries(Vec<(Vec<u8>, Vec<u8>)>),
+    Entries(Entries),
     /// An entry is missing: the rule does not apply, as in Envoy.
     Missing,
     /// A `request_headers` header appears more than once (R3): the rule refuses the request.
@@ -583,7 +586,7 @@ impl RateLimit {
 
     /// One `ShouldRateLimit` call with the descriptors of the global rules that applied; the
     /// request waits for it.
-    fn call_service(&mut self, host: &dyn Host, rules: Vec<(usize, Vec<(Vec<u8>, Vec<u8>)>)>) -> FilterAction {
+    fn call_service(&mut self, host: &dyn Host, rules: Vec<(usize, Entries)>) -> FilterAction {
         let config = self.config.clone();
         let Some(service) = &config.global else { return FilterAction::Continue };
         let hits: Vec<u32> = rules
@@ -1151,5 +1154,336 @@ mod tests {
         assert_eq!(send(&mut w, &[], "10.0.0.1:1").0, 200);
         assert_eq!(p.shared_data("rate-limit/rl/0").0.unwrap().len(), table::GROUP_BYTES);
         assert_eq!(send(&mut w, &[], "10.0.0.1:1").0, 429);
+    }
+}
+
+#[cfg(test)]
+mod global_tests {
+    //! Global rules on the emulated proxy: the call the filter makes, and every kind of answer.
+    use super::*;
+    use crate::rls::{self, DescriptorStatus, HeaderValue, ProtoDuration, RateLimitResponse};
+    use prost::Message;
+    use shared::proxytest::{Phase, Proxy, Worker};
+
+    type W = Worker<RateLimitRoot>;
+
+    fn config(extra: &str, rule_extra: &str) -> String {
+        format!(
+            r#"{{"domain":"edge","rate_limit_service":{{"grpc_service":{{"envoy_grpc":{{"cluster_name":"rls"}}}}}},
+            "enable_x_ratelimit_headers":"DRAFT_VERSION_03"{extra},
+            "rules":[{{"name":"per_user","actions":[{{"request_headers":{{"header_name":"x-user","descriptor_key":"user"}}}},
+              {{"generic_key":{{"descriptor_value":"api"}}}}],"global":{{{rule_extra}}}}}]}}"#
+        )
+    }
+
+    fn proxy() -> Proxy {
+        let p = Proxy::new();
+        p.set_property(&["source", "address"], b"10.0.0.1:1");
+        p
+    }
+
+    fn request(w: &mut W, user: &str) -> (u32, FilterAction) {
+        w.request(&[(":method", "GET"), (":path", "/"), ("x-user", user)])
+    }
+
+    fn status(code: i32, quota: u32, unit: i32, name: &str, remaining: u32, reset: i64) -> DescriptorStatus {
+        DescriptorStatus {
+            code,
+            current_limit: Some(rls::RateLimit { name: name.into(), requests_per_unit: quota, unit }),
+            limit_remaining: remaining,
+            duration_until_reset: Some(ProtoDuration { seconds: reset, nanos: 0 }),
+        }
+    }
+
+    fn answer(code: i32, statuses: Vec<DescriptorStatus>) -> Vec<u8> {
+        RateLimitResponse { overall_code: code, statuses, ..Default::default() }.encode_to_vec()
+    }
+
+    fn response_headers(w: &mut W, id: u32) -> Vec<(String, String)> {
+        w.response_headers(id, &[(":status", "200")], true);
+        w.headers(id, ResponseHeaders).into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
+    }
+
+    fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_request_waits_for_one_call_with_the_descriptors() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, action) = request(&mut w, "alice");
+        assert_eq!(action, FilterAction::Pause);
+        let calls = w.grpc_calls();
+        assert_eq!(calls.len(), 1);
+        let call = &calls[0];
+        assert_eq!(
+            (call.cluster.as_str(), call.service.as_str(), call.method.as_str()),
+            ("rls", rls::SERVICE, rls::METHOD)
+        );
+        assert_eq!(call.timeout, std::time::Duration::from_millis(100), "the documented default");
+        let sent = rls::RateLimitRequest::decode(call.message.as_slice()).unwrap();
+        assert_eq!(sent.domain, "edge");
+        assert_eq!(sent.hits_addend, 0);
+        let entries: Vec<(&str, &str)> =
+            sent.descriptors[0].entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+        assert_eq!(entries, [("user", "alice"), ("generic_key", "api")]);
+        assert!(w.is_paused(id));
+    }
+
+    #[test]
+    fn ok_resumes_with_the_service_headers() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let token = w.grpc_calls()[0].token;
+        let response = RateLimitResponse {
+            overall_code: rls::CODE_OK,
+            statuses: vec![status(rls::CODE_OK, 10, 2, "per-user", 7, 30)],
+            response_headers_to_add: vec![HeaderValue { key: "X-Custom".into(), value: "1".into(), raw_value: vec![] }],
+            request_headers_to_add: vec![HeaderValue { key: "x-rl".into(), value: "yes".into(), raw_value: vec![] }],
+            raw_body: vec![],
+        };
+        w.answer_grpc_call(token, 0, &response.encode_to_vec());
+        assert_eq!(w.resumes(), [(id, Phase::Request)]);
+        assert_eq!(w.request_header_values(id, "x-rl"), ["yes"]);
+        let h = response_headers(&mut w, id);
+        assert_eq!(header(&h, "x-ratelimit-limit"), Some("10, 10;w=60;name=\"per-user\""));
+        assert_eq!(header(&h, "x-ratelimit-remaining"), Some("7"));
+        assert_eq!(header(&h, "x-ratelimit-reset"), Some("30"));
+        assert_eq!(header(&h, "ratelimit-policy"), Some("\"per_user\";q=10;w=60"));
+        assert_eq!(header(&h, "ratelimit"), Some("\"per_user\";r=7;t=30"));
+        assert_eq!(header(&h, "x-custom"), Some("1"));
+        assert!(header(&h, "retry-after").is_none());
+        assert_eq!(p.metric("rate_limit.rls.ok"), Some(1));
+        assert_eq!(p.metric("rate_limit.allowed"), Some(1));
+    }
+
+    #[test]
+    fn over_limit_is_a_429_with_the_service_numbers() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let token = w.grpc_calls()[0].token;
+        w.answer_grpc_call(
+            token,
+            0,
+            &answer(rls::CODE_OVER_LIMIT, vec![status(rls::CODE_OVER_LIMIT, 10, 1, "", 0, 1)]),
+        );
+        assert!(w.resumes().is_empty(), "a denied request never goes on");
+        let r = w.local_reply(id).unwrap();
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert_eq!(r.header("x-envoy-ratelimited"), Some("true"));
+        assert_eq!(r.header("x-ratelimit-limit"), Some("10, 10;w=1"));
+        assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+        assert_eq!(r.header("ratelimit"), Some("\"per_user\";r=0;t=1"));
+        assert_eq!(r.body_text(), "rate limited");
+        assert_eq!(p.metric("rate_limit.rls.over_limit"), Some(1));
+        assert_eq!(p.metric("rate_limit.rule.per_user.limited"), Some(1));
+        // The service's body and content type win, as in Envoy.
+        let (id, _) = request(&mut w, "alice");
+        let token = w.grpc_calls()[1].token;
+        let response = RateLimitResponse {
+            overall_code: rls::CODE_OVER_LIMIT,
+            response_headers_to_add: vec![HeaderValue {
+                key: "content-type".into(),
+                value: "application/json".into(),
+                raw_value: vec![],
+            }],
+            raw_body: b"{\"slow\":\"down\"}".to_vec(),
+            ..Default::default()
+        };
+        w.answer_grpc_call(token, 0, &response.encode_to_vec());
+        let r = w.local_reply(id).unwrap();
+        assert_eq!(
+            (r.status, r.header("content-type"), r.body_text().as_str()),
+            (429, Some("application/json"), "{\"slow\":\"down\"}")
+        );
+        assert!(r.header("retry-after").is_none(), "no status: no reset known");
+    }
+
+    #[test]
+    fn failures_allow_by_default_counted_and_deny_with_failure_mode_deny() {
+        for deny in [false, true] {
+            let p = proxy();
+            let extra = if deny { r#","failure_mode_deny":true"# } else { "" };
+            let mut w: W = p.worker(&config(extra, ""));
+            // Unavailable, the deadline, an unreadable answer, an UNKNOWN code.
+            let answers: [(u32, Vec<u8>); 4] =
+                [(14, b"no healthy upstream".to_vec()), (4, vec![]), (0, vec![0x12, 9]), (0, answer(0, vec![]))];
+            for (i, (code, message)) in answers.iter().enumerate() {
+                let (id, _) = request(&mut w, "alice");
+                let token = w.grpc_calls()[i].token;
+                w.answer_grpc_call(token, *code, message);
+                if deny {
+                    assert_eq!(w.local_reply(id).map(|r| r.status), Some(500), "answer {i}");
+                } else {
+                    assert!(w.resumes().contains(&(id, Phase::Request)), "answer {i}");
+                    assert!(response_headers(&mut w, id).iter().all(|(k, _)| !k.contains("ratelimit")));
+                }
+            }
+            assert_eq!(p.metric("rate_limit.rls.error"), Some(4));
+            assert_eq!(p.metric("rate_limit.rls.timeout"), Some(1));
+            let (allowed, denied) = if deny { (0, 4) } else { (4, 0) };
+            assert_eq!(p.metric("rate_limit.rls.failure_mode_allowed"), Some(allowed));
+            assert_eq!(p.metric("rate_limit.rls.failure_mode_denied"), Some(denied));
+            // A call the host refuses (unknown cluster) is decided at once.
+            w.fail_http_calls(true);
+            let (id, action) = request(&mut w, "alice");
+            if deny {
+                assert_eq!((action, w.local_reply(id).map(|r| r.status)), (FilterAction::Pause, Some(500)));
+            } else {
+                assert_eq!(action, FilterAction::Continue);
+            }
+            assert_eq!(p.metric("rate_limit.rls.error"), Some(5));
+        }
+    }
+
+    #[test]
+    fn status_on_error_and_no_x_envoy_ratelimited() {
+        let p = proxy();
+        let mut w: W = p.worker(&config(
+            r#","failure_mode_deny":true,"status_on_error":{"code":503},"disable_x_envoy_ratelimited_header":true"#,
+            "",
+        ));
+        let (id, _) = request(&mut w, "a");
+        w.answer_grpc_call(w.grpc_calls()[0].token, 14, b"");
+        assert_eq!(w.local_reply(id).unwrap().status, 503);
+        let (id, _) = request(&mut w, "a");
+        w.answer_grpc_call(w.grpc_calls()[1].token, 0, &answer(rls::CODE_OVER_LIMIT, vec![]));
+        let r = w.local_reply(id).unwrap();
+        assert_eq!(r.status, 429, "overall OVER_LIMIT without statuses stands for every rule");
+        assert!(r.header("x-envoy-ratelimited").is_none());
+    }
+
+    #[test]
+    fn shadow_global_rules_ask_the_service_and_never_deny() {
+        let p = proxy();
+        let mut w: W = p.worker(&config(r#","failure_mode_deny":true,"shadow_mode":true"#, ""));
+        let (id, _) = request(&mut w, "a");
+        w.answer_grpc_call(w.grpc_calls()[0].token, 0, &answer(rls::CODE_OVER_LIMIT, vec![status(2, 1, 1, "", 0, 1)]));
+        assert_eq!(w.resumes(), [(id, Phase::Request)]);
+        assert_eq!(p.metric("rate_limit.rule.per_user.shadow_limited"), Some(1));
+        assert_eq!(p.metric("rate_limit.limited"), Some(0));
+        // A failure does not deny a shadow rule either.
+        let (id, _) = request(&mut w, "a");
+        w.answer_grpc_call(w.grpc_calls()[1].token, 14, b"");
+        assert!(w.resumes().contains(&(id, Phase::Request)));
+    }
+
+    #[test]
+    fn a_pre_bucket_sheds_a_flood_before_the_service() {
+        let p = proxy();
+        let mut w: W =
+            p.worker(&config("", r#""pre_bucket":{"max_tokens":2,"tokens_per_fill":2,"fill_interval":"60s"}"#));
+        for i in 0..2 {
+            let (_, action) = request(&mut w, "flood");
+            assert_eq!(action, FilterAction::Pause);
+            w.answer_grpc_call(w.grpc_calls()[i].token, 0, &answer(rls::CODE_OK, vec![]));
+        }
+        let (id, action) = request(&mut w, "flood");
+        assert_eq!(action, FilterAction::Pause);
+        assert_eq!(w.local_reply(id).map(|r| r.status), Some(429));
+        assert_eq!(w.grpc_calls().len(), 2, "shed before the service");
+        // Another key has its own pre-bucket.
+        assert_eq!(request(&mut w, "other").1, FilterAction::Pause);
+        assert_eq!(w.grpc_calls().len(), 3);
+    }
+
+    #[test]
+    fn hits_addend_goes_on_the_request_or_on_each_descriptor() {
+        let two = r#"{"domain":"d","rate_limit_service":{"grpc_service":{"envoy_grpc":{"cluster_name":"rls"}}},"rules":[
+            {"name":"a","actions":[{"generic_key":{"descriptor_value":"a"}}],"global":{"hits_addend":HA}},
+            {"name":"b","actions":[{"generic_key":{"descriptor_value":"b"}}],"global":{"hits_addend":HB}}]}"#;
+        for (a, b, request_level, per_descriptor) in [("5", "5", 5, [None, None]), ("1", "3", 0, [Some(1), Some(3)])] {
+            let p = proxy();
+            let mut w: W = p.worker(&two.replace("HA", a).replace("HB", b));
+            w.request(&[(":method", "GET"), (":path", "/")]);
+            let sent = rls::RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
+            assert_eq!(sent.hits_addend, request_level);
+            let got: Vec<Option<u64>> =
+                sent.descriptors.iter().map(|d| d.hits_addend.as_ref().map(|h| h.value)).collect();
+            assert_eq!(got, per_descriptor);
+        }
+    }
+
+    #[test]
+    fn local_and_global_rules_together() {
+        // A local rule denies without calling the service; when it allows, the global rule
+        // is asked, and the headers of both appear, in rule order.
+        let json = r#"{"domain":"d","rate_limit_service":{"grpc_service":{"envoy_grpc":{"cluster_name":"rls"}}},"rules":[
+            {"name":"local","actions":[{"remote_address":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"60s"}},
+            {"name":"global","actions":[{"remote_address":{}}],"global":{}}]}"#;
+        let p = proxy();
+        let mut w: W = p.worker(json);
+        let (id, _) = w.request(&[(":method", "GET"), (":path", "/")]);
+        let sent = rls::RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
+        assert_eq!(sent.descriptors.len(), 1, "only the global rule's descriptor");
+        assert_eq!(sent.descriptors[0].entries[0].value, "10.0.0.1");
+        w.answer_grpc_call(w.grpc_calls()[0].token, 0, &answer(rls::CODE_OK, vec![status(1, 100, 3, "", 99, 3599)]));
+        let h = response_headers(&mut w, id);
+        assert_eq!(header(&h, "ratelimit-policy"), Some("\"local\";q=1;w=60, \"global\";q=100;w=3600"));
+        let (id, action) = w.request(&[(":method", "GET"), (":path", "/")]);
+        assert_eq!((action, w.local_reply(id).map(|r| r.status)), (FilterAction::Pause, Some(429)));
+        assert_eq!(w.grpc_calls().len(), 1, "the local denial never asks the service");
+    }
+
+    #[test]
+    fn an_answer_to_a_stream_that_is_gone_is_harmless() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "a");
+        w.complete(id);
+        assert!(w.pending_calls().is_empty(), "Envoy cancels the call with the stream");
+    }
+
+    #[test]
+    fn non_utf8_values_merge_never_split() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let id = w.new_stream();
+        w.request_headers_bytes(id, &[(":method", b"GET"), (":path", b"/"), ("x-user", b"al\xffice")], true);
+        let sent = rls::RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
+        assert_eq!(sent.descriptors[0].entries[0].value, "al\u{fffd}ice");
+    }
+}
+
+#[cfg(test)]
+mod duplicate_tests {
+    //! R3: a keying header sent twice. Envoy keys on the first value; an upstream reading the
+    //! last one let a client rotate a random first value and escape its limit.
+    use super::*;
+    use shared::proxytest::{Proxy, Worker};
+
+    const JSON: &str = r#"{"rules":[{"name":"key","actions":[{"request_headers":{"header_name":"x-api-key","descriptor_key":"k"}}],
+        "token_bucket":{"max_tokens":2,"fill_interval":"60s"}}]}"#;
+
+    #[test]
+    fn a_keying_header_sent_twice_is_refused_not_keyed_on_its_first_value() {
+        let p = Proxy::new();
+        let mut w: Worker<RateLimitRoot> = p.worker(JSON);
+        let req = |w: &mut Worker<RateLimitRoot>, first: &str| {
+            let (id, action) =
+                w.request(&[(":method", "GET"), (":path", "/"), ("x-api-key", first), ("x-api-key", "real")]);
+            (action, w.local_reply(id).map(|r| (r.status, r.body_text())))
+        };
+        // Rotating the first value gets nothing through.
+        for i in 0..5 {
+            let (action, reply) = req(&mut w, &format!("random-{i}"));
+            assert_eq!(action, FilterAction::Pause);
+            assert_eq!(reply, Some((400, "duplicate x-api-key header".to_string())));
+        }
+        assert_eq!(p.metric("rate_limit.duplicate_header"), Some(5));
+        // Sent once, the key is limited as usual.
+        let once: Vec<FilterAction> =
+            (0..3).map(|_| w.request(&[(":method", "GET"), (":path", "/"), ("x-api-key", "real")]).1).collect();
+        assert_eq!(once, [FilterAction::Continue, FilterAction::Continue, FilterAction::Pause]);
+        // In shadow mode the rule only counts.
+        let p = Proxy::new();
+        let mut w: Worker<RateLimitRoot> =
+            p.worker(&JSON.replace(r#""name":"key","#, r#""name":"key","shadow_mode":true,"#));
+        assert_eq!(req(&mut w, "x").0, FilterAction::Continue);
+        assert_eq!(p.metric("rate_limit.duplicate_header"), Some(1));
     }
 }

@@ -114,6 +114,10 @@ fn upstream_sees_the_current_token_and_the_token_server_one_call_per_refresh_per
     let log = s.envoy.log();
     assert!(log.contains("token-fetch: token fetched (fingerprint"), "{log}");
     assert!(!log.contains("demo-secret-never-logged"), "client secret in the log");
+    // Which configuration: non-secret fields and a fingerprint keyed with the proxy's seed;
+    // never an unkeyed hash of the secret (it let a log reader test guessed secrets offline).
+    assert!(log.contains(r#"client_id "demo-client", configuration fingerprint "#), "{log}");
+    assert!(!log.contains(&shared::hash::fingerprint(b"demo-secret-never-logged")), "unkeyed secret fingerprint");
     assert!(!log.contains("Bearer tok-") && !log.contains("\"tok-"), "a token in the log");
 }
 

@@ -121,11 +121,9 @@ fn targeted_deny_without_the_seed_fails() {
 /// The group the table really uses: what an attacker who learned the seed computes.
 fn seeded_group(p: &Proxy) -> impl Fn(&str) -> u64 {
     let seed = shared::seed::agree(&p.host()).unwrap();
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&seed.bytes()[..16]);
-    let key = crate::keyed::HashKey::new(key);
+    let key = seed.hash_key(crate::filter::TABLE_HASH_LABEL);
     move |user: &str| {
-        let h = crate::keyed::keyed(&key, &[b"guess", b"user", user.as_bytes()]);
+        let h = shared::hash::keyed(&key, &[b"guess", b"user", user.as_bytes()]);
         u64::from(crate::table::place(h, 0, GROUPS as u32).0)
     }
 }

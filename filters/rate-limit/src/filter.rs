@@ -6,20 +6,25 @@
 //! request go on (with the service's headers), or fails per `failure_mode_deny`. Allowed
 //! requests get the rate-limit headers on their response.
 
+use crate::address::{self, mask};
 use crate::bucket::{ceil_secs, Decision, Limits};
 use crate::config::{Action, Compiled, Config, OnExhausted, Rule, KEY_PREFIX};
-use crate::keyed::{keyed, HashKey};
 use crate::rls;
 use crate::table::{self, Slot};
 use shared::config::ConfigError;
+use shared::hash::{keyed, HashKey};
 use shared::host::BodyKind;
 use shared::host::HeaderMapKind::{RequestHeaders, ResponseHeaders};
 use shared::host::HostExt;
 use shared::shared_cell::{self, CasError};
 use shared::stats::Counter;
 use shared::{Action as FilterAction, Host, HttpFilter, LogLevel, RootFilter};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::rc::Rc;
+
+/// The use the table hash's key is derived for from the per-proxy seed
+/// ([`shared::seed::Seed::hash_key`]): no other use of the seed shares it.
+pub const TABLE_HASH_LABEL: &str = "rate-limit/table";
 
 /// gRPC status Envoy's async client reports when the call's deadline passed.
 const GRPC_DEADLINE_EXCEEDED: u32 = 4;
@@ -101,7 +106,7 @@ impl Stats {
 pub struct TableRef {
     /// `rate-limit/<plugin name>/`: the shared-data key prefix of the groups.
     pub prefix: String,
-    /// The proxy's seed (first 16 bytes), keying the table hash.
+    /// The table hash's key, derived from the per-proxy seed ([`TABLE_HASH_LABEL`]).
     pub key: HashKey,
 }
 
@@ -130,15 +135,13 @@ impl RootFilter for RateLimitRoot {
         let compiled = shared::config::load(raw_config, Config::compile)?;
         let seed = shared::seed::agree(host)
             .map_err(|e| ConfigError::new("table", format!("no per-proxy seed for the table hash: {e}")))?;
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&seed.bytes()[..16]);
         let prefix = format!("{KEY_PREFIX}{}/", plugin_name(host));
         for i in 0..compiled.groups {
             shared_cell::ensure_exists(host, &table::group_key(&prefix, i), &table::EMPTY_GROUP)
                 .map_err(|e| ConfigError::new("table", format!("cannot create the shared-data table: {e}")))?;
         }
         self.stats = Rc::new(Stats::define(host, &compiled.rules));
-        self.table = Some(Rc::new(TableRef { prefix, key: HashKey::new(key) }));
+        self.table = Some(Rc::new(TableRef { prefix, key: seed.hash_key(TABLE_HASH_LABEL) }));
         self.config = Some(Rc::new(compiled));
         Ok(())
     }
@@ -228,39 +231,7 @@ pub struct RateLimit {
 }
 
 fn now_ns(host: &dyn Host) -> u64 {
-    host.now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:5678`; an IPv4-mapped IPv6 address
-/// (`::ffff:a.b.c.d`, what a dual-stack listener reports for IPv4 clients) is the IPv4 client
-/// it stands for, so that masking applies the IPv4 prefix to it (masked to /64 as IPv6 it was
-/// `::`: every IPv4 client in one bucket).
-fn parse_ip(text: &str) -> Option<IpAddr> {
-    let text = text.trim();
-    let ip = text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))?;
-    Some(canonical(ip))
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn mask(ip: IpAddr, v4: u8, v6: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let m = if v4 == 0 { 0 } else { u32::MAX << (32 - u32::from(v4.min(32))) };
-            IpAddr::V4(Ipv4Addr::from(bits & m))
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let m = if v6 == 0 { 0 } else { u128::MAX << (128 - u32::from(v6.min(128))) };
-            IpAddr::V6(Ipv6Addr::from(bits & m))
-        }
-    }
+    shared::time::nanos(host.now())
 }
 
 impl RateLimit {
@@ -270,19 +241,14 @@ impl RateLimit {
     fn client_ip(&self, host: &dyn Host) -> Option<IpAddr> {
         let hops = self.config.xff_num_trusted_hops as usize;
         if hops > 0 {
-            let from_xff = host.header(RequestHeaders, "x-forwarded-for").and_then(|v| {
-                let text = String::from_utf8(v).ok()?;
-                let entries: Vec<&str> = text.split(',').collect();
-                let i = entries.len().checked_sub(hops)?;
-                parse_ip(entries.get(i)?)
-            });
+            let from_xff = host.header(RequestHeaders, "x-forwarded-for").and_then(|v| address::from_xff(&v, hops));
             if from_xff.is_some() {
                 return from_xff;
             }
             self.stats.xff_fallback.inc(host);
         }
         let source = host.property(&["source", "address"])?;
-        parse_ip(std::str::from_utf8(&source).ok()?)
+        address::parse_ip(std::str::from_utf8(&source).ok()?)
     }
 
     fn rule_matches(rule: &Rule, host: &dyn Host, path: &str, method: &[u8]) -> bool {
@@ -990,7 +956,6 @@ mod tests {
         assert_eq!(send(&mut w, &[], "10.1.3.1:1").0, 200);
         assert_eq!(send(&mut w, &[], "[2001:db8:0:1::5]:1").0, 200);
         assert_eq!(send(&mut w, &[], "[2001:db8:0:1:ffff::9]:1").0, 429);
-        assert_eq!(mask("1.2.3.4".parse().unwrap(), 0, 0).to_string(), "0.0.0.0");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! rate-limit: see README.md beside this crate for the full reference.
 
+pub mod address;
 pub mod bucket;
 pub mod config;
 pub mod filter;
-pub mod keyed;
 pub mod rls;
 pub mod table;
 

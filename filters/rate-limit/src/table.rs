@@ -279,8 +279,8 @@ mod tests {
 
     #[test]
     fn place_spreads_keys_over_groups() {
-        let key = crate::keyed::HashKey::new([7; 16]);
-        let h = |i: u32| crate::keyed::keyed(&key, &[b"rule", &i.to_le_bytes()]);
+        let key = shared::hash::HashKey::new([7; 16]);
+        let h = |i: u32| shared::hash::keyed(&key, &[b"rule", &i.to_le_bytes()]);
         let spread: std::collections::HashSet<u32> = (0..10_000u32).map(|i| place(h(i), 0, 1024).0).collect();
         assert!(spread.len() > 1000, "groups used: {}", spread.len());
         assert!((0..10_000u32).all(|i| place(h(i), 0, 1024).0 < 1024));

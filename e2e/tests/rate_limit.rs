@@ -287,6 +287,57 @@ fn refills_after_fill_interval() {
     assert!(ok >= 20, "{ok} admitted after the refill: the bucket is full again");
 }
 
+/// Two rate-limit plugins in one VM (e2e/rate-limit/two-instances.yaml): `per_ip` (429) keyed
+/// on the client address, `per_user` (503) on the `x-user` header, both with a rule `limit`
+/// of 3 and the same descriptor for a request whose `x-user` is its client address. Each
+/// plugin keeps its own table, so each admits its own 3: with one shared table, every request
+/// would take two tokens of one bucket and only the first would pass.
+#[test]
+fn two_instances_in_one_vm_never_share_buckets() {
+    let config = e2e::repo_root().join("e2e/rate-limit/two-instances.yaml");
+    let envoy = Envoy::start_path(&config, EnvoyOptions::default()).unwrap();
+    let _upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    let port = envoy.port(LISTENER_PORT);
+    let send = |ip: &str, user: &str| {
+        Request::get("/").header("x-forwarded-for", ip).header("x-user", user).send(port).unwrap().status
+    };
+    within_one_fill(Duration::from_secs(3600), Duration::from_secs(60), |n| {
+        let (ip, other_ip) = (format!("10.9.{n}.1"), format!("10.9.{n}.2"));
+        let statuses: Vec<u16> = (0..4).map(|_| send(&ip, &ip)).collect();
+        // Both buckets of `limit`/`remote_address`=ip hold 3 each: 3 pass, then per_ip denies.
+        assert_eq!(statuses, [200, 200, 200, 429], "each plugin admits its own 3");
+        // per_user's bucket for that value is spent too (by its own 3 requests, not per_ip's):
+        // a fresh client address with the same user passes per_ip and meets per_user's 503.
+        assert_eq!(send(&other_ip, &ip), 503, "per_user's own bucket is empty");
+        // And per_ip's bucket of the fresh address took one token only: 2 more pass there with
+        // fresh users.
+        assert_eq!(send(&other_ip, "u1"), 200);
+        assert_eq!(send(&other_ip, "u2"), 200);
+        assert_eq!(send(&other_ip, "u3"), 429, "per_ip: 3 for the fresh address, the 503 included");
+    });
+    assert_eq!(envoy.stat("wasmcustom.rate_limit.host_errors"), 0);
+    assert_eq!(envoy.stat("wasmcustom.rate_limit.cas_exhausted"), 0);
+    drop(envoy);
+
+    // The control: the same two plugins under one plugin name share one table, and then one
+    // bucket: the first request takes 2 of its 3 tokens, the second is denied by per_user.
+    let same_name = EnvoyOptions {
+        edit: Some(Box::new(|c: String| {
+            c.replace("                name: per_user\n", "                name: per_ip\n")
+        })),
+        ..EnvoyOptions::default()
+    };
+    let envoy = Envoy::start_path(&config, same_name).unwrap();
+    let _upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    let port = envoy.port(LISTENER_PORT);
+    let send =
+        |ip: &str| Request::get("/").header("x-forwarded-for", ip).header("x-user", ip).send(port).unwrap().status;
+    within_one_fill(Duration::from_secs(3600), Duration::from_secs(60), |n| {
+        let ip = format!("10.8.{n}.1");
+        assert_eq!([send(&ip), send(&ip)], [200, 503], "one table under one plugin name");
+    });
+}
+
 fn rate_limit_fields(r: &Response) -> Vec<(String, u64, u64)> {
     // `"name";r=N;t=S, ...`
     r.header("ratelimit")

@@ -508,7 +508,10 @@ impl RateLimit {
             }
             if *unit > 0 {
                 policy.push_str(&format!(", {quota};w={unit}"));
-                if !name.is_empty() {
+                // The service's limit name goes into a quoted string: only when it can be one
+                // (a CR or LF would split the header; found by the rate_limit_rls_answer fuzz
+                // target).
+                if !name.is_empty() && name.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
                     policy.push_str(&format!(";name=\"{name}\""));
                 }
             }
@@ -1222,6 +1225,25 @@ mod global_tests {
         assert!(header(&h, "retry-after").is_none());
         assert_eq!(p.metric("rate_limit.rls.ok"), Some(1));
         assert_eq!(p.metric("rate_limit.allowed"), Some(1));
+    }
+
+    #[test]
+    fn a_limit_name_that_cannot_be_quoted_is_left_out_of_x_ratelimit_limit() {
+        // Regression (fuzz target rate_limit_rls_answer): the name went into the header as is.
+        for (name, want) in [
+            ("x\r\ninjected: 1", "10, 10;w=60"),
+            ("a\"b", "10, 10;w=60"),
+            ("back\\slash", "10, 10;w=60"),
+            ("per-user 2", "10, 10;w=60;name=\"per-user 2\""),
+        ] {
+            let p = proxy();
+            let mut w: W = p.worker(&config("", ""));
+            let (id, _) = request(&mut w, "alice");
+            let token = w.grpc_calls()[0].token;
+            w.answer_grpc_call(token, 0, &answer(rls::CODE_OK, vec![status(rls::CODE_OK, 10, 2, name, 7, 30)]));
+            let h = response_headers(&mut w, id);
+            assert_eq!(header(&h, "x-ratelimit-limit"), Some(want), "{name:?}");
+        }
     }
 
     #[test]

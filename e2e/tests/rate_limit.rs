@@ -287,6 +287,144 @@ fn refills_after_fill_interval() {
     assert!(ok >= 20, "{ok} admitted after the refill: the bucket is full again");
 }
 
+/// Two rate-limit plugins in one VM (e2e/rate-limit/two-instances.yaml): `per_ip` (429) keyed
+/// on the client address, `per_user` (503) on the `x-user` header, both with a rule `limit`
+/// of 3 and the same descriptor for a request whose `x-user` is its client address. Each
+/// plugin keeps its own table, so each admits its own 3: with one shared table, every request
+/// would take two tokens of one bucket and only the first would pass.
+#[test]
+fn two_instances_in_one_vm_never_share_buckets() {
+    let config = e2e::repo_root().join("e2e/rate-limit/two-instances.yaml");
+    let envoy = Envoy::start_path(&config, EnvoyOptions::default()).unwrap();
+    let _upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    let port = envoy.port(LISTENER_PORT);
+    let send = |ip: &str, user: &str| {
+        Request::get("/").header("x-forwarded-for", ip).header("x-user", user).send(port).unwrap().status
+    };
+    within_one_fill(Duration::from_secs(3600), Duration::from_secs(60), |n| {
+        let (ip, other_ip) = (format!("10.9.{n}.1"), format!("10.9.{n}.2"));
+        let statuses: Vec<u16> = (0..4).map(|_| send(&ip, &ip)).collect();
+        // Both buckets of `limit`/`remote_address`=ip hold 3 each: 3 pass, then per_ip denies.
+        assert_eq!(statuses, [200, 200, 200, 429], "each plugin admits its own 3");
+        // per_user's bucket for that value is spent too (by its own 3 requests, not per_ip's):
+        // a fresh client address with the same user passes per_ip and meets per_user's 503.
+        assert_eq!(send(&other_ip, &ip), 503, "per_user's own bucket is empty");
+        // And per_ip's bucket of the fresh address took one token only: 2 more pass there with
+        // fresh users.
+        assert_eq!(send(&other_ip, "u1"), 200);
+        assert_eq!(send(&other_ip, "u2"), 200);
+        assert_eq!(send(&other_ip, "u3"), 429, "per_ip: 3 for the fresh address, the 503 included");
+    });
+    assert_eq!(envoy.stat("wasmcustom.rate_limit.host_errors"), 0);
+    assert_eq!(envoy.stat("wasmcustom.rate_limit.cas_exhausted"), 0);
+    drop(envoy);
+
+    // The control: the same two plugins under one plugin name share one table, and then one
+    // bucket: the first request takes 2 of its 3 tokens, the second is denied by per_user.
+    let same_name = EnvoyOptions {
+        edit: Some(Box::new(|c: String| {
+            c.replace("                name: per_user\n", "                name: per_ip\n")
+        })),
+        ..EnvoyOptions::default()
+    };
+    let envoy = Envoy::start_path(&config, same_name).unwrap();
+    let _upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    let port = envoy.port(LISTENER_PORT);
+    let send =
+        |ip: &str| Request::get("/").header("x-forwarded-for", ip).header("x-user", ip).send(port).unwrap().status;
+    within_one_fill(Duration::from_secs(3600), Duration::from_secs(60), |n| {
+        let ip = format!("10.8.{n}.1");
+        assert_eq!([send(&ip), send(&ip)], [200, 503], "one table under one plugin name");
+    });
+}
+
+/// The table's hash before it was keyed (FNV-1a + splitmix64 of rule name and descriptor, group
+/// from the high 32 bits): public, what an attacker of the old table computed offline (the same
+/// model as filters/rate-limit/src/attack_tests.rs, where the attacks failed on the old code).
+fn public_group(user: &str, groups: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [&b"guess"[..], b"user", user.as_bytes()] {
+        for b in part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    ((h >> 32) * groups) >> 32
+}
+
+/// The review's R1 attacks on the table, in a real Envoy: alice may make 5 guesses per 10
+/// minutes (`x-user` keyed), the table holds 4,096 keys (1,024 groups of 4), and mallory aims
+/// keys at alice's group with the public hash. Targeted eviction (`EVICT`): her group kept full
+/// of exhausted buckets and one new colliding key after every 5 guesses of alice gave alice
+/// 100 guesses of 100; now 5. Targeted deny (`DENY`): four colliding keys made alice's first
+/// request 429; now it passes. (Against the seeded hash the aimed keys scatter; an attacker who
+/// learns the seed is the unit tests' and the README's matter.)
+#[test]
+fn aimed_keys_neither_evict_alice_into_a_fresh_budget_nor_deny_her() {
+    const MAX_KEYS: u64 = 4096;
+    for on_full in ["EVICT", "DENY"] {
+        let opts = EnvoyOptions {
+            edit: Some(Box::new(move |c: String| {
+                e2e::envoy::edit_plugin_config(&c, "rate-limit", |json| {
+                    *json = serde_json::json!({
+                        "table": { "max_keys": MAX_KEYS, "on_full": on_full },
+                        "rules": [{
+                            "name": "guess",
+                            "actions": [{ "request_headers": { "header_name": "x-user", "descriptor_key": "user" } }],
+                            "token_bucket": { "max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "600s" }
+                        }]
+                    });
+                })
+                .unwrap()
+            })),
+            ..EnvoyOptions::default()
+        };
+        let envoy = Envoy::start_with(CONFIG, opts).unwrap();
+        let _upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+        let port = envoy.port(LISTENER_PORT);
+        let guess =
+            |user: &str| Request::get("/login").method("POST").header("x-user", user).send(port).unwrap().status;
+        within_one_fill(Duration::from_secs(600), Duration::from_secs(60), |n| {
+            // A fresh victim per attempt (a refill landed in the previous one).
+            let alice = if n == 0 { "alice".to_string() } else { format!("alice-{n}") };
+            let target = public_group(&alice, MAX_KEYS / 4);
+            let aimed: Vec<String> = (0u64..)
+                .map(|i| format!("mallory-{i}"))
+                .filter(|u| public_group(u, MAX_KEYS / 4) == target)
+                .take(40)
+                .collect();
+            if on_full == "DENY" {
+                for k in &aimed[..4] {
+                    assert_eq!(guess(k), 200);
+                }
+                assert_eq!(guess(&alice), 200, "alice's first request, after 4 aimed keys (DENY)");
+                return;
+            }
+            let mut allowed = usize::from(guess(&alice) == 200);
+            for k in &aimed[..3] {
+                for _ in 0..5 {
+                    guess(k);
+                }
+            }
+            for round in 0..20 {
+                for _ in usize::from(round == 0)..5 {
+                    allowed += usize::from(guess(&alice) == 200);
+                }
+                guess(&aimed[3 + round]);
+            }
+            assert_eq!(allowed, 5, "alice got {allowed} guesses of 100 against 5 per 10 minutes (EVICT)");
+        });
+        assert_eq!(envoy.stat("wasmcustom.rate_limit.host_errors"), 0);
+    }
+}
+
 fn rate_limit_fields(r: &Response) -> Vec<(String, u64, u64)> {
     // `"name";r=N;t=S, ...`
     r.header("ratelimit")

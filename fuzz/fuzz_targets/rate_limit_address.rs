@@ -2,6 +2,7 @@
 //! (`rate_limit::address`). Input: hops (1st byte), IPv4 and IPv6 prefix lengths (2nd, 3rd),
 //! then the header value. Properties:
 //! - the XFF pick is the `hops`-th entry from the right, parsed (an independent model);
+//! - no parsed address is IPv4-mapped IPv6 (`::ffff:a.b.c.d` is its IPv4 client, R2);
 //! - a parsed address's canonical text parses back to it, and is a fixed point;
 //! - with a port (`a:p`, `[a]:p`) and surrounding spaces, the same address;
 //! - masking keeps the family, zeroes every bit past the prefix, is idempotent, composes as
@@ -25,12 +26,19 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 .parse::<IpAddr>()
                 .ok()
                 .or_else(|| entries[i].trim().parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+                .map(|ip| match ip {
+                    IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                    v4 => v4,
+                })
         })
     });
     assert_eq!(picked, model, "xff pick differs from the model");
 
     let candidates = [picked, std::str::from_utf8(value).ok().and_then(parse_ip)];
     for ip in candidates.into_iter().flatten() {
+        if let IpAddr::V6(a) = ip {
+            assert!(a.to_ipv4_mapped().is_none(), "IPv4-mapped address kept as IPv6: {a}");
+        }
         let text = ip.to_string();
         assert_eq!(parse_ip(&text), Some(ip), "canonical text does not parse back: {text}");
         assert_eq!(parse_ip(&text).map(|i| i.to_string()).as_deref(), Some(text.as_str()));

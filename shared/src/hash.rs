@@ -2,7 +2,7 @@
 //!
 //! - [`fnv1a`] / [`Fnv1a`] + [`mix64`]: fast, unkeyed, stable across workers and builds; for
 //!   spreading values that an attacker does not choose, or where a collision costs nothing
-//!   (body-logger's sampling, rate-limit's table until it is keyed).
+//!   (body-logger's sampling).
 //! - [`keyed`]: SipHash-2-4 under a 128-bit [`HashKey`] (the per-proxy seed), for anything an
 //!   outsider could exploit if they could compute it: table slots chosen by request values
 //!   (collision flooding) and log fingerprints of configuration that contains secrets (an

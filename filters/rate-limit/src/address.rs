@@ -5,10 +5,22 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:5678`, surrounding whitespace ignored.
+/// `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:5678`, surrounding whitespace ignored. An
+/// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a dual-stack listener reports for IPv4
+/// clients) is the IPv4 client it stands for ([`canonical`]).
 pub fn parse_ip(text: &str) -> Option<IpAddr> {
     let text = text.trim();
-    text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
+    let ip = text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))?;
+    Some(canonical(ip))
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`, so that masking applies the IPv4 prefix to it: masked to /64
+/// as IPv6 it was `::`, one bucket for every IPv4 client (R2). Other addresses unchanged.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// The address with only its first `v4` (IPv4) or `v6` (IPv6) bits kept; lengths past the
@@ -48,6 +60,11 @@ mod tests {
         {
             assert_eq!(parse_ip(text).map(|ip| ip.to_string()).as_deref(), Some(want), "{text}");
         }
+        for (mapped, v4) in [("::ffff:192.0.2.1", "192.0.2.1"), ("[::ffff:c000:201]:80", "192.0.2.1")] {
+            assert_eq!(parse_ip(mapped).map(|ip| ip.to_string()).as_deref(), Some(v4), "{mapped}");
+        }
+        // Only the mapped form: the deprecated IPv4-compatible `::a.b.c.d` stays IPv6.
+        assert!(parse_ip("::192.0.2.1").is_some_and(|ip| ip.is_ipv6()));
         for bad in ["", "junk", "1.2.3", "1.2.3.4:", "[::1]", "1.2.3.4:99999"] {
             assert_eq!(parse_ip(bad), None, "{bad}");
         }

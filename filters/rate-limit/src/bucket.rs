@@ -81,6 +81,15 @@ impl Limits {
         u64::try_from(at.saturating_sub(u128::from(now_ns))).unwrap_or(u64::MAX)
     }
 
+    /// The state of a bucket that is full again no sooner than `full_in_ns` from `now_ns`, with
+    /// at most `max_tokens` of debt: what a key inherits from a bucket it evicts.
+    pub fn state_full_in(&self, now_ns: u64, full_in_ns: u64) -> u64 {
+        let at = u128::from(now_ns) + u128::from(full_in_ns);
+        let epoch = at.div_ceil(u128::from(self.fill_interval_ns.max(1)));
+        let x = u64::try_from(epoch * u128::from(self.tokens_per_fill)).unwrap_or(u64::MAX);
+        x.min(self.virtual_tokens(now_ns).saturating_add(self.max_tokens))
+    }
+
     pub fn next_fill_in_ns(&self, now_ns: u64) -> u64 {
         let next = u128::from(self.epoch(now_ns)) + 1;
         let at = next * u128::from(self.fill_interval_ns);

@@ -2,8 +2,13 @@
 //! names follow Envoy's `local_ratelimit` (`token_bucket {max_tokens, tokens_per_fill,
 //! fill_interval}`, `enable_x_ratelimit_headers`, `status`), its route `rate_limits[].actions`
 //! (`remote_address`, `masked_remote_address`, `request_headers`, `generic_key`) and the HCM's
-//! `xff_num_trusted_hops`, so a rule reads like the Envoy descriptor it would become in a
-//! global (rate-limit service) mode.
+//! `xff_num_trusted_hops`, so a rule reads like the Envoy descriptor it becomes for a global
+//! rule. Global rules (`global` instead of `token_bucket`) take the names of Envoy's
+//! `ratelimit` filter (`domain`, `timeout`, `failure_mode_deny`, `rate_limit_service`,
+//! `enable_x_ratelimit_headers`, `status_on_error`, `disable_x_envoy_ratelimited_header`) at
+//! the top level, as Envoy has them per filter: every global rule of a request goes in one
+//! `ShouldRateLimit` call, which has one domain, one service and one deadline. Only
+//! `hits_addend` is per rule (Envoy: per descriptor).
 
 use crate::bucket::{Limits, MAX_RATE_PER_SECOND};
 use crate::table::{OnFull, WAYS};
@@ -47,10 +52,47 @@ pub struct Config {
     pub table: TableConfig,
     #[serde(default)]
     pub cas: CasConfig,
-    /// Shared data unusable (a host error, never expected): deny instead of allowing. Default
-    /// false, as Envoy's ratelimit filter's `failure_mode_deny`.
+    /// The limiter cannot decide (the rate-limit service fails or times out; shared data
+    /// unusable): deny instead of allowing. Default false, as Envoy's ratelimit filter.
     #[serde(default)]
     pub failure_mode_deny: bool,
+    /// Global rules: the RLS domain (Envoy's ratelimit `domain`).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Global rules: the deadline of one `ShouldRateLimit` call (default 100ms).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Global rules: the rate-limit service, an Envoy gRPC cluster.
+    #[serde(default)]
+    pub rate_limit_service: Option<RateLimitServiceConfig>,
+    /// Global rules: the status of a denial under `failure_mode_deny` (default 500, as Envoy).
+    #[serde(default)]
+    pub status_on_error: Option<StatusConfig>,
+    /// Global rules: no `x-envoy-ratelimited: true` on a denial by the service.
+    #[serde(default)]
+    pub disable_x_envoy_ratelimited_header: bool,
+}
+
+/// Envoy's `RateLimitServiceConfig`, for an Envoy gRPC cluster only.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitServiceConfig {
+    pub grpc_service: GrpcServiceConfig,
+    /// Only `V3` (Envoy's only version).
+    #[serde(default)]
+    pub transport_api_version: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcServiceConfig {
+    pub envoy_grpc: EnvoyGrpcConfig,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct EnvoyGrpcConfig {
+    pub cluster_name: String,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy)]
@@ -108,9 +150,26 @@ pub struct RuleConfig {
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
     pub actions: Vec<ActionConfig>,
-    pub token_bucket: TokenBucketConfig,
+    /// A local rule: this proxy's bucket. Exactly one of `token_bucket`, `global`.
+    #[serde(default)]
+    pub token_bucket: Option<TokenBucketConfig>,
+    /// A global rule: the descriptor goes to the rate-limit service, which decides.
+    #[serde(default)]
+    pub global: Option<GlobalConfig>,
     #[serde(default)]
     pub shadow_mode: bool,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalConfig {
+    /// Hits this request counts for (Envoy's descriptor `hits_addend`), default 1.
+    #[serde(default)]
+    pub hits_addend: Option<u32>,
+    /// A local bucket per descriptor checked first: it sheds floods before they reach the
+    /// service (a denial by it never calls the service).
+    #[serde(default)]
+    pub pre_bucket: Option<TokenBucketConfig>,
 }
 
 /// Every condition given must hold; an empty match selects every request.
@@ -214,7 +273,27 @@ pub struct Compiled {
     pub cas_max_attempts: u32,
     pub on_cas_exhausted: OnExhausted,
     pub failure_mode_deny: bool,
+    /// Present when a rule is global.
+    pub global: Option<GlobalService>,
 }
+
+/// Where and how global rules are decided.
+#[derive(Debug)]
+pub struct GlobalService {
+    pub domain: String,
+    pub cluster: String,
+    pub timeout: std::time::Duration,
+    pub status_on_error: u32,
+    pub x_envoy_ratelimited: bool,
+}
+
+/// Default `timeout`. Envoy's ratelimit filter defaults to 20ms and then fails open: on a
+/// loaded node that admits requests the limit should refuse. 100ms still bounds the latency an
+/// outage adds to every request.
+pub const DEFAULT_TIMEOUT_MS: u64 = 100;
+/// The gRPC cluster name is passed encoded in a `GrpcService` (shared::abi::grpc_service).
+pub const MAX_CLUSTER_NAME: usize = 125;
+pub const MAX_HITS_ADDEND: u32 = 1_000_000;
 
 #[derive(Debug)]
 pub struct Rule {
@@ -223,10 +302,31 @@ pub struct Rule {
     pub methods: Vec<String>,
     pub headers: Vec<HeaderMatch>,
     pub actions: Vec<Action>,
-    pub limits: Limits,
+    pub kind: RuleKind,
     pub shadow: bool,
-    /// `RateLimit-Policy` list member, precomputed: `"name";q=…;w=…`.
+    /// `RateLimit-Policy` list member of the local bucket, precomputed: `"name";q=…;w=…`.
     pub policy_header: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    Local(Limits),
+    Global { hits_addend: u32, pre_bucket: Option<Limits> },
+}
+
+impl Rule {
+    /// The shape of this rule's bucket in the local table: a local rule's bucket or a global
+    /// rule's pre-bucket.
+    pub fn table_limits(&self) -> Option<Limits> {
+        match self.kind {
+            RuleKind::Local(l) => Some(l),
+            RuleKind::Global { pre_bucket, .. } => pre_bucket,
+        }
+    }
+
+    pub fn is_global(&self) -> bool {
+        matches!(self.kind, RuleKind::Global { .. })
+    }
 }
 
 #[derive(Debug)]
@@ -445,18 +545,41 @@ impl Config {
             for (j, a) in r.actions.iter().enumerate() {
                 actions.push(a.compile().map_err(|e| e.within(&format!("{at}.actions[{j}]")))?);
             }
-            let limits = r.token_bucket.compile().map_err(|e| e.within(&format!("{at}.token_bucket")))?;
+            let kind = match (&r.token_bucket, &r.global) {
+                (Some(tb), None) => RuleKind::Local(tb.compile().map_err(|e| e.within(&format!("{at}.token_bucket")))?),
+                (None, Some(g)) => {
+                    let hits_addend = g.hits_addend.unwrap_or(1);
+                    if !(1..=MAX_HITS_ADDEND).contains(&hits_addend) {
+                        return Err(ConfigError::new(
+                            format!("{at}.global.hits_addend"),
+                            format!("must be 1 to {MAX_HITS_ADDEND}"),
+                        ));
+                    }
+                    let pre_bucket = match &g.pre_bucket {
+                        Some(tb) => Some(tb.compile().map_err(|e| e.within(&format!("{at}.global.pre_bucket")))?),
+                        None => None,
+                    };
+                    RuleKind::Global { hits_addend, pre_bucket }
+                }
+                _ => return Err(ConfigError::new(at, "exactly one of `token_bucket`, `global` must be set")),
+            };
+            let policy = match kind {
+                RuleKind::Local(l) => policy_header(&r.name, &l),
+                RuleKind::Global { pre_bucket: Some(l), .. } => policy_header(&r.name, &l),
+                RuleKind::Global { .. } => String::new(),
+            };
             rules.push(Rule {
-                policy_header: policy_header(&r.name, &limits),
+                policy_header: policy,
                 name: r.name.clone(),
                 path,
                 methods,
                 headers,
                 actions,
-                limits,
+                kind,
                 shadow: r.shadow_mode || self.shadow_mode,
             });
         }
+        let global = self.compile_global(rules.iter().any(Rule::is_global))?;
         let status = self.status.map_or(429, |s| s.code);
         if !(400..=599).contains(&status) {
             return Err(ConfigError::new("status.code", "must be an HTTP error status, 400 to 599"));
@@ -483,7 +606,59 @@ impl Config {
             cas_max_attempts,
             on_cas_exhausted: self.cas.on_exhausted.unwrap_or(OnExhausted::Deny),
             failure_mode_deny: self.failure_mode_deny,
+            global,
         })
+    }
+
+    /// The service settings: required with a global rule, refused without one (a setting that
+    /// does nothing is a mistake worth naming).
+    fn compile_global(&self, any_global: bool) -> Result<Option<GlobalService>, ConfigError> {
+        if !any_global {
+            let set = [
+                ("domain", self.domain.is_some()),
+                ("rate_limit_service", self.rate_limit_service.is_some()),
+                ("timeout", self.timeout.is_some()),
+                ("status_on_error", self.status_on_error.is_some()),
+                ("disable_x_envoy_ratelimited_header", self.disable_x_envoy_ratelimited_header),
+            ];
+            if let Some((field, _)) = set.iter().find(|(_, on)| *on) {
+                return Err(ConfigError::new(*field, "applies to global rules only, and no rule is `global`"));
+            }
+            return Ok(None);
+        }
+        let domain = self.domain.clone().ok_or_else(|| ConfigError::new("domain", "required with a global rule"))?;
+        if domain.is_empty() || domain.len() > 256 || !domain.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::new("domain", "must be 1 to 256 visible ASCII characters"));
+        }
+        let service = self
+            .rate_limit_service
+            .as_ref()
+            .ok_or_else(|| ConfigError::new("rate_limit_service", "required with a global rule"))?;
+        if service.transport_api_version.as_deref().is_some_and(|v| v != "V3") {
+            return Err(ConfigError::new("rate_limit_service.transport_api_version", "only `V3` exists"));
+        }
+        let cluster = &service.grpc_service.envoy_grpc.cluster_name;
+        if cluster.is_empty() || cluster.len() > MAX_CLUSTER_NAME || !cluster.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::new(
+                "rate_limit_service.grpc_service.envoy_grpc.cluster_name",
+                format!("must be 1 to {MAX_CLUSTER_NAME} visible ASCII characters"),
+            ));
+        }
+        let timeout = self.timeout.map_or(std::time::Duration::from_millis(DEFAULT_TIMEOUT_MS), |d| d.0);
+        if timeout < std::time::Duration::from_millis(1) || timeout > std::time::Duration::from_secs(60) {
+            return Err(ConfigError::new("timeout", "must be 1ms to 60s"));
+        }
+        let status_on_error = self.status_on_error.map_or(500, |s| s.code);
+        if !(400..=599).contains(&status_on_error) {
+            return Err(ConfigError::new("status_on_error.code", "must be an HTTP error status, 400 to 599"));
+        }
+        Ok(Some(GlobalService {
+            domain,
+            cluster: cluster.clone(),
+            timeout,
+            status_on_error,
+            x_envoy_ratelimited: !self.disable_x_envoy_ratelimited_header,
+        }))
     }
 }
 
@@ -507,7 +682,11 @@ mod tests {
         assert_eq!(c.on_cas_exhausted, OnExhausted::Deny);
         assert_eq!(c.cas_max_attempts, DEFAULT_CAS_MAX_ATTEMPTS);
         let r = &c.rules[0];
-        assert_eq!(r.limits, Limits { max_tokens: 10, tokens_per_fill: 2, fill_interval_ns: 1_000_000_000 });
+        assert_eq!(
+            r.kind,
+            RuleKind::Local(Limits { max_tokens: 10, tokens_per_fill: 2, fill_interval_ns: 1_000_000_000 })
+        );
+        assert!(c.global.is_none());
         assert_eq!(r.policy_header, "\"r\";q=10;w=5");
         assert!(r.path.is_none() && !r.shadow);
     }
@@ -593,6 +772,81 @@ mod tests {
     }
 
     #[test]
+    fn global_rules_and_their_service() {
+        const SERVICE: &str = r#""domain":"edge","rate_limit_service":{"grpc_service":{"envoy_grpc":{"cluster_name":"rls"}},"transport_api_version":"V3"}"#;
+        const GLOBAL: &str = r#"{"name":"g","actions":[{"remote_address":{}}],"global":{"hits_addend":2,"pre_bucket":{"max_tokens":5,"fill_interval":"1s"}}}"#;
+        let c = load(&format!(r#"{{{SERVICE},"timeout":"0.25s","rules":[{GLOBAL},{RULE}]}}"#)).unwrap();
+        let g = c.global.as_ref().unwrap();
+        assert_eq!((g.domain.as_str(), g.cluster.as_str()), ("edge", "rls"));
+        assert_eq!(g.timeout, std::time::Duration::from_millis(250));
+        assert_eq!((g.status_on_error, g.x_envoy_ratelimited), (500, true));
+        assert!(c.rules[0].is_global() && !c.rules[1].is_global());
+        assert_eq!(
+            c.rules[0].kind,
+            RuleKind::Global {
+                hits_addend: 2,
+                pre_bucket: Some(Limits { max_tokens: 5, tokens_per_fill: 1, fill_interval_ns: 1_000_000_000 })
+            }
+        );
+        let c = load(&format!(r#"{{{SERVICE},"rules":[{{"name":"g","actions":[{{"path":{{}}}}],"global":{{}}}}]}}"#))
+            .unwrap();
+        assert_eq!(c.global.unwrap().timeout, std::time::Duration::from_millis(DEFAULT_TIMEOUT_MS));
+        let cases: Vec<(String, &str)> = vec![
+            (format!(r#"{{"rules":[{GLOBAL}]}}"#), "domain"),
+            (format!(r#"{{"domain":"d","rules":[{GLOBAL}]}}"#), "rate_limit_service"),
+            (
+                format!(
+                    r#"{{"domain":"","rate_limit_service":{{"grpc_service":{{"envoy_grpc":{{"cluster_name":"r"}}}}}},"rules":[{GLOBAL}]}}"#
+                ),
+                "domain",
+            ),
+            (
+                format!(
+                    r#"{{"domain":"d","rate_limit_service":{{"grpc_service":{{"envoy_grpc":{{"cluster_name":""}}}}}},"rules":[{GLOBAL}]}}"#
+                ),
+                "rate_limit_service.grpc_service.envoy_grpc.cluster_name",
+            ),
+            (
+                format!(
+                    r#"{{"domain":"d","rate_limit_service":{{"grpc_service":{{"google_grpc":{{}}}}}},"rules":[{GLOBAL}]}}"#
+                ),
+                "rate_limit_service.grpc_service.google_grpc",
+            ),
+            (
+                format!(
+                    r#"{{"domain":"d","rate_limit_service":{{"grpc_service":{{"envoy_grpc":{{"cluster_name":"r"}}}},"transport_api_version":"V2"}},"rules":[{GLOBAL}]}}"#
+                ),
+                "rate_limit_service.transport_api_version",
+            ),
+            (format!(r#"{{{SERVICE},"timeout":"0s","rules":[{GLOBAL}]}}"#), "timeout"),
+            (format!(r#"{{{SERVICE},"status_on_error":{{"code":200}},"rules":[{GLOBAL}]}}"#), "status_on_error.code"),
+            (format!(r#"{{{SERVICE},"rules":[{RULE}]}}"#), "domain"),
+            (format!(r#"{{"timeout":"1s","rules":[{RULE}]}}"#), "timeout"),
+            (
+                format!(
+                    r#"{{{SERVICE},"rules":[{{"name":"g","actions":[{{"path":{{}}}}],"global":{{"hits_addend":0}}}}]}}"#
+                ),
+                "rules[0].global.hits_addend",
+            ),
+            (
+                format!(
+                    r#"{{{SERVICE},"rules":[{{"name":"g","actions":[{{"path":{{}}}}],"global":{{"pre_bucket":{{"max_tokens":0,"fill_interval":"1s"}}}}}}]}}"#
+                ),
+                "rules[0].global.pre_bucket.max_tokens",
+            ),
+            (
+                format!(
+                    r#"{{{SERVICE},"rules":[{{"name":"g","actions":[{{"path":{{}}}}],"global":{{}},"token_bucket":{{"max_tokens":1,"fill_interval":"1s"}}}}]}}"#
+                ),
+                "rules[0]",
+            ),
+        ];
+        for (json, field) in cases {
+            assert_eq!(load(&json).unwrap_err().field, field, "{json}");
+        }
+    }
+
+    #[test]
     fn options_compile() {
         let c = load(&format!(
             r#"{{"rules":[{RULE}],"status":{{"code":503}},"shadow_mode":true,"enable_x_ratelimit_headers":"DRAFT_VERSION_03",
@@ -606,7 +860,7 @@ mod tests {
         assert_eq!((c.cas_max_attempts, c.on_cas_exhausted), (5, OnExhausted::Allow));
         // tokens_per_fill above max_tokens is capped.
         let c = load(r#"{"rules":[{"name":"a","actions":[{"generic_key":{"descriptor_value":"v"}}],"token_bucket":{"max_tokens":3,"tokens_per_fill":9,"fill_interval":"60s"}}]}"#).unwrap();
-        assert_eq!(c.rules[0].limits.tokens_per_fill, 3);
+        assert_eq!(c.rules[0].table_limits().unwrap().tokens_per_fill, 3);
         assert_eq!(c.rules[0].policy_header, "\"a\";q=3;w=60");
         assert_eq!(c.rules[0].actions[0], Action::Generic { key: "generic_key".into(), value: "v".into() });
     }

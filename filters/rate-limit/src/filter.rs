@@ -1,13 +1,19 @@
-//! The request path, top to bottom: at request headers, every rule whose `match` fits takes a
-//! token from its bucket (a CAS update of one shared-data group); the first exhausted bucket of
-//! an enforcing rule answers `429`. Allowed requests get the rate-limit headers on their
-//! response.
+//! The request path, top to bottom: at request headers, every rule whose `match` fits builds
+//! its descriptor. A local rule (and a global rule's pre-bucket) takes a token from its bucket
+//! in the local table (a CAS update of one shared-data group); the first exhausted bucket of an
+//! enforcing rule answers `429`. The descriptors of the global rules then go to the rate-limit
+//! service in one `ShouldRateLimit` call while the request waits; its answer denies, lets the
+//! request go on (with the service's headers), or fails per `failure_mode_deny`. Allowed
+//! requests get the rate-limit headers on their response.
 
-use crate::address;
-use crate::bucket::{ceil_secs, Decision};
+use crate::address::{self, mask};
+use crate::bucket::{ceil_secs, Decision, Limits};
 use crate::config::{Action, Compiled, Config, OnExhausted, Rule, KEY_PREFIX};
+use crate::rls;
 use crate::table::{self, Slot};
 use shared::config::ConfigError;
+use shared::hash::{keyed, HashKey};
+use shared::host::BodyKind;
 use shared::host::HeaderMapKind::{RequestHeaders, ResponseHeaders};
 use shared::host::HostExt;
 use shared::shared_cell::{self, CasError};
@@ -15,6 +21,13 @@ use shared::stats::Counter;
 use shared::{Action as FilterAction, Host, HttpFilter, LogLevel, RootFilter};
 use std::net::IpAddr;
 use std::rc::Rc;
+
+/// The use the table hash's key is derived for from the per-proxy seed
+/// ([`shared::seed::Seed::hash_key`]): no other use of the seed shares it.
+pub const TABLE_HASH_LABEL: &str = "rate-limit/table";
+
+/// gRPC status Envoy's async client reports when the call's deadline passed.
+const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 
 /// Counters, as Envoy shows them under `wasmcustom.rate_limit.`.
 #[derive(Clone, Debug, Default)]
@@ -46,6 +59,17 @@ pub struct Stats {
     pub descriptor_missing: Counter,
     /// Shared-data or header host calls that failed.
     pub host_errors: Counter,
+    /// A `request_headers` header appeared more than once: refused (400) unless shadow.
+    pub duplicate_header: Counter,
+    /// Calls to the rate-limit service, by outcome (Envoy's ratelimit stats: `ok`,
+    /// `over_limit`, `error`, `failure_mode_allowed`). `timeout` is the part of `error` where
+    /// the deadline passed.
+    pub rls_ok: Counter,
+    pub rls_over_limit: Counter,
+    pub rls_error: Counter,
+    pub rls_timeout: Counter,
+    pub rls_failure_mode_allowed: Counter,
+    pub rls_failure_mode_denied: Counter,
 }
 
 impl Stats {
@@ -66,13 +90,36 @@ impl Stats {
             xff_fallback: c("xff_fallback"),
             descriptor_missing: c("descriptor_missing"),
             host_errors: c("host_errors"),
+            duplicate_header: c("duplicate_header"),
+            rls_ok: c("rls.ok"),
+            rls_over_limit: c("rls.over_limit"),
+            rls_error: c("rls.error"),
+            rls_timeout: c("rls.timeout"),
+            rls_failure_mode_allowed: c("rls.failure_mode_allowed"),
+            rls_failure_mode_denied: c("rls.failure_mode_denied"),
         }
     }
+}
+
+/// Where this instance's table lives and how keys are placed in it.
+#[derive(Debug)]
+pub struct TableRef {
+    /// `rate-limit/<plugin name>/`: the shared-data key prefix of the groups.
+    pub prefix: String,
+    /// The table hash's key, derived from the per-proxy seed ([`TABLE_HASH_LABEL`]).
+    pub key: HashKey,
+}
+
+/// The plugin's name (Envoy's `config.name`, Istio's `<namespace>.<WasmPlugin name>`): what
+/// keeps the tables of two instances in one VM apart. Empty when the host has none.
+fn plugin_name(host: &dyn Host) -> String {
+    host.property(&["plugin_name"]).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default()
 }
 
 #[derive(Default)]
 pub struct RateLimitRoot {
     config: Option<Rc<Compiled>>,
+    table: Option<Rc<TableRef>>,
     stats: Rc<Stats>,
 }
 
@@ -86,17 +133,30 @@ impl RootFilter for RateLimitRoot {
     /// that do not exist yet, so a reload keeps the buckets.
     fn configure(&mut self, host: &dyn Host, raw_config: Option<&[u8]>) -> Result<(), ConfigError> {
         let compiled = shared::config::load(raw_config, Config::compile)?;
+        let seed = shared::seed::agree(host)
+            .map_err(|e| ConfigError::new("table", format!("no per-proxy seed for the table hash: {e}")))?;
+        let prefix = format!("{KEY_PREFIX}{}/", plugin_name(host));
         for i in 0..compiled.groups {
-            shared_cell::ensure_exists(host, &table::group_key(KEY_PREFIX, i), &table::EMPTY_GROUP)
+            shared_cell::ensure_exists(host, &table::group_key(&prefix, i), &table::EMPTY_GROUP)
                 .map_err(|e| ConfigError::new("table", format!("cannot create the shared-data table: {e}")))?;
         }
         self.stats = Rc::new(Stats::define(host, &compiled.rules));
+        self.table = Some(Rc::new(TableRef { prefix, key: seed.hash_key(TABLE_HASH_LABEL) }));
         self.config = Some(Rc::new(compiled));
         Ok(())
     }
 
     fn new_http_filter(&self, _context_id: u32) -> Option<RateLimit> {
-        Some(RateLimit { config: self.config.clone()?, stats: self.stats.clone(), evals: Vec::new(), replied: false })
+        Some(RateLimit {
+            config: self.config.clone()?,
+            table: self.table.clone()?,
+            stats: self.stats.clone(),
+            evals: Vec::new(),
+            global: Vec::new(),
+            pending: None,
+            response_headers_to_add: Vec::new(),
+            replied: false,
+        })
     }
 }
 
@@ -111,10 +171,62 @@ pub struct Eval {
     pub next_fill_in_ns: u64,
 }
 
+/// What the rate-limit service said about one global rule's descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalEval {
+    pub rule: usize,
+    pub over_limit: bool,
+    /// `current_limit`: requests per unit, the unit in seconds (0: unknown), its name.
+    pub limit: Option<(u32, u64, String)>,
+    pub remaining: u32,
+    /// `duration_until_reset`: (whole seconds, rounded up).
+    pub reset: Option<(u64, u64)>,
+}
+
+/// A `ShouldRateLimit` call in flight: its token and the global rules in descriptor order.
+#[derive(Debug)]
+struct Pending {
+    token: u32,
+    rules: Vec<usize>,
+}
+
+/// Why a reply is a denial, for its headers.
+#[derive(Clone, Copy)]
+enum Denial<'a> {
+    None,
+    Local(&'a Eval),
+    Global,
+}
+
+/// A descriptor's entries, `(key, value)`.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What a rule's descriptor came to for this request.
+enum Descriptor {
+    Entries(Entries),
+    /// An entry is missing: the rule does not apply, as in Envoy.
+    Missing,
+    /// A `request_headers` header appears more than once (R3): the rule refuses the request.
+    Duplicate(String),
+}
+
+/// What rules read from the request, read once and only when a rule needs it.
+struct RequestView {
+    path: String,
+    method: Vec<u8>,
+    client: Option<Option<IpAddr>>,
+    headers: Option<Vec<(String, Vec<u8>)>>,
+}
+
 pub struct RateLimit {
     config: Rc<Compiled>,
+    table: Rc<TableRef>,
     stats: Rc<Stats>,
     evals: Vec<Eval>,
+    global: Vec<GlobalEval>,
+    pending: Option<Pending>,
+    /// The service's `response_headers_to_add`, for the response (or the denial).
+    response_headers_to_add: Vec<(String, Vec<u8>)>,
     replied: bool,
 }
 
@@ -158,41 +270,63 @@ impl RateLimit {
         })
     }
 
-    /// The descriptor entries `(key, value)` of a rule for this request; `None` when one is
-    /// missing (the rule then does not apply, as in Envoy).
-    fn descriptor(
-        &self,
-        rule: &Rule,
-        host: &dyn Host,
-        path: &str,
-        client: &mut Option<Option<IpAddr>>,
-    ) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// The descriptor entries `(key, value)` of a rule for this request, with the values
+    /// Envoy's route actions give: `remote_address` the address, `masked_remote_address` the
+    /// masked address as a CIDR (`10.1.2.0/24`), `request_headers` the header's only value.
+    fn descriptor(&self, rule: &Rule, host: &dyn Host, view: &mut RequestView) -> Descriptor {
         let mut entries = Vec::with_capacity(rule.actions.len());
         for action in &rule.actions {
             match action {
                 Action::RemoteAddress { key, v4, v6 } => {
-                    let ip = *client.get_or_insert_with(|| self.client_ip(host));
-                    let ip = address::mask(ip?, *v4, *v6);
-                    entries.push((key.as_bytes().to_vec(), ip.to_string().into_bytes()));
+                    let ip = *view.client.get_or_insert_with(|| self.client_ip(host));
+                    let Some(ip) = ip else { return Descriptor::Missing };
+                    let value = if *key == "masked_remote_address" {
+                        let len = if ip.is_ipv4() { *v4 } else { *v6 };
+                        format!("{}/{len}", mask(ip, *v4, *v6))
+                    } else {
+                        ip.to_string()
+                    };
+                    entries.push((key.as_bytes().to_vec(), value.into_bytes()));
                 }
-                Action::RequestHeader { name, key, skip_if_absent } => match host.header(RequestHeaders, name) {
-                    Some(v) => entries.push((key.as_bytes().to_vec(), v)),
-                    None if *skip_if_absent => {}
-                    None => return None,
-                },
+                Action::RequestHeader { name, key, skip_if_absent } => {
+                    let value = if name.starts_with(':') {
+                        // Pseudo-headers occur once.
+                        host.header(RequestHeaders, name)
+                    } else {
+                        let all = view.headers.get_or_insert_with(|| host.headers(RequestHeaders));
+                        let mut values = all.iter().filter(|(k, _)| k == name);
+                        let first = values.next().map(|(_, v)| v.clone());
+                        if values.next().is_some() {
+                            return Descriptor::Duplicate(name.clone());
+                        }
+                        first
+                    };
+                    match value {
+                        Some(v) => entries.push((key.as_bytes().to_vec(), v)),
+                        None if *skip_if_absent => {}
+                        None => return Descriptor::Missing,
+                    }
+                }
                 Action::Generic { key, value } => entries.push((key.as_bytes().to_vec(), value.as_bytes().to_vec())),
                 Action::Path => {
-                    let p = shared::matching::path_without_query(path);
+                    let p = shared::matching::path_without_query(&view.path);
                     entries.push((b"path".to_vec(), p.as_bytes().to_vec()));
                 }
             }
         }
-        Some(entries)
+        Descriptor::Entries(entries)
     }
 
     /// Take one token from the bucket of `rule` for `entries`. `None`: the rule is skipped
     /// (a failure the configuration says to allow).
-    fn take(&self, host: &dyn Host, index: usize, entries: &[(Vec<u8>, Vec<u8>)], now: u64) -> Option<Eval> {
+    fn take(
+        &self,
+        host: &dyn Host,
+        index: usize,
+        limits: Limits,
+        entries: &[(Vec<u8>, Vec<u8>)],
+        now: u64,
+    ) -> Option<Eval> {
         let config = &self.config;
         let rule = config.rules.get(index)?;
         let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * entries.len());
@@ -201,21 +335,27 @@ impl RateLimit {
             parts.push(k);
             parts.push(v);
         }
-        let h = table::hash(&parts);
-        // Group from the high half, fingerprint from the low 56 bits.
-        let group = (((h >> 32) * u64::from(config.groups)) >> 32) as u32;
-        let tag = table::tag(index, h);
-        let key = table::group_key(KEY_PREFIX, group);
-        let limits_of = |r: usize| config.rules.get(r).map(|r| r.limits);
+        let (group, tag, tie) = table::place(keyed(&self.table.key, &parts), index, config.groups);
+        let key = table::group_key(&self.table.prefix, group);
+        let limits_of = |r: usize| config.rules.get(r).and_then(Rule::table_limits);
         let result = shared_cell::update(host, &key, config.cas_max_attempts, |bytes| {
             let mut group = table::decode(bytes);
-            let slot = table::find_slot(&group, tag, now, &limits_of, config.on_full);
+            let slot = table::find_slot(&group, tag, now, &limits_of, config.on_full, tie);
+            let x = match slot {
+                Slot::Found(i) => group[i].x,
+                Slot::Free { .. } => 0,
+                Slot::Evicted(i) => {
+                    let victim = group[i];
+                    let full_in = table::full_in_ns(&victim, now, &limits_of);
+                    table::inherited_state(&victim, index, &limits, now, full_in)
+                }
+                Slot::Full => return (None, (slot, None)),
+            };
             let at = match slot {
                 Slot::Found(i) | Slot::Free { index: i, .. } | Slot::Evicted(i) => i,
                 Slot::Full => return (None, (slot, None)),
             };
-            let x = if matches!(slot, Slot::Found(_)) { group[at].x } else { 0 };
-            let d: Decision = rule.limits.take(x, now);
+            let d: Decision = limits.take(x, now);
             if !d.allowed {
                 return (None, (slot, Some(d)));
             }
@@ -227,9 +367,9 @@ impl RateLimit {
                 rule: index,
                 remaining: 0,
                 limited: true,
-                retry_after_ns: rule.limits.next_fill_in_ns(now),
-                full_in_ns: rule.limits.fill_interval_ns,
-                next_fill_in_ns: rule.limits.next_fill_in_ns(now),
+                retry_after_ns: limits.next_fill_in_ns(now),
+                full_in_ns: limits.fill_interval_ns,
+                next_fill_in_ns: limits.next_fill_in_ns(now),
             })
         };
         match result {
@@ -247,7 +387,10 @@ impl RateLimit {
                     }
                     Slot::Evicted(_) => {
                         self.stats.slot_collisions.inc(host);
-                        self.stats.evictions.inc(host);
+                        // Replaced only when the newcomer was admitted (a refusal writes nothing).
+                        if decision.is_some_and(|d| d.allowed) {
+                            self.stats.evictions.inc(host);
+                        }
                     }
                     Slot::Full => self.stats.table_full.inc(host),
                     Slot::Found(_) => {}
@@ -281,38 +424,285 @@ impl RateLimit {
         }
     }
 
-    /// The rate-limit headers for the rules that applied.
-    pub fn headers(&self, denied: Option<&Eval>) -> Vec<(&'static str, String)> {
+    /// The rate-limit headers for the rules that applied: the IETF fields (a global rule
+    /// reports the service's numbers; its pre-bucket is internal), `x-ratelimit-*` (from the
+    /// service's statuses exactly as Envoy's ratelimit filter builds them when any global rule
+    /// reported a limit, else from the most restrictive local bucket, as local_ratelimit), and
+    /// on a denial `Retry-After` (and `x-envoy-ratelimited` for the service's).
+    fn headers(&self, denial: Denial) -> Vec<(String, String)> {
         let config = &self.config;
         let mut out = Vec::new();
-        if self.evals.is_empty() {
-            return out;
-        }
         if config.ratelimit_headers {
-            let mut policy = Vec::with_capacity(self.evals.len());
-            let mut state = Vec::with_capacity(self.evals.len());
+            // (rule index, policy member, state member), in rule order.
+            let mut members: Vec<(usize, String, String)> = Vec::new();
+            for g in &self.global {
+                let (Some(rule), Some((quota, unit, _))) = (config.rules.get(g.rule), &g.limit) else { continue };
+                let t = g.reset.map_or(0, |r| r.1);
+                members.push((
+                    g.rule,
+                    format!("\"{}\";q={quota};w={}", rule.name, (*unit).max(1)),
+                    format!("\"{}\";r={};t={t}", rule.name, g.remaining),
+                ));
+            }
             for e in &self.evals {
                 let Some(rule) = config.rules.get(e.rule) else { continue };
-                policy.push(rule.policy_header.clone());
-                state.push(format!("\"{}\";r={};t={}", rule.name, e.remaining, ceil_secs(e.full_in_ns)));
+                if rule.is_global() && !self.global.is_empty() {
+                    continue;
+                }
+                members.push((
+                    e.rule,
+                    rule.policy_header.clone(),
+                    format!("\"{}\";r={};t={}", rule.name, e.remaining, ceil_secs(e.full_in_ns)),
+                ));
             }
-            out.push(("ratelimit-policy", policy.join(", ")));
-            out.push(("ratelimit", state.join(", ")));
+            members.sort_by_key(|m| m.0);
+            if !members.is_empty() {
+                out.push((
+                    "ratelimit-policy".into(),
+                    members.iter().map(|m| m.1.as_str()).collect::<Vec<_>>().join(", "),
+                ));
+                out.push(("ratelimit".into(), members.iter().map(|m| m.2.as_str()).collect::<Vec<_>>().join(", ")));
+            }
         }
         if config.x_ratelimit_headers {
-            // As Envoy: the most restrictive bucket (fewest tokens left).
-            if let Some(e) = self.evals.iter().min_by_key(|e| e.remaining) {
-                if let Some(rule) = config.rules.get(e.rule) {
-                    out.push(("x-ratelimit-limit", rule.limits.max_tokens.to_string()));
-                    out.push(("x-ratelimit-remaining", e.remaining.to_string()));
-                    out.push(("x-ratelimit-reset", ceil_secs(e.next_fill_in_ns).to_string()));
+            if let Some(x) = self.x_ratelimit_from_service() {
+                out.extend(x);
+            } else if let Some(e) = self.evals.iter().min_by_key(|e| e.remaining) {
+                // As local_ratelimit: the most restrictive bucket (fewest tokens left).
+                if let Some(limits) = config.rules.get(e.rule).and_then(Rule::table_limits) {
+                    out.push(("x-ratelimit-limit".into(), limits.max_tokens.to_string()));
+                    out.push(("x-ratelimit-remaining".into(), e.remaining.to_string()));
+                    out.push(("x-ratelimit-reset".into(), ceil_secs(e.next_fill_in_ns).to_string()));
                 }
             }
         }
-        if let Some(d) = denied {
-            out.push(("retry-after", ceil_secs(d.retry_after_ns).max(1).to_string()));
+        match denial {
+            Denial::None => {}
+            Denial::Local(d) => out.push(("retry-after".into(), ceil_secs(d.retry_after_ns).max(1).to_string())),
+            Denial::Global => {
+                let enforcing_over =
+                    |g: &&GlobalEval| g.over_limit && config.rules.get(g.rule).is_some_and(|r| !r.shadow);
+                if let Some(wait) = self.global.iter().filter(enforcing_over).filter_map(|g| g.reset.map(|r| r.1)).max()
+                {
+                    out.push(("retry-after".into(), wait.max(1).to_string()));
+                }
+                if config.global.as_ref().is_some_and(|g| g.x_envoy_ratelimited) {
+                    out.push(("x-envoy-ratelimited".into(), "true".into()));
+                }
+            }
         }
         out
+    }
+
+    /// `x-ratelimit-*` as Envoy's ratelimit filter (`XRateLimitHeaderUtils::create`): the
+    /// status with the fewest remaining (first on ties) among those with a limit gives
+    /// `remaining` and `reset` (whole seconds); `limit` is its quota followed by
+    /// `, <quota>;w=<unit seconds>[;name="<limit name>"]` for every status with a known unit.
+    fn x_ratelimit_from_service(&self) -> Option<Vec<(String, String)>> {
+        let mut min: Option<&GlobalEval> = None;
+        let mut policy = String::new();
+        for g in &self.global {
+            let Some((quota, unit, name)) = &g.limit else { continue };
+            if min.is_none_or(|m| g.remaining < m.remaining) {
+                min = Some(g);
+            }
+            if *unit > 0 {
+                policy.push_str(&format!(", {quota};w={unit}"));
+                // The service's limit name goes into a quoted string: only when it can be one
+                // (a CR or LF would split the header; found by the rate_limit_rls_answer fuzz
+                // target).
+                if !name.is_empty() && name.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+                    policy.push_str(&format!(";name=\"{name}\""));
+                }
+            }
+        }
+        let m = min?;
+        let quota = m.limit.as_ref().map_or(0, |l| l.0);
+        Some(vec![
+            ("x-ratelimit-limit".into(), format!("{quota}{policy}")),
+            ("x-ratelimit-remaining".into(), m.remaining.to_string()),
+            ("x-ratelimit-reset".into(), m.reset.map_or(0, |r| r.0).to_string()),
+        ])
+    }
+
+    /// Answer the request now: a denial, with its headers. `Pause` either way: a reply the
+    /// host refuses leaves the request paused (denied by reset), never passed on.
+    fn reply(&mut self, host: &dyn Host, status: u32, body: &[u8], headers: Vec<(String, String)>) -> FilterAction {
+        self.replied = true;
+        let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            all.push(("content-type", "text/plain"));
+        }
+        all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if host.send_local_response(status, &all, body).is_err() {
+            self.stats.host_errors.inc(host);
+            host.log(LogLevel::Error, "rate-limit: the host refused the local reply; the request is denied by reset");
+        }
+        FilterAction::Pause
+    }
+
+    fn count_limited(&self, host: &dyn Host, index: usize, shadow: bool) {
+        let (all, per_rule) = if shadow {
+            (&self.stats.shadow_limited, &self.stats.rule_shadow_limited)
+        } else {
+            (&self.stats.limited, &self.stats.rule_limited)
+        };
+        all.inc(host);
+        if let Some(c) = per_rule.get(index) {
+            c.inc(host);
+        }
+    }
+
+    /// One `ShouldRateLimit` call with the descriptors of the global rules that applied; the
+    /// request waits for it.
+    fn call_service(&mut self, host: &dyn Host, rules: Vec<(usize, Entries)>) -> FilterAction {
+        let config = self.config.clone();
+        let Some(service) = &config.global else { return FilterAction::Continue };
+        let hits: Vec<u32> = rules
+            .iter()
+            .map(|(i, _)| match config.rules.get(*i).map(|r| r.kind) {
+                Some(crate::config::RuleKind::Global { hits_addend, .. }) => hits_addend,
+                _ => 1,
+            })
+            .collect();
+        // One hits_addend for all: the request's field (what every service reads); different
+        // ones: each descriptor's own.
+        let common = hits.iter().all(|h| Some(h) == hits.first());
+        let request = rls::RateLimitRequest {
+            domain: service.domain.clone(),
+            hits_addend: if common { hits.first().copied().filter(|h| *h != 1).unwrap_or(0) } else { 0 },
+            descriptors: rules
+                .iter()
+                .zip(&hits)
+                .map(|((_, entries), h)| rls::RateLimitDescriptor {
+                    // protobuf strings are UTF-8: other bytes become U+FFFD, which can only
+                    // merge keys (stricter), never split one.
+                    entries: entries
+                        .iter()
+                        .map(|(k, v)| rls::Entry {
+                            key: String::from_utf8_lossy(k).into_owned(),
+                            value: String::from_utf8_lossy(v).into_owned(),
+                        })
+                        .collect(),
+                    hits_addend: (!common).then_some(rls::UInt64Value { value: u64::from(*h) }),
+                })
+                .collect(),
+        };
+        let message = rls::encode_request(&request);
+        let order: Vec<usize> = rules.into_iter().map(|(i, _)| i).collect();
+        match host.dispatch_grpc_call(&service.cluster, rls::SERVICE, rls::METHOD, &[], &message, service.timeout) {
+            Ok(token) => {
+                self.pending = Some(Pending { token, rules: order });
+                FilterAction::Pause
+            }
+            Err(e) => {
+                self.stats.rls_error.inc(host);
+                host.log_with(LogLevel::Error, || {
+                    format!("rate-limit: cannot call the rate-limit service (cluster {}): {e}", service.cluster)
+                });
+                self.service_failed(host, &order)
+            }
+        }
+    }
+
+    /// The service gave no answer: allow (counted) or, with `failure_mode_deny` and an
+    /// enforcing rule among `rules`, deny with `status_on_error`.
+    fn service_failed(&mut self, host: &dyn Host, rules: &[usize]) -> FilterAction {
+        let config = self.config.clone();
+        let enforcing = rules.iter().any(|i| config.rules.get(*i).is_some_and(|r| !r.shadow));
+        if config.failure_mode_deny && enforcing {
+            self.stats.rls_failure_mode_denied.inc(host);
+            let status = config.global.as_ref().map_or(500, |g| g.status_on_error);
+            return self.reply(host, status, b"rate limit service unavailable", Vec::new());
+        }
+        self.stats.rls_failure_mode_allowed.inc(host);
+        self.stats.allowed.inc(host);
+        FilterAction::Continue
+    }
+
+    /// The service's answer to the pending call.
+    fn on_service_answer(&mut self, host: &dyn Host, pending: Pending, status: u32, size: usize) -> FilterAction {
+        let config = self.config.clone();
+        if status != 0 {
+            self.stats.rls_error.inc(host);
+            if status == GRPC_DEADLINE_EXCEEDED {
+                self.stats.rls_timeout.inc(host);
+            }
+            host.log_with(LogLevel::Warn, || {
+                let message =
+                    host.call_status().map(|(_, m)| String::from_utf8_lossy(&m).into_owned()).unwrap_or_default();
+                format!("rate-limit: rate-limit service call failed: gRPC status {status} {message}")
+            });
+            return self.service_failed(host, &pending.rules);
+        }
+        let bytes = host.body(BodyKind::GrpcReceive, 0, size).unwrap_or_default();
+        let response = match rls::decode_response(&bytes) {
+            Ok(r) if r.overall_code == rls::CODE_OK || r.overall_code == rls::CODE_OVER_LIMIT => r,
+            Ok(r) => {
+                self.stats.rls_error.inc(host);
+                host.log_with(LogLevel::Warn, || {
+                    format!("rate-limit: rate-limit service answered overall_code {}", r.overall_code)
+                });
+                return self.service_failed(host, &pending.rules);
+            }
+            Err(e) => {
+                self.stats.rls_error.inc(host);
+                host.log_with(LogLevel::Warn, || format!("rate-limit: unreadable rate-limit service answer: {e}"));
+                return self.service_failed(host, &pending.rules);
+            }
+        };
+        if response.overall_code == rls::CODE_OVER_LIMIT {
+            self.stats.rls_over_limit.inc(host);
+        } else {
+            self.stats.rls_ok.inc(host);
+        }
+        // One status per descriptor, in order (the protocol); otherwise only the overall code
+        // is known, and it stands for every rule.
+        let per_descriptor = response.statuses.len() == pending.rules.len();
+        for (i, rule) in pending.rules.iter().enumerate() {
+            let status = per_descriptor.then(|| &response.statuses[i]);
+            self.global.push(GlobalEval {
+                rule: *rule,
+                over_limit: status
+                    .map_or(response.overall_code == rls::CODE_OVER_LIMIT, |s| s.code == rls::CODE_OVER_LIMIT),
+                limit: status
+                    .and_then(|s| s.current_limit.as_ref())
+                    .map(|l| (l.requests_per_unit, rls::unit_seconds(l.unit), l.name.clone())),
+                remaining: status.map_or(0, |s| s.limit_remaining),
+                reset: status
+                    .and_then(|s| s.duration_until_reset.as_ref())
+                    .map(|d| (d.whole_seconds(), d.ceil_seconds())),
+            });
+        }
+        self.response_headers_to_add = response
+            .response_headers_to_add
+            .iter()
+            .map(|h| (h.key.to_ascii_lowercase(), h.value_bytes().to_vec()))
+            .collect();
+        let mut denied = false;
+        for g in self.global.clone() {
+            if !g.over_limit {
+                continue;
+            }
+            let shadow = config.rules.get(g.rule).is_none_or(|r| r.shadow);
+            self.count_limited(host, g.rule, shadow);
+            denied |= !shadow;
+        }
+        if denied {
+            let mut headers = self.headers(Denial::Global);
+            headers.extend(
+                self.response_headers_to_add.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())),
+            );
+            let body = if response.raw_body.is_empty() { b"rate limited".to_vec() } else { response.raw_body };
+            return self.reply(host, config.status, &body, headers);
+        }
+        for h in &response.request_headers_to_add {
+            if host.add_header(RequestHeaders, &h.key, h.value_bytes()).is_err() {
+                self.stats.host_errors.inc(host);
+            }
+        }
+        self.stats.allowed.inc(host);
+        FilterAction::Continue
     }
 }
 
@@ -320,47 +710,55 @@ impl HttpFilter for RateLimit {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> FilterAction {
         let config = self.config.clone();
         let raw_path = host.header(RequestHeaders, ":path").unwrap_or_default();
-        // Lossy: a non-UTF-8 path still matches the prefixes it starts with.
-        let path = String::from_utf8_lossy(&raw_path);
-        let method = host.header(RequestHeaders, ":method").unwrap_or_default();
+        let mut view = RequestView {
+            // Lossy: a non-UTF-8 path still matches the prefixes it starts with.
+            path: String::from_utf8_lossy(&raw_path).into_owned(),
+            method: host.header(RequestHeaders, ":method").unwrap_or_default(),
+            client: None,
+            headers: None,
+        };
         let now = now_ns(host);
-        let mut client = None;
+        let mut global = Vec::new();
         for (index, rule) in config.rules.iter().enumerate() {
-            if !Self::rule_matches(rule, host, &path, &method) {
+            if !Self::rule_matches(rule, host, &view.path, &view.method) {
                 continue;
             }
-            let Some(entries) = self.descriptor(rule, host, &path, &mut client) else {
-                self.stats.descriptor_missing.inc(host);
-                continue;
-            };
-            let Some(eval) = self.take(host, index, &entries, now) else { continue };
-            self.evals.push(eval);
-            if !eval.limited {
-                continue;
-            }
-            if rule.shadow {
-                self.stats.shadow_limited.inc(host);
-                if let Some(c) = self.stats.rule_shadow_limited.get(index) {
-                    c.inc(host);
+            let entries = match self.descriptor(rule, host, &mut view) {
+                Descriptor::Entries(e) => e,
+                Descriptor::Missing => {
+                    self.stats.descriptor_missing.inc(host);
+                    continue;
                 }
-                continue;
+                Descriptor::Duplicate(name) => {
+                    self.stats.duplicate_header.inc(host);
+                    host.log_with(LogLevel::Debug, || {
+                        format!("rate-limit: rule {}: header {name} appears more than once", rule.name)
+                    });
+                    if rule.shadow {
+                        continue;
+                    }
+                    let body = format!("duplicate {name} header");
+                    return self.reply(host, 400, body.as_bytes(), Vec::new());
+                }
+            };
+            if let Some(limits) = rule.table_limits() {
+                if let Some(eval) = self.take(host, index, limits, &entries, now) {
+                    self.evals.push(eval);
+                    if eval.limited {
+                        self.count_limited(host, index, rule.shadow);
+                        if !rule.shadow {
+                            let headers = self.headers(Denial::Local(&eval));
+                            return self.reply(host, config.status, b"rate limited", headers);
+                        }
+                    }
+                }
             }
-            self.stats.limited.inc(host);
-            if let Some(c) = self.stats.rule_limited.get(index) {
-                c.inc(host);
+            if rule.is_global() {
+                global.push((index, entries));
             }
-            let headers = self.headers(Some(&eval));
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            self.replied = true;
-            if shared::reply::send_text(host, config.status, "rate limited", &headers).is_err() {
-                self.stats.host_errors.inc(host);
-                host.log(
-                    LogLevel::Error,
-                    "rate-limit: the host refused the local reply; the request is denied by reset",
-                );
-                return FilterAction::Pause;
-            }
-            return FilterAction::Pause;
+        }
+        if !global.is_empty() {
+            return self.call_service(host, global);
         }
         if !self.evals.is_empty() {
             self.stats.allowed.inc(host);
@@ -368,12 +766,34 @@ impl HttpFilter for RateLimit {
         FilterAction::Continue
     }
 
+    fn on_grpc_call_response(
+        &mut self,
+        host: &dyn Host,
+        token: u32,
+        status_code: u32,
+        message_size: usize,
+    ) -> FilterAction {
+        match self.pending.take() {
+            Some(p) if p.token == token => self.on_service_answer(host, p, status_code, message_size),
+            other => {
+                self.pending = other;
+                FilterAction::Continue
+            }
+        }
+    }
+
     fn on_response_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> FilterAction {
         if self.replied {
             return FilterAction::Continue;
         }
-        for (name, value) in self.headers(None) {
-            if host.set_header(ResponseHeaders, name, value.as_bytes()).is_err() {
+        for (name, value) in self.headers(Denial::None) {
+            if host.set_header(ResponseHeaders, &name, value.as_bytes()).is_err() {
+                self.stats.host_errors.inc(host);
+            }
+        }
+        // As Envoy's ratelimit filter: appended, the upstream's own values kept.
+        for (name, value) in &self.response_headers_to_add {
+            if host.add_header(ResponseHeaders, name, value).is_err() {
                 self.stats.host_errors.inc(host);
             }
         }
@@ -395,6 +815,7 @@ mod tests {
     fn proxy_at(at_ns: u64) -> Proxy {
         let p = Proxy::new();
         p.set_now(UNIX_EPOCH + Duration::from_nanos(at_ns));
+        p.set_property(&["plugin_name"], b"rl");
         p
     }
 
@@ -440,9 +861,9 @@ mod tests {
             r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}],"table":{"max_keys":40}}"#,
         );
         for i in 0..10 {
-            assert_eq!(p.shared_data(&format!("rate-limit/{i}")).0.unwrap(), table::EMPTY_GROUP.to_vec());
+            assert_eq!(p.shared_data(&format!("rate-limit/rl/{i}")).0.unwrap(), table::EMPTY_GROUP.to_vec());
         }
-        assert_eq!(p.shared_data("rate-limit/10"), (None, None), "exactly max_keys / 4 groups");
+        assert_eq!(p.shared_data("rate-limit/rl/10"), (None, None), "exactly max_keys / 4 groups");
     }
 
     #[test]
@@ -487,6 +908,27 @@ mod tests {
     }
 
     #[test]
+    fn two_instances_in_one_vm_never_share_buckets() {
+        // One VM's shared data, two plugins (e.g. per-IP before jwt-auth and per-claim after
+        // it) with the same rule name and descriptor: their tables are apart, by plugin name.
+        let p = proxy_at(T0 * 1_000_000_000);
+        p.set_property(&["plugin_name"], b"before-auth");
+        let mut a: W = p.worker(PER_IP);
+        p.set_property(&["plugin_name"], b"after-auth");
+        let mut b: W = p.worker(PER_IP);
+        let statuses: Vec<u32> = (0..4).map(|_| send(&mut a, &[], "10.0.0.1:1").0).collect();
+        assert_eq!(statuses, [200, 200, 200, 429]);
+        let statuses: Vec<u32> = (0..4).map(|_| send(&mut b, &[], "10.0.0.1:1").0).collect();
+        assert_eq!(statuses, [200, 200, 200, 429], "the second instance has its own bucket");
+        assert!(p.shared_data("rate-limit/before-auth/0").0.is_some());
+        assert!(p.shared_data("rate-limit/after-auth/0").0.is_some());
+        // The control: a third worker of the first plugin shares its budget.
+        p.set_property(&["plugin_name"], b"before-auth");
+        let mut c: W = p.worker(PER_IP);
+        assert_eq!(send(&mut c, &[], "10.0.0.1:1").0, 429);
+    }
+
+    #[test]
     fn xff_trusted_hops_and_fallback() {
         let json = r#"{"xff_num_trusted_hops":2,"rules":[{"name":"ip","actions":[{"remote_address":{}}],
             "token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#;
@@ -517,6 +959,23 @@ mod tests {
         assert_eq!(send(&mut w, &[], "10.1.3.1:1").0, 200);
         assert_eq!(send(&mut w, &[], "[2001:db8:0:1::5]:1").0, 200);
         assert_eq!(send(&mut w, &[], "[2001:db8:0:1:ffff::9]:1").0, 429);
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_clients_are_ipv4_clients_before_masking() {
+        // R2: `::ffff:a.b.c.d` masked to /64 used to be `::`, one bucket for every such client.
+        let json = r#"{"rules":[{"name":"net","actions":[{"masked_remote_address":{"v4_prefix_mask_len":32,"v6_prefix_mask_len":64}}],
+            "token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#;
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut w: W = p.worker(json);
+        assert_eq!(send(&mut w, &[], "[::ffff:192.0.2.1]:1").0, 200);
+        assert_eq!(send(&mut w, &[], "[::ffff:198.51.100.7]:1").0, 200, "another IPv4 client");
+        // The same client over IPv4 and IPv4-mapped IPv6 is one client.
+        assert_eq!(send(&mut w, &[], "192.0.2.1:2").0, 429);
+        assert_eq!(send(&mut w, &[], "[::ffff:c000:201]:3").0, 429);
+        // A real IPv6 /64 still shares a bucket.
+        assert_eq!(send(&mut w, &[], "[2001:db8::1]:1").0, 200);
+        assert_eq!(send(&mut w, &[], "[2001:db8::2]:1").0, 429);
     }
 
     #[test]
@@ -623,7 +1082,7 @@ mod tests {
             }
             assert_eq!(send(&mut w, &[], "10.0.0.9:1").0, over, "{on_full}");
             // Only the one group exists, whatever the number of keys.
-            assert!(p.shared_data("rate-limit/1").0.is_none());
+            assert!(p.shared_data("rate-limit/rl/1").0.is_none());
             if on_full == "EVICT" {
                 assert_eq!(p.metric("rate_limit.evictions"), Some(1));
             } else {
@@ -659,9 +1118,359 @@ mod tests {
         let mut w: W = p.worker(
             r#"{"table":{"max_keys":4},"rules":[{"name":"a","actions":[{"remote_address":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#,
         );
-        p.set_shared_data("rate-limit/0", b"garbage");
+        p.set_shared_data("rate-limit/rl/0", b"garbage");
         assert_eq!(send(&mut w, &[], "10.0.0.1:1").0, 200);
-        assert_eq!(p.shared_data("rate-limit/0").0.unwrap().len(), table::GROUP_BYTES);
+        assert_eq!(p.shared_data("rate-limit/rl/0").0.unwrap().len(), table::GROUP_BYTES);
         assert_eq!(send(&mut w, &[], "10.0.0.1:1").0, 429);
+    }
+}
+
+#[cfg(test)]
+mod global_tests {
+    //! Global rules on the emulated proxy: the call the filter makes, and every kind of answer.
+    use super::*;
+    use crate::rls::{self, DescriptorStatus, HeaderValue, ProtoDuration, RateLimitResponse};
+    use prost::Message;
+    use shared::proxytest::{Phase, Proxy, Worker};
+
+    type W = Worker<RateLimitRoot>;
+
+    fn config(extra: &str, rule_extra: &str) -> String {
+        format!(
+            r#"{{"domain":"edge","rate_limit_service":{{"grpc_service":{{"envoy_grpc":{{"cluster_name":"rls"}}}}}},
+            "enable_x_ratelimit_headers":"DRAFT_VERSION_03"{extra},
+            "rules":[{{"name":"per_user","actions":[{{"request_headers":{{"header_name":"x-user","descriptor_key":"user"}}}},
+              {{"generic_key":{{"descriptor_value":"api"}}}}],"global":{{{rule_extra}}}}}]}}"#
+        )
+    }
+
+    fn proxy() -> Proxy {
+        let p = Proxy::new();
+        p.set_property(&["source", "address"], b"10.0.0.1:1");
+        p
+    }
+
+    fn request(w: &mut W, user: &str) -> (u32, FilterAction) {
+        w.request(&[(":method", "GET"), (":path", "/"), ("x-user", user)])
+    }
+
+    fn status(code: i32, quota: u32, unit: i32, name: &str, remaining: u32, reset: i64) -> DescriptorStatus {
+        DescriptorStatus {
+            code,
+            current_limit: Some(rls::RateLimit { name: name.into(), requests_per_unit: quota, unit }),
+            limit_remaining: remaining,
+            duration_until_reset: Some(ProtoDuration { seconds: reset, nanos: 0 }),
+        }
+    }
+
+    fn answer(code: i32, statuses: Vec<DescriptorStatus>) -> Vec<u8> {
+        RateLimitResponse { overall_code: code, statuses, ..Default::default() }.encode_to_vec()
+    }
+
+    fn response_headers(w: &mut W, id: u32) -> Vec<(String, String)> {
+        w.response_headers(id, &[(":status", "200")], true);
+        w.headers(id, ResponseHeaders).into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
+    }
+
+    fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_request_waits_for_one_call_with_the_descriptors() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, action) = request(&mut w, "alice");
+        assert_eq!(action, FilterAction::Pause);
+        let calls = w.grpc_calls();
+        assert_eq!(calls.len(), 1);
+        let call = &calls[0];
+        assert_eq!(
+            (call.cluster.as_str(), call.service.as_str(), call.method.as_str()),
+            ("rls", rls::SERVICE, rls::METHOD)
+        );
+        assert_eq!(call.timeout, std::time::Duration::from_millis(100), "the documented default");
+        let sent = rls::RateLimitRequest::decode(call.message.as_slice()).unwrap();
+        assert_eq!(sent.domain, "edge");
+        assert_eq!(sent.hits_addend, 0);
+        let entries: Vec<(&str, &str)> =
+            sent.descriptors[0].entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+        assert_eq!(entries, [("user", "alice"), ("generic_key", "api")]);
+        assert!(w.is_paused(id));
+    }
+
+    #[test]
+    fn ok_resumes_with_the_service_headers() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let token = w.grpc_calls()[0].token;
+        let response = RateLimitResponse {
+            overall_code: rls::CODE_OK,
+            statuses: vec![status(rls::CODE_OK, 10, 2, "per-user", 7, 30)],
+            response_headers_to_add: vec![HeaderValue { key: "X-Custom".into(), value: "1".into(), raw_value: vec![] }],
+            request_headers_to_add: vec![HeaderValue { key: "x-rl".into(), value: "yes".into(), raw_value: vec![] }],
+            raw_body: vec![],
+        };
+        w.answer_grpc_call(token, 0, &response.encode_to_vec());
+        assert_eq!(w.resumes(), [(id, Phase::Request)]);
+        assert_eq!(w.request_header_values(id, "x-rl"), ["yes"]);
+        let h = response_headers(&mut w, id);
+        assert_eq!(header(&h, "x-ratelimit-limit"), Some("10, 10;w=60;name=\"per-user\""));
+        assert_eq!(header(&h, "x-ratelimit-remaining"), Some("7"));
+        assert_eq!(header(&h, "x-ratelimit-reset"), Some("30"));
+        assert_eq!(header(&h, "ratelimit-policy"), Some("\"per_user\";q=10;w=60"));
+        assert_eq!(header(&h, "ratelimit"), Some("\"per_user\";r=7;t=30"));
+        assert_eq!(header(&h, "x-custom"), Some("1"));
+        assert!(header(&h, "retry-after").is_none());
+        assert_eq!(p.metric("rate_limit.rls.ok"), Some(1));
+        assert_eq!(p.metric("rate_limit.allowed"), Some(1));
+    }
+
+    #[test]
+    fn a_limit_name_that_cannot_be_quoted_is_left_out_of_x_ratelimit_limit() {
+        // Regression (fuzz target rate_limit_rls_answer): the name went into the header as is.
+        for (name, want) in [
+            ("x\r\ninjected: 1", "10, 10;w=60"),
+            ("a\"b", "10, 10;w=60"),
+            ("back\\slash", "10, 10;w=60"),
+            ("per-user 2", "10, 10;w=60;name=\"per-user 2\""),
+        ] {
+            let p = proxy();
+            let mut w: W = p.worker(&config("", ""));
+            let (id, _) = request(&mut w, "alice");
+            let token = w.grpc_calls()[0].token;
+            w.answer_grpc_call(token, 0, &answer(rls::CODE_OK, vec![status(rls::CODE_OK, 10, 2, name, 7, 30)]));
+            let h = response_headers(&mut w, id);
+            assert_eq!(header(&h, "x-ratelimit-limit"), Some(want), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn over_limit_is_a_429_with_the_service_numbers() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let token = w.grpc_calls()[0].token;
+        w.answer_grpc_call(
+            token,
+            0,
+            &answer(rls::CODE_OVER_LIMIT, vec![status(rls::CODE_OVER_LIMIT, 10, 1, "", 0, 1)]),
+        );
+        assert!(w.resumes().is_empty(), "a denied request never goes on");
+        let r = w.local_reply(id).unwrap();
+        assert_eq!(r.status, 429);
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert_eq!(r.header("x-envoy-ratelimited"), Some("true"));
+        assert_eq!(r.header("x-ratelimit-limit"), Some("10, 10;w=1"));
+        assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+        assert_eq!(r.header("ratelimit"), Some("\"per_user\";r=0;t=1"));
+        assert_eq!(r.body_text(), "rate limited");
+        assert_eq!(p.metric("rate_limit.rls.over_limit"), Some(1));
+        assert_eq!(p.metric("rate_limit.rule.per_user.limited"), Some(1));
+        // The service's body and content type win, as in Envoy.
+        let (id, _) = request(&mut w, "alice");
+        let token = w.grpc_calls()[1].token;
+        let response = RateLimitResponse {
+            overall_code: rls::CODE_OVER_LIMIT,
+            response_headers_to_add: vec![HeaderValue {
+                key: "content-type".into(),
+                value: "application/json".into(),
+                raw_value: vec![],
+            }],
+            raw_body: b"{\"slow\":\"down\"}".to_vec(),
+            ..Default::default()
+        };
+        w.answer_grpc_call(token, 0, &response.encode_to_vec());
+        let r = w.local_reply(id).unwrap();
+        assert_eq!(
+            (r.status, r.header("content-type"), r.body_text().as_str()),
+            (429, Some("application/json"), "{\"slow\":\"down\"}")
+        );
+        assert!(r.header("retry-after").is_none(), "no status: no reset known");
+    }
+
+    #[test]
+    fn failures_allow_by_default_counted_and_deny_with_failure_mode_deny() {
+        for deny in [false, true] {
+            let p = proxy();
+            let extra = if deny { r#","failure_mode_deny":true"# } else { "" };
+            let mut w: W = p.worker(&config(extra, ""));
+            // Unavailable, the deadline, an unreadable answer, an UNKNOWN code.
+            let answers: [(u32, Vec<u8>); 4] =
+                [(14, b"no healthy upstream".to_vec()), (4, vec![]), (0, vec![0x12, 9]), (0, answer(0, vec![]))];
+            for (i, (code, message)) in answers.iter().enumerate() {
+                let (id, _) = request(&mut w, "alice");
+                let token = w.grpc_calls()[i].token;
+                w.answer_grpc_call(token, *code, message);
+                if deny {
+                    assert_eq!(w.local_reply(id).map(|r| r.status), Some(500), "answer {i}");
+                } else {
+                    assert!(w.resumes().contains(&(id, Phase::Request)), "answer {i}");
+                    assert!(response_headers(&mut w, id).iter().all(|(k, _)| !k.contains("ratelimit")));
+                }
+            }
+            assert_eq!(p.metric("rate_limit.rls.error"), Some(4));
+            assert_eq!(p.metric("rate_limit.rls.timeout"), Some(1));
+            let (allowed, denied) = if deny { (0, 4) } else { (4, 0) };
+            assert_eq!(p.metric("rate_limit.rls.failure_mode_allowed"), Some(allowed));
+            assert_eq!(p.metric("rate_limit.rls.failure_mode_denied"), Some(denied));
+            // A call the host refuses (unknown cluster) is decided at once.
+            w.fail_http_calls(true);
+            let (id, action) = request(&mut w, "alice");
+            if deny {
+                assert_eq!((action, w.local_reply(id).map(|r| r.status)), (FilterAction::Pause, Some(500)));
+            } else {
+                assert_eq!(action, FilterAction::Continue);
+            }
+            assert_eq!(p.metric("rate_limit.rls.error"), Some(5));
+        }
+    }
+
+    #[test]
+    fn status_on_error_and_no_x_envoy_ratelimited() {
+        let p = proxy();
+        let mut w: W = p.worker(&config(
+            r#","failure_mode_deny":true,"status_on_error":{"code":503},"disable_x_envoy_ratelimited_header":true"#,
+            "",
+        ));
+        let (id, _) = request(&mut w, "a");
+        w.answer_grpc_call(w.grpc_calls()[0].token, 14, b"");
+        assert_eq!(w.local_reply(id).unwrap().status, 503);
+        let (id, _) = request(&mut w, "a");
+        w.answer_grpc_call(w.grpc_calls()[1].token, 0, &answer(rls::CODE_OVER_LIMIT, vec![]));
+        let r = w.local_reply(id).unwrap();
+        assert_eq!(r.status, 429, "overall OVER_LIMIT without statuses stands for every rule");
+        assert!(r.header("x-envoy-ratelimited").is_none());
+    }
+
+    #[test]
+    fn shadow_global_rules_ask_the_service_and_never_deny() {
+        let p = proxy();
+        let mut w: W = p.worker(&config(r#","failure_mode_deny":true,"shadow_mode":true"#, ""));
+        let (id, _) = request(&mut w, "a");
+        w.answer_grpc_call(w.grpc_calls()[0].token, 0, &answer(rls::CODE_OVER_LIMIT, vec![status(2, 1, 1, "", 0, 1)]));
+        assert_eq!(w.resumes(), [(id, Phase::Request)]);
+        assert_eq!(p.metric("rate_limit.rule.per_user.shadow_limited"), Some(1));
+        assert_eq!(p.metric("rate_limit.limited"), Some(0));
+        // A failure does not deny a shadow rule either.
+        let (id, _) = request(&mut w, "a");
+        w.answer_grpc_call(w.grpc_calls()[1].token, 14, b"");
+        assert!(w.resumes().contains(&(id, Phase::Request)));
+    }
+
+    #[test]
+    fn a_pre_bucket_sheds_a_flood_before_the_service() {
+        let p = proxy();
+        let mut w: W =
+            p.worker(&config("", r#""pre_bucket":{"max_tokens":2,"tokens_per_fill":2,"fill_interval":"60s"}"#));
+        for i in 0..2 {
+            let (_, action) = request(&mut w, "flood");
+            assert_eq!(action, FilterAction::Pause);
+            w.answer_grpc_call(w.grpc_calls()[i].token, 0, &answer(rls::CODE_OK, vec![]));
+        }
+        let (id, action) = request(&mut w, "flood");
+        assert_eq!(action, FilterAction::Pause);
+        assert_eq!(w.local_reply(id).map(|r| r.status), Some(429));
+        assert_eq!(w.grpc_calls().len(), 2, "shed before the service");
+        // Another key has its own pre-bucket.
+        assert_eq!(request(&mut w, "other").1, FilterAction::Pause);
+        assert_eq!(w.grpc_calls().len(), 3);
+    }
+
+    #[test]
+    fn hits_addend_goes_on_the_request_or_on_each_descriptor() {
+        let two = r#"{"domain":"d","rate_limit_service":{"grpc_service":{"envoy_grpc":{"cluster_name":"rls"}}},"rules":[
+            {"name":"a","actions":[{"generic_key":{"descriptor_value":"a"}}],"global":{"hits_addend":HA}},
+            {"name":"b","actions":[{"generic_key":{"descriptor_value":"b"}}],"global":{"hits_addend":HB}}]}"#;
+        for (a, b, request_level, per_descriptor) in [("5", "5", 5, [None, None]), ("1", "3", 0, [Some(1), Some(3)])] {
+            let p = proxy();
+            let mut w: W = p.worker(&two.replace("HA", a).replace("HB", b));
+            w.request(&[(":method", "GET"), (":path", "/")]);
+            let sent = rls::RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
+            assert_eq!(sent.hits_addend, request_level);
+            let got: Vec<Option<u64>> =
+                sent.descriptors.iter().map(|d| d.hits_addend.as_ref().map(|h| h.value)).collect();
+            assert_eq!(got, per_descriptor);
+        }
+    }
+
+    #[test]
+    fn local_and_global_rules_together() {
+        // A local rule denies without calling the service; when it allows, the global rule
+        // is asked, and the headers of both appear, in rule order.
+        let json = r#"{"domain":"d","rate_limit_service":{"grpc_service":{"envoy_grpc":{"cluster_name":"rls"}}},"rules":[
+            {"name":"local","actions":[{"remote_address":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"60s"}},
+            {"name":"global","actions":[{"remote_address":{}}],"global":{}}]}"#;
+        let p = proxy();
+        let mut w: W = p.worker(json);
+        let (id, _) = w.request(&[(":method", "GET"), (":path", "/")]);
+        let sent = rls::RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
+        assert_eq!(sent.descriptors.len(), 1, "only the global rule's descriptor");
+        assert_eq!(sent.descriptors[0].entries[0].value, "10.0.0.1");
+        w.answer_grpc_call(w.grpc_calls()[0].token, 0, &answer(rls::CODE_OK, vec![status(1, 100, 3, "", 99, 3599)]));
+        let h = response_headers(&mut w, id);
+        assert_eq!(header(&h, "ratelimit-policy"), Some("\"local\";q=1;w=60, \"global\";q=100;w=3600"));
+        let (id, action) = w.request(&[(":method", "GET"), (":path", "/")]);
+        assert_eq!((action, w.local_reply(id).map(|r| r.status)), (FilterAction::Pause, Some(429)));
+        assert_eq!(w.grpc_calls().len(), 1, "the local denial never asks the service");
+    }
+
+    #[test]
+    fn an_answer_to_a_stream_that_is_gone_is_harmless() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "a");
+        w.complete(id);
+        assert!(w.pending_calls().is_empty(), "Envoy cancels the call with the stream");
+    }
+
+    #[test]
+    fn non_utf8_values_merge_never_split() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let id = w.new_stream();
+        w.request_headers_bytes(id, &[(":method", b"GET"), (":path", b"/"), ("x-user", b"al\xffice")], true);
+        let sent = rls::RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
+        assert_eq!(sent.descriptors[0].entries[0].value, "al\u{fffd}ice");
+    }
+}
+
+#[cfg(test)]
+mod duplicate_tests {
+    //! R3: a keying header sent twice. Envoy keys on the first value; an upstream reading the
+    //! last one let a client rotate a random first value and escape its limit.
+    use super::*;
+    use shared::proxytest::{Proxy, Worker};
+
+    const JSON: &str = r#"{"rules":[{"name":"key","actions":[{"request_headers":{"header_name":"x-api-key","descriptor_key":"k"}}],
+        "token_bucket":{"max_tokens":2,"fill_interval":"60s"}}]}"#;
+
+    #[test]
+    fn a_keying_header_sent_twice_is_refused_not_keyed_on_its_first_value() {
+        let p = Proxy::new();
+        let mut w: Worker<RateLimitRoot> = p.worker(JSON);
+        let req = |w: &mut Worker<RateLimitRoot>, first: &str| {
+            let (id, action) =
+                w.request(&[(":method", "GET"), (":path", "/"), ("x-api-key", first), ("x-api-key", "real")]);
+            (action, w.local_reply(id).map(|r| (r.status, r.body_text())))
+        };
+        // Rotating the first value gets nothing through.
+        for i in 0..5 {
+            let (action, reply) = req(&mut w, &format!("random-{i}"));
+            assert_eq!(action, FilterAction::Pause);
+            assert_eq!(reply, Some((400, "duplicate x-api-key header".to_string())));
+        }
+        assert_eq!(p.metric("rate_limit.duplicate_header"), Some(5));
+        // Sent once, the key is limited as usual.
+        let once: Vec<FilterAction> =
+            (0..3).map(|_| w.request(&[(":method", "GET"), (":path", "/"), ("x-api-key", "real")]).1).collect();
+        assert_eq!(once, [FilterAction::Continue, FilterAction::Continue, FilterAction::Pause]);
+        // In shadow mode the rule only counts.
+        let p = Proxy::new();
+        let mut w: Worker<RateLimitRoot> =
+            p.worker(&JSON.replace(r#""name":"key","#, r#""name":"key","shadow_mode":true,"#));
+        assert_eq!(req(&mut w, "x").0, FilterAction::Continue);
+        assert_eq!(p.metric("rate_limit.duplicate_header"), Some(1));
     }
 }

@@ -4,9 +4,13 @@ pub mod address;
 pub mod bucket;
 pub mod config;
 pub mod filter;
+pub mod rls;
 pub mod table;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     shared::glue::start::<filter::RateLimitRoot>();
 }}
+
+#[cfg(test)]
+mod attack_tests;

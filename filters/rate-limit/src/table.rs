@@ -2,9 +2,12 @@
 //!
 //! Shared data has no delete and never CAS-protects a key's first creation, so the filter never
 //! creates a key on the request path. At configure time every worker creates the same
-//! `groups` keys `rate-limit/<i>` with the same zero bytes ([`shared::shared_cell::ensure_exists`]:
-//! repeating it is harmless), and requests only CAS-update them. The key set, and so the
-//! memory, is fixed whatever the traffic.
+//! `groups` keys `rate-limit/<plugin name>/<i>` with the same zero bytes
+//! ([`shared::shared_cell::ensure_exists`]: repeating it is harmless), and requests only
+//! CAS-update them. The key set, and so the memory, is fixed whatever the traffic. The plugin
+//! name (Envoy's `config.name`) keeps two instances in one VM apart (per-IP before jwt-auth,
+//! per-claim after it): never a configuration fingerprint, which would leak one table per
+//! configuration edit since shared data has no delete.
 //!
 //! Each key is a *group* of [`WAYS`] entries (4-way set-associative), 16 bytes each:
 //!
@@ -13,20 +16,25 @@
 //! x:   u64 LE   the bucket state (see bucket.rs)
 //! ```
 //!
-//! A request's key (rule + descriptor entries) hashes to a group and a 56-bit fingerprint.
-//! Finding a slot in the group, in order:
+//! A request's key (rule + descriptor entries) hashes, with SipHash-2-4 keyed by the proxy's
+//! seed ([`shared::seed`]), to a group and a 56-bit fingerprint: without the seed nobody can
+//! tell which keys share a group. Finding a slot in the group, in order:
 //! 1. the entry with the same tag: that key's bucket;
 //! 2. an empty entry, or an entry whose bucket is full again: a full bucket holds no
 //!    information, so taking its slot loses nothing (counted as `slot_reused`);
 //! 3. all four hold live (not yet refilled) buckets of other keys: `on_full` decides:
-//!    `EVICT` (default) replaces the one that will be full soonest (`evictions`), which can
-//!    forgive that key at most its current debt; `DENY` refuses the request (`table_full`).
+//!    `EVICT` (default) replaces the one that will be full soonest (ties broken by the new
+//!    key's hash, not by slot order), and the new key *inherits that bucket's debt*: it is
+//!    full no sooner than the evicted one would have been. So no slot of a full group ever
+//!    frees before the evicted key's own bucket would have refilled, and an evicted key that
+//!    comes back inherits at least its own debt: eviction can never hand a key a fresh budget.
+//!    The cost falls on the newcomer, who may find fewer tokens than a fresh bucket holds.
+//!    `DENY` refuses the request (`table_full`).
 //!
 //! Two keys with the same group and fingerprint share a bucket: a 2^-56 chance per pair of keys
 //! that meet in a group.
 
 use crate::bucket::Limits;
-use shared::hash::{mix64, Fnv1a};
 
 pub const WAYS: usize = 4;
 pub const ENTRY_BYTES: usize = 16;
@@ -102,7 +110,8 @@ pub enum Slot {
     /// An empty entry, or one whose bucket was full (reused without loss). `shared` is true when
     /// the group held at least one live bucket of another key (a collision).
     Free { index: usize, reused: bool, shared: bool },
-    /// A live bucket of another key was replaced.
+    /// All entries hold live buckets of other keys: this one is replaced and its debt
+    /// inherited (`on_full` `EVICT`).
     Evicted(usize),
     /// No slot and `on_full` is `Deny`.
     Full,
@@ -110,13 +119,15 @@ pub enum Slot {
 
 /// Where key `tag` lives in `entries` at `now_ns`. `limits(rule)` gives the shape of a rule's
 /// buckets (`None`: the entry belongs to no current rule, e.g. from an older configuration,
-/// and is treated as full).
+/// and is treated as full). `tie` (bits of the key's keyed hash) picks among equal eviction
+/// candidates, so no slot is the predictable victim.
 pub fn find_slot(
     entries: &[Entry; WAYS],
     tag: u64,
     now_ns: u64,
     limits: &dyn Fn(usize) -> Option<Limits>,
     on_full: OnFull,
+    tie: usize,
 ) -> Slot {
     if let Some(i) = entries.iter().position(|e| e.tag == tag) {
         return Slot::Found(i);
@@ -136,24 +147,37 @@ pub fn find_slot(
     match on_full {
         OnFull::Deny => Slot::Full,
         OnFull::Evict => {
-            // The bucket that will be full soonest: forgiving it loses the least.
-            let full_in = |e: &Entry| e.rule().and_then(limits).map_or(0, |l| l.ns_until_debt_at_most(e.x, 0, now_ns));
-            let victim = (0..WAYS).min_by_key(|i| full_in(&entries[*i])).unwrap_or(0);
+            // The bucket that will be full soonest: the newcomer inherits the least debt. Scan
+            // from a slot the key's hash picks, so equal candidates are not always slot 0.
+            let victim = (0..WAYS)
+                .map(|i| (tie + i) % WAYS)
+                .min_by_key(|i| full_in_ns(&entries[*i], now_ns, limits))
+                .unwrap_or(0);
             Slot::Evicted(victim)
         }
     }
 }
 
-/// FNV-1a, 64 bits, then a splitmix64 finaliser so that both the group index (low bits) and
-/// the fingerprint (all bits) are well mixed. Stable across workers and builds.
-pub fn hash(parts: &[&[u8]]) -> u64 {
-    let mut h = Fnv1a::default();
-    for part in parts {
-        h.write(part);
-        // Separator, so ("ab","c") and ("a","bc") differ.
-        h.write_u8(0xff);
+/// Nanoseconds until the bucket of `e` is full again (0: full, empty, or of no current rule).
+pub fn full_in_ns(e: &Entry, now_ns: u64, limits: &dyn Fn(usize) -> Option<Limits>) -> u64 {
+    e.rule().and_then(limits).map_or(0, |l| l.ns_until_debt_at_most(e.x, 0, now_ns))
+}
+
+/// The state a key taking over `victim`'s slot starts from: the victim's own state for the
+/// same rule, else the state of a `limits` bucket that is full no sooner than the victim's.
+pub fn inherited_state(victim: &Entry, rule: usize, limits: &Limits, now_ns: u64, victim_full_in_ns: u64) -> u64 {
+    if victim.rule() == Some(rule) {
+        return victim.x;
     }
-    mix64(h.finish())
+    limits.state_full_in(now_ns, victim_full_in_ns)
+}
+
+/// Where a key lives: group `index` of `groups`, and its tag for rule `rule`. The group comes
+/// from the high 32 bits of the keyed hash, the fingerprint from the low 56, and the eviction
+/// tie-break from bits 20..22 (independent of the group).
+pub fn place(hash: u64, rule: usize, groups: u32) -> (u32, u64, usize) {
+    let group = (((hash >> 32) * u64::from(groups)) >> 32) as u32;
+    (group, tag(rule, hash), ((hash >> 20) as usize) % WAYS)
 }
 
 #[cfg(test)]
@@ -191,37 +215,77 @@ mod tests {
     #[test]
     fn slot_order_own_then_empty_then_full_then_policy() {
         let mut g = [live(0, 1, 2), Entry::default(), live(0, 3, 0), live(0, 4, 5)];
-        assert_eq!(find_slot(&g, tag(0, 1), NOW, &limits, OnFull::Deny), Slot::Found(0));
+        assert_eq!(find_slot(&g, tag(0, 1), NOW, &limits, OnFull::Deny, 0), Slot::Found(0));
         assert_eq!(
-            find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny),
+            find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny, 0),
             Slot::Free { index: 1, reused: false, shared: true }
         );
         g[1] = live(0, 2, 1);
         // Entry 2 has no debt: its bucket is full, so its slot is free.
         assert_eq!(
-            find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny),
+            find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny, 0),
             Slot::Free { index: 2, reused: true, shared: true }
         );
         g[2] = live(0, 3, 8);
-        assert_eq!(find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny), Slot::Full);
+        assert_eq!(find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Deny, 0), Slot::Full);
         // Evict the bucket that is full soonest (least debt): entry 1.
-        assert_eq!(find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Evict), Slot::Evicted(1));
+        assert_eq!(find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Evict, 0), Slot::Evicted(1));
         // Entries of rules that no longer exist are free.
         let gone = |r: usize| if r == 0 { limits(r) } else { None };
         g[3] = live(5, 4, 5);
         assert_eq!(
-            find_slot(&g, tag(0, 9), NOW, &gone, OnFull::Deny),
+            find_slot(&g, tag(0, 9), NOW, &gone, OnFull::Deny, 0),
             Slot::Free { index: 3, reused: true, shared: true }
         );
     }
 
     #[test]
-    fn hash_is_stable_and_separates_parts() {
-        assert_eq!(hash(&[b"rule", b"1.2.3.4"]), hash(&[b"rule", b"1.2.3.4"]));
-        assert_ne!(hash(&[b"ab", b"c"]), hash(&[b"a", b"bc"]));
-        // Pinned: every worker and every build must agree on it.
-        assert_eq!(hash(&[]), hash(&[]));
-        let spread: std::collections::HashSet<u64> = (0..10_000u32).map(|i| hash(&[&i.to_le_bytes()]) % 1024).collect();
-        assert!(spread.len() > 1000, "low bits spread over groups: {}", spread.len());
+    fn equal_eviction_candidates_are_picked_from_the_tie_slot_not_slot_0() {
+        // Four buckets with the same debt: the victim is the first candidate from `tie`.
+        let g = [live(0, 1, 3), live(0, 2, 3), live(0, 3, 3), live(0, 4, 3)];
+        for tie in 0..WAYS {
+            assert_eq!(find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Evict, tie), Slot::Evicted(tie));
+        }
+        // A strictly smaller debt wins whatever the tie.
+        let g = [live(0, 1, 3), live(0, 2, 3), live(0, 3, 1), live(0, 4, 3)];
+        for tie in 0..WAYS {
+            assert_eq!(find_slot(&g, tag(0, 9), NOW, &limits, OnFull::Evict, tie), Slot::Evicted(2));
+        }
+    }
+
+    #[test]
+    fn a_newcomer_inherits_the_evicted_debt_whatever_its_rule() {
+        let l = limits(0).unwrap();
+        let victim = live(0, 1, 4);
+        // Same rule: the very state.
+        assert_eq!(inherited_state(&victim, 0, &l, NOW, full_in_ns(&victim, NOW, &limits)), victim.x);
+        // Another rule's shape: full no sooner than the victim.
+        let other = Limits { max_tokens: 100, tokens_per_fill: 10, fill_interval_ns: 3 * S };
+        let full_in = full_in_ns(&victim, NOW, &limits);
+        assert_eq!(full_in, 4 * S);
+        let x = inherited_state(&victim, 1, &other, NOW, full_in);
+        assert!(other.ns_until_debt_at_most(x, 0, NOW) >= full_in);
+        assert!(other.debt(x, NOW) <= other.max_tokens);
+        // Capped at a whole bucket of debt.
+        let x = inherited_state(
+            &victim,
+            1,
+            &Limits { max_tokens: 1, tokens_per_fill: 1, fill_interval_ns: S / 10 },
+            NOW,
+            full_in,
+        );
+        assert_eq!(Limits { max_tokens: 1, tokens_per_fill: 1, fill_interval_ns: S / 10 }.debt(x, NOW), 1);
+    }
+
+    #[test]
+    fn place_spreads_keys_over_groups() {
+        let key = shared::hash::HashKey::new([7; 16]);
+        let h = |i: u32| shared::hash::keyed(&key, &[b"rule", &i.to_le_bytes()]);
+        let spread: std::collections::HashSet<u32> = (0..10_000u32).map(|i| place(h(i), 0, 1024).0).collect();
+        assert!(spread.len() > 1000, "groups used: {}", spread.len());
+        assert!((0..10_000u32).all(|i| place(h(i), 0, 1024).0 < 1024));
+        let ties: std::collections::HashSet<usize> = (0..100u32).map(|i| place(h(i), 0, 1024).2).collect();
+        assert_eq!(ties.len(), WAYS);
+        assert_eq!(place(h(1), 3, 1024).1 >> 56, 4, "the tag keeps the rule");
     }
 }

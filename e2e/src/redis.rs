@@ -77,7 +77,10 @@ impl Redis {
             .stderr(Stdio::from(log2))
             .spawn()
             .map_err(|e| {
-                format!("spawn {}: {e} (install Debian's redis-server: `make deps`, or set REDIS_SERVER_BIN)", bin.display())
+                format!(
+                    "spawn {}: {e} (install Debian's redis-server: `make deps`, or set REDIS_SERVER_BIN)",
+                    bin.display()
+                )
             })?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -130,7 +133,11 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            eprintln!("---- redis-server log ({}) ----\n{}\n---- end of redis-server log ----", self.workdir.display(), self.log());
+            eprintln!(
+                "---- redis-server log ({}) ----\n{}\n---- end of redis-server log ----",
+                self.workdir.display(),
+                self.log()
+            );
         }
         let _ = fs::remove_dir_all(&self.workdir);
     }

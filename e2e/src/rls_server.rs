@@ -651,10 +651,7 @@ mod tests {
 
     fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
         RateLimitDescriptor {
-            entries: entries
-                .iter()
-                .map(|(k, v)| Entry { key: k.to_string(), value: v.to_string() })
-                .collect(),
+            entries: entries.iter().map(|(k, v)| Entry { key: k.to_string(), value: v.to_string() }).collect(),
             ..Default::default()
         }
     }

@@ -9,7 +9,7 @@
 //!   `cache_duration` ends; keeping them is the safer answer when the issuer is unreachable).
 //! - A request that needs keys this worker does not have yet, or that carries an unknown `kid`
 //!   (key rotation; refetch at most every `unknown_kid_refetch_interval`, counted from the last
-//!   fetch by any worker), pauses. The stream keeps what it waits for ([`Wait`]); the worker's
+//!   fetch by any worker), pauses. The stream keeps what it waits for (`Wait`); the worker's
 //!   wait list says whom to wake. The root wakes it ([`Host::wake`]) from a tick or a fetch
 //!   answer, and the stream re-runs the same evaluation in `on_wake`, on its own request. It
 //!   waits at most the provider's `http_uri.timeout`; then, without keys, it gets jwt_authn's

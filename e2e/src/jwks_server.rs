@@ -18,13 +18,13 @@ pub enum Mode {
     Serve,
     /// 200 with the current body after this many milliseconds.
     Delay(u64),
-    /// 200 with the current body once the test switches to another mode (a fetch held in
-    /// flight for as long as the test needs, however slow the machine).
-    Hold,
     /// This status, with a small non-JWKS body.
     Status(u16),
     /// Close every connection without answering (a crashed or restarting server).
     Gone,
+    /// Answer nothing until the mode changes, then answer as the new mode says (a fetch held
+    /// in flight for as long as a test needs, however slow the machine; 200 if the server stops).
+    Hold,
 }
 
 struct State {

@@ -8,9 +8,11 @@
 #   chromium        headless browser of the security-headers browser tests (e2e browser test);
 #                   a machine that already has Google Chrome (GitHub's runners) uses that
 #   libnss3-tools   certutil: trusts the demo CA in the test browser's NSS database (HSTS test)
+#   redis-server    the counters' store of the global rate-limit engine (e2e rate_limit_global
+#                   test: e2e/src/redis.rs starts one on loopback, no persistence)
 # Installs what is missing when run as root; otherwise prints the command and fails.
 set -euo pipefail
-declare -A provides=([docker-compose]=docker-compose [wrk]=wrk [skopeo]=skopeo [node]=nodejs [npm]=npm [taskset]=util-linux [certutil]=libnss3-tools [curl]=curl)
+declare -A provides=([docker-compose]=docker-compose [wrk]=wrk [skopeo]=skopeo [node]=nodejs [npm]=npm [taskset]=util-linux [certutil]=libnss3-tools [curl]=curl [redis-server]=redis-server)
 missing=()
 for cmd in "${!provides[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${provides[$cmd]}")

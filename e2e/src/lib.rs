@@ -2,7 +2,7 @@
 //! test servers, and asserts from outside (status, headers, body, admin stats).
 //!
 //! Conventions every config follows (the harness substitutes these ports, nothing else):
-//! `10000` plain HTTP listener, `10443` HTTPS listener, `9901` admin, `18080` echo upstream, `18081` token server, `18082` JWKS server.
+//! `10000` plain HTTP listener, `10443` HTTPS listener, `9901` admin, `18080` echo upstream, `18081` token server, `18082` JWKS server, `18083` rate limit service.
 //! Paths in configs are relative to the repository root, which is Envoy's working directory.
 
 pub mod browser;
@@ -13,6 +13,8 @@ pub mod http;
 pub mod jwks_server;
 pub mod jwt;
 pub mod loopback;
+pub mod redis;
+pub mod rls_server;
 pub mod token_server;
 pub mod upstream;
 
@@ -26,6 +28,9 @@ pub const UPSTREAM_PORT: u16 = 18080;
 pub const TOKEN_SERVER_PORT: u16 = 18081;
 /// jwt-auth's JWKS server (envoy-configs/jwt-auth.yaml, cluster `jwks`).
 pub const JWKS_PORT: u16 = 18082;
+/// The global rate limit service, RLS v3 over gRPC (envoy-configs/rate-limit-native.yaml,
+/// cluster `rate_limit_service`): [`rls_server::RlsServer`] in tests, limitador-server in compose.
+pub const RLS_PORT: u16 = 18083;
 
 /// Default Envoy version; keep in step with the Makefile's `ENVOY_VERSION`.
 pub const DEFAULT_ENVOY_VERSION: &str = "1.40.0";

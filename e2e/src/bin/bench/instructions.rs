@@ -1,0 +1,199 @@
+//! Instructions per request under callgrind: a figure that does not move with the machine's
+//! load (this VM's `perf stat -e instructions` answers "not supported": no hardware counters).
+//! Opt-in (`BENCH_INSTRUCTIONS=on`, or `only` = `make bench-instructions`): Envoy under
+//! valgrind takes a minute or more to start.
+//!
+//! Per variant: Envoy (`--concurrency 1`) under `valgrind --tool=callgrind
+//! --instr-atstart=no --smc-check=all-non-file` (V8 writes the code it runs: valgrind must
+//! notice; instrumentation off until the count starts, so start-up runs at valgrind's
+//! uninstrumented speed); warm-up requests on one keep-alive connection (V8's tier-up of the
+//! module happens here, uncounted); then `callgrind_control -i on`, `-z` (zero), N requests,
+//! `-d` (dump) — twice, two windows, to show the count repeats. Instructions per request =
+//! the window's total (every thread of Envoy: the request, plus whatever timers fired) / N;
+//! added = that minus router-only's.
+
+use super::{envoy_options, Proxy, Servers, Settings, FLOOR, HEADLINE, INSTRUCTION_EXTRA};
+use e2e::repo_root;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const WARM_UP_REQUESTS: u32 = 300;
+const WINDOWS: usize = 2;
+/// Envoys under valgrind at once (each is one CPU's worth: valgrind runs a process's threads
+/// one at a time).
+const PARALLEL: usize = 2;
+
+struct Count {
+    name: &'static str,
+    /// Instructions per request in each window.
+    per_request: Vec<f64>,
+}
+
+fn callgrind_control(args: &[&str], pid: u32) -> Result<(), String> {
+    let out = Command::new("callgrind_control")
+        .args(args)
+        .arg(pid.to_string())
+        .output()
+        .map_err(|e| format!("callgrind_control: {e} (run `make deps`: valgrind)"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && text.contains("OK") {
+        Ok(())
+    } else {
+        Err(format!("callgrind_control {args:?} {pid}: {text}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// The `totals:` line of a callgrind dump: instructions (Ir) over the window.
+fn dump_total(path: &Path) -> Result<u64, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{}: no totals line", path.display()))
+}
+
+fn slug(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+}
+
+fn count(
+    variant: &'static super::Variant,
+    settings: &Settings,
+    servers: Servers,
+    all_cpus: &str,
+    repeated_jwt: &str,
+) -> Result<Count, String> {
+    let dir: PathBuf = repo_root().join("target").join("bench").join("callgrind").join(slug(variant.name));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let out_file = dir.join("callgrind.out");
+    let wrapper = vec![
+        "taskset".to_string(),
+        "-c".into(),
+        all_cpus.into(),
+        "valgrind".into(),
+        "--tool=callgrind".into(),
+        "--instr-atstart=no".into(),
+        "--smc-check=all-non-file".into(),
+        format!("--callgrind-out-file={}", out_file.display()),
+    ];
+    let opts =
+        e2e::envoy::EnvoyOptions { wrapper, ready_timeout: Duration::from_secs(1800), ..envoy_options(servers, 1) };
+    let started = Instant::now();
+    let proxy = Proxy::start(variant, opts, repeated_jwt)?;
+    proxy.sanity_check()?;
+    let pid = proxy.pid();
+    let encoded = proxy.request().encode_for(&format!("localhost:{}", proxy.listener), true);
+    let mut conn = e2e::http::KeepAlive::connect(proxy.listener)?;
+    let mut send = |n: u32| -> Result<(), String> {
+        for _ in 0..n {
+            let r = conn.exchange(&encoded)?;
+            if r.status != 200 {
+                return Err(format!("{}: status {} under valgrind:\n{r}", variant.name, r.status));
+            }
+        }
+        Ok(())
+    };
+    send(WARM_UP_REQUESTS)?;
+    callgrind_control(&["-i", "on"], pid)?;
+    let mut per_request = Vec::new();
+    for window in 1..=WINDOWS {
+        callgrind_control(&["-z"], pid)?;
+        send(settings.instruction_requests)?;
+        callgrind_control(&["-d"], pid)?;
+        let total = dump_total(&PathBuf::from(format!("{}.{window}", out_file.display())))?;
+        per_request.push(total as f64 / f64::from(settings.instruction_requests));
+    }
+    println!(
+        "instructions {:<28} {} per request (windows of {} requests), {:.0} s under valgrind",
+        variant.name,
+        per_request.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", "),
+        settings.instruction_requests,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Count { name: variant.name, per_request })
+}
+
+fn valgrind_present() -> Result<(), String> {
+    match Command::new("valgrind").arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err("valgrind not found: run `make deps` (Debian's valgrind)".into()),
+    }
+}
+
+/// Count the headline variants and the native equivalents; the table as markdown.
+pub(crate) fn run(settings: &Settings, servers: Servers, all_cpus: &str, repeated_jwt: &str) -> Result<String, String> {
+    valgrind_present()?;
+    let names: Vec<&str> = HEADLINE.iter().map(|(n, _)| *n).chain(INSTRUCTION_EXTRA.iter().copied()).collect();
+    let variants: Vec<&'static super::Variant> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| *i == 0 || settings.wanted(n))
+        .filter_map(|(_, n)| super::variant(n))
+        .collect();
+    println!(
+        "\nbench: instructions under callgrind: {} variants, {PARALLEL} at a time, {WARM_UP_REQUESTS} warm-up requests, \
+         {WINDOWS} windows of {} requests each",
+        variants.len(),
+        settings.instruction_requests
+    );
+    let queue = Mutex::new(variants.clone().into_iter().enumerate());
+    let results: Mutex<Vec<(usize, Result<Count, String>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL {
+            scope.spawn(|| loop {
+                let next = queue.lock().ok().and_then(|mut q| q.next());
+                let Some((i, v)) = next else { break };
+                let r = count(v, settings, servers, all_cpus, repeated_jwt);
+                if let Ok(mut all) = results.lock() {
+                    all.push((i, r));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().map_err(|_| "instruction counting: a worker panicked".to_string())?;
+    results.sort_by_key(|(i, _)| *i);
+    let mut counts = Vec::new();
+    for (_, r) in results {
+        counts.push(r?);
+    }
+    let mean = |c: &Count| c.per_request.iter().sum::<f64>() / c.per_request.len().max(1) as f64;
+    let baseline = counts.first().map(mean).unwrap_or(f64::NAN);
+    let floor_added = counts.iter().find(|c| c.name == FLOOR).map(|c| mean(c) - baseline);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## Instructions per request (callgrind)\n\n\
+         | variant | instructions/request (window 1, window 2) | added over router-only | × trivial filter's added |\n\
+         |---|---:|---:|---:|"
+    );
+    for (i, c) in counts.iter().enumerate() {
+        let windows = c.per_request.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
+        let (added, times) = if i == 0 {
+            ("—".to_string(), String::new())
+        } else {
+            let added = mean(c) - baseline;
+            let times = match floor_added {
+                Some(f) if f > 0.0 => format!("{:.1}×", added / f),
+                _ => "—".to_string(),
+            };
+            (format!("{added:+.0}"), times)
+        };
+        let _ = writeln!(md, "| {} | {:.0} ({windows}) | {added} | {times} |", c.name, mean(c));
+    }
+    let _ = writeln!(
+        md,
+        "\n- Envoy `--concurrency 1` under `valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file`; \
+         {WARM_UP_REQUESTS} uncounted warm-up requests (V8 tiers the module up), then {WINDOWS} windows of {} requests \
+         on one keep-alive connection, each zeroed and dumped with `callgrind_control`. A window counts every \
+         instruction Envoy ran meanwhile (its timers too), which is why router-only is not zero; the same request \
+         as the CPU rows. Independent of the machine's load; the two windows show how well it repeats.",
+        settings.instruction_requests
+    );
+    Ok(md)
+}

@@ -1,17 +1,33 @@
-//! `make bench`: the CPU each filter costs per request in a real Envoy, against the same Envoy
-//! with the router only, and against Envoy's native equivalent where there is one. A
-//! measurement tool, not a test: it asserts behaviour (every variant's response is checked
-//! before measuring) but never timing.
+//! `make bench`: what each filter costs per request in a real Envoy, against the same Envoy
+//! with the router only, against a trivial SDK-only Rust filter (the floor of any proxy-wasm
+//! filter) and against Envoy's native equivalent where there is one; all five filters chained
+//! against the native chain doing the same jobs. A measurement tool, not a test: it asserts
+//! behaviour (every variant's response is checked before measuring) but never timing.
 //!
-//! Method. Every variant is its own Envoy (`--concurrency 1`), all started at once on distinct
-//! ports and pinned to one CPU; wrk and the upstream are pinned to another. Rounds are
-//! interleaved (the order rotates each round) so host noise falls on every variant alike, after
-//! one warm-up round that is not counted. CPU per request = the Envoy process's utime + stime
-//! delta (/proc/<pid>/stat) over the run / the requests wrk completed. Ratios and added µs are
-//! medians of per-round pairs (a variant against the baseline of the same round).
+//! Phases, in this order:
+//! 1. Memory and start-up ([`memory`]): each config alone at `--concurrency 2`, RSS and
+//!    spawn→ready, `BENCH_STARTS` interleaved starts.
+//! 2. CPU per request (below): every variant is its own Envoy (`--concurrency 1`), all started
+//!    at once on distinct ports and pinned to one CPU; wrk and the upstream are pinned to
+//!    another. Rounds are interleaved (the order rotates each round) so host noise falls on
+//!    every variant alike, after one warm-up round that is not counted. CPU per request = the
+//!    Envoy process's utime + stime delta (/proc/<pid>/stat) over the run / the requests wrk
+//!    completed. Ratios and added µs are medians of per-round pairs (a variant against the
+//!    baseline of the same round); × the floor = a row's median added / the trivial filter's.
+//! 3. Latency at a fixed rate ([`latency`]): the headline rows' Envoys again, open loop.
+//! 4. Instructions per request under callgrind ([`instructions`]), opt-in.
 //!
-//! Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONNECTIONS (16), BENCH_ONLY
-//! (comma-separated parts of variant names to run; the baseline always runs).
+//! The report goes to target/bench/bench.md with the chart target/bench/cpu-per-request.svg
+//! ([`chart`]); a full run (every variant, ≥ 5 rounds) also writes both to docs/bench/, which
+//! README shows.
+//!
+//! Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONNECTIONS (16, wrk's), BENCH_ONLY
+//! (comma-separated parts of variant names to run; the baseline always runs), BENCH_STARTS
+//! (memory/start-up starts per config; default BENCH_ROUNDS), BENCH_LATENCY (on|off),
+//! BENCH_RATE (500 requests/s), BENCH_LATENCY_CONNECTIONS (8), BENCH_INSTRUCTIONS
+//! (off|on|only; `make bench-instructions` = only), BENCH_INSTRUCTION_REQUESTS (200 per
+//! window). CI's smoke run (`BENCH_ROUNDS=1 BENCH_SECONDS=1`) runs every phase but the
+//! instruction counts, once each.
 //!
 //! jwt-auth and native jwt_authn (bench/jwt-auth.yaml, bench/native-jwt-authn.yaml: the same
 //! JSON, both with a 100-entry verified-token cache) are measured three ways ([`JWT_TOKENS`]):
@@ -20,13 +36,14 @@
 //! every request verifies a signature). Tokens come from the committed test keys (e2e/src/jwt.rs),
 //! valid for ten hours, written to target/bench/tokens-*.txt.
 //!
-//! Adding a filter: a row in [`VARIANTS`] (its config under envoy-configs/, the request wrk
-//! sends, a check of one response) and a row in [`COMPARISONS`] when a native filter does the
-//! same job.
+//! Adding a filter: a row in [`VARIANTS`] (its config under envoy-configs/bench/, the request
+//! wrk sends, a check of one response), in [`HEADLINE`] for its request-work row, in
+//! [`COMPARISONS`] when a native filter does the same job, in `memory::CONFIGS`, and in
+//! bench/all-five.yaml when it joins the chain.
 //!
 //! Envoys are started by the test harness (`e2e::envoy::Envoy`) with the bench's extras:
-//! `pin_cpu` (taskset), `preset_ports` (one upstream shared by every Envoy) and `pid()` for
-//! CPU accounting.
+//! `pin_cpu` (taskset), `wrapper` (valgrind), `preset_ports` (one upstream shared by every
+//! Envoy) and `pid()` for CPU accounting.
 
 mod chart;
 mod instructions;
@@ -427,7 +444,7 @@ impl Settings {
             only,
             starts: env_count("BENCH_STARTS", rounds)?,
             latency: env_word("BENCH_LATENCY", "on", &["on", "off"])? == "on",
-            rate: env_count("BENCH_RATE", 1000)?,
+            rate: env_count("BENCH_RATE", 500)?,
             latency_connections: env_count("BENCH_LATENCY_CONNECTIONS", 8)?,
             instructions,
             instruction_requests: env_count("BENCH_INSTRUCTION_REQUESTS", 200)?,
@@ -460,7 +477,7 @@ impl Settings {
             only: Vec::new(),
             starts: 5,
             latency: true,
-            rate: 1000,
+            rate: 500,
             latency_connections: 8,
             instructions: InstructionMode::Off,
             instruction_requests: 200,

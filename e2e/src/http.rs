@@ -133,8 +133,16 @@ pub struct KeepAlive {
 
 impl KeepAlive {
     pub fn connect(port: u16) -> Result<KeepAlive, String> {
+        Self::connect_waiting(port, Duration::from_secs(30))
+    }
+
+    /// [`KeepAlive::connect`], waiting up to `timeout` for each read and write (an Envoy under
+    /// valgrind answers its first requests in seconds).
+    pub fn connect_waiting(port: u16, timeout: Duration) -> Result<KeepAlive, String> {
         let stream = connect(port)?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
         Ok(KeepAlive { reader: BufReader::new(stream) })
     }
 

@@ -644,30 +644,38 @@ impl Proxy {
     /// Variants that need a JWT must also refuse the same request without one (the token is
     /// what is being checked), and the counters of [`STAT_CHECKS`] must have moved.
     fn sanity_check(&self) -> Result<(), String> {
-        let what = |e: String, response: &dyn std::fmt::Display| {
-            format!(
-                "variant `{}` (envoy-configs/{}) misbehaves, not measuring it: {e}\n{} {} gave:\n{response}",
-                self.variant.name,
-                self.variant.config,
-                self.request().method,
-                self.variant.path
-            )
-        };
+        let response = self.check_answers()?;
+        for (name, stat) in STAT_CHECKS.iter().filter(|(name, _)| *name == self.variant.name) {
+            if self.envoy.wait_stat(stat, 1) == 0 {
+                return Err(self.misbehaves(format!("{name}: {stat} stayed 0"), &response));
+            }
+        }
+        Ok(())
+    }
+
+    /// The answers of [`Proxy::sanity_check`] without its counters (the admin's `/stats` is
+    /// too slow under valgrind); returns the checked response.
+    fn check_answers(&self) -> Result<Response, String> {
         let response = self.request().send(self.listener).map_err(|e| format!("{}: {e}", self.variant.name))?;
-        (self.variant.check)(&response).map_err(|e| what(e, &response))?;
+        (self.variant.check)(&response).map_err(|e| self.misbehaves(e, &response))?;
         if self.token.is_some() {
             let denied =
                 self.request_with(None).send(self.listener).map_err(|e| format!("{}: {e}", self.variant.name))?;
             if denied.status != 401 {
-                return Err(what(format!("without a token: status {} (want 401)", denied.status), &denied));
+                return Err(self.misbehaves(format!("without a token: status {} (want 401)", denied.status), &denied));
             }
         }
-        for (name, stat) in STAT_CHECKS.iter().filter(|(name, _)| *name == self.variant.name) {
-            if self.envoy.wait_stat(stat, 1) == 0 {
-                return Err(what(format!("{name}: {stat} stayed 0"), &response));
-            }
-        }
-        Ok(())
+        Ok(response)
+    }
+
+    fn misbehaves(&self, e: String, response: &Response) -> String {
+        format!(
+            "variant `{}` (envoy-configs/{}) misbehaves, not measuring it: {e}\n{} {} gave:\n{response}",
+            self.variant.name,
+            self.variant.config,
+            self.request().method,
+            self.variant.path
+        )
     }
 }
 
@@ -1367,23 +1375,29 @@ fn run() -> Result<(), String> {
     let samples = cpu_rounds(&settings, pinning, clk_tck, &mut proxies)?;
     let latency_md = if settings.latency { latency::run(&settings, &mut proxies)? } else { String::new() };
     drop(proxies);
-    let instructions_md = if settings.instructions == InstructionMode::On {
-        instructions::run(&settings, servers, &all_cpus, &repeated_jwt)?
-    } else {
-        String::new()
-    };
     ctx.load_after = loadavg();
 
     let (cpu_md, figures) = report(&settings, &variants, &samples, &ctx);
     let chart_rows: Vec<&RowFigures> =
         HEADLINE.iter().filter_map(|(name, _)| figures.iter().find(|f| f.name == *name)).collect();
     let svg = chart::cpu_per_request(&chart_rows, &settings, &ctx)?;
-    let md = format!(
-        "# make bench\n\n![CPU per request](cpu-per-request.svg)\n\n{cpu_md}\n{latency_md}\n{memory_md}\n{instructions_md}\n{}",
-        footer(&ctx)
-    );
+    let document = |instructions_md: &str, ctx: &Context| {
+        format!(
+            "# make bench\n\n![CPU per request](cpu-per-request.svg)\n\n{cpu_md}\n{latency_md}\n{memory_md}\n{instructions_md}\n{}",
+            footer(ctx)
+        )
+    };
+    // Written before the (long) instruction counts, so that their failure loses nothing.
+    let md = document("", &ctx);
     println!("\n{md}");
     write_outputs(&settings, &[("bench.md", &md), ("cpu-per-request.svg", &svg)]);
+    if settings.instructions == InstructionMode::On {
+        let instructions_md = instructions::run(&settings, servers, &all_cpus, &repeated_jwt)?;
+        ctx.load_after = loadavg();
+        let md = document(&instructions_md, &ctx);
+        println!("\n{instructions_md}");
+        write_outputs(&settings, &[("bench.md", &md)]);
+    }
     Ok(())
 }
 

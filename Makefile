@@ -4,9 +4,15 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all deps build envoy test unit e2e lint fmt demo bench bench-instructions oci release new-filter clean
+.PHONY: all help deps build envoy test unit e2e lint doc fmt demo bench bench-instructions oci release new-filter clean deny sbom fresh-check
 
 all: build
+
+## help: this list of targets
+help:
+	@awk -F': ' '/^## [a-z0-9-]+: / { sub(/^## /, "", $$1); printf "  make %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@echo
+	@echo "Variables: ENVOY_VERSION (default $(ENVOY_VERSION)), ENVOY_BIN, E2E_CONCURRENCY, WASM_OPT=on, BENCH_* (README, Make targets)"
 
 ## build: every filter to dist/<filter>.wasm and dist/SHA256SUMS
 build:
@@ -32,12 +38,19 @@ unit:
 e2e: build envoy
 	cargo test --locked -p e2e
 
-## lint: rustfmt check and clippy (no-panic lints) for native and wasm targets
+## lint: rustfmt check, clippy (no-panic lints) for native and wasm targets, and make doc
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared -p trivial-filter -- -D warnings
+	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared -p probe -p trivial-filter -- -D warnings
+	$(MAKE) --no-print-directory doc
 
+## doc: rustdoc with warnings as errors (broken links, bad HTML), natively and for wasm32
+doc:
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --target wasm32-wasip1 $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared
+
+## fmt: cargo fmt --all
 fmt:
 	cargo fmt --all
 
@@ -62,14 +75,28 @@ oci: build
 	  python3 scripts/oci-layout.py --wasm $$wasm --tag $(VERSION) --out dist/oci/$$name || exit 1; \
 	done
 
-## release: versioned artifacts in dist/release/<version>/ (+ CHANGELOG entry), REGISTRY=...
+## release: versioned artifacts in dist/release/<version>/ (+ SBOMs, CHANGELOG entry), REGISTRY=...
 release: build
 	scripts/release.sh
+
+## sbom: a CycloneDX SBOM per module in dist/sbom/ (cargo-cyclonedx, installed into tools/)
+sbom:
+	scripts/sbom.sh dist/sbom
+
+## deny: license and ban checks on every dependency (cargo-deny, installed into tools/; deny.toml)
+deny:
+	scripts/install-cargo-tool.sh cargo-deny
+	tools/cargo/bin/cargo-deny --locked check licenses bans sources
+
+## fresh-check: make test in a fresh clone with empty cargo/pip/npm caches and no tools/ (manual)
+fresh-check:
+	scripts/fresh-check.sh test
 
 ## new-filter: a complete new filter from templates/filter (NAME=my-filter)
 new-filter:
 	scripts/new-filter.sh $(NAME)
 
+## clean: cargo clean and dist/ (tools/ stays)
 clean:
 	cargo clean
 	rm -rf dist

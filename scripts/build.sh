@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build every filter under filters/ for wasm32-wasip1 and write dist/<filter>.wasm plus
-# dist/SHA256SUMS; also the bench's trivial filter (bench/trivial-filter, never shipped) to
-# target/bench/trivial-filter.wasm, in the same cargo run so it gets the same profile and
-# flags. WASM_OPT=on also runs `wasm-opt -Oz` (Debian's binaryen) on the filters: off by
-# default, because measured in Envoy 1.40 it cut the file by 18% but raised Envoy's RSS by
-# ~9 MB with no faster start (README, "Build profile and module size").
+# dist/SHA256SUMS (and, never shipped: the e2e suite's test-only dist/test/probe.wasm, the
+# bench's trivial filter dist/bench/trivial-filter.wasm).
+# WASM_OPT=on also runs `wasm-opt -Oz` (Debian's binaryen) on the filters: off by default,
+# because measured in Envoy 1.40 it cut the file by 18% but raised Envoy's RSS by ~9 MB with no
+# faster start (README, "Build profile and module size").
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -19,7 +19,6 @@ for dir in filters/*/; do
 done
 args=()
 for f in "${filters[@]}"; do args+=(-p "$f"); done
-args+=(-p trivial-filter)
 
 # Path-independent output: the same source gives the same bytes in any checkout.
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="--remap-path-prefix=$root=/src --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
@@ -45,8 +44,19 @@ for f in "${filters[@]}"; do
   fi
 done
 (cd dist && sha256sum ./*.wasm | sed 's# \./# #' > SHA256SUMS)
-mkdir -p target/bench
-cp "${CARGO_TARGET_DIR:-target}/$target/release/trivial_filter.wasm" target/bench/trivial-filter.wasm
+
+# The end-to-end suite's test-only module (e2e/probe, host capabilities in a real Envoy). Its own
+# cargo invocation, so it can never change the filters' bytes (no feature unification with
+# them), and written under dist/test/: outside dist/*.wasm, SHA256SUMS, releases and images.
+cargo build --release --locked --target "$target" -p probe
+mkdir -p dist/test
+cp "${CARGO_TARGET_DIR:-target}/$target/release/probe.wasm" dist/test/probe.wasm
+
+# The bench's floor (bench/trivial-filter: an SDK-only filter, `make bench`'s "trivial filter"
+# row), with the filters' release profile and flags, in its own invocation for the same reason.
+cargo build --release --locked --target "$target" -p trivial-filter
+mkdir -p dist/bench
+cp "${CARGO_TARGET_DIR:-target}/$target/release/trivial_filter.wasm" dist/bench/trivial-filter.wasm
 
 # The Istio manifests carry each module's digest. Locally they follow the build; in CI
 # (CI=true) a manifest that does not match the build fails it: commit the updated manifest.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Versioned release artifacts from the current build, in dist/release/<version>/:
 #   <filter>-<version>.wasm, SHA256SUMS, oci/<filter>/ (OCI image layouts, Istio compat form),
+#   sbom/<filter>.cdx.json (CycloneDX SBOM of the crates in each module, scripts/sbom.sh),
 #   istio/<filter>.yaml (the deploy/istio manifest pinned to that image: url tag + spec.sha256
 #   = the image's manifest digest, which is what Istio checks for oci:// urls),
 # and a CHANGELOG.md entry for the version when it has none yet (edit it before tagging).
@@ -49,6 +50,7 @@ for wasm in dist/*.wasm; do
   fi
 done
 (cd "$out" && sha256sum ./*.wasm | sed 's# \./# #' > SHA256SUMS)
+scripts/sbom.sh "$out/sbom" >/dev/null
 
 if ! grep -q "^## \[$version\]" "$changelog" 2>/dev/null; then
   since="$(git describe --tags --abbrev=0 2>/dev/null || true)"

@@ -5,6 +5,7 @@
 //! `10000` plain HTTP listener, `10443` HTTPS listener, `9901` admin, `18080` echo upstream, `18081` token server, `18082` JWKS server.
 //! Paths in configs are relative to the repository root, which is Envoy's working directory.
 
+pub mod doc_configs;
 pub mod envoy;
 pub mod http;
 pub mod jwks_server;
@@ -38,6 +39,20 @@ pub fn envoy_bin() -> PathBuf {
     }
     let version = std::env::var("ENVOY_VERSION").unwrap_or_else(|_| DEFAULT_ENVOY_VERSION.to_string());
     repo_root().join("tools").join(format!("envoy-{version}")).join("envoy/_bin/envoy")
+}
+
+/// The version of the Envoy under test (`envoy_bin() --version`: `…/1.40.0/Clean/RELEASE/…`), for
+/// tests whose expectations differ between supported Envoy releases.
+pub fn envoy_version() -> Option<(u32, u32, u32)> {
+    let out = std::process::Command::new(envoy_bin()).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split('/').find_map(|part| {
+        let mut numbers = part.split('.').map(|n| n.parse::<u32>().ok());
+        match (numbers.next(), numbers.next(), numbers.next(), numbers.next()) {
+            (Some(Some(a)), Some(Some(b)), Some(Some(c)), None) => Some((a, b, c)),
+            _ => None,
+        }
+    })
 }
 
 /// Directory holding the built filters (`make build` writes them).

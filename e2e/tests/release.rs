@@ -1,5 +1,6 @@
 //! `make release` (scripts/release.sh): versioned modules with checksums, OCI layouts whose
-//! digests pin the Istio manifests, a changelog entry; reproducible. Needs `make build`.
+//! digests pin the Istio manifests, an SBOM per module, a changelog entry; reproducible. Needs
+//! `make build`.
 
 use e2e::{dist_dir, repo_root};
 use std::path::Path;
@@ -61,6 +62,30 @@ fn release_artifacts_are_versioned_pinned_and_reproducible() {
             );
             assert!(manifest.contains(&format!("/{name}:{version}\n")), "{name}: url not pinned to {version}");
         }
+        // An SBOM of the crates compiled into this module, without this checkout's paths.
+        let sbom_text = std::fs::read_to_string(a.join("sbom").join(format!("{name}.cdx.json")))
+            .unwrap_or_else(|e| panic!("{name}: no SBOM: {e}"));
+        assert!(!sbom_text.contains(&repo_root().display().to_string()), "{name}: SBOM names this checkout");
+        let sbom: serde_json::Value = serde_json::from_str(&sbom_text).unwrap();
+        assert_eq!(sbom["bomFormat"], "CycloneDX", "{name}");
+        assert_eq!(sbom["metadata"]["component"]["name"], name.as_str(), "{name}");
+        let components: Vec<String> = sbom["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| format!("{}@{}", c["name"].as_str().unwrap_or(""), c["version"].as_str().unwrap_or("")))
+            .collect();
+        for needed in ["shared@", "proxy-wasm@", "serde_json@"] {
+            assert!(components.iter().any(|c| c.starts_with(needed)), "{name}: SBOM lacks {needed}: {components:?}");
+        }
+        assert!(
+            sbom["components"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["licenses"].as_array().is_some_and(|l| !l.is_empty())),
+            "{name}: a component without a license in the SBOM"
+        );
         let again = std::fs::read_to_string(b.join("istio").join(format!("{name}.yaml"))).unwrap_or_default();
         assert_eq!(std::fs::read_to_string(&manifest_path).unwrap_or_default(), again, "{name}: manifests differ");
     }

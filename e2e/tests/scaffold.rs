@@ -63,11 +63,25 @@ fn new_filter_builds_loads_in_envoy_and_passes_its_tests() {
     run(&copy, "cargo", &["clippy", "--locked", "-p", "demo-x", "--all-targets", "--", "-D", "warnings"]);
     run(&copy, "cargo", &["clippy", "--locked", "--target", "wasm32-wasip1", "-p", "demo-x", "--", "-D", "warnings"]);
     run(&copy, "cargo", &["test", "--locked", "-p", "demo-x"]);
-    // In the real Envoy: its own e2e test, its config validates, its manifest is accepted.
+    // In the real Envoy: its own e2e test, its config validates, its manifest is accepted, its
+    // README's example is accepted (not registered natively: checked by the module in Envoy).
     run(
         &copy,
         "cargo",
-        &["test", "--locked", "-p", "e2e", "--test", "demo_x", "--test", "configs", "--test", "deploy"],
+        &[
+            "test",
+            "--locked",
+            "-p",
+            "e2e",
+            "--test",
+            "demo_x",
+            "--test",
+            "configs",
+            "--test",
+            "deploy",
+            "--test",
+            "doc_configs",
+        ],
     );
     // A second filter of the same name is refused.
     let again = Command::new("scripts/new-filter.sh").arg("demo-x").current_dir(&copy).output().unwrap();

@@ -1,7 +1,8 @@
 //! crypto-probe: times JWS signature verification inside the proxy-wasm VM that loads it and
 //! logs the figures (warn level). Loaded as a singleton bootstrap WasmService by run.sh, it runs
-//! once in `on_vm_start`. Method (as shared/notes/jwt-crypto-in-wasm.md): warm-up, then the best
-//! of ROUNDS short rounds of N verifications (short, so that some land in quiet moments of a shared machine), timed with `std::time::Instant` (WASI monotonic clock).
+//! once in `on_vm_start`. Method (filters/jwt-auth/CRYPTO.md, "Measurements"): warm-up, then
+//! the best of ROUNDS short rounds of N verifications (short, so that some land in quiet moments
+//! of a shared machine), timed with `std::time::Instant` (WASI monotonic clock).
 
 #[allow(dead_code)]
 #[path = "../../../filters/jwt-auth/src/crypto/mod.rs"]

@@ -2,7 +2,7 @@
 //! JWKS (e2e/fixtures/jwt/jwks.json) to `GET <any path>`. Runs until killed.
 //!
 //! `jwks_server --token [SUB]` prints a one-hour RS256 token it accepts (issuer
-//! https://issuer.example.com, audience api.example.com), to try the demo with.
+//! `https://issuer.example.com`, audience `api.example.com`), to try the demo with.
 //! `jwks_server --write-fixtures` regenerates the committed JWKS files from the committed test
 //! keys (after changing a key).
 

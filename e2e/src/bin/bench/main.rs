@@ -11,7 +11,7 @@
 //!    at once on distinct ports and pinned to one CPU; wrk and the upstream are pinned to
 //!    another. Rounds are interleaved (the order rotates each round) so host noise falls on
 //!    every variant alike, after one warm-up round that is not counted. CPU per request = the
-//!    Envoy process's utime + stime delta (/proc/<pid>/stat) over the run / the requests wrk
+//!    Envoy process's utime + stime delta (`/proc/<pid>/stat`) over the run / the requests wrk
 //!    completed. Ratios and added µs are medians of per-round pairs (a variant against the
 //!    baseline of the same round); × the floor = a row's median added / the trivial filter's.
 //! 3. Latency at a fixed rate ([`latency`]): the headline rows' Envoys again, open loop.
@@ -681,7 +681,7 @@ impl Proxy {
 
 // ---- CPU accounting ----
 
-/// CPU time of a process from /proc/<pid>/stat, in clock ticks: (utime + stime of all its
+/// CPU time of a process from `/proc/<pid>/stat`, in clock ticks: (utime + stime of all its
 /// threads, cutime + cstime of the children it has waited for).
 fn process_ticks(pid: &str) -> Result<(u64, u64), String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;

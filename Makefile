@@ -18,7 +18,7 @@ help:
 build:
 	scripts/build.sh
 
-## deps: Debian packages the suite and bench use (docker-compose, wrk, util-linux, valgrind); installs them as root
+## deps: Debian packages the suite, demo and bench use (docker-compose, wrk, chromium, curl, valgrind, …); installs them as root
 deps:
 	scripts/install-system-deps.sh
 

@@ -1,13 +1,15 @@
 //! envoy-configs/all-in-one.yaml (what `make demo` and docker compose run) serves traffic
 //! through every filter it holds.
 
+use e2e::demo::{render, try_list, Demo};
 use e2e::envoy::{Envoy, EnvoyOptions};
 use e2e::http::Request;
 use e2e::jwks_server::JwksServer;
 use e2e::jwt::{self, Alg};
 use e2e::token_server::TokenServer;
 use e2e::upstream::Upstream;
-use e2e::{JWKS_PORT, LISTENER_PORT, TOKEN_SERVER_PORT, UPSTREAM_PORT};
+use e2e::{ADMIN_PORT, JWKS_PORT, LISTENER_PORT, TLS_LISTENER_PORT, TOKEN_SERVER_PORT, UPSTREAM_PORT};
+use std::time::{Duration, Instant};
 
 #[test]
 fn all_in_one_serves_with_every_filter() {
@@ -72,4 +74,73 @@ fn all_in_one_serves_with_every_filter() {
     // Every module says which version it is when it starts.
     let started = format!("security-headers {}: configured", env!("CARGO_PKG_VERSION"));
     assert!(envoy.log().contains(&started), "{started:?} not logged:\n{}", envoy.log());
+}
+
+/// `make demo`'s "Try" list, run as printed (through `sh`, from the repository root) against
+/// the demo's own set-up on fresh ports: each command must show what its comment says, in its
+/// output and, for body-logger, in the access log on the demo's terminal (Envoy's stdout).
+#[test]
+fn every_command_the_demo_prints_works() {
+    let demo = Demo::start(false).unwrap();
+    let list = demo.try_list();
+    let mut failures = Vec::new();
+    for item in &list {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&item.command)
+            .current_dir(e2e::repo_root())
+            .output()
+            .unwrap();
+        let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        for want in &item.output_has {
+            if !output.contains(want.as_str()) {
+                failures.push(format!("`{}` printed no {want:?}:\n{output}", item.command));
+            }
+        }
+        for unwanted in &item.output_lacks {
+            if output.contains(unwanted.as_str()) {
+                failures.push(format!("`{}` printed {unwanted:?}:\n{output}", item.command));
+            }
+        }
+    }
+    // The access log is written as each stream ends and flushed by Envoy on its own schedule.
+    let log_has: Vec<&String> = list.iter().flat_map(|i| &i.log_has).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log_has.iter().all(|w| demo.envoy.log().contains(w.as_str())) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = demo.envoy.log();
+    for item in &list {
+        for want in &item.log_has {
+            if !log.contains(want.as_str()) {
+                failures.push(format!("after `{}` Envoy's output has no {want:?}", item.command));
+            }
+        }
+        for unwanted in &item.log_lacks {
+            if log.contains(unwanted.as_str()) {
+                failures.push(format!("after `{}` Envoy's output has {unwanted:?}", item.command));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}\n---- Envoy's output ----\n{log}", failures.join("\n\n"));
+}
+
+/// The README's Quick start shows some of the demo's commands on the demo's ports: each must be
+/// one the demo prints (and so one the test above runs).
+#[test]
+fn the_readme_quick_start_commands_are_the_demos() {
+    let readme = std::fs::read_to_string(e2e::repo_root().join("README.md")).unwrap();
+    let quick_start = readme.split("## Quick start").nth(1).unwrap().split("\n## ").next().unwrap();
+    let printed = render(&try_list((LISTENER_PORT, TLS_LISTENER_PORT, ADMIN_PORT), "<valid>", "<expired>"));
+    let mut shown = 0;
+    for block in quick_start.split("```sh\n").skip(1) {
+        let block = block.split("```").next().unwrap();
+        for line in block.lines().filter(|l| l.starts_with("curl") || l.starts_with("for ")) {
+            let command = line.split("  #").next().unwrap().trim_end();
+            let command = command.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(printed.contains(&command), "README command not in the demo's list: {command}\n{printed}");
+            shown += 1;
+        }
+    }
+    assert!(shown >= 4, "the README's Quick start shows the demo's commands");
 }

@@ -78,7 +78,8 @@ pub struct EnvoyOptions {
     /// Run Envoy under this program and its arguments (the bench's instruction counts run it
     /// under valgrind); the process id stays Envoy's, as the wrapper execs it.
     pub wrapper: Vec<String>,
-    /// How long `start_with` waits for `/ready` (60 s; far longer under valgrind).
+    /// How long `start_with` waits for `/ready`: 120 s, generous as V8 compiles every module
+    /// before Envoy is ready, slow on a loaded machine; far longer under valgrind.
     pub ready_timeout: Duration,
     /// Applied to the config text after port substitution: for negative tests only.
     pub edit: Option<Box<dyn Fn(String) -> String>>,
@@ -95,7 +96,7 @@ impl Default for EnvoyOptions {
             preset_ports: BTreeMap::new(),
             pin_cpu: None,
             wrapper: Vec::new(),
-            ready_timeout: Duration::from_secs(60),
+            ready_timeout: Duration::from_secs(120),
             edit: None,
             log_level: "info",
         }

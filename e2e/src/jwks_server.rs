@@ -18,15 +18,12 @@ pub enum Mode {
     Serve,
     /// 200 with the current body after this many milliseconds.
     Delay(u64),
-    /// 200 with the current body once the test switches to another mode (a fetch held in
-    /// flight for as long as the test needs, however slow the machine).
-    Hold,
     /// This status, with a small non-JWKS body.
     Status(u16),
     /// Close every connection without answering (a crashed or restarting server).
     Gone,
-    /// Answer nothing until the mode changes, then answer as the new mode says (to park
-    /// requests behind a fetch in flight for as long as a test needs).
+    /// Answer nothing until the mode changes, then answer as the new mode says (a fetch held
+    /// in flight for as long as a test needs, however slow the machine; 200 if the server stops).
     Hold,
 }
 
@@ -110,7 +107,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
                 response(200, &body)
             }
             Mode::Status(code) => response(code, "{\"error\":\"unavailable\"}"),
-            Mode::Gone | Mode::Hold => {
+            Mode::Gone => {
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }

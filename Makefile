@@ -39,16 +39,17 @@ e2e: build envoy
 	cargo test --locked -p e2e
 
 ## lint: rustfmt check, clippy (no-panic lints) for native and wasm targets, and make doc
+# wasm32: every crate that ends up in a module (filters/*, crates/*, shared), not e2e.
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared -p probe -p trivial-filter -- -D warnings
+	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared -p probe -p trivial-filter -- -D warnings
 	$(MAKE) --no-print-directory doc
 
 ## doc: rustdoc with warnings as errors (broken links, bad HTML), natively and for wasm32
 doc:
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
-	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --target wasm32-wasip1 $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --target wasm32-wasip1 $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared
 
 ## fmt: cargo fmt --all
 fmt:

@@ -965,6 +965,42 @@ fn answer(d: &Differential, port: u16, case: &str, req: &Request) -> Answer {
     }
 }
 
+/// `token` with the unused low bits of its signature's last base64url character set to `bits`
+/// (RFC 4648 §3.5: a decoder may ignore them). Canonical when `bits` is 0.
+fn respelled(token: &str, bits: u8) -> String {
+    const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let sig_len = token.len() - token.rfind('.').unwrap() - 1;
+    let unused = match sig_len % 4 {
+        2 => 4,
+        3 => 2,
+        _ => panic!("a signature of {sig_len} characters has no unused bits"),
+    };
+    let last = URL.iter().position(|c| *c == token.as_bytes()[token.len() - 1]).unwrap() as u8;
+    let mask = (1u8 << unused) - 1;
+    assert_eq!(last & mask, 0, "not canonical to begin with");
+    format!("{}{}", &token[..token.len() - 1], URL[usize::from(last | (bits & mask))] as char)
+}
+
+/// J6: four spellings of one signature each (unused bits set); the answer for each is native's.
+fn base64url_spellings() -> Vec<(String, Request)> {
+    let rs = token(Alg::RS256, &claims("spelling"));
+    let hs = token(Alg::HS256, &claims_for(LOCAL_ISSUER, "spelling"));
+    let mut cases = Vec::new();
+    for bits in [0b0001, 0b0010, 0b0100, 0b1000] {
+        cases.push((
+            format!("base64url: RS256 signature, unused bits {bits:04b}"),
+            bearer("/api/b64", &respelled(&rs, bits)),
+        ));
+    }
+    for bits in [0b01, 0b10, 0b11] {
+        cases.push((
+            format!("base64url: HS256 signature, unused bits {bits:02b}"),
+            Request::get("/local/b64").header("x-api-token", &format!("Token {}", respelled(&hs, bits))),
+        ));
+    }
+    cases
+}
+
 /// The corpus: every algorithm, claims edge cases, token locations, rules, and every bad token.
 fn differential_corpus() -> Vec<(String, Request)> {
     let now = jwt::now();
@@ -1068,6 +1104,7 @@ fn differential_corpus() -> Vec<(String, Request)> {
         "large token under the cap (7 KB)".into(),
         bearer("/api/big", &token(Alg::RS256, &jwt::with(claims("big"), json!({"pad": "x".repeat(4800)})))),
     );
+    cases.extend(base64url_spellings());
     cases
 }
 
@@ -1132,4 +1169,142 @@ fn differential_corpus_is_judged_by_native_as_intended() {
     assert_eq!(status("claims: aud other"), 403);
     assert_eq!(status("missing"), 401);
     assert_eq!(status("public"), 200);
+    // jwt_authn ignores the unused bits of base64url (J6): every spelling passes, so jwt-auth's
+    // differential equality above means it accepts them too.
+    for (name, _) in base64url_spellings() {
+        assert_eq!(status(&name), 200, "{name}");
+    }
+}
+
+// ---- keys: weak keys, the JWKS JSON dialect ----
+
+/// Replaces the `local` provider's inline JWKS with `jwks` (before any switch to jwt_authn).
+fn with_local_jwks(jwks: String) -> Edit {
+    Box::new(move |text| {
+        let mut config = yaml_to_json(&text);
+        for l in config["static_resources"]["listeners"].as_array_mut().expect("listeners") {
+            for f in http_filters(l).iter_mut().filter(|f| f["name"] == "jwt-auth") {
+                let value = &mut f["typed_config"]["config"]["configuration"]["value"];
+                let mut plugin: Value = serde_json::from_str(value.as_str().expect("configuration")).unwrap();
+                plugin["providers"]["local"]["local_jwks"]["inline_string"] = json!(jwks);
+                *value = json!(plugin.to_string());
+            }
+        }
+        config.to_string()
+    })
+}
+
+/// J4/J9: a weak key in a JWKS is skipped here (warned about, counted), where jwt_authn uses
+/// it: the Ed25519 identity point, for which R = B, s = 1 "signs" any payload, and an RSA key
+/// under RFC 7518's 2048 bits. The other keys of the set keep working.
+#[test]
+fn weak_keys_are_skipped_where_jwt_authn_would_use_them() {
+    let identity = [&[1u8][..], &[0u8; 31][..]].concat();
+    let base_point: Vec<u8> = std::iter::once(0x58).chain([0x66; 31]).collect();
+    let forged_signature = [&base_point[..], &[1u8][..], &[0u8; 31][..]].concat();
+    let weak = json!({"kty": "OKP", "crv": "Ed25519", "kid": "legacy", "x": b64url(&identity)});
+    let mut doc: Value = serde_json::from_str(&jwt::jwks(&jwt::LOCAL_KEYS)).unwrap();
+    doc["keys"].as_array_mut().unwrap().insert(0, weak);
+    let s = start_with(Mode::Serve, 1, Some(with_local_jwks(doc.to_string())));
+    let forged = |sub: &str| {
+        let payload = jwt::with(claims_for(LOCAL_ISSUER, sub), json!({}));
+        format!(
+            "{}.{}.{}",
+            b64url(br#"{"alg":"EdDSA"}"#),
+            b64url(payload.to_string().as_bytes()),
+            b64url(&forged_signature)
+        )
+    };
+    let r = s.send(&Request::get("/local/weak").header("x-api-token", &format!("Token {}", forged("admin"))));
+    if native() {
+        eprintln!(
+            "JWT_AUTH_UNDER_TEST=native: jwt_authn answers {} to a token forged for an identity Ed25519 key",
+            r.status
+        );
+        assert_eq!(r.status, 200, "jwt_authn 1.40 uses the identity key (it did when this test was written): {r}");
+        return;
+    }
+    // Its kid-less token tries every other key of the set, none of which signed it.
+    assert_401(&s, &r, "/local/weak", VERIFY_FAILS, "a token forged for the identity key");
+    assert_eq!(s.envoy.stat("wasmcustom.jwt_auth.jwks_weak_keys"), 1);
+    let log = s.envoy.log();
+    assert!(log.contains(r#"provider local: JWKS key 0 (kid "legacy") skipped: Ed25519 key of small order"#), "{log}");
+    for alg in [Alg::EdDSA, Alg::HS256, Alg::RS256] {
+        let good = token(alg, &claims_for(LOCAL_ISSUER, "ok"));
+        let r = s.send(&Request::get("/local/ok").header("x-api-token", &format!("Token {good}")));
+        assert_eq!(r.status, 200, "{alg:?}: {r}");
+    }
+}
+
+/// The JSON dialect of a JWKS: each document given as `local_jwks` to jwt_authn and to jwt-auth
+/// (`envoy --mode validate`, which loads both filters' configurations); each must load in both or
+/// be refused by both. Trailing commas come from Envoy's own test JWKS; the rest is what
+/// protobuf's JSON parser (legacy mode, as Envoy runs it) allows and refuses beyond RFC 8259.
+#[test]
+fn local_jwks_json_dialect_is_jwt_authns() {
+    let hmac = format!(r#""kty":"oct","kid":"h","k":"{}""#, b64url(b"0123456789abcdef0123456789abcdef"));
+    let documents: Vec<(&str, String, bool)> = vec![
+        ("strict JSON", format!(r#"{{"keys":[{{{hmac}}}]}}"#), true),
+        ("trailing commas", format!(r#"{{"keys":[{{{hmac},}},],}}"#), true),
+        ("single quotes and bare keys", format!("{{keys:[{{{}}}]}}", hmac.replace('"', "'")), true),
+        ("a raw newline in a string", format!("{{\"keys\":[{{{hmac},\"note\":\"a\nb\"}}]}}"), true),
+        ("two trailing commas", format!(r#"{{"keys":[{{{hmac}}},,]}}"#), false),
+        ("a comment", format!("{{\"keys\":[{{{hmac}}}] /* c */}}"), false),
+        ("a repeated key", format!(r#"{{"keys":[{{{hmac},"kty":"oct"}}]}}"#), false),
+        ("NaN", format!(r#"{{"keys":[{{{hmac},"x":NaN}}]}}"#), false),
+        (
+            "99 arrays under the top object",
+            format!(r#"{{"keys":[{{{hmac}}}],"x":{}{}}}"#, "[".repeat(99), "]".repeat(99)),
+            true,
+        ),
+        (
+            "100 arrays under the top object",
+            format!(r#"{{"keys":[{{{hmac}}}],"x":{}{}}}"#, "[".repeat(100), "]".repeat(100)),
+            false,
+        ),
+        ("text after the document", format!(r#"{{"keys":[{{{hmac}}}]}} x"#), false),
+    ];
+    let mut differ = Vec::new();
+    for (name, doc, expected) in &documents {
+        let plugin = json!({"providers": {"p": {"issuer": "i", "local_jwks": {"inline_string": doc}}}});
+        let native_loads = native_jwt_authn_loads(&plugin);
+        let ours = if native() {
+            native_loads
+        } else {
+            e2e::envoy::validate_plugin_config("jwt-auth", &plugin.to_string()).is_ok()
+        };
+        // The corpus means something only if jwt_authn judges it as written here.
+        assert_eq!(
+            native_loads,
+            *expected,
+            "{name}: jwt_authn {}",
+            if native_loads { "loads it" } else { "refuses it" }
+        );
+        if ours != native_loads {
+            differ.push(format!("{name}: jwt_authn {native_loads}, jwt-auth {ours}"));
+        }
+    }
+    assert!(differ.is_empty(), "loaded by one and not the other:\n{}", differ.join("\n"));
+}
+
+/// Whether `envoy --mode validate` accepts jwt_authn with this configuration.
+fn native_jwt_authn_loads(plugin: &Value) -> bool {
+    let mut typed = plugin.clone();
+    typed["@type"] = json!("type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication");
+    let config = json!({"static_resources": {"listeners": [{
+    "name": "validate",
+    "address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}},
+    "filter_chains": [{"filters": [{
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "validate",
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+            "http_filters": [
+                {"name": "envoy.filters.http.jwt_authn", "typed_config": typed},
+                {"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+            ]}}]}]}]}});
+    e2e::envoy::validate_text(&config.to_string(), "native.json").is_ok()
 }

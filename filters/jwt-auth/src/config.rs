@@ -3,7 +3,7 @@
 //! serde with unknown fields refused (an unsupported jwt_authn field is refused by name, never
 //! ignored); phase 2 compiles it into [`Compiled`], which is all the request path reads.
 
-use crate::jwks::Jwks;
+use jose::jwks::Jwks;
 use serde::Deserialize;
 use shared::config::{join_path, ConfigError, Duration};
 use shared::headers::normalize_header_name;
@@ -78,6 +78,9 @@ pub struct ProviderConfig {
     pub max_lifetime: Option<Duration>,
     #[serde(default)]
     pub jwt_cache_config: Option<JwtCacheConfig>,
+    /// Ours (not in jwt_authn): tokens without `kid` are refused instead of tried on every key.
+    #[serde(default)]
+    pub require_kid: bool,
 }
 
 /// Envoy's `DataSource`; only `inline_string` (a file or env var is not readable from wasm).
@@ -225,6 +228,8 @@ pub struct Provider {
     pub locations: Vec<Location>,
     /// Headers removed from every request a rule sends to this provider (spoofing guard).
     pub sanitize: Vec<String>,
+    /// Tokens without `kid` match no key (`JwksKidAlgMismatch`).
+    pub require_kid: bool,
 }
 
 /// Audience check of jwt_authn (`CheckAudience`): empty config = any; else one of the token's
@@ -341,8 +346,15 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
                     "is required (the only data source supported)",
                 ));
             };
-            let jwks = Jwks::parse(text.as_bytes())
-                .map_err(|e| ConfigError::new("local_jwks.inline_string", format!("not a usable JWKS: {e}")))?;
+            // Empty: no keys, every token gets `Jwks doesn't have any valid public key` (as
+            // jwt_authn, which loads such a provider). Anything else must be a usable JWKS (as
+            // jwt_authn 1.40, which refuses the configuration otherwise).
+            let jwks = if text.is_empty() {
+                Jwks::default()
+            } else {
+                Jwks::parse(text.as_bytes())
+                    .map_err(|e| ConfigError::new("local_jwks.inline_string", format!("not a usable JWKS: {e}")))?
+            };
             KeySource::Local(Rc::new(jwks))
         }
         (None, Some(remote)) => KeySource::Remote(compile_remote(remote).map_err(|e| e.within("remote_jwks"))?),
@@ -420,6 +432,7 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
         cache_size,
         locations,
         sanitize,
+        require_kid: p.require_kid,
     })
 }
 

@@ -5,8 +5,8 @@
 
 use crate::config::{Audiences, Compiled, KeySource, Provider, Requirement};
 use crate::extract::{Extractor, Found, RequestHeaders};
-use crate::jwks::{Jwks, VerifyError};
 use crate::token::{self, Jwt, Status};
+use jose::jwks::{Jwks, VerifyError};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
@@ -313,6 +313,10 @@ impl Run<'_> {
             return Ok(Status::JwtAudienceNotAllowed);
         }
         if cached.is_none() {
+            // `require_kid`: a token without kid selects no key (bounds the keys tried per token).
+            if p.require_kid && jwt.kid.as_deref().is_none_or(str::is_empty) {
+                return Ok(Status::JwksKidAlgMismatch);
+            }
             let jwks = match &p.keys {
                 KeySource::Local(j) => j.clone(),
                 KeySource::Remote(_) => match self.keys.keys(index) {
@@ -332,6 +336,7 @@ impl Run<'_> {
                 Err(VerifyError::NoMatchingKey) => return Ok(Status::JwksKidAlgMismatch),
                 Err(VerifyError::BadSignature) => return Ok(Status::JwtVerificationFail),
                 Err(VerifyError::Ed25519SignatureWrongLength) => return Ok(Status::JwtEd25519SignatureWrongLength),
+                Err(VerifyError::NoKeys) => return Ok(Status::JwksNoValidKeys),
             }
         }
         self.good(&jwt, p, t);

@@ -9,7 +9,7 @@
 //!   `cache_duration` ends; keeping them is the safer answer when the issuer is unreachable).
 //! - A request that needs keys this worker does not have yet, or that carries an unknown `kid`
 //!   (key rotation; refetch at most every `unknown_kid_refetch_interval`, counted from the last
-//!   fetch by any worker), pauses. The stream keeps what it waits for ([`Wait`]); the worker's
+//!   fetch by any worker), pauses. The stream keeps what it waits for (`Wait`); the worker's
 //!   wait list says whom to wake. The root wakes it ([`Host::wake`]) from a tick or a fetch
 //!   answer, and the stream re-runs the same evaluation in `on_wake`, on its own request. It
 //!   waits at most the provider's `http_uri.timeout`; then, without keys, it gets jwt_authn's
@@ -18,13 +18,13 @@
 use crate::config::{Compiled, Config, KeySource, Remote};
 use crate::engine::{Counts, Engine, HeaderOp, KeyView, Keys, TokenCache, Verdict};
 use crate::extract::RequestHeaders;
-use crate::jwks::Jwks;
 use crate::token::Status;
+use jose::jwks::Jwks;
 use shared::config::ConfigError;
 use shared::fetch::{FetchPolicy, FetchResult, Fetcher, Outcome, Published, Ticker};
 use shared::host::{BodyKind, HeaderMapKind, HostExt};
 use shared::lease::holder_id;
-use shared::stats::Counter;
+use shared::stats::{Counter, Gauge};
 use shared::time::{duration_ms, millis};
 use shared::waiting::WaitList;
 use shared::{reply, Action, Host, HttpFilter, LogLevel, RootFilter};
@@ -52,6 +52,8 @@ pub struct Stats {
     pub jwks_fetch_failed: Counter,
     pub jwt_cache_hit: Counter,
     pub jwt_cache_miss: Counter,
+    /// Keys of the key sets in use skipped as too weak (every worker sets the same value).
+    pub jwks_weak_keys: Gauge,
 }
 
 impl Stats {
@@ -65,6 +67,7 @@ impl Stats {
             jwks_fetch_failed: c("jwks_fetch_failed"),
             jwt_cache_hit: c("jwt_cache_hit"),
             jwt_cache_miss: c("jwt_cache_miss"),
+            jwks_weak_keys: Gauge::define(host, "jwt_auth.jwks_weak_keys"),
         }
     }
 
@@ -195,6 +198,8 @@ impl Worker {
                 if let Some(cache) = self.caches.borrow_mut().get_mut(provider) {
                     cache.clear();
                 }
+                drop(r);
+                self.stats.jwks_weak_keys.set(host, self.weak_keys());
                 true
             }
             Err(e) => {
@@ -204,6 +209,19 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// Weak keys skipped in the key sets this worker uses now, all providers.
+    fn weak_keys(&self) -> u64 {
+        let providers = self.engine.config.providers.iter().zip(&self.remote);
+        let n: usize = providers
+            .map(|(p, remote)| match (&p.keys, remote) {
+                (KeySource::Local(j), _) => j.weak_keys(),
+                (KeySource::Remote(_), Some(r)) => r.borrow().jwks.as_ref().map_or(0, |j| j.weak_keys()),
+                (KeySource::Remote(_), None) => 0,
+            })
+            .sum();
+        u64::try_from(n).unwrap_or(u64::MAX)
     }
 
     fn refresh_all(&self, host: &dyn Host) {
@@ -390,8 +408,19 @@ impl JwtAuthRoot {
     }
 }
 
+/// Warn about each key of a provider's JWKS that is skipped as too weak (jwt_authn would use
+/// it): once per fetched generation (by the worker that fetched it), once per VM for a local one.
+fn log_weak_keys(host: &dyn Host, provider: &str, jwks: &Jwks) {
+    for k in jwks.skipped().iter().filter(|k| k.weak) {
+        host.log(
+            LogLevel::Warn,
+            &format!("{NAME}: provider {provider}: JWKS key {} (kid {:?}) skipped: {}", k.index, k.kid, k.reason),
+        );
+    }
+}
+
 /// A JWKS answer: status 200 and a JWKS with at least one usable key.
-fn parse_answer(host: &dyn Host, body_size: usize, remote: &Remote) -> FetchResult {
+fn parse_answer(host: &dyn Host, body_size: usize, provider: &str, remote: &Remote) -> FetchResult {
     let status = host.header_str(HeaderMapKind::HttpCallResponseHeaders, ":status").unwrap_or_default();
     if status != "200" {
         return FetchResult::Failed(format!("status {status:?}"));
@@ -401,7 +430,10 @@ fn parse_answer(host: &dyn Host, body_size: usize, remote: &Remote) -> FetchResu
     }
     let body = host.body(BodyKind::HttpCallResponse, 0, body_size).unwrap_or_default();
     match Jwks::parse(&body) {
-        Ok(_) => FetchResult::Fetched { value: body, lifetime: remote.cache_duration },
+        Ok(jwks) => {
+            log_weak_keys(host, provider, &jwks);
+            FetchResult::Fetched { value: body, lifetime: remote.cache_duration }
+        }
         Err(e) => FetchResult::Failed(format!("not a usable JWKS: {e}")),
     }
 }
@@ -437,6 +469,11 @@ impl RootFilter for JwtAuthRoot {
             remote
                 .push(Some(RefCell::new(RemoteKeys { value_key: format!("{prefix}value"), ..RemoteKeys::default() })));
         }
+        for p in &config.providers {
+            if let KeySource::Local(jwks) = &p.keys {
+                log_weak_keys(host, &p.name, jwks);
+            }
+        }
         let n_providers = config.providers.len();
         let engine = Engine::new(config);
         let caches = RefCell::new(engine.new_caches());
@@ -449,6 +486,9 @@ impl RootFilter for JwtAuthRoot {
             last_forced_ms: RefCell::new(vec![None; n_providers]),
             fetch_failures: RefCell::new(vec![0; n_providers]),
         }));
+        if let Some(w) = &self.worker {
+            w.stats.jwks_weak_keys.set(host, w.weak_keys());
+        }
         self.fetches = fetches;
         if !self.fetches.is_empty() {
             self.ticker.start(host).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
@@ -492,13 +532,13 @@ impl RootFilter for JwtAuthRoot {
                 continue;
             }
             let Some(remote) = worker.remote_config(f.provider) else { continue };
-            let result = parse_answer(host, body_size, remote);
+            let name = &worker.engine.config.providers[f.provider].name;
+            let result = parse_answer(host, body_size, name, remote);
             let reason = match &result {
                 FetchResult::Failed(r) => r.clone(),
                 FetchResult::Fetched { .. } => "fetched, but not published to shared data".into(),
             };
             let Some(outcome) = f.fetcher.on_response(host, token, now, result) else { continue };
-            let name = &worker.engine.config.providers[f.provider].name;
             match outcome {
                 Outcome::Published { generation } => {
                     worker.stats.jwks_fetch_success.inc(host);
@@ -931,6 +971,98 @@ mod tests {
         assert_eq!(reply(&w, id).1, "Jwks doesn't have key to match kid or alg from Jwt");
         w.tick();
         assert_eq!(w.http_calls().len(), 2);
+    }
+
+    /// An Ed25519 JWK of the identity point, and an EdDSA token "signed" for it with R = B,
+    /// s = 1: under the cofactorless equation it verifies whatever the payload (J4).
+    fn identity_ed25519_jwk() -> String {
+        let x = shared::base64::encode_url(&[&[1u8][..], &[0u8; 31][..]].concat());
+        format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"legacy","x":"{x}"}}"#)
+    }
+
+    fn forged_eddsa(payload: &str) -> String {
+        let base_point = [0x58u8].iter().copied().chain([0x66u8; 31]).collect::<Vec<u8>>();
+        let sig = [&base_point[..], &[1u8][..], &[0u8; 31][..]].concat();
+        let b = |x: &[u8]| shared::base64::encode_url(x);
+        format!("{}.{}.{}", b(br#"{"alg":"EdDSA"}"#), b(payload.as_bytes()), b(&sig))
+    }
+
+    fn inline_config(jwks: &str, extra_provider: &str) -> String {
+        let jwks = serde_json::to_string(jwks).unwrap();
+        format!(
+            r#"{{"providers":{{"p":{{"issuer":"https://iss","local_jwks":{{"inline_string":{jwks}}}{extra_provider}}}}},"rules":{RULES}}}"#
+        )
+    }
+
+    #[test]
+    fn weak_keys_are_skipped_logged_and_counted_and_the_rest_still_works() {
+        // Local: the identity key next to the HMAC key.
+        let p = proxy();
+        let hmac = jwks("h1");
+        let both = hmac.replacen("[", &format!("[{},", identity_ed25519_jwk()), 1);
+        let mut w: W = p.worker(&inline_config(&both, ""));
+        let warned: Vec<String> = p.logs().into_iter().filter(|(l, _)| *l == LogLevel::Warn).map(|(_, m)| m).collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].contains(r#"provider p: JWKS key 0 (kid "legacy") skipped: Ed25519 key of small order"#));
+        assert_eq!(p.metric("jwt_auth.jwks_weak_keys"), Some(1));
+        let (id, a) = request(&mut w, "/api", Some(&forged_eddsa(&valid_payload())));
+        assert_eq!(a, Action::Pause);
+        assert_eq!(reply(&w, id).1, "Jwks doesn't have key to match kid or alg from Jwt");
+        assert_eq!(request(&mut w, "/api", Some(&hs(&valid_payload()))).1, Action::Continue);
+        // Only a weak key: nothing usable, the configuration is refused naming the field.
+        let mut only = JwtAuthRoot::default();
+        let e = only.configure(
+            &host(),
+            Some(inline_config(&format!(r#"{{"keys":[{}]}}"#, identity_ed25519_jwk()), "").as_bytes()),
+        );
+        assert_eq!(e.unwrap_err().field, "providers.p.local_jwks.inline_string");
+        // Remote: logged by the worker that fetched, counted once the keys are in use.
+        let p = proxy();
+        let mut w: W = p.worker(&remote_config());
+        w.tick();
+        answer(&mut w, "200", &both);
+        let warned = p.logs().into_iter().filter(|(l, m)| *l == LogLevel::Warn && m.contains("skipped")).count();
+        assert_eq!(warned, 1);
+        assert_eq!(p.metric("jwt_auth.jwks_weak_keys"), Some(1));
+        let (id, a) = request(&mut w, "/api", Some(&forged_eddsa(r#"{"iss":"https://iss"}"#)));
+        assert_eq!(a, Action::Pause);
+        assert_eq!(reply(&w, id).1, "Jwks doesn't have key to match kid or alg from Jwt");
+        // The next generation without the weak key brings the gauge back to 0.
+        p.advance(Duration::from_secs(300));
+        w.tick();
+        answer(&mut w, "200", &hmac);
+        assert_eq!(p.metric("jwt_auth.jwks_weak_keys"), Some(0));
+    }
+
+    #[test]
+    fn an_empty_local_jwks_loads_and_answers_no_valid_keys_as_jwt_authn() {
+        let p = proxy();
+        let mut w: W = p.worker(&inline_config("", ""));
+        let (id, a) = request(&mut w, "/api", Some(&hs(&valid_payload())));
+        assert_eq!(a, Action::Pause);
+        assert_eq!(reply(&w, id).1, "Jwks doesn't have any valid public key");
+        assert_eq!(p.metric("jwt_auth.denied"), Some(1));
+        // Whitespace is not empty: an invalid JSON, refused at load (as jwt_authn 1.40).
+        let mut blank = JwtAuthRoot::default();
+        let e = blank.configure(&host(), Some(inline_config(" ", "").as_bytes())).unwrap_err();
+        assert_eq!(e.field, "providers.p.local_jwks.inline_string");
+        assert!(e.to_string().contains("Jwks is an invalid JSON"), "{e}");
+    }
+
+    #[test]
+    fn require_kid_refuses_tokens_without_kid() {
+        let p = proxy();
+        let mut w: W = p.worker(&inline_config(&jwks("h1"), r#","require_kid":true"#));
+        let no_kid = sign(r#"{"alg":"HS256"}"#, &valid_payload(), SECRET);
+        let (id, a) = request(&mut w, "/api", Some(&no_kid));
+        assert_eq!(a, Action::Pause);
+        assert_eq!(reply(&w, id).1, "Jwks doesn't have key to match kid or alg from Jwt");
+        let empty_kid = sign(r#"{"alg":"HS256","kid":""}"#, &valid_payload(), SECRET);
+        assert_eq!(request(&mut w, "/api", Some(&empty_kid)).1, Action::Pause);
+        assert_eq!(request(&mut w, "/api", Some(&hs(&valid_payload()))).1, Action::Continue);
+        // Off (the default): the same kid-less token is tried on every key, as jwt_authn.
+        let mut w: W = p.worker(&inline_config(&jwks("h1"), ""));
+        assert_eq!(request(&mut w, "/api", Some(&no_kid)).1, Action::Continue);
     }
 
     #[test]

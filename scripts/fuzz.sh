@@ -4,6 +4,7 @@
 # PATH). No nightly: RUSTC_BOOTSTRAP=1 lets stable take cargo-fuzz's `-Z` flags.
 #   scripts/fuzz.sh                 every target, $FUZZ_SECONDS (60) each, one after the other
 #   FUZZ_TARGETS="a b" FUZZ_SECONDS=600 scripts/fuzz.sh
+#   FUZZ_TOTAL_SECONDS=120          the whole run's budget, split evenly over the targets
 #   FUZZ_SANITIZER=none             no ASan (faster build; what the CI smoke uses)
 # New inputs go to target/fuzz-corpus/<target> (not committed); the committed seeds in
 # fuzz/corpus/<target> are read, never written. A finding stops the run, leaves the input in
@@ -19,6 +20,13 @@ scripts/install-cargo-tool.sh cargo-fuzz
 export PATH="$root/tools/cargo/bin:$PATH" RUSTC_BOOTSTRAP=1
 
 targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
+# FUZZ_TOTAL_SECONDS: a budget for the whole run, split evenly (at least 5 s a target), so CI's
+# smoke stays within its time as targets are added.
+if [ -n "${FUZZ_TOTAL_SECONDS:-}" ]; then
+  count=$(echo $targets | wc -w)
+  seconds=$(( FUZZ_TOTAL_SECONDS / (count > 0 ? count : 1) ))
+  [ "$seconds" -ge 5 ] || seconds=5
+fi
 # Build every target first (a compile error shows before any time is spent fuzzing).
 for t in $targets; do
   if ! build=$(cargo fuzz build --debug-assertions --sanitizer "$sanitizer" "$t" 2>&1); then

@@ -4,7 +4,7 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all help deps build envoy test unit e2e lint doc fmt demo bench oci release new-filter clean deny sbom fresh-check fuzz fuzz-smoke
+.PHONY: all help deps build envoy test unit e2e lint doc fmt demo bench bench-instructions oci release new-filter clean deny sbom fresh-check fuzz fuzz-smoke
 
 all: build
 
@@ -18,7 +18,7 @@ help:
 build:
 	scripts/build.sh
 
-## deps: Debian packages the suite, demo and bench use (docker-compose, wrk, chromium, curl, …); installs them as root
+## deps: Debian packages the suite, demo and bench use (docker-compose, wrk, chromium, curl, valgrind, …); installs them as root
 deps:
 	scripts/install-system-deps.sh
 
@@ -43,7 +43,7 @@ e2e: build envoy
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared -p probe -- -D warnings
+	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared -p probe -p trivial-filter -- -D warnings
 	$(MAKE) --no-print-directory doc
 
 ## doc: rustdoc with warnings as errors (broken links, bad HTML), natively and for wasm32
@@ -59,9 +59,14 @@ fmt:
 demo: build envoy
 	cargo run --quiet --release --locked -p e2e --bin demo
 
-## bench: CPU per request vs router only and native equivalents (not a test)
+## bench: CPU per request vs router only, the trivial filter and native equivalents; latency at a
+## fixed rate; memory and start-up (not a test). A full run writes docs/bench/ (README's table and chart)
 bench: deps build envoy
 	cargo run --quiet --release --locked -p e2e --bin bench
+
+## bench-instructions: instructions per request under callgrind (slow: Envoy under valgrind)
+bench-instructions: deps build envoy
+	BENCH_INSTRUCTIONS=only cargo run --quiet --release --locked -p e2e --bin bench
 
 ## fuzz: every fuzz target of fuzz/ for FUZZ_SECONDS (60) each, or FUZZ_TARGETS="a b" (fuzz/README.md)
 FUZZ_SECONDS ?= 60

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build every filter under filters/ for wasm32-wasip1 and write dist/<filter>.wasm plus
-# dist/SHA256SUMS (and the e2e suite's test-only dist/test/probe.wasm, never shipped).
+# dist/SHA256SUMS (and, never shipped: the e2e suite's test-only dist/test/probe.wasm, the
+# bench's trivial filter dist/bench/trivial-filter.wasm).
 # WASM_OPT=on also runs `wasm-opt -Oz` (Debian's binaryen) on the filters: off by default,
 # because measured in Envoy 1.40 it cut the file by 18% but raised Envoy's RSS by ~9 MB with no
 # faster start (README, "Build profile and module size").
@@ -50,6 +51,12 @@ done
 cargo build --release --locked --target "$target" -p probe
 mkdir -p dist/test
 cp "${CARGO_TARGET_DIR:-target}/$target/release/probe.wasm" dist/test/probe.wasm
+
+# The bench's floor (bench/trivial-filter: an SDK-only filter, `make bench`'s "trivial filter"
+# row), with the filters' release profile and flags, in its own invocation for the same reason.
+cargo build --release --locked --target "$target" -p trivial-filter
+mkdir -p dist/bench
+cp "${CARGO_TARGET_DIR:-target}/$target/release/trivial_filter.wasm" dist/bench/trivial-filter.wasm
 
 # The Istio manifests carry each module's digest. Locally they follow the build; in CI
 # (CI=true) a manifest that does not match the build fails it: commit the updated manifest.

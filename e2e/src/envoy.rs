@@ -75,6 +75,12 @@ pub struct EnvoyOptions {
     pub preset_ports: BTreeMap<u16, u16>,
     /// Run Envoy on this CPU only (`taskset`), for the bench.
     pub pin_cpu: Option<u32>,
+    /// Run Envoy under this program and its arguments (the bench's instruction counts run it
+    /// under valgrind); the process id stays Envoy's, as the wrapper execs it.
+    pub wrapper: Vec<String>,
+    /// How long `start_with` waits for `/ready`: 120 s, generous as V8 compiles every module
+    /// before Envoy is ready, slow on a loaded machine; far longer under valgrind.
+    pub ready_timeout: Duration,
     /// Applied to the config text after port substitution: for negative tests only.
     pub edit: Option<Box<dyn Fn(String) -> String>>,
     pub log_level: &'static str,
@@ -89,6 +95,8 @@ impl Default for EnvoyOptions {
             log_to_terminal: false,
             preset_ports: BTreeMap::new(),
             pin_cpu: None,
+            wrapper: Vec::new(),
+            ready_timeout: Duration::from_secs(120),
             edit: None,
             log_level: "info",
         }
@@ -109,8 +117,7 @@ impl Envoy {
 
     pub fn start_with(config_name: &str, opts: EnvoyOptions) -> Result<Envoy, String> {
         let mut envoy = Self::spawn(config_name, &opts)?;
-        // Generous: V8 compiles every module before Envoy is ready, slow on a loaded machine.
-        envoy.wait_ready(Duration::from_secs(120))?;
+        envoy.wait_ready(opts.ready_timeout)?;
         Ok(envoy)
     }
 
@@ -157,14 +164,13 @@ impl Envoy {
             let log2 = log.try_clone().map_err(|e| e.to_string())?;
             (Stdio::from(log), Stdio::from(log2))
         };
-        let mut command = match opts.pin_cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
+        let mut program: Vec<std::ffi::OsString> = opts.wrapper.iter().map(Into::into).collect();
+        program.push(bin.clone().into());
+        if let Some(cpu) = opts.pin_cpu {
+            program.splice(0..0, ["taskset".into(), "-c".into(), cpu.to_string().into()]);
+        }
+        let mut command = Command::new(&program[0]);
+        command.args(&program[1..]);
         let child = command
             .current_dir(repo_root())
             .arg("--config-path")
@@ -198,6 +204,11 @@ impl Envoy {
         self.port(ADMIN_PORT)
     }
 
+    /// The directory holding this Envoy's config copy and log (removed on drop).
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.workdir.join("envoy.log")).unwrap_or_default()
     }
@@ -224,7 +235,14 @@ impl Envoy {
         None
     }
 
-    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+    /// Poll the admin `/ready` until it answers 200 (after [`Envoy::spawn`]); an error when
+    /// Envoy exits first or `timeout` passes.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        self.wait_ready_polling(timeout, Duration::from_millis(50))
+    }
+
+    /// [`Envoy::wait_ready`], polling every `interval` (the bench times start-up to 10 ms).
+    pub fn wait_ready_polling(&mut self, timeout: Duration, interval: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         let admin = self.admin_port();
         loop {
@@ -238,7 +256,7 @@ impl Envoy {
             if exited || Instant::now() > deadline {
                 return Err(format!("Envoy did not become ready; log:\n{}", self.log()));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(interval);
         }
     }
 

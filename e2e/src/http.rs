@@ -78,8 +78,13 @@ impl Request {
     }
 
     fn encode(&self, host: &str) -> Vec<u8> {
-        let mut out =
-            format!("{} {} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n", self.method, self.path).into_bytes();
+        self.encode_for(host, false)
+    }
+
+    /// The request as bytes on the wire; `keep_alive` leaves out `connection: close`.
+    pub fn encode_for(&self, host: &str, keep_alive: bool) -> Vec<u8> {
+        let connection = if keep_alive { "" } else { "connection: close\r\n" };
+        let mut out = format!("{} {} HTTP/1.1\r\nhost: {host}\r\n{connection}", self.method, self.path).into_bytes();
         for (k, v) in &self.headers {
             out.extend_from_slice(k.as_bytes());
             out.extend_from_slice(b": ");
@@ -123,6 +128,35 @@ impl Request {
         let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
         let tls = rustls::StreamOwned::new(conn, stream);
         exchange(tls, &self.encode(&format!("{server_name}:{port}")), &self.method)
+    }
+}
+
+/// One persistent HTTP/1.1 connection to 127.0.0.1:port, requests sent one after another on it
+/// (the bench: a fixed-rate client, and instruction counts without connection set-up).
+pub struct KeepAlive {
+    reader: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    pub fn connect(port: u16) -> Result<KeepAlive, String> {
+        Self::connect_waiting(port, Duration::from_secs(30))
+    }
+
+    /// [`KeepAlive::connect`], waiting up to `timeout` for each read and write (an Envoy under
+    /// valgrind answers its first requests in seconds).
+    pub fn connect_waiting(port: u16, timeout: Duration) -> Result<KeepAlive, String> {
+        let stream = connect(port)?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        Ok(KeepAlive { reader: BufReader::new(stream) })
+    }
+
+    /// Send one request already encoded with [`Request::encode_for`] (`keep_alive: true`) and
+    /// read its response (not a HEAD: the body is read).
+    pub fn exchange(&mut self, encoded: &[u8]) -> Result<Response, String> {
+        self.reader.get_mut().write_all(encoded).map_err(|e| format!("write: {e}"))?;
+        read_response(&mut self.reader, false)
     }
 }
 

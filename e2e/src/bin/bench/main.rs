@@ -1,17 +1,33 @@
-//! `make bench`: the CPU each filter costs per request in a real Envoy, against the same Envoy
-//! with the router only, and against Envoy's native equivalent where there is one. A
-//! measurement tool, not a test: it asserts behaviour (every variant's response is checked
-//! before measuring) but never timing.
+//! `make bench`: what each filter costs per request in a real Envoy, against the same Envoy
+//! with the router only, against a trivial SDK-only Rust filter (the floor of any proxy-wasm
+//! filter) and against Envoy's native equivalent where there is one; all five filters chained
+//! against the native chain doing the same jobs. A measurement tool, not a test: it asserts
+//! behaviour (every variant's response is checked before measuring) but never timing.
 //!
-//! Method. Every variant is its own Envoy (`--concurrency 1`), all started at once on distinct
-//! ports and pinned to one CPU; wrk and the upstream are pinned to another. Rounds are
-//! interleaved (the order rotates each round) so host noise falls on every variant alike, after
-//! one warm-up round that is not counted. CPU per request = the Envoy process's utime + stime
-//! delta (`/proc/<pid>/stat`) over the run / the requests wrk completed. Ratios and added µs are
-//! medians of per-round pairs (a variant against the baseline of the same round).
+//! Phases, in this order:
+//! 1. Memory and start-up ([`memory`]): each config alone at `--concurrency 2`, RSS and
+//!    spawn→ready, `BENCH_STARTS` interleaved starts.
+//! 2. CPU per request (below): every variant is its own Envoy (`--concurrency 1`), all started
+//!    at once on distinct ports and pinned to one CPU; wrk and the upstream are pinned to
+//!    another. Rounds are interleaved (the order rotates each round) so host noise falls on
+//!    every variant alike, after one warm-up round that is not counted. CPU per request = the
+//!    Envoy process's utime + stime delta (`/proc/<pid>/stat`) over the run / the requests wrk
+//!    completed. Ratios and added µs are medians of per-round pairs (a variant against the
+//!    baseline of the same round); × the floor = a row's median added / the trivial filter's.
+//! 3. Latency at a fixed rate ([`latency`]): the headline rows' Envoys again, open loop.
+//! 4. Instructions per request under callgrind ([`instructions`]), opt-in.
 //!
-//! Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONNECTIONS (16), BENCH_ONLY
-//! (comma-separated parts of variant names to run; the baseline always runs).
+//! The report goes to target/bench/bench.md with the chart target/bench/cpu-per-request.svg
+//! ([`chart`]); a full run (every variant, ≥ 5 rounds) also writes both to docs/bench/, which
+//! README shows.
+//!
+//! Environment: BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONNECTIONS (16, wrk's), BENCH_ONLY
+//! (comma-separated parts of variant names to run; the baseline always runs), BENCH_STARTS
+//! (memory/start-up starts per config; default BENCH_ROUNDS), BENCH_LATENCY (on|off),
+//! BENCH_RATE (500 requests/s), BENCH_LATENCY_CONNECTIONS (8), BENCH_INSTRUCTIONS
+//! (off|on|only; `make bench-instructions` = only), BENCH_INSTRUCTION_REQUESTS (200 per
+//! window). CI's smoke run (`BENCH_ROUNDS=1 BENCH_SECONDS=1`) runs every phase but the
+//! instruction counts, once each.
 //!
 //! jwt-auth and native jwt_authn (bench/jwt-auth.yaml, bench/native-jwt-authn.yaml: the same
 //! JSON, both with a 100-entry verified-token cache) are measured three ways ([`JWT_TOKENS`]):
@@ -20,13 +36,19 @@
 //! every request verifies a signature). Tokens come from the committed test keys (e2e/src/jwt.rs),
 //! valid for ten hours, written to target/bench/tokens-*.txt.
 //!
-//! Adding a filter: a row in [`VARIANTS`] (its config under envoy-configs/, the request wrk
-//! sends, a check of one response) and a row in [`COMPARISONS`] when a native filter does the
-//! same job.
+//! Adding a filter: a row in [`VARIANTS`] (its config under envoy-configs/bench/, the request
+//! wrk sends, a check of one response), in [`HEADLINE`] for its request-work row, in
+//! [`COMPARISONS`] when a native filter does the same job, in `memory::CONFIGS`, and in
+//! bench/all-five.yaml when it joins the chain.
 //!
 //! Envoys are started by the test harness (`e2e::envoy::Envoy`) with the bench's extras:
-//! `pin_cpu` (taskset), `preset_ports` (one upstream shared by every Envoy) and `pid()` for
-//! CPU accounting.
+//! `pin_cpu` (taskset), `wrapper` (valgrind), `preset_ports` (one upstream shared by every
+//! Envoy) and `pid()` for CPU accounting.
+
+mod chart;
+mod instructions;
+mod latency;
+mod memory;
 
 use e2e::envoy::{wasm_files, Envoy, EnvoyOptions};
 use e2e::http::{Request, Response};
@@ -51,135 +73,93 @@ struct Variant {
     headers: &'static [(&'static str, &'static str)],
     /// Checked on one response before measuring: a variant that misbehaves is not measured.
     check: fn(&Response) -> Result<(), String>,
+    kind: Kind,
+}
+
+/// What a row is, for the chart's colours.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// router-only: what every other row is compared with.
+    Baseline,
+    /// The trivial SDK-only filter: the floor of any proxy-wasm Rust filter.
+    Floor,
+    Wasm,
+    Native,
+}
+
+const fn row(
+    name: &'static str,
+    config: &'static str,
+    path: &'static str,
+    check: fn(&Response) -> Result<(), String>,
+    kind: Kind,
+) -> Variant {
+    Variant { name, config, path, headers: &[], check, kind }
 }
 
 /// Every Envoy measured, a row each; the first is the baseline every other is compared with.
+/// Each config is router-only.yaml plus the filter(s) named (envoy-configs/bench/).
 const VARIANTS: &[Variant] = &[
-    Variant { name: "router-only", config: "bench/router-only.yaml", path: "/", headers: &[], check: plain_proxy },
-    Variant {
-        name: "security-headers (wasm)",
-        config: "security-headers.yaml",
-        path: "/",
-        headers: &[],
-        check: security_headers_applied,
-    },
-    Variant {
-        name: "native header_mutation",
-        config: "bench/native-header-mutation.yaml",
-        path: "/",
-        headers: &[],
-        check: security_headers_applied,
-    },
+    row("router-only", "bench/router-only.yaml", "/", plain_proxy, Kind::Baseline),
+    row("trivial filter (SDK only)", "bench/trivial-filter.yaml", "/", trivial_header_set, Kind::Floor),
+    row("security-headers (defaults)", "bench/security-headers.yaml", "/", security_headers_applied, Kind::Wasm),
+    row("native header_mutation", "bench/native-header-mutation.yaml", "/", security_headers_applied, Kind::Native),
+    // The floor of each JWT filter: a path no rule covers (no token read, nothing verified).
+    row("jwt-auth, no JWT needed", "bench/jwt-auth.yaml", "/open", from_upstream, Kind::Wasm),
+    row("jwt_authn, no JWT needed", "bench/native-jwt-authn.yaml", "/open", from_upstream, Kind::Native),
+    row("jwt-auth, RS256 repeated", "bench/jwt-auth.yaml", "/", from_upstream, Kind::Wasm),
+    row("jwt_authn, RS256 repeated", "bench/native-jwt-authn.yaml", "/", from_upstream, Kind::Native),
+    row("jwt-auth, RS256 unique", "bench/jwt-auth.yaml", "/", from_upstream, Kind::Wasm),
+    row("jwt_authn, RS256 unique", "bench/native-jwt-authn.yaml", "/", from_upstream, Kind::Native),
+    row("jwt-auth, ES256 unique", "bench/jwt-auth.yaml", "/", from_upstream, Kind::Wasm),
+    row("jwt_authn, ES256 unique", "bench/native-jwt-authn.yaml", "/", from_upstream, Kind::Native),
+    row("rate-limit (never limiting)", "bench/rate-limit.yaml", "/", x_ratelimit_headers, Kind::Wasm),
+    row("native local_ratelimit", "bench/native-local-ratelimit.yaml", "/", x_ratelimit_headers, Kind::Native),
     // token-fetch with a token in hand (the bench's token server issues one-hour tokens): the
     // cost measured is the per-request injection, not the fetch. Fail-closed by default, so a
     // 200 with the upstream's body means the request carried a token (without one: 503).
-    Variant { name: "token-fetch (wasm)", config: "token-fetch.yaml", path: "/", headers: &[], check: from_upstream },
-    Variant {
-        name: "native request header add",
-        config: "bench/native-request-header.yaml",
-        path: "/",
-        headers: &[],
-        check: from_upstream,
-    },
-    Variant {
-        name: "rate-limit (wasm)",
-        config: "bench/rate-limit.yaml",
-        path: "/",
-        headers: &[],
-        check: x_ratelimit_headers,
-    },
-    Variant {
-        name: "native local_ratelimit",
-        config: "bench/native-local-ratelimit.yaml",
-        path: "/",
-        headers: &[],
-        check: x_ratelimit_headers,
-    },
-    Variant {
-        name: "router-only, 1 KiB POST",
-        config: "bench/router-only.yaml",
-        path: "/",
-        headers: &[],
-        check: from_upstream,
-    },
-    Variant {
-        name: "body-logger, 1 KiB POST",
-        config: "bench/body-logger.yaml",
-        path: "/",
-        headers: &[],
-        check: from_upstream,
-    },
-    Variant {
-        name: "router-only, 64 KiB POST",
-        config: "bench/router-only.yaml",
-        path: "/",
-        headers: &[],
-        check: from_upstream,
-    },
-    Variant {
-        name: "body-logger, 64 KiB POST",
-        config: "bench/body-logger.yaml",
-        path: "/",
-        headers: &[],
-        check: from_upstream,
-    },
-    // The floor of each JWT filter: a path no rule covers (no token read, nothing verified).
-    Variant {
-        name: "jwt-auth, no JWT needed",
-        config: "bench/jwt-auth.yaml",
-        path: "/open",
-        headers: &[],
-        check: from_upstream,
-    },
-    Variant {
-        name: "jwt_authn, no JWT needed",
-        config: "bench/native-jwt-authn.yaml",
-        path: "/open",
-        headers: &[],
-        check: from_upstream,
-    },
-    Variant {
-        name: "jwt-auth, RS256 repeated",
-        config: "bench/jwt-auth.yaml",
-        path: "/",
-        headers: &[],
-        check: from_upstream,
-    },
-    Variant {
-        name: "jwt_authn, RS256 repeated",
-        config: "bench/native-jwt-authn.yaml",
-        path: "/",
-        headers: &[],
-        check: from_upstream,
-    },
-    Variant {
-        name: "jwt-auth, RS256 unique",
-        config: "bench/jwt-auth.yaml",
-        path: "/",
-        headers: &[],
-        check: from_upstream,
-    },
-    Variant {
-        name: "jwt_authn, RS256 unique",
-        config: "bench/native-jwt-authn.yaml",
-        path: "/",
-        headers: &[],
-        check: from_upstream,
-    },
-    Variant {
-        name: "jwt-auth, ES256 unique",
-        config: "bench/jwt-auth.yaml",
-        path: "/",
-        headers: &[],
-        check: from_upstream,
-    },
-    Variant {
-        name: "jwt_authn, ES256 unique",
-        config: "bench/native-jwt-authn.yaml",
-        path: "/",
-        headers: &[],
-        check: from_upstream,
-    },
+    row("token-fetch (injecting)", "bench/token-fetch.yaml", "/", from_upstream, Kind::Wasm),
+    row("native request header add", "bench/native-request-header.yaml", "/", from_upstream, Kind::Native),
+    row("body-logger, GET", "bench/body-logger.yaml", "/", from_upstream, Kind::Wasm),
+    row("router-only, 1 KiB POST", "bench/router-only.yaml", "/", from_upstream, Kind::Baseline),
+    row("body-logger, 1 KiB POST", "bench/body-logger.yaml", "/", from_upstream, Kind::Wasm),
+    row("router-only, 64 KiB POST", "bench/router-only.yaml", "/", from_upstream, Kind::Baseline),
+    row("body-logger, 64 KiB POST", "bench/body-logger.yaml", "/", from_upstream, Kind::Wasm),
+    // All five with their request work (a verified RS256 token, a rule that never limits, a
+    // token injected, a line built) against the native filters doing the same jobs.
+    row("all five (wasm)", "bench/all-five.yaml", "/", all_five_applied, Kind::Wasm),
+    row("native chain", "bench/native-chain.yaml", "/", native_chain_applied, Kind::Native),
+];
+
+/// The rows of the headline table (issue 16's shape: router-only, the floor, each filter doing
+/// its request work, all five, the native chain), in this order. The chart, the fixed-rate
+/// latency runs and the instruction counts cover these rows.
+const HEADLINE: &[(&str, &str)] = &[
+    ("router-only", "no filter but the router: the baseline"),
+    ("trivial filter (SDK only)", "the SDK's contexts, one response header set"),
+    ("security-headers (defaults)", "9 response headers added, the upstream's `server` and `x-powered-by` removed"),
+    ("jwt-auth, RS256 repeated", "one RS256 token verified once, then served from the 100-entry verified-token cache"),
+    ("rate-limit (never limiting)", "key from `remote_address`, one CAS on shared data, `x-ratelimit-*` headers"),
+    ("token-fetch (injecting)", "the fetched OAuth2 token injected as `authorization`"),
+    ("body-logger, GET", "defaults, a GET without body: one JSON line built and set in filter state"),
+    ("all five (wasm)", "the five rows above chained in all-in-one order, five VMs"),
+    ("native chain", "header_mutation ×2, jwt_authn with `jwt_cache_config`, local_ratelimit"),
+];
+
+/// Instruction counts also cover the native equivalents of the headline filters.
+const INSTRUCTION_EXTRA: &[&str] =
+    &["native header_mutation", "jwt_authn, RS256 repeated", "native local_ratelimit", "native request header add"];
+
+/// The floor row: every row's added CPU is also given as a multiple of this one's.
+const FLOOR: &str = "trivial filter (SDK only)";
+
+/// A counter each variant must have counted after its checked request (the filter did its work,
+/// not just let the request through).
+const STAT_CHECKS: &[(&str, &str)] = &[
+    ("body-logger, GET", "wasmcustom.body_logger.logged"),
+    ("body-logger, 1 KiB POST", "wasmcustom.body_logger.logged"),
+    ("body-logger, 64 KiB POST", "wasmcustom.body_logger.logged"),
+    ("all five (wasm)", "wasmcustom.body_logger.logged"),
 ];
 
 /// The JWT variants' tokens: one repeated, or a cycled list of distinct ones.
@@ -191,6 +171,8 @@ enum Tokens {
 }
 
 const JWT_TOKENS: &[(&str, Tokens)] = &[
+    ("all five (wasm)", Tokens::RepeatedRs256),
+    ("native chain", Tokens::RepeatedRs256),
     ("jwt-auth, RS256 repeated", Tokens::RepeatedRs256),
     ("jwt_authn, RS256 repeated", Tokens::RepeatedRs256),
     ("jwt-auth, RS256 unique", Tokens::UniqueRs256),
@@ -298,12 +280,13 @@ struct Comparison {
 
 const COMPARISONS: &[Comparison] = &[
     Comparison { wasm: "jwt-auth, no JWT needed", native: "jwt_authn, no JWT needed" },
-    Comparison { wasm: "security-headers (wasm)", native: "native header_mutation" },
-    Comparison { wasm: "token-fetch (wasm)", native: "native request header add" },
-    Comparison { wasm: "rate-limit (wasm)", native: "native local_ratelimit" },
+    Comparison { wasm: "security-headers (defaults)", native: "native header_mutation" },
+    Comparison { wasm: "token-fetch (injecting)", native: "native request header add" },
+    Comparison { wasm: "rate-limit (never limiting)", native: "native local_ratelimit" },
     Comparison { wasm: "jwt-auth, RS256 repeated", native: "jwt_authn, RS256 repeated" },
     Comparison { wasm: "jwt-auth, RS256 unique", native: "jwt_authn, RS256 unique" },
     Comparison { wasm: "jwt-auth, ES256 unique", native: "jwt_authn, ES256 unique" },
+    Comparison { wasm: "all five (wasm)", native: "native chain" },
 ];
 
 // ---- response checks ----
@@ -368,13 +351,55 @@ fn x_ratelimit_headers(r: &Response) -> Result<(), String> {
     Ok(())
 }
 
+/// The trivial filter's one response header, on the upstream's answer.
+fn trivial_header_set(r: &Response) -> Result<(), String> {
+    from_upstream(r)?;
+    match r.header("x-trivial-filter").as_deref() {
+        Some("1") => Ok(()),
+        other => Err(format!("x-trivial-filter: {other:?} (want \"1\")")),
+    }
+}
+
+/// All five: the token was verified (else 401), a service token injected (else 503), the
+/// security headers set and the rate limiter's headers present. body-logger's line is checked
+/// through its counter ([`STAT_CHECKS`]).
+fn all_five_applied(r: &Response) -> Result<(), String> {
+    security_headers_applied(r)?;
+    x_ratelimit_headers(r)
+}
+
+/// The native chain: the same answer (its token check is jwt_authn's, its injection static).
+fn native_chain_applied(r: &Response) -> Result<(), String> {
+    security_headers_applied(r)?;
+    x_ratelimit_headers(r)
+}
+
 // ---- settings ----
 
-struct Settings {
+pub(crate) struct Settings {
     rounds: u32,
     seconds: u32,
     connections: u32,
     only: Vec<String>,
+    /// Envoy starts per config for the memory/start-up table (BENCH_STARTS, default: rounds).
+    starts: u32,
+    /// The fixed-rate latency runs (BENCH_LATENCY=off skips them).
+    latency: bool,
+    /// Requests per second of the fixed-rate runs, over `latency_connections` connections.
+    rate: u32,
+    latency_connections: u32,
+    instructions: InstructionMode,
+    /// Requests per counted window under callgrind.
+    instruction_requests: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InstructionMode {
+    Off,
+    /// Also count instructions, after the timed runs.
+    On,
+    /// Count instructions only (`make bench-instructions`).
+    Only,
 }
 
 fn env_count(name: &str, default: u32) -> Result<u32, String> {
@@ -388,6 +413,16 @@ fn env_count(name: &str, default: u32) -> Result<u32, String> {
     }
 }
 
+fn env_word(name: &str, default: &str, allowed: &[&str]) -> Result<String, String> {
+    let v = std::env::var(name).unwrap_or_default().trim().to_ascii_lowercase();
+    let v = if v.is_empty() { default.to_string() } else { v };
+    if allowed.contains(&v.as_str()) {
+        Ok(v)
+    } else {
+        Err(format!("{name}={v:?}: want one of {}", allowed.join(", ")))
+    }
+}
+
 impl Settings {
     fn from_env() -> Result<Settings, String> {
         let only = std::env::var("BENCH_ONLY")
@@ -396,24 +431,62 @@ impl Settings {
             .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty())
             .collect();
+        let rounds = env_count("BENCH_ROUNDS", 5)?;
+        let instructions = match env_word("BENCH_INSTRUCTIONS", "off", &["off", "on", "only"])?.as_str() {
+            "on" => InstructionMode::On,
+            "only" => InstructionMode::Only,
+            _ => InstructionMode::Off,
+        };
         Ok(Settings {
-            rounds: env_count("BENCH_ROUNDS", 5)?,
+            rounds,
             seconds: env_count("BENCH_SECONDS", 5)?,
             connections: env_count("BENCH_CONNECTIONS", 16)?,
             only,
+            starts: env_count("BENCH_STARTS", rounds)?,
+            latency: env_word("BENCH_LATENCY", "on", &["on", "off"])? == "on",
+            rate: env_count("BENCH_RATE", 500)?,
+            latency_connections: env_count("BENCH_LATENCY_CONNECTIONS", 8)?,
+            instructions,
+            instruction_requests: env_count("BENCH_INSTRUCTION_REQUESTS", 200)?,
         })
     }
 
-    fn selected(&self) -> Vec<&'static Variant> {
-        VARIANTS
-            .iter()
-            .enumerate()
-            .filter(|(i, v)| {
-                *i == 0 || self.only.is_empty() || self.only.iter().any(|o| v.name.to_ascii_lowercase().contains(o))
-            })
-            .map(|(_, v)| v)
-            .collect()
+    fn wanted(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| name.to_ascii_lowercase().contains(o))
     }
+
+    /// The baseline always, then every variant BENCH_ONLY asks for.
+    fn selected(&self) -> Vec<&'static Variant> {
+        VARIANTS.iter().enumerate().filter(|(i, v)| *i == 0 || self.wanted(v.name)).map(|(_, v)| v).collect()
+    }
+
+    /// A full run (every variant, at least 5 rounds) is published: its table and chart are
+    /// copied to docs/bench/, which README shows.
+    fn publishes(&self) -> bool {
+        self.only.is_empty() && self.rounds >= 5
+    }
+}
+
+#[cfg(test)]
+impl Settings {
+    fn for_test() -> Settings {
+        Settings {
+            rounds: 5,
+            seconds: 5,
+            connections: 16,
+            only: Vec::new(),
+            starts: 5,
+            latency: true,
+            rate: 500,
+            latency_connections: 8,
+            instructions: InstructionMode::Off,
+            instruction_requests: 200,
+        }
+    }
+}
+
+fn variant(name: &str) -> Option<&'static Variant> {
+    VARIANTS.iter().find(|v| v.name == name)
 }
 
 // ---- CPU pinning ----
@@ -504,9 +577,27 @@ fn start_upstream() -> Result<Upstream, String> {
 
 // ---- Envoy ----
 
+/// The loopback servers every Envoy talks to.
+#[derive(Clone, Copy)]
+pub(crate) struct Servers {
+    upstream: u16,
+    token_server: u16,
+}
+
+/// The harness's options for a bench Envoy: the same port substitution as the tests, except
+/// that 18080 is the one shared upstream and 18081 the one token server (token-fetch).
+pub(crate) fn envoy_options(servers: Servers, concurrency: u32) -> EnvoyOptions {
+    EnvoyOptions {
+        concurrency,
+        log_level: "warning",
+        preset_ports: BTreeMap::from([(UPSTREAM_PORT, servers.upstream), (TOKEN_SERVER_PORT, servers.token_server)]),
+        ..EnvoyOptions::default()
+    }
+}
+
 /// One Envoy per variant, started by the test harness (a child of this process, killed and
 /// reaped on drop), with the shared upstream's port preset and Envoy pinned.
-struct Proxy {
+pub(crate) struct Proxy {
     variant: &'static Variant,
     envoy: Envoy,
     listener: u16,
@@ -515,22 +606,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(
-        variant: &'static Variant,
-        upstream_port: u16,
-        token_port: u16,
-        cpu: Option<u32>,
-        repeated_jwt: &str,
-    ) -> Result<Proxy, String> {
-        let opts = EnvoyOptions {
-            concurrency: 1,
-            log_level: "warning",
-            // The same substitution as the tests, except that 18080 is the one shared upstream.
-            // 18081: the token server, for token-fetch.
-            preset_ports: BTreeMap::from([(UPSTREAM_PORT, upstream_port), (TOKEN_SERVER_PORT, token_port)]),
-            pin_cpu: cpu,
-            ..EnvoyOptions::default()
-        };
+    fn start(variant: &'static Variant, opts: EnvoyOptions, repeated_jwt: &str) -> Result<Proxy, String> {
         let envoy = Envoy::start_with(variant.config, opts).map_err(|e| format!("{}: {e}", variant.name))?;
         let listener = envoy.port(LISTENER_PORT);
         if listener == 0 {
@@ -557,8 +633,12 @@ impl Proxy {
     }
 
     fn request(&self) -> Request {
+        self.request_with(self.token.as_deref())
+    }
+
+    fn request_with(&self, token: Option<&str>) -> Request {
         let mut r = self.variant.headers.iter().fold(Request::get(self.variant.path), |r, (k, v)| r.header(k, v));
-        if let Some(token) = &self.token {
+        if let Some(token) = token {
             r = r.header("authorization", &format!("Bearer {token}"));
         }
         match request_body(self.variant) {
@@ -568,14 +648,41 @@ impl Proxy {
     }
 
     /// One request through this Envoy, checked; an error says what is wrong and shows it.
+    /// Variants that need a JWT must also refuse the same request without one (the token is
+    /// what is being checked), and the counters of [`STAT_CHECKS`] must have moved.
     fn sanity_check(&self) -> Result<(), String> {
+        let response = self.check_answers()?;
+        for (name, stat) in STAT_CHECKS.iter().filter(|(name, _)| *name == self.variant.name) {
+            if self.envoy.wait_stat(stat, 1) == 0 {
+                return Err(self.misbehaves(format!("{name}: {stat} stayed 0"), &response));
+            }
+        }
+        Ok(())
+    }
+
+    /// The answers of [`Proxy::sanity_check`] without its counters (the admin's `/stats` is
+    /// too slow under valgrind); returns the checked response.
+    fn check_answers(&self) -> Result<Response, String> {
         let response = self.request().send(self.listener).map_err(|e| format!("{}: {e}", self.variant.name))?;
-        (self.variant.check)(&response).map_err(|e| {
-            format!(
-                "variant `{}` (envoy-configs/{}) misbehaves, not measuring it: {e}\nGET {} gave:\n{response}",
-                self.variant.name, self.variant.config, self.variant.path
-            )
-        })
+        (self.variant.check)(&response).map_err(|e| self.misbehaves(e, &response))?;
+        if self.token.is_some() {
+            let denied =
+                self.request_with(None).send(self.listener).map_err(|e| format!("{}: {e}", self.variant.name))?;
+            if denied.status != 401 {
+                return Err(self.misbehaves(format!("without a token: status {} (want 401)", denied.status), &denied));
+            }
+        }
+        Ok(response)
+    }
+
+    fn misbehaves(&self, e: String, response: &Response) -> String {
+        format!(
+            "variant `{}` (envoy-configs/{}) misbehaves, not measuring it: {e}\n{} {} gave:\n{response}",
+            self.variant.name,
+            self.variant.config,
+            self.request().method,
+            self.variant.path
+        )
     }
 }
 
@@ -641,11 +748,22 @@ fn cpu_percent(before: CpuTimes, after: CpuTimes) -> (f64, f64) {
 struct WrkResult {
     requests: u64,
     rps: f64,
+    /// wrk's latency percentiles (`--latency`), at saturation: closed loop, so they follow
+    /// the throughput (16 connections / requests per second) more than anything else.
+    p50_us: f64,
+    p99_us: f64,
 }
 
 fn run_wrk(settings: &Settings, pinning: Option<Pinning>, proxy: &Proxy) -> Result<WrkResult, String> {
     let mut cmd = pinned(pinning.map(|p| p.load_cpu), "wrk");
-    cmd.args(["-t1", &format!("-c{}", settings.connections), &format!("-d{}s", settings.seconds), "--timeout", "5s"]);
+    cmd.args([
+        "-t1",
+        &format!("-c{}", settings.connections),
+        &format!("-d{}s", settings.seconds),
+        "--timeout",
+        "5s",
+        "--latency",
+    ]);
     for (k, v) in proxy.variant.headers {
         cmd.args(["-H", &format!("{k}: {v}")]);
     }
@@ -696,7 +814,30 @@ fn parse_wrk(text: &str) -> Result<WrkResult, String> {
     if requests == 0 {
         return Err("no request completed".into());
     }
-    Ok(WrkResult { requests, rps })
+    let percentile = |p: &str| {
+        text.lines()
+            .skip_while(|l| !l.contains("Latency Distribution"))
+            .find_map(|l| l.trim().strip_prefix(p).map(str::trim))
+            .and_then(parse_wrk_duration)
+            .ok_or_else(|| format!("no {p} line in wrk's latency distribution"))
+    };
+    Ok(WrkResult { requests, rps, p50_us: percentile("50%")?, p99_us: percentile("99%")? })
+}
+
+/// A wrk duration (`812.00us`, `2.35ms`, `1.02s`) in µs.
+fn parse_wrk_duration(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e6)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60e6)
+    } else {
+        return None;
+    };
+    number.trim().parse::<f64>().ok().map(|n| n * scale)
 }
 
 // ---- measuring ----
@@ -713,6 +854,8 @@ struct Sample {
     rps: f64,
     envoy_cpu_s: f64,
     us_per_request: f64,
+    sat_p50_us: f64,
+    sat_p99_us: f64,
     /// CPU per request of the load side, to show it is not what limits the rate.
     upstream_us: f64,
     wrk_us: f64,
@@ -762,6 +905,8 @@ fn measure(
         rps: wrk.rps,
         envoy_cpu_s,
         us_per_request: per_request(ticks),
+        sat_p50_us: wrk.p50_us,
+        sat_p99_us: wrk.p99_us,
         upstream_us,
         wrk_us,
         envoy_busy_pct,
@@ -792,6 +937,8 @@ struct Summary {
     busy: Vec<f64>,
     ratio: Vec<f64>,
     added: Vec<f64>,
+    sat_p50: Vec<f64>,
+    sat_p99: Vec<f64>,
 }
 
 fn summarize(samples: &[Sample], variant: usize) -> Summary {
@@ -805,45 +952,157 @@ fn summarize(samples: &[Sample], variant: usize) -> Summary {
         busy: mine.iter().map(|s| s.envoy_busy_pct).collect(),
         ratio: pairs.iter().map(|(v, b)| v / b).collect(),
         added: pairs.iter().map(|(v, b)| v - b).collect(),
+        sat_p50: mine.iter().map(|s| s.sat_p50_us).collect(),
+        sat_p99: mine.iter().map(|s| s.sat_p99_us).collect(),
     }
 }
 
-struct Context {
+pub(crate) struct Context {
     envoy_version: String,
     pinning_note: String,
     clk_tck: u64,
     cpus: usize,
     wasm_sizes: Vec<(String, u64)>,
+    /// /proc/loadavg (1, 5, 15 minutes) when the bench started and when it ended: how busy
+    /// the machine was besides the bench.
+    load_before: String,
+    load_after: String,
+    date: String,
 }
 
-fn report(settings: &Settings, variants: &[&'static Variant], samples: &[Sample], ctx: &Context) -> String {
+impl Context {
+    #[cfg(test)]
+    fn for_test() -> Context {
+        Context {
+            envoy_version: "abc/1.40.0/Clean/RELEASE/BoringSSL".into(),
+            pinning_note: String::new(),
+            clk_tck: 100,
+            cpus: 2,
+            wasm_sizes: Vec::new(),
+            load_before: "0.10 0.20 0.30".into(),
+            load_after: "0.10 0.20 0.30".into(),
+            date: "2026-12-01".into(),
+        }
+    }
+
+    /// `1.40.0` out of `<commit>/1.40.0/Clean/RELEASE/BoringSSL`.
+    fn envoy_version_short(&self) -> &str {
+        self.envoy_version.split('/').nth(1).unwrap_or(&self.envoy_version)
+    }
+}
+
+fn loadavg() -> String {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// One row's figures over the rounds.
+pub(crate) struct RowFigures {
+    name: &'static str,
+    kind: Kind,
+    us: (f64, f64, f64),
+    /// Added over the baseline (per-round pairs): median, min, max; `None` for the baseline.
+    added: Option<(f64, f64, f64)>,
+}
+
+fn stats(values: &[f64]) -> (f64, f64, f64) {
+    let (lo, hi) = min_max(values);
+    (median(values), lo, hi)
+}
+
+/// `x` times the floor's added CPU, when the floor's added CPU is clearly above zero.
+fn times_floor(added: f64, floor_added: Option<f64>) -> String {
+    match floor_added {
+        Some(f) if f >= 0.5 => format!("{:.1}×", added / f),
+        _ => "—".to_string(),
+    }
+}
+
+fn fmt_added(added: Option<(f64, f64, f64)>) -> String {
+    match added {
+        Some((m, lo, hi)) => format!("{m:+.1} ({lo:+.1} to {hi:+.1})"),
+        None => "—".to_string(),
+    }
+}
+
+fn report(
+    settings: &Settings,
+    variants: &[&'static Variant],
+    samples: &[Sample],
+    ctx: &Context,
+) -> (String, Vec<RowFigures>) {
     let base = variants.first().map_or("baseline", |v| v.name);
+    let summaries: Vec<Summary> = (0..variants.len()).map(|i| summarize(samples, i)).collect();
+    let index_of = |name: &str| variants.iter().position(|v| v.name == name);
+    let floor_added = index_of(FLOOR).map(|i| median(&summaries[i].added));
+    let figures: Vec<RowFigures> = variants
+        .iter()
+        .zip(&summaries)
+        .enumerate()
+        .map(|(i, (v, s))| RowFigures {
+            name: v.name,
+            kind: v.kind,
+            us: stats(&s.us),
+            added: (i > 0).then(|| stats(&s.added)),
+        })
+        .collect();
+
     let mut md = String::new();
-    let _ = writeln!(md, "## Envoy CPU per request: filters vs `{base}`\n");
+    let _ = writeln!(md, "## CPU per request: the floor, each filter, all five, the native chain\n");
     let _ = writeln!(
         md,
-        "| variant | CPU µs/request, median (min–max) | vs {base} | added µs/request | RPS, median | Envoy core busy |"
+        "| variant | per request | CPU µs/request, median (min–max) | added over {base}, µs, median (min–max) | × trivial filter's added |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
-    let summaries: Vec<Summary> = (0..variants.len()).map(|i| summarize(samples, i)).collect();
-    for (v, s) in variants.iter().zip(&summaries) {
-        let (lo, hi) = min_max(&s.us);
-        let (ratio, added) = if std::ptr::eq(*v, variants[0]) {
-            ("1.00×".to_string(), "—".to_string())
-        } else {
-            (format!("{:.2}×", median(&s.ratio)), format!("{:+.1}", median(&s.added)))
+    let _ = writeln!(md, "|---|---|---:|---:|---:|");
+    for (name, what) in HEADLINE {
+        let Some(i) = index_of(name) else { continue };
+        let f = &figures[i];
+        let times = f.added.map_or(String::new(), |(m, _, _)| times_floor(m, floor_added));
+        let _ = writeln!(
+            md,
+            "| {name} | {what} | {:.1} ({:.1}–{:.1}) | {} | {times} |",
+            f.us.0,
+            f.us.1,
+            f.us.2,
+            fmt_added(f.added)
+        );
+    }
+    let _ = writeln!(md, "\n## Every variant\n");
+    let _ = writeln!(
+        md,
+        "| variant | config | CPU µs/request, median (min–max) | vs {base} | added µs/request, median (min–max) | × trivial's added | RPS, median | Envoy core busy | latency at saturation p50 / p99, µs |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for ((v, s), f) in variants.iter().zip(&summaries).zip(&figures) {
+        let (ratio, times) = match f.added {
+            None => ("1.00×".to_string(), String::new()),
+            Some((m, _, _)) => (format!("{:.2}×", median(&s.ratio)), times_floor(m, floor_added)),
         };
         let _ = writeln!(
             md,
-            "| {} | {:.1} ({lo:.1}–{hi:.1}) | {ratio} | {added} | {:.0} | {:.0}% |",
+            "| {} | `{}` | {:.1} ({:.1}–{:.1}) | {ratio} | {} | {times} | {:.0} | {:.0}% | {:.0} / {:.0} |",
             v.name,
-            median(&s.us),
+            v.config,
+            f.us.0,
+            f.us.1,
+            f.us.2,
+            fmt_added(f.added),
             median(&s.rps),
-            median(&s.busy)
+            median(&s.busy),
+            median(&s.sat_p50),
+            median(&s.sat_p99)
         );
     }
     let _ = writeln!(md);
-    let index_of = |name: &str| variants.iter().position(|v| v.name == name);
     for c in COMPARISONS {
         let (Some(w), Some(n)) = (index_of(c.wasm), index_of(c.native)) else { continue };
         let (wasm_added, native_added) = (median(&summaries[w].added), median(&summaries[n].added));
@@ -863,22 +1122,16 @@ fn report(settings: &Settings, variants: &[&'static Variant], samples: &[Sample]
     }
     for (variant, baseline) in SAME_REQUEST_BASELINES {
         let (Some(v), Some(b)) = (index_of(variant), index_of(baseline)) else { continue };
-        let added: Vec<f64> = samples
+        let pairs: Vec<(f64, f64)> = samples
             .iter()
             .filter(|s| s.variant == v)
             .filter_map(|s| {
                 let base = samples.iter().find(|x| x.variant == b && x.round == s.round)?;
-                Some(s.us_per_request - base.us_per_request)
+                Some((s.us_per_request, base.us_per_request))
             })
             .collect();
-        let ratio: Vec<f64> = samples
-            .iter()
-            .filter(|s| s.variant == v)
-            .filter_map(|s| {
-                let base = samples.iter().find(|x| x.variant == b && x.round == s.round)?;
-                Some(s.us_per_request / base.us_per_request)
-            })
-            .collect();
+        let added: Vec<f64> = pairs.iter().map(|(v, b)| v - b).collect();
+        let ratio: Vec<f64> = pairs.iter().map(|(v, b)| v / b).collect();
         let (lo, hi) = min_max(&added);
         let _ = writeln!(
             md,
@@ -893,16 +1146,14 @@ fn report(settings: &Settings, variants: &[&'static Variant], samples: &[Sample]
     let upstream: Vec<f64> = samples.iter().map(|s| s.upstream_us).collect();
     let wrk: Vec<f64> = samples.iter().map(|s| s.wrk_us).collect();
     let other: Vec<f64> = samples.iter().map(|s| s.envoy_cpu_other_pct).filter(|x| !x.is_nan()).collect();
-    let wasm = if ctx.wasm_sizes.is_empty() {
-        "none".to_string()
-    } else {
-        ctx.wasm_sizes.iter().map(|(p, n)| format!("{p} {n} bytes")).collect::<Vec<_>>().join(", ")
-    };
     let _ = writeln!(
         md,
-        "- Ratio and added µs are medians of per-round pairs (each variant against {base} in the same round). \
+        "- Added µs and ratios are medians of per-round pairs (each variant against {base} in the same round); \
+         min–max is over the rounds. × trivial's added = a row's median added CPU / the trivial filter's. \
          CPU = the Envoy process's utime+stime (CLK_TCK {}) / requests completed; \"Envoy core busy\" = that CPU \
-         time / wall time (near 100%: Envoy, not the load side, is the limit).",
+         time / wall time (near 100%: Envoy, not the load side, is the limit). Latency at saturation is wrk's \
+         (closed loop), so it mostly mirrors the throughput; the fixed-rate table below is the one to read for \
+         latency.",
         ctx.clk_tck
     );
     // Unpinned, per-CPU shares mean nothing: the "Envoy CPU" is the whole machine.
@@ -921,7 +1172,7 @@ fn report(settings: &Settings, variants: &[&'static Variant], samples: &[Sample]
     };
     let _ = writeln!(
         md,
-        "- Machine: Envoy {}; one Envoy per variant, `--concurrency 1`; wasm: {wasm}; {} rounds × {} s after one \
+        "- Machine: Envoy {}; one Envoy per variant, `--concurrency 1`; {} rounds × {} s after one \
          warm-up round, interleaved, order rotated each round; `wrk -t1 -c{}`; {}; {} CPUs. Load side per request \
          (medians): upstream {:.1} µs, wrk {:.1} µs. During runs: {cpu_shares}.",
         ctx.envoy_version,
@@ -941,7 +1192,21 @@ fn report(settings: &Settings, variants: &[&'static Variant], samples: &[Sample]
             median(&other)
         );
     }
-    md
+    (md, figures)
+}
+
+/// The machine and the modules, under every table.
+fn footer(ctx: &Context) -> String {
+    let wasm = if ctx.wasm_sizes.is_empty() {
+        "none".to_string()
+    } else {
+        ctx.wasm_sizes.iter().map(|(p, n)| format!("`{p}` {n} bytes")).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "## Run\n\n- {}: Envoy {}, {} CPUs; load average (1, 5, 15 min) {} at the start and {} at the end \
+         (other sessions share this machine: compare rows within a run, not runs).\n- Modules: {wasm}.\n",
+        ctx.date, ctx.envoy_version, ctx.cpus, ctx.load_before, ctx.load_after
+    )
 }
 
 fn envoy_version() -> String {
@@ -956,57 +1221,59 @@ fn envoy_version() -> String {
         .unwrap_or_else(|| "(unknown version)".to_string())
 }
 
-fn run() -> Result<(), String> {
-    let settings = Settings::from_env()?;
-    let variants = settings.selected();
-    let clk_tck = clock_ticks_per_second();
-    let cpus = allowed_cpus().len();
-    let (pinning, pinning_note) = plan_pinning();
-    // Before any thread exists: the upstream's threads inherit the load CPU.
-    if let Some(p) = pinning {
-        pin_self(p.load_cpu)?;
+fn module_sizes(configs: &[&str]) -> Vec<(String, u64)> {
+    let mut sizes: Vec<(String, u64)> = Vec::new();
+    for config in configs {
+        let template = fs::read_to_string(repo_root().join("envoy-configs").join(config)).unwrap_or_default();
+        for path in wasm_files(&template) {
+            let size = fs::metadata(repo_root().join(&path)).map_or(0, |m| m.len());
+            if !sizes.iter().any(|(p, _)| *p == path) {
+                sizes.push((path, size));
+            }
+        }
     }
-    println!("bench: {pinning_note}");
-    let upstream = start_upstream()?;
-    let upstream_port = upstream.port;
-    // token-fetch's token server: one-hour tokens, so no refresh falls into a measured run.
-    let tokens = TokenServer::start(0, 3600)?;
+    sizes
+}
 
-    let repeated_jwt = prepare_tokens(&variants)?;
+/// Start one Envoy per variant (pinned, `--concurrency 1`) and check each one's answer.
+fn start_proxies(
+    variants: &[&'static Variant],
+    servers: Servers,
+    cpu: Option<u32>,
+    repeated_jwt: &str,
+) -> Result<Vec<Proxy>, String> {
     let mut proxies = Vec::new();
-    for v in &variants {
-        proxies.push(Proxy::start(v, upstream_port, tokens.port, pinning.map(|p| p.envoy_cpu), &repeated_jwt)?);
+    for v in variants {
+        let opts = EnvoyOptions { pin_cpu: cpu, ..envoy_options(servers, 1) };
+        proxies.push(Proxy::start(v, opts, repeated_jwt)?);
     }
     for p in &proxies {
         p.sanity_check()?;
         println!(
-            "bench: {:<26} envoy-configs/{:<36} pid {:>7}  response checked",
+            "bench: {:<28} envoy-configs/{:<36} pid {:>7}  response checked",
             p.variant.name,
             p.variant.config,
             p.pid()
         );
     }
+    Ok(proxies)
+}
 
-    let mut wasm_sizes = Vec::new();
-    for v in &variants {
-        let template = fs::read_to_string(repo_root().join("envoy-configs").join(v.config)).unwrap_or_default();
-        for path in wasm_files(&template) {
-            let size = fs::metadata(repo_root().join(&path)).map_or(0, |m| m.len());
-            if !wasm_sizes.iter().any(|(p, _)| *p == path) {
-                wasm_sizes.push((path, size));
-            }
-        }
-    }
-    let ctx = Context { envoy_version: envoy_version(), pinning_note, clk_tck, cpus, wasm_sizes };
-
+/// The timed runs: every variant once per round, interleaved, the order rotated each round.
+fn cpu_rounds(
+    settings: &Settings,
+    pinning: Option<Pinning>,
+    clk_tck: u64,
+    proxies: &mut [Proxy],
+) -> Result<Vec<Sample>, String> {
     let n = proxies.len();
     let total = (settings.rounds + 1) as usize * n * settings.seconds as usize;
     println!(
-        "bench: {n} variants × ({} rounds + warm-up) × {} s ≈ {} s of load\n",
+        "\nbench: CPU: {n} variants × ({} rounds + warm-up) × {} s ≈ {} s of load\n",
         settings.rounds, settings.seconds, total
     );
     println!(
-        "{:<6} {:<26} {:>8} {:>7} {:>7} {:>8} {:>6} | {:>8} {:>6} {:>6} | {:>5} {:>5}",
+        "{:<6} {:<28} {:>8} {:>7} {:>7} {:>8} {:>6} | {:>8} {:>6} {:>6} | {:>5} {:>5}",
         "round", "variant", "requests", "rps", "envoy s", "µs/req", "busy", "upstream", "wrk", "cpu1", "steal", "other"
     );
     let mut samples = Vec::new();
@@ -1016,13 +1283,13 @@ fn run() -> Result<(), String> {
             let Some(proxy) = proxies.get_mut(index) else { continue };
             let mut attempt = 0;
             let s = loop {
-                let s = measure(&settings, pinning, clk_tck, index, proxy, round)?;
+                let s = measure(settings, pinning, clk_tck, index, proxy, round)?;
                 // Another process took the Envoy CPU (a build, a test run): that run is
                 // not comparable, so it is repeated a few times before being kept.
                 let retry = s.envoy_cpu_other_pct > BUSY_MACHINE_PCT && attempt < BUSY_MACHINE_RETRIES;
                 let label = if round == 0 { "warm".to_string() } else { format!("{round}/{}", settings.rounds) };
                 println!(
-                    "{label:<6} {:<26} {:>8} {:>7.0} {:>7.2} {:>8.2} {:>5.0}% | {:>8.2} {:>6.2} {:>5.0}% | {:>4.0}% {:>4.0}%{}",
+                    "{label:<6} {:<28} {:>8} {:>7.0} {:>7.2} {:>8.2} {:>5.0}% | {:>8.2} {:>6.2} {:>5.0}% | {:>4.0}% {:>4.0}%{}",
                     proxy.variant.name,
                     s.requests,
                     s.rps,
@@ -1046,15 +1313,97 @@ fn run() -> Result<(), String> {
             }
         }
     }
-    drop(proxies);
+    Ok(samples)
+}
 
-    let md = report(&settings, &variants, &samples, &ctx);
+/// Where a run's report goes: always target/bench/; a full run also to docs/bench/ (README
+/// shows that table and chart).
+fn write_outputs(settings: &Settings, files: &[(&str, &str)]) {
+    let mut dirs = vec![repo_root().join("target").join("bench")];
+    if settings.publishes() {
+        dirs.push(repo_root().join("docs").join("bench"));
+    }
+    for dir in &dirs {
+        for (name, text) in files {
+            let path = dir.join(name);
+            match fs::create_dir_all(dir).and_then(|()| fs::write(&path, text)) {
+                Ok(()) => println!("written to {}", path.display()),
+                Err(e) => eprintln!("bench: could not write {}: {e}", path.display()),
+            }
+        }
+    }
+    if !settings.publishes() {
+        println!("(a partial run: docs/bench/ keeps the last full run's table and chart)");
+    }
+}
+
+fn run() -> Result<(), String> {
+    let settings = Settings::from_env()?;
+    let variants = settings.selected();
+    let clk_tck = clock_ticks_per_second();
+    let cpus = allowed_cpus();
+    let (pinning, pinning_note) = plan_pinning();
+    let load_before = loadavg();
+    // Before any thread exists: the upstream's threads inherit the load CPU.
+    if let Some(p) = pinning {
+        pin_self(p.load_cpu)?;
+    }
+    println!("bench: {pinning_note}; load average {load_before}");
+    let upstream = start_upstream()?;
+    // token-fetch's token server: one-hour tokens, so no refresh falls into a measured run.
+    let tokens = TokenServer::start(0, 3600)?;
+    let servers = Servers { upstream: upstream.port, token_server: tokens.port };
+    let repeated_jwt = prepare_tokens(&variants)?;
+    let all_cpus = cpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let mut ctx = Context {
+        envoy_version: envoy_version(),
+        pinning_note,
+        clk_tck,
+        cpus: cpus.len(),
+        wasm_sizes: module_sizes(&variants.iter().map(|v| v.config).collect::<Vec<_>>()),
+        load_before,
+        load_after: String::new(),
+        date: today(),
+    };
+
+    if settings.instructions == InstructionMode::Only {
+        let md = instructions::run(&settings, servers, &all_cpus, &repeated_jwt)?;
+        ctx.load_after = loadavg();
+        let md = format!("# make bench-instructions\n\n{md}\n{}", footer(&ctx));
+        println!("\n{md}");
+        write_outputs(&settings, &[("instructions.md", &md)]);
+        return Ok(());
+    }
+
+    let memory_md = memory::run(&settings, servers, &all_cpus)?;
+    println!("\n{memory_md}");
+
+    let mut proxies = start_proxies(&variants, servers, pinning.map(|p| p.envoy_cpu), &repeated_jwt)?;
+    let samples = cpu_rounds(&settings, pinning, clk_tck, &mut proxies)?;
+    let latency_md = if settings.latency { latency::run(&settings, &mut proxies)? } else { String::new() };
+    drop(proxies);
+    ctx.load_after = loadavg();
+
+    let (cpu_md, figures) = report(&settings, &variants, &samples, &ctx);
+    let chart_rows: Vec<&RowFigures> =
+        HEADLINE.iter().filter_map(|(name, _)| figures.iter().find(|f| f.name == *name)).collect();
+    let svg = chart::cpu_per_request(&chart_rows, &settings, &ctx)?;
+    let document = |instructions_md: &str, ctx: &Context| {
+        format!(
+            "# make bench\n\n![CPU per request](cpu-per-request.svg)\n\n{cpu_md}\n{latency_md}\n{memory_md}\n{instructions_md}\n{}",
+            footer(ctx)
+        )
+    };
+    // Written before the (long) instruction counts, so that their failure loses nothing.
+    let md = document("", &ctx);
     println!("\n{md}");
-    let dir = repo_root().join("target").join("bench");
-    let path = dir.join("bench.md");
-    match fs::create_dir_all(&dir).and_then(|()| fs::write(&path, &md)) {
-        Ok(()) => println!("written to {}", path.display()),
-        Err(e) => eprintln!("bench: could not write {}: {e}", path.display()),
+    write_outputs(&settings, &[("bench.md", &md), ("cpu-per-request.svg", &svg)]);
+    if settings.instructions == InstructionMode::On {
+        let instructions_md = instructions::run(&settings, servers, &all_cpus, &repeated_jwt)?;
+        ctx.load_after = loadavg();
+        let md = document(&instructions_md, &ctx);
+        println!("\n{instructions_md}");
+        write_outputs(&settings, &[("bench.md", &md)]);
     }
     Ok(())
 }

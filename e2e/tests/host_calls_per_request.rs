@@ -1,0 +1,141 @@
+//! Host calls per request, per filter: each filter drives the request `make bench` sends it
+//! (its configuration read from the very envoy-configs/bench/*.yaml the bench runs) through
+//! the emulated proxy, and the host calls it makes are counted by kind. Printed with
+//! `cargo test -p e2e --test host_calls_per_request -- --nocapture`; the counts go in the
+//! gateway-cost note beside CPU and instructions per request (every host call is a VM crossing).
+//!
+//! What is counted: every host call a filter makes during one request's callbacks (request
+//! headers, response headers, response body, log), counted by `shared::proxytest` (the
+//! emulated proxy, through the same routing the SDK glue uses), after a warm-up request
+//! (jwt-auth's cache filled, token-fetch's token fetched). Not counted: the SDK's own calls
+//! around each callback, which the trivial filter's floor pays too.
+
+use e2e::jwt::{self, Alg};
+use serde_norway::Value as Yaml;
+use shared::proxytest::{HostCall, HostCalls, Proxy, Worker};
+use shared::{Action, LogLevel, RootFilter};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+/// The `configuration.value` of the wasm filter `root_id` in `envoy-configs/<config>`.
+fn plugin_config(config: &str, root_id: &str) -> String {
+    fn find(v: &Yaml, root_id: &str) -> Option<String> {
+        match v {
+            Yaml::Mapping(m) => {
+                if m.get("root_id").and_then(Yaml::as_str) == Some(root_id) {
+                    return m.get("configuration")?.get("value")?.as_str().map(String::from);
+                }
+                m.values().find_map(|x| find(x, root_id))
+            }
+            Yaml::Sequence(s) => s.iter().find_map(|x| find(x, root_id)),
+            _ => None,
+        }
+    }
+    let path = e2e::repo_root().join("envoy-configs").join(config);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let yaml: Yaml = serde_norway::from_str(&text).unwrap();
+    find(&yaml, root_id).unwrap_or_else(|| panic!("no {root_id} configuration in {}", path.display()))
+}
+
+/// The bench upstream's answer, as Envoy hands it to the filter.
+const RESPONSE: &[(&str, &str)] = &[
+    (":status", "200"),
+    ("content-type", "application/json"),
+    ("content-length", "30"),
+    ("server", "bench-upstream/1.0"),
+    ("x-powered-by", "bench"),
+];
+const RESPONSE_BODY: &[u8] = br#"{"upstream":"bench","ok":true}"#;
+
+fn request_headers(token: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut h = vec![
+        (":authority", "127.0.0.1:10000".to_string()),
+        (":path", "/".to_string()),
+        (":method", "GET".to_string()),
+        (":scheme", "http".to_string()),
+        ("x-forwarded-proto", "http".to_string()),
+        ("x-request-id", "5d1c8a3e-1f7e-4a44-9e2f-0a3c5b7d9e11".to_string()),
+    ];
+    if let Some(t) = token {
+        h.push(("authorization", format!("Bearer {t}")));
+    }
+    h
+}
+
+/// One GET through a new stream of `w`, in Envoy's callback order for a response with a body;
+/// every callback lets it through and nothing answers locally. Returns the stream's id.
+fn one_request<R: RootFilter>(w: &mut Worker<R>, token: Option<&str>) -> u32 {
+    let headers = request_headers(token);
+    let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let id = w.new_stream();
+    assert_eq!(w.request_headers(id, &pairs, true), Action::Continue, "{}: request headers", R::NAME);
+    assert_eq!(w.response_headers(id, RESPONSE, false), Action::Continue, "{}: response headers", R::NAME);
+    assert_eq!(w.response_body(id, RESPONSE_BODY, true), Action::Continue, "{}: response body", R::NAME);
+    w.complete(id);
+    assert!(w.local_reply(id).is_none(), "{}: answered locally: {:?}", R::NAME, w.local_reply(id));
+    id
+}
+
+/// A worker configured from the bench config and `prepare`d, one warm-up request, then one
+/// request counted: its host calls, the worker and the counted stream's id.
+fn measure<R: RootFilter + Default>(
+    config: &str,
+    token: Option<&str>,
+    prepare: impl FnOnce(&mut Worker<R>),
+) -> (HostCalls, Worker<R>, u32) {
+    let proxy = Proxy::new();
+    proxy.set_now(SystemTime::now());
+    // The bench's Envoy runs at --log-level warning.
+    proxy.set_log_level(LogLevel::Warn);
+    proxy.set_property(&["source", "address"], b"127.0.0.1:50000");
+    let mut w: Worker<R> = proxy.worker(&plugin_config(config, R::NAME));
+    prepare(&mut w);
+    one_request(&mut w, token);
+    let (id, calls) = proxy.count_host_calls(|| one_request(&mut w, token));
+    assert!(calls.total() > 0, "{}: no host call at all", R::NAME);
+    (calls, w, id)
+}
+
+#[test]
+fn host_calls_per_request_per_filter() {
+    let mut all: BTreeMap<HostCall, u64> = BTreeMap::new();
+    let mut report = |name: &str, calls: &HostCalls| {
+        println!("{name:<18} {calls}");
+        for (kind, n) in calls.iter() {
+            *all.entry(kind).or_default() += n;
+        }
+    };
+
+    let (c, w, id) =
+        measure::<security_headers::filter::SecurityHeadersRoot>("bench/security-headers.yaml", None, |_| {});
+    assert_eq!(w.response_header_values(id, "x-frame-options"), vec!["DENY"], "security-headers did its work");
+    assert!(w.response_header_values(id, "server").is_empty(), "server removed");
+    report("security-headers", &c);
+
+    let claims = jwt::with(jwt::claims("bench-0"), serde_json::json!({"exp": jwt::now() + 3600}));
+    let token = jwt::token(Alg::RS256, &claims);
+    let (c, w, id) = measure::<jwt_auth::filter::JwtAuthRoot>("bench/jwt-auth.yaml", Some(&token), |_| {});
+    assert!(w.request_header_values(id, "authorization").is_empty(), "token verified and stripped");
+    report("jwt-auth (cached)", &c);
+
+    let (c, w, id) = measure::<rate_limit::filter::RateLimitRoot>("bench/rate-limit.yaml", None, |_| {});
+    assert_eq!(w.response_header_values(id, "x-ratelimit-limit"), vec!["1000000000"], "rate-limit did its work");
+    report("rate-limit", &c);
+
+    let (c, w, id) = measure::<token_fetch::filter::TokenFetchRoot>("bench/token-fetch.yaml", None, |w| {
+        w.tick();
+        let call = w.last_http_call();
+        let body = br#"{"access_token":"tok-bench","token_type":"Bearer","expires_in":3600}"#;
+        w.answer_http_call(call.token, &[(":status", "200")], body);
+    });
+    assert_eq!(w.request_header_values(id, "authorization"), vec!["Bearer tok-bench"], "token injected");
+    report("token-fetch", &c);
+
+    let (c, w, _) = measure::<body_logger::filter::BodyLoggerRoot>("bench/body-logger.yaml", None, |_| {});
+    assert_eq!(w.proxy().metric("body_logger.logged"), Some(2), "a line per request");
+    report("body-logger (GET)", &c);
+
+    let sum: u64 = all.values().sum();
+    let kinds: Vec<String> = all.iter().map(|(k, n)| format!("{} {n}", k.abi_name())).collect();
+    println!("{:<18} total {sum}: {}", "all five (sum)", kinds.join(", "));
+}

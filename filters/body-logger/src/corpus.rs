@@ -96,6 +96,10 @@ pub fn leak_corpus() -> Vec<LeakCase> {
     c.gzip = true;
     c.content_encoding = vec!["identity", "gzip"];
     cases.push(c);
+    // The same with a coding whose bytes have no magic number to recognise.
+    let mut c = LeakCase::new("br-second-header", "application/json", r#"{"note":"B1BR2SECRET"}"#, &["B1BR2SECRET"]);
+    c.content_encoding = vec!["identity", "br"];
+    cases.push(c);
     // A compressed body without a content-encoding header: the bytes say it.
     let mut c = LeakCase::new("gzip-unlabelled", "application/json", token_response, &["B1GZIPSECRET1"]);
     c.gzip = true;

@@ -183,6 +183,8 @@ impl BodyHeaders {
     fn read(host: &dyn Host, map: HeaderMapKind) -> BodyHeaders {
         BodyHeaders {
             content_type: host.header(map, "content-type"),
+            // Envoy joins repeated `content-encoding` headers into one value (`identity,br`):
+            // the first value is all of them (e2e: the leak corpus's `br-second-header`).
             content_encoding: host.header(map, "content-encoding"),
             content_length: host
                 .header(map, "content-length")

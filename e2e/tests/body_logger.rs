@@ -599,3 +599,48 @@ fn streams_over_the_capture_budget_are_skipped_counted_and_the_vm_goes_on() {
     let log = envoy.log();
     assert!(!log.contains("panic") && !log.contains("wasm trap") && !log.contains("Function: proxy_on"), "{log}");
 }
+
+// ---- path rules see the normalized path ----
+
+const NORMALIZATION: &str = "          normalize_path: true\n          merge_slashes: true\n          path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT\n";
+
+#[test]
+fn path_rules_see_the_normalized_path() {
+    let api_only = |normalize: bool| EnvoyOptions {
+        edit: Some(Box::new(move |c: String| {
+            assert!(c.contains(r#""paths": [{ "prefix": "/" }],"#) && c.contains(NORMALIZATION));
+            let c = c.replace(r#""paths": [{ "prefix": "/" }],"#, r#""paths": [{ "prefix": "/api/" }],"#);
+            if normalize {
+                c
+            } else {
+                c.replace(NORMALIZATION, "")
+            }
+        })),
+        ..EnvoyOptions::default()
+    };
+    let spellings = ["//api/x", "/x/../api/y", "/./api/z"];
+    // The shipped HCM settings: every spelling is seen as /api/…, and logged.
+    let envoy = Envoy::start_with(CONFIG, api_only(true)).unwrap();
+    let _upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    for (i, path) in spellings.iter().enumerate() {
+        let id = format!("normalized-{i}");
+        let r = Request::get(path).header("x-request-id", &id).send(envoy.port(LISTENER_PORT)).unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        let line = line_for(&envoy, &id);
+        assert!(line["path"].as_str().unwrap().starts_with("/api/"), "{path}: {line}");
+    }
+    drop(envoy);
+    // The control: without them, the same requests reach the upstream but not the rule.
+    let envoy = Envoy::start_with(CONFIG, api_only(false)).unwrap();
+    let upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    for (i, path) in spellings.iter().enumerate() {
+        let r = Request::get(path).header("x-request-id", &format!("raw-{i}")).send(envoy.port(LISTENER_PORT)).unwrap();
+        assert_eq!(r.status, 200, "{path}");
+    }
+    assert_eq!(upstream.requests().len(), spellings.len());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while access_lines(&envoy).len() < spellings.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(access_lines(&envoy), vec!["-"; spellings.len()], "unlogged without normalization");
+}

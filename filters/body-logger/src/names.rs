@@ -94,6 +94,9 @@ pub const DEFAULT_HARMLESS_FIELDS: &[&str] = &[
     "obsession",
 ];
 
+/// Where a name splits into segments.
+const SEPARATORS: [char; 5] = ['.', '[', ']', ':', '/'];
+
 /// The longest normalised segment kept on the stack; longer ones go to the heap.
 const INLINE: usize = 96;
 
@@ -101,6 +104,8 @@ const INLINE: usize = 96;
 #[derive(Clone, Debug)]
 pub struct NameRule {
     exact: Vec<Vec<u8>>,
+    /// Exact names that span segments (`user.password`): compared with the whole name.
+    exact_whole: Vec<Vec<u8>>,
     /// Longest first, so `refresh_token_expires_in` is blanked before `expires_in`.
     harmless: Vec<Vec<u8>>,
 }
@@ -114,19 +119,20 @@ pub enum Encoding {
 
 impl NameRule {
     pub fn new<S: AsRef<str>>(exact: &[S], harmless: &[S]) -> NameRule {
-        let norm = |list: &[S]| -> Vec<Vec<u8>> {
+        let norm = |list: &mut dyn Iterator<Item = &str>| -> Vec<Vec<u8>> {
             let mut out: Vec<Vec<u8>> = Vec::new();
             for s in list {
-                let n = normalize(s.as_ref().as_bytes());
+                let n = normalize(s.as_bytes());
                 if !n.is_empty() && !out.contains(&n) {
                     out.push(n);
                 }
             }
             out
         };
-        let mut harmless = norm(harmless);
+        let mut harmless = norm(&mut harmless.iter().map(AsRef::as_ref));
         harmless.sort_by_key(|h| std::cmp::Reverse(h.len()));
-        NameRule { exact: norm(exact), harmless }
+        let exact_whole = norm(&mut exact.iter().map(AsRef::as_ref).filter(|s| s.contains(SEPARATORS)));
+        NameRule { exact: norm(&mut exact.iter().map(AsRef::as_ref)), exact_whole, harmless }
     }
 
     /// Whether `name` (as it appears in the text, quotes and escapes other than `%XX` already
@@ -137,6 +143,8 @@ impl NameRule {
         let mut len = 0usize;
         let mut k = 0usize;
         let mut found = false;
+        // The whole name normalised, only when an exact name spans segments.
+        let mut whole: Option<Vec<u8>> = (!self.exact_whole.is_empty()).then(Vec::new);
         // One pass: decode, split at separators, normalise into the segment buffer; check each
         // segment as it ends (the end of the name ends the last one).
         loop {
@@ -159,8 +167,11 @@ impl NameRule {
                         let seg: &mut [u8] = if len <= INLINE { &mut inline[..len] } else { &mut heap[..] };
                         found |= self.segment_is_sensitive(seg);
                     }
-                    if found || byte.is_none() {
-                        return found;
+                    if byte.is_none() {
+                        return found || whole.is_some_and(|w| self.exact_whole.contains(&w));
+                    }
+                    if found {
+                        return true;
                     }
                     len = 0;
                     heap.clear();
@@ -174,6 +185,9 @@ impl NameRule {
                     } else {
                         b
                     };
+                    if let Some(w) = whole.as_mut() {
+                        w.push(c);
+                    }
                     if len < INLINE {
                         inline[len] = c;
                     } else {
@@ -357,6 +371,16 @@ mod tests {
         assert!(!r.is_sensitive(b"pass%77ord", Encoding::Plain), "no decoding where names are not encoded");
         assert!(!r.is_sensitive(b"%", Encoding::Percent));
         assert!(!r.is_sensitive(b"%4", Encoding::Percent));
+    }
+
+    #[test]
+    fn exact_names_that_span_segments_match_the_whole_name() {
+        let r = NameRule::new(&["user.data", "a[b]"], DEFAULT_HARMLESS_FIELDS);
+        assert!(r.is_sensitive(b"user.data", Encoding::Plain));
+        assert!(r.is_sensitive(b"User_Data", Encoding::Plain), "the whole name, normalised");
+        assert!(r.is_sensitive(b"a[b]", Encoding::Plain));
+        assert!(!r.is_sensitive(b"user", Encoding::Plain) && !r.is_sensitive(b"data", Encoding::Plain));
+        assert!(!r.is_sensitive(b"x.user.data", Encoding::Plain));
     }
 
     #[test]

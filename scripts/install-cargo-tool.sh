@@ -19,4 +19,5 @@ case "$installed" in
   *" $version"*) exit 0 ;;
 esac
 echo "installing $crate $version into tools/cargo (cargo install --locked)"
-cargo install --quiet --locked --root "$root/tools/cargo" "$crate@$version"
+# One build directory for every tool: crates they share (clap, serde, …) build once.
+cargo install --quiet --locked --root "$root/tools/cargo" --target-dir "$root/target/cargo-install" "$crate@$version"

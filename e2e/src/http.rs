@@ -96,7 +96,13 @@ impl Request {
 
     /// Send over plain TCP to 127.0.0.1:port.
     pub fn send(&self, port: u16) -> Result<Response, String> {
-        let stream = connect(port)?;
+        self.send_within(port, IO_TIMEOUT)
+    }
+
+    /// Send, giving up when a read or write waits longer than `timeout` (a request that may get
+    /// no answer at all).
+    pub fn send_within(&self, port: u16, timeout: Duration) -> Result<Response, String> {
+        let stream = connect_within(port, timeout)?;
         exchange(stream, &self.encode(&format!("localhost:{port}")), &self.method)
     }
 
@@ -124,10 +130,16 @@ pub fn get(port: u16, path: &str) -> Result<Response, String> {
     Request::get(path).send(port)
 }
 
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn connect(port: u16) -> Result<TcpStream, String> {
+    connect_within(port, IO_TIMEOUT)
+}
+
+fn connect_within(port: u16, timeout: Duration) -> Result<TcpStream, String> {
     let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     Ok(s)
 }
 

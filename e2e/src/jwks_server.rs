@@ -1,9 +1,11 @@
 //! A loopback JWKS server for jwt-auth's remote JWKS (`remote_jwks.http_uri`, cluster `jwks`,
-//! port [`crate::JWKS_PORT`]): serves a settable JWKS body to `GET <any path>`, counts every
-//! request, and can be told to fail the ways real ones do, while Envoy runs.
+//! port [`crate::JWKS_PORT`]): serves a settable JWKS body to `GET <any path>` (or a body set for
+//! that very path, for suites with one JWKS per provider), counts every request, and can be told
+//! to fail the ways real ones do, while Envoy runs.
 
 use crate::http::read_request;
 use crate::loopback::LoopbackServer;
+use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +27,8 @@ pub enum Mode {
 struct State {
     mode: Mode,
     body: String,
+    /// Bodies for given paths (query excluded); other paths get `body`.
+    paths: BTreeMap<String, String>,
     calls: usize,
 }
 
@@ -37,7 +41,8 @@ pub struct JwksServer {
 impl JwksServer {
     /// Listen on 127.0.0.1:port (0 = any free port), serving `body`.
     pub fn start(port: u16, body: &str) -> Result<JwksServer, String> {
-        let state = Arc::new(Mutex::new(State { mode: Mode::Serve, body: body.to_string(), calls: 0 }));
+        let state =
+            Arc::new(Mutex::new(State { mode: Mode::Serve, body: body.to_string(), paths: BTreeMap::new(), calls: 0 }));
         let st = state.clone();
         let server = LoopbackServer::start(port, move |conn, stop| serve(conn, &st, &stop))?;
         Ok(JwksServer { port: server.port, state, _server: server })
@@ -56,6 +61,13 @@ impl JwksServer {
         }
     }
 
+    /// Serve `body` to requests for `path` (exactly, query excluded) from now on.
+    pub fn set_path_body(&self, path: &str, body: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.paths.insert(path.to_string(), body.to_string());
+        }
+    }
+
     /// Requests received, whatever the answer.
     pub fn calls(&self) -> usize {
         self.state.lock().map(|s| s.calls).unwrap_or(0)
@@ -67,11 +79,13 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
     let Ok(mut writer) = conn.try_clone() else { return };
     let mut reader = BufReader::new(conn);
     loop {
-        let Ok(_request) = read_request(&mut reader) else { return };
+        let Ok(request) = read_request(&mut reader) else { return };
+        let path = request.path.split('?').next().unwrap_or_default();
         let (mode, body) = {
             let Ok(mut s) = state.lock() else { return };
             s.calls += 1;
-            (s.mode.clone(), s.body.clone())
+            let body = s.paths.get(path).unwrap_or(&s.body).clone();
+            (s.mode.clone(), body)
         };
         let answer = match mode {
             Mode::Serve => response(200, &body),

@@ -41,6 +41,20 @@ pub fn envoy_bin() -> PathBuf {
     repo_root().join("tools").join(format!("envoy-{version}")).join("envoy/_bin/envoy")
 }
 
+/// The version of the Envoy under test (`envoy_bin() --version`: `…/1.40.0/Clean/RELEASE/…`), for
+/// tests whose expectations differ between supported Envoy releases.
+pub fn envoy_version() -> Option<(u32, u32, u32)> {
+    let out = std::process::Command::new(envoy_bin()).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split('/').find_map(|part| {
+        let mut numbers = part.split('.').map(|n| n.parse::<u32>().ok());
+        match (numbers.next(), numbers.next(), numbers.next(), numbers.next()) {
+            (Some(Some(a)), Some(Some(b)), Some(Some(c)), None) => Some((a, b, c)),
+            _ => None,
+        }
+    })
+}
+
 /// Directory holding the built filters (`make build` writes them).
 pub fn dist_dir() -> PathBuf {
     repo_root().join("dist")

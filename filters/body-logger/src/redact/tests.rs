@@ -259,6 +259,8 @@ fn urls_path_parameters_and_header_values() {
     assert_eq!(n, 3);
     let (v, _) = red.redact_value(b"https://app.example/cb#access_token=s4&token_type=bearer");
     assert_eq!(v, format!("https://app.example/cb#access_token={R}&token_type=bearer"));
+    let (p, _) = red.redact_path(b"/cb?token=s10;tail&x=1");
+    assert_eq!(p, format!("/cb?token={R}&x=1"), "a `;` does not end a secret's value");
     let (v, _) = red.redact_value(b"https://app.example/?a=1&access_token=s5,more");
     assert_eq!(v, format!("https://app.example/?a=1&access_token={R}"), "a query value runs to `&`, not `,`");
     for h in ["x-goog-api-key", "api-key", "x-vault-token", "private-token", "X-Api-Key", "x_api_key"] {
@@ -361,4 +363,19 @@ fn the_property_fails_without_redaction() {
         secret: "Zqsecret123".into(),
     };
     assert!(crate::corpus::check_generated(&red, &case, None).is_err());
+}
+
+#[test]
+fn redacted_json_stays_json() {
+    // A URL in a JSON string: the value ends inside the string, its closing quote kept (the
+    // text pass used to run to the `,` after it, eating the quote).
+    for input in [
+        r#"{"url":"https://h/cb?token=abc","n":1}"#,
+        r#"{"u":"https://h/cb?a=1&access_token=abc#x","m":"password=abc","k":"a \"token\": \"abc\""}"#,
+        r#"{"Message":"{\"password\":\"abc\",\"x\":\"y\"}"}"#,
+    ] {
+        let out = body(BodyKind::Json, input);
+        assert!(!out.contains("abc"), "{out}");
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{input} -> {out}");
+    }
 }

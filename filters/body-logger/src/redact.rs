@@ -1023,7 +1023,10 @@ fn percent_decode(b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A child's redacted bytes, encoded back as its parent holds them.
+/// A child's redacted bytes, encoded back as its parent holds them. Encoding back can grow
+/// what the input held raw (`'` → `&apos;`, a control byte → `\u0001`, `/` → `%2F`), but no
+/// encoder escapes what the others emit but `\`, `&` and `;` (percent-encoded once, then left
+/// alone): nested layers add to the growth, never multiply it (`nested_layers_never_multiply_the_output`).
 fn encode(escape: Escape, b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len() + 16);
     match escape {

@@ -42,7 +42,7 @@ e2e: build envoy
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared -- -D warnings
+	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared -p probe -- -D warnings
 	$(MAKE) --no-print-directory doc
 
 ## doc: rustdoc with warnings as errors (broken links, bad HTML), natively and for wasm32

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build every filter under filters/ for wasm32-wasip1 and write dist/<filter>.wasm plus
-# dist/SHA256SUMS. WASM_OPT=on also runs `wasm-opt -Oz` (Debian's binaryen): off by default,
+# dist/SHA256SUMS (and the e2e suite's test-only dist/test/probe.wasm, never shipped).
+# WASM_OPT=on also runs `wasm-opt -Oz` (Debian's binaryen) on the filters: off by default,
 # because measured in Envoy 1.40 it cut the file by 18% but raised Envoy's RSS by ~9 MB with no
 # faster start (README, "Build profile and module size").
 set -euo pipefail
@@ -42,6 +43,13 @@ for f in "${filters[@]}"; do
   fi
 done
 (cd dist && sha256sum ./*.wasm | sed 's# \./# #' > SHA256SUMS)
+
+# The end-to-end suite's test-only module (e2e/probe, host capabilities in a real Envoy). Its own
+# cargo invocation, so it can never change the filters' bytes (no feature unification with
+# them), and written under dist/test/: outside dist/*.wasm, SHA256SUMS, releases and images.
+cargo build --release --locked --target "$target" -p probe
+mkdir -p dist/test
+cp "${CARGO_TARGET_DIR:-target}/$target/release/probe.wasm" dist/test/probe.wasm
 
 # The Istio manifests carry each module's digest. Locally they follow the build; in CI
 # (CI=true) a manifest that does not match the build fails it: commit the updated manifest.

@@ -115,12 +115,23 @@ impl Envoy {
 
     /// Spawn without waiting for readiness (for tests that expect Envoy to refuse a config).
     pub fn spawn(config_name: &str, opts: &EnvoyOptions) -> Result<Envoy, String> {
+        Self::spawn_path(&repo_root().join("envoy-configs").join(config_name), opts)
+    }
+
+    /// Start Envoy on a config outside `envoy-configs/` (a test-only one, e.g.
+    /// `e2e/probe/envoy.yaml`), with the same substitutions, and wait until it is ready.
+    pub fn start_path(template_path: &Path, opts: EnvoyOptions) -> Result<Envoy, String> {
+        let mut envoy = Self::spawn_path(template_path, &opts)?;
+        envoy.wait_ready(Duration::from_secs(60))?;
+        Ok(envoy)
+    }
+
+    fn spawn_path(template_path: &Path, opts: &EnvoyOptions) -> Result<Envoy, String> {
         let bin = envoy_bin();
         if !bin.exists() {
             return Err(format!("no Envoy at {} (run `make envoy`, or set ENVOY_BIN)", bin.display()));
         }
-        let template_path = repo_root().join("envoy-configs").join(config_name);
-        let template = fs::read_to_string(&template_path).map_err(|e| format!("{}: {e}", template_path.display()))?;
+        let template = fs::read_to_string(template_path).map_err(|e| format!("{}: {e}", template_path.display()))?;
         check_wasm_files_exist(&template)?;
         let mut ports = opts.preset_ports.clone();
         let mut config = if opts.fixed_ports {
@@ -136,7 +147,7 @@ impl Envoy {
         }
         let workdir = std::env::temp_dir().join(format!("e2e-envoy-{}-{}", std::process::id(), free_port()));
         fs::create_dir_all(&workdir).map_err(|e| e.to_string())?;
-        let config_path = workdir.join(config_file_name(config_name));
+        let config_path = workdir.join(config_file_name(&template_path.to_string_lossy()));
         fs::write(&config_path, config).map_err(|e| e.to_string())?;
         let (stdout, stderr) = if opts.log_to_terminal {
             (Stdio::inherit(), Stdio::inherit())

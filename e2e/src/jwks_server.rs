@@ -22,6 +22,9 @@ pub enum Mode {
     Status(u16),
     /// Close every connection without answering (a crashed or restarting server).
     Gone,
+    /// Answer nothing until the mode changes, then answer as the new mode says (to park
+    /// requests behind a fetch in flight for as long as a test needs).
+    Hold,
 }
 
 struct State {
@@ -81,12 +84,17 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
     loop {
         let Ok(request) = read_request(&mut reader) else { return };
         let path = request.path.split('?').next().unwrap_or_default();
-        let (mode, body) = {
+        let (mut mode, mut body) = {
             let Ok(mut s) = state.lock() else { return };
             s.calls += 1;
             let body = s.paths.get(path).unwrap_or(&s.body).clone();
             (s.mode.clone(), body)
         };
+        while mode == Mode::Hold && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+            let Ok(s) = state.lock() else { return };
+            (mode, body) = (s.mode.clone(), s.paths.get(path).unwrap_or(&s.body).clone());
+        }
         let answer = match mode {
             Mode::Serve => response(200, &body),
             Mode::Delay(ms) => {
@@ -99,7 +107,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
                 response(200, &body)
             }
             Mode::Status(code) => response(code, "{\"error\":\"unavailable\"}"),
-            Mode::Gone => {
+            Mode::Gone | Mode::Hold => {
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }

@@ -629,6 +629,49 @@ fn a_request_before_the_first_jwks_waits_for_it() {
 }
 
 #[test]
+fn requests_parked_together_are_each_decided_on_their_own_token() {
+    // One worker, and the first JWKS answer held back (with a fetch timeout long enough):
+    // every request below is parked in the same worker, then all are woken by the same key
+    // arrival. Each must get the answer its own token deserves.
+    let long_timeout: Edit = Box::new(|c| c.replace(r#""timeout": "2s""#, r#""timeout": "30s""#));
+    let s = start_with(Mode::Hold, 1, Some(long_timeout));
+    let good = token(Alg::RS256, &claims("parked"));
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut sig = jwt::b64_decode(parts[2], true).unwrap();
+    sig[7] ^= 1;
+    let forged = format!("{}.{}.{}", parts[0], parts[1], b64url(&sig));
+    let port = s.port();
+    let parked: Vec<_> = (0..6)
+        .map(|i| {
+            let (case, t) =
+                if i % 2 == 0 { (format!("good-{i}"), good.clone()) } else { (format!("forged-{i}"), forged.clone()) };
+            let path = format!("/api/parked/{case}");
+            let req = bearer(&path, &t).header("x-case", &case);
+            (case, path, std::thread::spawn(move || req.send(port)))
+        })
+        .collect();
+    eventually("all six requests parked in Envoy", Duration::from_secs(20), || {
+        s.envoy.stat("http.ingress.downstream_rq_active") >= 6
+    });
+    assert!(s.upstream.requests().is_empty(), "nothing passed before the keys came");
+    s.jwks.set_mode(Mode::Serve);
+    for (case, path, t) in parked {
+        let r = t.join().unwrap().unwrap();
+        if case.starts_with("good") {
+            assert_eq!(r.status, 200, "{case}: {r}");
+            let seen = s.seen(&case).unwrap_or_else(|| panic!("{case} reached the upstream"));
+            assert_eq!(seen.path, path, "{case}: its own request went on");
+        } else {
+            assert_401(&s, &r, &path, VERIFY_FAILS, &case);
+            assert!(s.seen(&case).is_none(), "{case} never reached the upstream");
+        }
+    }
+    if !filter_only("one JWKS fetch for the parked requests (jwt_authn fetches per worker)") {
+        assert_eq!(s.jwks.calls(), 1, "they all waited for the same fetch");
+    }
+}
+
+#[test]
 fn no_jwks_at_all_means_401_jwks_fetch_failed_never_a_hang() {
     let s = start_with(Mode::Gone, 2, None);
     let t = token(Alg::RS256, &claims("none"));

@@ -1,13 +1,25 @@
 //! The glue that registers a [`RootFilter`] with the proxy-wasm SDK: root and HTTP contexts
-//! delegate every callback to the filter with a [`ProxyWasmHost`]. Compiled for wasm only.
+//! delegate every callback to the filter with a [`ProxyWasmHost`], through this VM's
+//! [`Router`] (wakes, callout answers, resuming paused streams). Compiled for wasm only.
 
+use crate::abi;
 use crate::host::{Host, LogLevel};
 use crate::plugin::{Action, HttpFilter, RootFilter};
 use crate::proxy::ProxyWasmHost;
 use crate::reply;
-use proxy_wasm::hostcalls;
+use crate::routing::{Router, StreamHandle};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType};
+use proxy_wasm::types::{BufferType, ContextType, StreamType};
+
+thread_local! {
+    /// This VM's streams and queued wakes (a VM is one worker; every root in it shares this).
+    static ROUTER: Router = Router::new();
+}
+
+/// [`Host::wake`] for [`ProxyWasmHost`]: queued, delivered when the current callback returns.
+pub(crate) fn wake(context_id: u32) {
+    let _ = ROUTER.try_with(|r| r.wake(context_id));
+}
 
 /// Register `R` as this module's root context. Call from `proxy_wasm::main!`.
 pub fn start<R: RootFilter + Default + 'static>() {
@@ -19,10 +31,7 @@ pub fn start<R: RootFilter + Default + 'static>() {
 /// dead: say so loudly, with the filter's name, at critical.
 fn install_panic_hook(name: &'static str) {
     std::panic::set_hook(Box::new(move |info| {
-        let _ = hostcalls::log(
-            proxy_wasm::types::LogLevel::Critical,
-            &format!("{name}: panic, this VM can no longer serve requests: {info}"),
-        );
+        let _ = abi::log(LogLevel::Critical, &format!("{name}: panic, this VM can no longer serve requests: {info}"));
     }));
 }
 
@@ -36,14 +45,20 @@ struct RootAdapter<R> {
 
 impl<R: RootFilter> Context for RootAdapter<R> {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) {
-        self.filter.on_http_call_response(&ProxyWasmHost, token, num_headers, body_size, num_trailers);
+        let root = &mut self.filter;
+        ROUTER.with(|r| r.on_http_call_response(root, &ProxyWasmHost, token, num_headers, body_size, num_trailers));
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, message_size: usize) {
+        let root = &mut self.filter;
+        ROUTER.with(|r| r.on_grpc_call_response(root, &ProxyWasmHost, token, status_code, message_size));
     }
 }
 
 impl<R: RootFilter + 'static> RootContext for RootAdapter<R> {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let host = ProxyWasmHost;
-        let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten();
+        let raw = abi::buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten();
         match self.filter.configure(&host, raw.as_deref()) {
             Ok(()) => {
                 host.log(LogLevel::Info, &format!("{} {}: configured", R::NAME, env!("CARGO_PKG_VERSION")));
@@ -57,13 +72,14 @@ impl<R: RootFilter + 'static> RootContext for RootAdapter<R> {
     }
 
     fn on_tick(&mut self) {
-        self.filter.on_tick(&ProxyWasmHost);
+        let root = &mut self.filter;
+        ROUTER.with(|r| r.on_tick(root, &ProxyWasmHost));
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // The SDK panics on `None`: always hand back a context.
         match self.filter.new_http_filter(context_id) {
-            Some(f) => Some(Box::new(HttpAdapter { filter: f })),
+            Some(f) => Some(Box::new(HttpAdapter { stream: ROUTER.with(|r| StreamHandle::new(r, context_id, f)) })),
             None => Some(Box::new(Unconfigured { name: R::NAME })),
         }
     }
@@ -73,37 +89,53 @@ impl<R: RootFilter + 'static> RootContext for RootAdapter<R> {
     }
 }
 
-struct HttpAdapter<F> {
-    filter: F,
+struct HttpAdapter<F: HttpFilter + 'static> {
+    stream: StreamHandle<F>,
 }
 
-impl<F: HttpFilter> Context for HttpAdapter<F> {
-    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) {
-        self.filter.on_http_call_response(&ProxyWasmHost, token, num_headers, body_size, num_trailers);
+impl<F: HttpFilter + 'static> Drop for HttpAdapter<F> {
+    /// The SDK deletes the context: no wake or answer may reach it any more.
+    fn drop(&mut self) {
+        let id = self.stream.context_id();
+        let _ = ROUTER.try_with(|r| r.unregister(id));
     }
 }
 
-impl<F: HttpFilter> HttpContext for HttpAdapter<F> {
+impl<F: HttpFilter + 'static> Context for HttpAdapter<F> {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) {
+        ROUTER.with(|r| {
+            self.stream.on_http_call_response(r, &ProxyWasmHost, token, num_headers, body_size, num_trailers);
+        });
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, message_size: usize) {
+        ROUTER.with(|r| {
+            self.stream.on_grpc_call_response(r, &ProxyWasmHost, token, status_code, message_size);
+        });
+    }
+}
+
+impl<F: HttpFilter + 'static> HttpContext for HttpAdapter<F> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.filter.on_request_headers(&ProxyWasmHost, end_of_stream)
+        ROUTER.with(|r| self.stream.on_request_headers(r, &ProxyWasmHost, end_of_stream))
     }
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.filter.on_request_body(&ProxyWasmHost, body_size, end_of_stream)
+        ROUTER.with(|r| self.stream.on_request_body(r, &ProxyWasmHost, body_size, end_of_stream))
     }
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        self.filter.on_request_trailers(&ProxyWasmHost)
+        ROUTER.with(|r| self.stream.on_request_trailers(r, &ProxyWasmHost))
     }
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.filter.on_response_headers(&ProxyWasmHost, end_of_stream)
+        ROUTER.with(|r| self.stream.on_response_headers(r, &ProxyWasmHost, end_of_stream))
     }
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.filter.on_response_body(&ProxyWasmHost, body_size, end_of_stream)
+        ROUTER.with(|r| self.stream.on_response_body(r, &ProxyWasmHost, body_size, end_of_stream))
     }
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        self.filter.on_response_trailers(&ProxyWasmHost)
+        ROUTER.with(|r| self.stream.on_response_trailers(r, &ProxyWasmHost))
     }
     fn on_log(&mut self) {
-        self.filter.on_log(&ProxyWasmHost);
+        ROUTER.with(|r| self.stream.on_log(r, &ProxyWasmHost));
     }
 }
 
@@ -120,7 +152,7 @@ impl HttpContext for Unconfigured {
         let body = format!("{}: filter is not configured", self.name);
         if reply::send_text(&host, 503, &body, &[]).is_err() {
             // Never let the request through unfiltered.
-            let _ = hostcalls::reset_http_request();
+            let _ = abi::close_stream(StreamType::HttpRequest);
         }
         Action::Pause
     }

@@ -68,6 +68,10 @@ impl std::fmt::Display for HostError {
 
 /// Everything a filter may ask of the proxy. Header values are bytes: upstreams and clients
 /// send obs-text (0x80–0xFF) and the SDK's `String` getters would trap the VM on it.
+///
+/// A new method is implemented by `ProxyWasmHost` and the emulator's `ContextHost`
+/// (`proxytest.rs`, with a `HostCall` kind), and forwarded by `routing.rs`'s `Tracking` and
+/// by `MockHost` (a test fails for a kind they miss).
 pub trait Host {
     fn now(&self) -> SystemTime;
     fn log(&self, level: LogLevel, message: &str);
@@ -88,8 +92,8 @@ pub trait Host {
     fn send_local_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError>;
     fn resume_request(&self) -> Result<(), HostError>;
     fn resume_response(&self) -> Result<(), HostError>;
-    /// Make later calls address the stream `context_id` (proxy-wasm `set_effective_context`):
-    /// how a root context resumes, decorates or answers a request an HTTP context paused.
+    /// Make later calls address the stream `context_id` (proxy-wasm `set_effective_context`).
+    /// To let a paused stream go on, prefer [`Host::wake`]: the stream then decides itself.
     /// Fails when that stream is gone. The default refuses, so other hosts stay compatible.
     fn set_effective_context(&self, _context_id: u32) -> Result<(), HostError> {
         Err(HostError::Failure)

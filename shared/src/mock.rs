@@ -1,90 +1,67 @@
-//! A native [`Host`] for unit tests, in the spirit of the Go SDK's `proxytest`: set headers,
-//! bodies, properties and the clock; drive a filter's callbacks; read back what it did
-//! (headers, local replies, logs, metrics, shared data, HTTP calls).
-//!
-//! Shared data follows Envoy's semantics: a CAS token of `None`/`0` writes unconditionally, a
-//! stale token fails with `CasMismatch`, and a key's first creation is not CAS-protected.
+//! A bare [`Host`] for code that takes a `&dyn Host` directly (shared-data helpers, fetch and
+//! lease logic, a configuration refused before any stream): one stream context of its own
+//! emulated worker, with setters and readers for that context. To drive a filter's requests,
+//! use [`crate::proxytest::Worker`], which keeps every stream's state apart.
 
 use crate::host::{BodyKind, HeaderMapKind, Host, HostError, LogLevel, MetricKind};
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use crate::proxytest::{ContextHost, HttpCall, Proxy};
 use std::time::{Duration, SystemTime};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LocalResponse {
-    pub status: u32,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+pub use crate::proxytest::LocalResponse;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpCall {
-    pub token: u32,
-    pub cluster: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<Vec<u8>>,
-    pub timeout: Duration,
-}
-
-#[derive(Default)]
-struct State {
-    now: Option<SystemTime>,
-    log_level: Option<LogLevel>,
-    maps: HashMap<HeaderMapKind, Vec<(String, Vec<u8>)>>,
-    bodies: HashMap<BodyKind, Vec<u8>>,
-    properties: HashMap<Vec<String>, Vec<u8>>,
-    /// What the filter wrote through `Host::set_property`, in order.
-    properties_written: Vec<(Vec<String>, Vec<u8>)>,
-    logs: Vec<(LogLevel, String)>,
-    local_response: Option<LocalResponse>,
-    resumed_requests: usize,
-    resumed_responses: usize,
-    shared: HashMap<String, (Vec<u8>, u32)>,
-    next_cas: u32,
-    http_calls: Vec<HttpCall>,
-    fail_http_calls: bool,
-    tick_period: Option<Duration>,
-    metric_names: Vec<(String, MetricKind)>,
-    metric_values: BTreeMap<u32, i64>,
-    fail_header_writes: bool,
-    effective_context: Option<u32>,
-    /// Streams that no longer exist: `set_effective_context` to them fails.
-    gone_contexts: Vec<u32>,
-    resumed_contexts: Vec<Option<u32>>,
-    context_replies: Vec<(u32, LocalResponse)>,
-}
-
-#[derive(Default)]
 pub struct MockHost {
-    state: RefCell<State>,
+    proxy: Proxy,
+    host: ContextHost,
+}
+
+impl Default for MockHost {
+    fn default() -> Self {
+        MockHost::new()
+    }
 }
 
 impl MockHost {
-    pub fn new() -> Self {
-        Self::default()
+    /// A host on a proxy of its own.
+    pub fn new() -> MockHost {
+        MockHost::on(&Proxy::new())
     }
 
-    // ---- time -------------------------------------------------------------------------------
+    /// A host of another worker on `proxy` (its shared data, clock and metrics).
+    pub fn on(proxy: &Proxy) -> MockHost {
+        MockHost { proxy: proxy.clone(), host: proxy.host() }
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    // ---- time, logs, metrics -------------------------------------------------------------------
     pub fn set_now(&self, t: SystemTime) {
-        self.state.borrow_mut().now = Some(t);
+        self.proxy.set_now(t);
     }
     pub fn advance(&self, d: Duration) {
-        let now = self.now();
-        self.set_now(now + d);
+        self.proxy.advance(d);
     }
     pub fn set_log_level(&self, level: LogLevel) {
-        self.state.borrow_mut().log_level = Some(level);
+        self.proxy.set_log_level(level);
+    }
+    pub fn logs(&self) -> Vec<(LogLevel, String)> {
+        self.proxy.logs()
+    }
+    /// Current value of the metric with that full name; `None` if never defined.
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        self.proxy.metric(name)
     }
 
-    // ---- headers ----------------------------------------------------------------------------
+    // ---- this context's headers, bodies, properties ----------------------------------------
     /// Replace a whole header map (names are lowercased, as Envoy presents them).
     pub fn set_headers(&self, map: HeaderMapKind, pairs: &[(&str, &str)]) {
         let v = pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect();
-        self.state.borrow_mut().maps.insert(map, v);
+        self.host.own(|c| c.maps.insert(map, v));
     }
     pub fn set_headers_bytes(&self, map: HeaderMapKind, pairs: &[(&str, &[u8])]) {
         let v = pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_vec())).collect();
-        self.state.borrow_mut().maps.insert(map, v);
+        self.host.own(|c| c.maps.insert(map, v));
     }
     pub fn set_request_headers(&self, pairs: &[(&str, &str)]) {
         self.set_headers(HeaderMapKind::RequestHeaders, pairs);
@@ -95,232 +72,106 @@ impl MockHost {
     /// Every value of `name`, lossily decoded.
     pub fn header_values(&self, map: HeaderMapKind, name: &str) -> Vec<String> {
         let name = name.to_ascii_lowercase();
-        let st = self.state.borrow();
-        st.maps
-            .get(&map)
-            .map(|v| {
-                v.iter().filter(|(k, _)| *k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned()).collect()
-            })
-            .unwrap_or_default()
+        self.host.own(|c| {
+            c.maps
+                .get(&map)
+                .map(|v| {
+                    v.iter().filter(|(k, _)| *k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned()).collect()
+                })
+                .unwrap_or_default()
+        })
     }
     pub fn response_header_values(&self, name: &str) -> Vec<String> {
         self.header_values(HeaderMapKind::ResponseHeaders, name)
     }
     /// Make every header write fail, to test a filter's answer to host errors.
     pub fn fail_header_writes(&self, fail: bool) {
-        self.state.borrow_mut().fail_header_writes = fail;
+        self.host.fail_header_writes(fail);
     }
-
-    // ---- bodies, properties -------------------------------------------------------------------
     pub fn set_body(&self, body: BodyKind, bytes: &[u8]) {
-        self.state.borrow_mut().bodies.insert(body, bytes.to_vec());
+        match body {
+            BodyKind::Request => self.host.own(|c| c.request_body = bytes.to_vec()),
+            BodyKind::Response => self.host.own(|c| c.response_body = bytes.to_vec()),
+            // Callout answers belong to a worker: use `proxytest::Worker::answer_http_call`.
+            BodyKind::HttpCallResponse | BodyKind::GrpcReceive => {}
+        }
     }
     pub fn set_property(&self, path: &[&str], value: &[u8]) {
         let key = path.iter().map(|s| s.to_string()).collect();
-        self.state.borrow_mut().properties.insert(key, value.to_vec());
+        self.host.own(|c| c.properties.insert(key, value.to_vec()));
     }
 
-    // ---- what the filter did -------------------------------------------------------------------
-    pub fn logs(&self) -> Vec<(LogLevel, String)> {
-        self.state.borrow().logs.clone()
-    }
+    // ---- what the code did -------------------------------------------------------------------
     pub fn local_response(&self) -> Option<LocalResponse> {
-        self.state.borrow().local_response.clone()
+        self.host.own(|c| c.local_reply.clone())
     }
-    /// Forget the local reply, to send another request through the same host (and its shared
-    /// data).
-    pub fn clear_local_response(&self) {
-        self.state.borrow_mut().local_response = None;
-    }
-    pub fn resumed_requests(&self) -> usize {
-        self.state.borrow().resumed_requests
-    }
-    pub fn resumed_responses(&self) -> usize {
-        self.state.borrow().resumed_responses
-    }
-    /// The effective context of every `resume_request` (`None`: the stream's own callback).
-    pub fn resumed_contexts(&self) -> Vec<Option<u32>> {
-        self.state.borrow().resumed_contexts.clone()
-    }
-    /// Local replies sent after `set_effective_context(id)`, as `(id, reply)`.
-    pub fn context_replies(&self) -> Vec<(u32, LocalResponse)> {
-        self.state.borrow().context_replies.clone()
-    }
-    /// The context set by the last `set_effective_context`.
-    pub fn effective_context(&self) -> Option<u32> {
-        self.state.borrow().effective_context
-    }
-    /// Back in a stream's own callback: later calls address that stream again.
-    pub fn clear_effective_context(&self) {
-        self.state.borrow_mut().effective_context = None;
-    }
-    /// The stream `context_id` ended: `set_effective_context` to it fails from now on.
-    pub fn end_context(&self, context_id: u32) {
-        self.state.borrow_mut().gone_contexts.push(context_id);
+    /// Every `Host::set_property` made, in order (path, value).
+    pub fn properties_written(&self) -> Vec<(Vec<String>, Vec<u8>)> {
+        self.host.own(|c| c.properties_written.clone())
     }
     pub fn http_calls(&self) -> Vec<HttpCall> {
-        self.state.borrow().http_calls.clone()
+        self.host.http_calls()
     }
     pub fn fail_http_calls(&self, fail: bool) {
-        self.state.borrow_mut().fail_http_calls = fail;
-    }
-    /// Every `Host::set_property` the filter made, in order (path, value).
-    pub fn properties_written(&self) -> Vec<(Vec<String>, Vec<u8>)> {
-        self.state.borrow().properties_written.clone()
+        self.host.fail_http_calls(fail);
     }
     pub fn tick_period(&self) -> Option<Duration> {
-        self.state.borrow().tick_period
-    }
-    /// Current value of the metric with that full name; `None` if never defined.
-    pub fn metric(&self, name: &str) -> Option<i64> {
-        let st = self.state.borrow();
-        let id = st.metric_names.iter().position(|(n, _)| n == name)?;
-        Some(st.metric_values.get(&(id as u32)).copied().unwrap_or(0))
+        self.host.tick_period()
     }
 }
 
 impl Host for MockHost {
     fn now(&self) -> SystemTime {
-        // A fixed, recognisable default instant so tests are deterministic.
-        self.state.borrow().now.unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        self.host.now()
     }
-
     fn log(&self, level: LogLevel, message: &str) {
-        self.state.borrow_mut().logs.push((level, message.to_string()));
+        self.host.log(level, message)
     }
-
     fn log_level(&self) -> LogLevel {
-        self.state.borrow().log_level.unwrap_or(LogLevel::Trace)
+        self.host.log_level()
     }
-
     fn header(&self, map: HeaderMapKind, name: &str) -> Option<Vec<u8>> {
-        let name = name.to_ascii_lowercase();
-        let st = self.state.borrow();
-        st.maps.get(&map)?.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        self.host.header(map, name)
     }
-
     fn headers(&self, map: HeaderMapKind) -> Vec<(String, Vec<u8>)> {
-        self.state.borrow().maps.get(&map).cloned().unwrap_or_default()
+        self.host.headers(map)
     }
-
     fn set_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        let mut st = self.state.borrow_mut();
-        if st.fail_header_writes {
-            return Err(HostError::BadArgument);
-        }
-        let name = name.to_ascii_lowercase();
-        let entries = st.maps.entry(map).or_default();
-        entries.retain(|(k, _)| *k != name);
-        entries.push((name, value.to_vec()));
-        Ok(())
+        self.host.set_header(map, name, value)
     }
-
     fn add_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        let mut st = self.state.borrow_mut();
-        if st.fail_header_writes {
-            return Err(HostError::BadArgument);
-        }
-        st.maps.entry(map).or_default().push((name.to_ascii_lowercase(), value.to_vec()));
-        Ok(())
+        self.host.add_header(map, name, value)
     }
-
     fn remove_header(&self, map: HeaderMapKind, name: &str) -> Result<(), HostError> {
-        let mut st = self.state.borrow_mut();
-        if st.fail_header_writes {
-            return Err(HostError::BadArgument);
-        }
-        let name = name.to_ascii_lowercase();
-        st.maps.entry(map).or_default().retain(|(k, _)| *k != name);
-        Ok(())
+        self.host.remove_header(map, name)
     }
-
     fn body(&self, body: BodyKind, start: usize, max_size: usize) -> Option<Vec<u8>> {
-        let st = self.state.borrow();
-        let b = st.bodies.get(&body)?;
-        let start = start.min(b.len());
-        let end = start.saturating_add(max_size).min(b.len());
-        Some(b[start..end].to_vec())
+        self.host.body(body, start, max_size)
     }
-
     fn send_local_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
-        let mut st = self.state.borrow_mut();
-        if let Some(id) = st.effective_context {
-            if st.context_replies.iter().any(|(c, _)| *c == id) {
-                return Err(HostError::BadArgument);
-            }
-            let reply = LocalResponse {
-                status,
-                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                body: body.to_vec(),
-            };
-            st.context_replies.push((id, reply));
-            return Ok(());
-        }
-        if st.local_response.is_some() {
-            // Envoy refuses a second local reply for the same stream.
-            return Err(HostError::BadArgument);
-        }
-        st.local_response = Some(LocalResponse {
-            status,
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            body: body.to_vec(),
-        });
-        Ok(())
+        self.host.send_local_response(status, headers, body)
     }
-
     fn resume_request(&self) -> Result<(), HostError> {
-        let mut st = self.state.borrow_mut();
-        st.resumed_requests += 1;
-        let ctx = st.effective_context;
-        st.resumed_contexts.push(ctx);
-        Ok(())
+        self.host.resume_request()
     }
-
-    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
-        let mut st = self.state.borrow_mut();
-        if st.gone_contexts.contains(&context_id) {
-            return Err(HostError::NotFound);
-        }
-        st.effective_context = Some(context_id);
-        Ok(())
-    }
-
     fn resume_response(&self) -> Result<(), HostError> {
-        self.state.borrow_mut().resumed_responses += 1;
-        Ok(())
+        self.host.resume_response()
     }
-
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        self.host.set_effective_context(context_id)
+    }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        let key: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-        self.state.borrow().properties.get(&key).cloned()
+        self.host.property(path)
     }
-
     fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
-        let key: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-        self.state.borrow_mut().properties_written.push((key, value.to_vec()));
-        Ok(())
+        self.host.set_property(path, value)
     }
-
     fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.state.borrow().shared.get(key) {
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        }
+        self.host.shared_data(key)
     }
-
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
-        let mut st = self.state.borrow_mut();
-        if let (Some(cas), Some((_, current))) = (cas.filter(|c| *c != 0), st.shared.get(key)) {
-            if cas != *current {
-                return Err(HostError::CasMismatch);
-            }
-        }
-        st.next_cas = st.next_cas.wrapping_add(1).max(1);
-        let next = st.next_cas;
-        st.shared.insert(key.to_string(), (value.to_vec(), next));
-        Ok(())
+        self.host.set_shared_data(key, value, cas)
     }
-
     fn dispatch_http_call(
         &self,
         cluster: &str,
@@ -328,41 +179,42 @@ impl Host for MockHost {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        let mut st = self.state.borrow_mut();
-        if st.fail_http_calls {
-            return Err(HostError::BadArgument);
-        }
-        let token = st.http_calls.len() as u32 + 1;
-        st.http_calls.push(HttpCall {
-            token,
-            cluster: cluster.to_string(),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            body: body.map(<[u8]>::to_vec),
-            timeout,
-        });
-        Ok(token)
+        self.host.dispatch_http_call(cluster, headers, body, timeout)
     }
-
+    fn dispatch_grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        self.host.dispatch_grpc_call(cluster, service, method, initial_metadata, message, timeout)
+    }
+    fn call_status(&self) -> Result<(u32, Vec<u8>), HostError> {
+        self.host.call_status()
+    }
+    fn set_headers(&self, map: HeaderMapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
+        self.host.set_headers(map, pairs)
+    }
+    fn random(&self, buf: &mut [u8]) -> Result<(), HostError> {
+        self.host.random(buf)
+    }
+    fn wake(&self, context_id: u32) -> Result<(), HostError> {
+        self.host.wake(context_id)
+    }
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
-        self.state.borrow_mut().tick_period = Some(period);
-        Ok(())
+        self.host.set_tick_period(period)
     }
-
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
-        let mut st = self.state.borrow_mut();
-        if let Some(id) = st.metric_names.iter().position(|(n, _)| n == name) {
-            return Ok(id as u32);
-        }
-        st.metric_names.push((name.to_string(), kind));
-        Ok(st.metric_names.len() as u32 - 1)
+        self.host.define_metric(kind, name)
     }
-
     fn increment_metric(&self, id: u32, delta: i64) {
-        *self.state.borrow_mut().metric_values.entry(id).or_insert(0) += delta;
+        self.host.increment_metric(id, delta)
     }
-
     fn record_metric(&self, id: u32, value: u64) {
-        self.state.borrow_mut().metric_values.insert(id, value as i64);
+        self.host.record_metric(id, value)
     }
 }
 
@@ -386,6 +238,11 @@ mod tests {
         h.set_shared_data("k", b"d", None).unwrap();
         h.set_shared_data("k", b"e", Some(0)).unwrap();
         assert_eq!(h.shared_data("k").0.as_deref(), Some(&b"e"[..]));
+        // An empty value reads back as no value, with its token (as Envoy hands it over).
+        h.set_shared_data("k", b"", None).unwrap();
+        let (v, cas) = h.shared_data("k");
+        assert_eq!(v, None);
+        assert!(cas.is_some());
     }
 
     #[test]
@@ -417,5 +274,13 @@ mod tests {
         let t0 = h.now();
         h.advance(Duration::from_secs(5));
         assert_eq!(h.now().duration_since(t0).unwrap(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_second_local_reply_is_refused() {
+        let h = MockHost::new();
+        h.send_local_response(401, &[], b"no").unwrap();
+        assert_eq!(h.send_local_response(500, &[], b"again"), Err(HostError::BadArgument));
+        assert_eq!(h.local_response().unwrap().status, 401);
     }
 }

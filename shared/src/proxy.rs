@@ -1,12 +1,11 @@
-//! The real host: [`Host`] over `proxy_wasm::hostcalls`. Compiled for wasm only; the SDK glue
-//! that drives a [`crate::RootFilter`] is in [`crate::glue`].
-//!
-//! Only the `Result`-returning hostcalls are used, and only their byte variants: the SDK's
-//! trait defaults `unwrap()`, and its `String` getters trap the VM on non-UTF-8 header bytes.
+//! The real host: [`Host`] over the proxy-wasm ABI through [`crate::abi`], whose wrappers turn
+//! every host status into a `Result` (the SDK's own `hostcalls` panic on unexpected statuses and
+//! unwrap UTF-8). Compiled for wasm only; the SDK glue that drives a [`crate::RootFilter`] is in
+//! [`crate::glue`].
 
+use crate::abi;
 use crate::host::{BodyKind, HeaderMapKind, Host, HostError, LogLevel, MetricKind};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+use proxy_wasm::types::{BufferType, MapType, MetricType, StreamType};
 use std::time::{Duration, SystemTime};
 
 pub struct ProxyWasmHost;
@@ -23,67 +22,57 @@ fn map_type(map: HeaderMapKind) -> MapType {
     }
 }
 
-fn host_error(status: Status) -> HostError {
-    match status {
-        Status::CasMismatch => HostError::CasMismatch,
-        Status::NotFound => HostError::NotFound,
-        Status::BadArgument => HostError::BadArgument,
-        _ => HostError::Failure,
-    }
-}
-
-fn proxy_level(level: LogLevel) -> proxy_wasm::types::LogLevel {
-    use proxy_wasm::types::LogLevel as L;
-    match level {
-        LogLevel::Trace => L::Trace,
-        LogLevel::Debug => L::Debug,
-        LogLevel::Info => L::Info,
-        LogLevel::Warn => L::Warn,
-        LogLevel::Error => L::Error,
-        LogLevel::Critical => L::Critical,
-    }
-}
-
 impl Host for ProxyWasmHost {
     fn now(&self) -> SystemTime {
-        hostcalls::get_current_time().unwrap_or(SystemTime::UNIX_EPOCH)
+        abi::current_time_nanos()
+            .map_or(SystemTime::UNIX_EPOCH, |nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
     }
 
     fn log(&self, level: LogLevel, message: &str) {
-        let _ = hostcalls::log(proxy_level(level), message);
+        let _ = abi::log(level, message);
     }
 
     fn log_level(&self) -> LogLevel {
-        use proxy_wasm::types::LogLevel as L;
-        match hostcalls::get_log_level() {
-            Ok(L::Trace) => LogLevel::Trace,
-            Ok(L::Debug) => LogLevel::Debug,
-            Ok(L::Info) => LogLevel::Info,
-            Ok(L::Warn) => LogLevel::Warn,
-            Ok(L::Error) => LogLevel::Error,
-            Ok(L::Critical) => LogLevel::Critical,
-            Err(_) => LogLevel::Info,
-        }
+        abi::log_level().unwrap_or(LogLevel::Info)
     }
 
     fn header(&self, map: HeaderMapKind, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(map_type(map), name).ok().flatten()
+        abi::header_map_value(map_type(map), name).ok().flatten()
     }
 
+    /// Names are text in this API. Envoy's codecs only admit token characters in names, so a
+    /// name that is not UTF-8 cannot arrive over HTTP; should a host produce one anyway, its
+    /// non-ASCII bytes read as U+FFFD rather than trapping or dropping the header.
     fn headers(&self, map: HeaderMapKind) -> Vec<(String, Vec<u8>)> {
-        hostcalls::get_map_bytes(map_type(map)).unwrap_or_default()
+        abi::header_map_pairs(map_type(map))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| {
+                let name = String::from_utf8(name).unwrap_or_else(|e| {
+                    e.as_bytes()
+                        .iter()
+                        .map(|&b| if b.is_ascii() { char::from(b) } else { char::REPLACEMENT_CHARACTER })
+                        .collect()
+                });
+                (name, value)
+            })
+            .collect()
     }
 
     fn set_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        hostcalls::set_map_value_bytes(map_type(map), name, Some(value)).map_err(host_error)
+        abi::replace_header_map_value(map_type(map), name, value)
     }
 
     fn add_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        hostcalls::add_map_value_bytes(map_type(map), name, value).map_err(host_error)
+        abi::add_header_map_value(map_type(map), name, value)
     }
 
     fn remove_header(&self, map: HeaderMapKind, name: &str) -> Result<(), HostError> {
-        hostcalls::remove_map_value(map_type(map), name).map_err(host_error)
+        abi::remove_header_map_value(map_type(map), name)
+    }
+
+    fn set_headers(&self, map: HeaderMapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
+        abi::set_header_map_pairs(map_type(map), pairs)
     }
 
     fn body(&self, body: BodyKind, start: usize, max_size: usize) -> Option<Vec<u8>> {
@@ -93,39 +82,39 @@ impl Host for ProxyWasmHost {
             BodyKind::HttpCallResponse => BufferType::HttpCallResponseBody,
             BodyKind::GrpcReceive => BufferType::GrpcReceiveBuffer,
         };
-        hostcalls::get_buffer(buffer, start, max_size).ok().flatten()
+        abi::buffer(buffer, start, max_size).ok().flatten()
     }
 
     fn send_local_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
-        hostcalls::send_http_response(status, headers.to_vec(), Some(body)).map_err(host_error)
+        abi::send_local_response(status, headers, body)
     }
 
     fn resume_request(&self) -> Result<(), HostError> {
-        hostcalls::resume_http_request().map_err(host_error)
+        abi::continue_stream(StreamType::HttpRequest)
     }
 
     fn resume_response(&self) -> Result<(), HostError> {
-        hostcalls::resume_http_response().map_err(host_error)
+        abi::continue_stream(StreamType::HttpResponse)
     }
 
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
-        hostcalls::set_effective_context(context_id).map_err(host_error)
+        abi::set_effective_context(context_id)
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok().flatten()
+        abi::property(path).ok().flatten()
     }
 
     fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
-        hostcalls::set_property(path.to_vec(), Some(value)).map_err(host_error)
+        abi::set_property(path, value)
     }
 
     fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        hostcalls::get_shared_data(key).unwrap_or((None, None))
+        abi::shared_data(key).unwrap_or((None, None))
     }
 
     fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
-        hostcalls::set_shared_data(key, Some(value), cas).map_err(host_error)
+        abi::set_shared_data(key, value, cas)
     }
 
     fn dispatch_http_call(
@@ -135,11 +124,36 @@ impl Host for ProxyWasmHost {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, vec![], timeout).map_err(host_error)
+        abi::dispatch_http_call(cluster, headers, body, timeout)
+    }
+
+    fn dispatch_grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        abi::dispatch_grpc_call(cluster, service, method, initial_metadata, message, timeout)
+    }
+
+    fn call_status(&self) -> Result<(u32, Vec<u8>), HostError> {
+        abi::call_status()
+    }
+
+    fn random(&self, buf: &mut [u8]) -> Result<(), HostError> {
+        abi::random(buf)
+    }
+
+    fn wake(&self, context_id: u32) -> Result<(), HostError> {
+        crate::glue::wake(context_id);
+        Ok(())
     }
 
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
-        hostcalls::set_tick_period(period).map_err(host_error)
+        abi::set_tick_period(period)
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
@@ -148,14 +162,14 @@ impl Host for ProxyWasmHost {
             MetricKind::Gauge => MetricType::Gauge,
             MetricKind::Histogram => MetricType::Histogram,
         };
-        hostcalls::define_metric(kind, name).map_err(host_error)
+        abi::define_metric(kind, name)
     }
 
     fn increment_metric(&self, id: u32, delta: i64) {
-        let _ = hostcalls::increment_metric(id, delta);
+        let _ = abi::increment_metric(id, delta);
     }
 
     fn record_metric(&self, id: u32, value: u64) {
-        let _ = hostcalls::record_metric(id, value);
+        let _ = abi::record_metric(id, value);
     }
 }

@@ -1,7 +1,8 @@
 //! Requests a worker holds paused until its root context can answer them — when a token or a
-//! key set arrives, or a deadline passes. The root then makes each one current again with
-//! [`crate::Host::set_effective_context`] and resumes or answers it. Bounded: when full, the
-//! caller answers at once instead of pausing.
+//! key set arrives, or a deadline passes. This is the root's index of whom to wake: it takes
+//! the ready ones and calls [`crate::Host::wake`] for each; the stream keeps its own wait
+//! state and decides in `on_wake`. Bounded: when full, the caller answers at once instead of
+//! pausing.
 
 use std::cell::RefCell;
 

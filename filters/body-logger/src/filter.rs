@@ -568,47 +568,47 @@ mod corpus_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::mock::MockHost;
+    use shared::proxytest::{Proxy, Worker};
     use shared::LogLevel;
 
-    fn make(json: &str) -> (MockHost, BodyLoggerRoot) {
-        let host = MockHost::new();
-        let mut root = BodyLoggerRoot::default();
-        root.configure(&host, Some(json.as_bytes())).unwrap();
-        (host, root)
+    type W = Worker<BodyLoggerRoot>;
+
+    fn make(json: &str) -> (Proxy, W) {
+        let p = Proxy::new();
+        let w = p.worker(json);
+        (p, w)
     }
 
-    fn lines(host: &MockHost) -> Vec<Value> {
-        host.logs()
+    fn lines(p: &Proxy) -> Vec<Value> {
+        p.logs()
             .into_iter()
             .filter(|(_, m)| m.starts_with('{'))
             .map(|(_, m)| serde_json::from_str(&m).unwrap())
             .collect()
     }
 
-    /// Drive one exchange; bodies are fed in `chunk`-byte pieces.
-    fn exchange(
-        host: &MockHost,
-        f: &mut BodyLogger,
-        req: (&[(&str, &str)], &[u8]),
-        resp: (&[(&str, &str)], &[u8]),
-        chunk: usize,
-    ) {
-        host.set_request_headers(req.0);
-        assert_eq!(f.on_request_headers(host, req.1.is_empty()), Action::Continue);
+    /// Drive one exchange through a new stream, up to (not including) its end; bodies are fed
+    /// in `chunk`-byte pieces. Its id.
+    fn exchange_open(w: &mut W, req: (&[(&str, &str)], &[u8]), resp: (&[(&str, &str)], &[u8]), chunk: usize) -> u32 {
+        let id = w.new_stream();
+        assert_eq!(w.request_headers(id, req.0, req.1.is_empty()), Action::Continue);
         let pieces: Vec<&[u8]> = req.1.chunks(chunk.max(1)).collect();
         for (i, p) in pieces.iter().enumerate() {
-            host.set_body(Buffer::Request, p);
-            assert_eq!(f.on_request_body(host, p.len(), i + 1 == pieces.len()), Action::Continue);
+            assert_eq!(w.request_body(id, p, i + 1 == pieces.len()), Action::Continue);
         }
-        host.set_response_headers(resp.0);
-        assert_eq!(f.on_response_headers(host, resp.1.is_empty()), Action::Continue);
+        assert_eq!(w.response_headers(id, resp.0, resp.1.is_empty()), Action::Continue);
         let pieces: Vec<&[u8]> = resp.1.chunks(chunk.max(1)).collect();
         for (i, p) in pieces.iter().enumerate() {
-            host.set_body(Buffer::Response, p);
-            assert_eq!(f.on_response_body(host, p.len(), i + 1 == pieces.len()), Action::Continue);
+            assert_eq!(w.response_body(id, p, i + 1 == pieces.len()), Action::Continue);
         }
-        f.on_log(host);
+        id
+    }
+
+    /// A whole exchange: the stream completes (`on_log`).
+    fn exchange(w: &mut W, req: (&[(&str, &str)], &[u8]), resp: (&[(&str, &str)], &[u8]), chunk: usize) -> u32 {
+        let id = exchange_open(w, req, resp, chunk);
+        w.complete(id);
+        id
     }
 
     const JSON_REQ: &[(&str, &str)] = &[
@@ -621,18 +621,18 @@ mod tests {
 
     #[test]
     fn logs_once_bounded_redacted_with_filter_state() {
-        let (host, root) = make(r#"{"max_bytes":40,"log_headers":true}"#);
-        let mut f = root.new_http_filter(1).unwrap();
+        let (p, mut w) = make(r#"{"max_bytes":40,"log_headers":true}"#);
         let body = br#"{"user":"ann","password":"hunter2","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#;
-        exchange(
-            &host,
-            &mut f,
+        let id = exchange_open(
+            &mut w,
             (JSON_REQ, body),
             (&[(":status", "201"), ("content-type", "text/plain"), ("set-cookie", "sid=cookie-secret")], b"ok"),
             7,
         );
-        f.on_log(&host); // a second on_log emits nothing
-        let l = lines(&host);
+        let host = w.host(id);
+        w.filter_mut(id).on_log(&host);
+        w.complete(id); // a second on_log emits nothing
+        let l = lines(&p);
         assert_eq!(l.len(), 1, "{l:?}");
         let l = &l[0];
         assert_eq!(l["request_id"], "req-1");
@@ -652,11 +652,11 @@ mod tests {
             assert!(!text.contains(secret), "{secret}: {text}");
         }
         assert!(l["request"]["body"].as_str().unwrap().starts_with(r#"{"user":"ann","password":"#));
-        assert_eq!(host.metric("body_logger.logged"), Some(1));
-        assert_eq!(host.metric("body_logger.truncated"), Some(1));
-        assert_eq!(host.metric("body_logger.redactions"), Some(l["redactions"].as_i64().unwrap()));
+        assert_eq!(p.metric("body_logger.logged"), Some(1));
+        assert_eq!(p.metric("body_logger.truncated"), Some(1));
+        assert_eq!(p.metric("body_logger.redactions"), Some(l["redactions"].as_i64().unwrap()));
         assert!(l["redactions"].as_i64().unwrap() >= 4);
-        let written = host.properties_written();
+        let written = w.properties_written(id);
         assert_eq!(written.len(), 1);
         assert_eq!(written[0].0, vec!["body_log"]);
         assert_eq!(serde_json::from_slice::<Value>(&written[0].1).unwrap(), *l);
@@ -664,24 +664,22 @@ mod tests {
 
     #[test]
     fn reads_only_the_bytes_still_needed() {
-        // A host that reports how much each body read asked for.
-        let (host, root) = make(r#"{"max_bytes":10}"#);
-        let mut f = root.new_http_filter(1).unwrap();
-        host.set_request_headers(&[(":method", "POST"), (":path", "/"), ("content-type", "text/plain")]);
-        f.on_request_headers(&host, false);
-        host.set_body(Buffer::Request, b"abcdefg");
-        f.on_request_body(&host, 7, false);
-        host.set_body(Buffer::Request, b"hijklmnop");
-        f.on_request_body(&host, 9, false);
-        host.set_body(Buffer::Request, b"qrst");
-        f.on_request_body(&host, 4, false);
-        f.on_request_trailers(&host); // end of stream with trailers (HTTP/2, gRPC)
-        let rec = f.record.as_ref().unwrap();
-        assert_eq!(rec.request.captured, b"abcdefghij");
-        assert_eq!(rec.request.seen, 20);
-        assert!(rec.request.complete);
-        f.on_log(&host);
-        let l = &lines(&host)[0];
+        let (p, mut w) = make(r#"{"max_bytes":10}"#);
+        let id = w.new_stream();
+        w.request_headers(id, &[(":method", "POST"), (":path", "/"), ("content-type", "text/plain")], false);
+        w.request_body(id, b"abcdefg", false);
+        w.request_body(id, b"hijklmnop", false);
+        w.request_body(id, b"qrst", false);
+        w.request_trailers(id, &[]); // end of stream with trailers (HTTP/2, gRPC)
+        {
+            let f = w.filter(id);
+            let rec = f.record.as_ref().unwrap();
+            assert_eq!(rec.request.captured, b"abcdefghij");
+            assert_eq!(rec.request.seen, 20);
+            assert!(rec.request.complete);
+        }
+        w.complete(id);
+        let l = &lines(&p)[0];
         assert_eq!(l["request"]["body"], "abcdefghij");
         assert_eq!(l["response"]["complete"], false, "the stream ended without a response");
         assert_eq!(l["status"], Value::Null);
@@ -689,92 +687,78 @@ mod tests {
 
     #[test]
     fn content_types_binary_and_absent_are_skipped() {
-        let (host, root) = make("{}");
-        let mut f = root.new_http_filter(1).unwrap();
+        let (p, mut w) = make("{}");
         exchange(
-            &host,
-            &mut f,
+            &mut w,
             (&[(":method", "PUT"), (":path", "/img"), ("content-type", "image/png")], b"\x89PNG\r\n"),
             (&[(":status", "200")], b"no content type"),
             100,
         );
-        let l = &lines(&host)[0];
+        let l = &lines(&p)[0];
         assert_eq!(l["request"]["skipped"], "content_type");
         assert_eq!(l["request"]["body"], Value::Null);
         assert_eq!(l["request"]["bytes"], 6);
         assert_eq!(l["response"]["skipped"], "content_type");
-        assert_eq!(host.metric("body_logger.skipped_content_type"), Some(2));
+        assert_eq!(p.metric("body_logger.skipped_content_type"), Some(2));
     }
 
     #[test]
     fn empty_bodies_and_header_only_streams() {
-        let (host, root) = make("{}");
-        let mut f = root.new_http_filter(1).unwrap();
+        let (p, mut w) = make("{}");
         exchange(
-            &host,
-            &mut f,
+            &mut w,
             (&[(":method", "GET"), (":path", "/"), ("content-type", "application/json")], b""),
             (&[(":status", "204"), ("content-type", "application/json")], b""),
             1,
         );
-        let l = &lines(&host)[0];
+        let l = &lines(&p)[0];
         assert_eq!(l["request"]["body"], "");
         assert_eq!(l["request"]["complete"], true);
         assert_eq!(l["response"]["complete"], true);
         assert_eq!(l["status"], 204);
-        assert_eq!(host.metric("body_logger.skipped_content_type"), Some(0));
+        assert_eq!(p.metric("body_logger.skipped_content_type"), Some(0));
     }
 
     #[test]
     fn match_rules_paths_and_methods() {
-        let (host, root) = make(r#"{"paths":[{"prefix":"/api"}],"methods":["post"]}"#);
         for (method, path, logged) in
             [("POST", "/api/x", true), ("post", "/api", true), ("GET", "/api/x", false), ("POST", "/web", false)]
         {
-            let host2 = MockHost::new();
-            let mut f = root.new_http_filter(1).unwrap();
-            exchange(&host2, &mut f, (&[(":method", method), (":path", path)], b""), (&[(":status", "200")], b""), 1);
-            assert_eq!(lines(&host2).len(), usize::from(logged), "{method} {path}");
+            let (p, mut w) = make(r#"{"paths":[{"prefix":"/api"}],"methods":["post"]}"#);
+            exchange(&mut w, (&[(":method", method), (":path", path)], b""), (&[(":status", "200")], b""), 1);
+            assert_eq!(lines(&p).len(), usize::from(logged), "{method} {path}");
         }
-        let _ = host;
     }
 
     #[test]
     fn sampling_by_request_id_is_deterministic() {
-        let (host, root) = make(r#"{"sample_rate":0.5,"sample_by_request_id":true}"#);
+        let (_p, mut w) = make(r#"{"sample_rate":0.5,"sample_by_request_id":true}"#);
         let mut logged = 0;
         for i in 0..400 {
-            let id = format!("id-{i}");
-            let decide = || {
-                let host = MockHost::new();
-                let mut f = root.new_http_filter(1).unwrap();
-                host.set_request_headers(&[(":method", "GET"), (":path", "/"), ("x-request-id", &id)]);
-                f.on_request_headers(&host, true);
-                f.record.is_some()
+            let request_id = format!("id-{i}");
+            let mut decide = || {
+                let (id, _) = w.request(&[(":method", "GET"), (":path", "/"), ("x-request-id", &request_id)]);
+                w.filter(id).record.is_some()
             };
             let first = decide();
             assert_eq!(first, decide(), "same id, same decision");
             logged += usize::from(first);
         }
         assert!((120..=280).contains(&logged), "about half: {logged}");
-        let _ = host;
         // rate 0: nothing, counted.
-        let (host, root) = make(r#"{"sample_rate":0}"#);
-        let mut f = root.new_http_filter(1).unwrap();
-        exchange(&host, &mut f, (&[(":method", "GET"), (":path", "/")], b""), (&[(":status", "200")], b""), 1);
-        assert!(lines(&host).is_empty());
-        assert_eq!(host.metric("body_logger.sampled_out"), Some(1));
+        let (p, mut w) = make(r#"{"sample_rate":0}"#);
+        exchange(&mut w, (&[(":method", "GET"), (":path", "/")], b""), (&[(":status", "200")], b""), 1);
+        assert!(lines(&p).is_empty());
+        assert_eq!(p.metric("body_logger.sampled_out"), Some(1));
     }
 
     #[test]
     fn random_sampling_spreads() {
-        let (host, root) = make(r#"{"sample_rate":0.3}"#);
+        let (_p, mut w) = make(r#"{"sample_rate":0.3}"#);
         let mut logged = 0;
         for _ in 0..1000 {
-            let mut f = root.new_http_filter(1).unwrap();
-            host.set_request_headers(&[(":method", "GET"), (":path", "/")]);
-            f.on_request_headers(&host, true);
-            logged += usize::from(f.record.is_some());
+            let (id, _) = w.request(&[(":method", "GET"), (":path", "/")]);
+            logged += usize::from(w.filter(id).record.is_some());
         }
         assert!((200..=400).contains(&logged), "{logged}");
     }
@@ -784,26 +768,22 @@ mod tests {
 
     #[test]
     fn level_filter_state_and_odd_bytes() {
-        let (host, root) = make(r#"{"log_level":"debug","filter_state_name":null}"#);
-        host.set_log_level(LogLevel::Info);
-        let mut f = root.new_http_filter(1).unwrap();
-        host.set_headers_bytes(HeaderMapKind::RequestHeaders, ODD_HEADERS);
-        f.on_request_headers(&host, false);
-        host.set_body(Buffer::Request, b"a\xffb");
-        f.on_request_body(&host, 3, true);
-        f.on_log(&host);
-        assert!(lines(&host).is_empty(), "debug is below the host's level");
-        assert!(host.properties_written().is_empty());
-        assert_eq!(host.metric("body_logger.logged"), Some(1));
+        let (p, mut w) = make(r#"{"log_level":"debug","filter_state_name":null}"#);
+        p.set_log_level(LogLevel::Info);
+        let id = w.new_stream();
+        w.request_headers_bytes(id, ODD_HEADERS, false);
+        w.request_body(id, b"a\xffb", true);
+        w.complete(id);
+        assert!(lines(&p).is_empty(), "debug is below the host's level");
+        assert!(w.properties_written(id).is_empty());
+        assert_eq!(p.metric("body_logger.logged"), Some(1));
 
-        let (host, root) = make("{}");
-        let mut f = root.new_http_filter(1).unwrap();
-        host.set_headers_bytes(HeaderMapKind::RequestHeaders, ODD_HEADERS);
-        f.on_request_headers(&host, false);
-        host.set_body(Buffer::Request, b"a\xffb");
-        f.on_request_body(&host, 3, true);
-        f.on_log(&host);
-        let l = &lines(&host)[0];
+        let (p, mut w) = make("{}");
+        let id = w.new_stream();
+        w.request_headers_bytes(id, ODD_HEADERS, false);
+        w.request_body(id, b"a\xffb", true);
+        w.complete(id);
+        let l = &lines(&p)[0];
         assert_eq!(l["request"]["body"], "a\\xffb");
         assert_eq!(l["path"], "/\\xff");
         assert_eq!(l["request_id"], "\\xfe");
@@ -811,21 +791,19 @@ mod tests {
 
     #[test]
     fn status_from_the_property_when_no_response_headers_were_seen() {
-        let (host, root) = make("{}");
-        let mut f = root.new_http_filter(1).unwrap();
-        host.set_request_headers(&[(":method", "GET"), (":path", "/")]);
-        f.on_request_headers(&host, true);
-        host.set_property(&["response", "code"], &503u64.to_le_bytes());
-        f.on_log(&host);
-        assert_eq!(lines(&host)[0]["status"], 503);
+        let (p, mut w) = make("{}");
+        let (id, _) = w.request(&[(":method", "GET"), (":path", "/")]);
+        w.set_property(id, &["response", "code"], &503u64.to_le_bytes());
+        w.complete(id);
+        assert_eq!(lines(&p)[0]["status"], 503);
     }
 
     #[test]
     fn unselected_streams_log_nothing() {
-        let (host, root) = make("{}");
-        let mut f = root.new_http_filter(1).unwrap();
-        f.on_log(&host); // no request headers seen (e.g. a local reply before this filter)
-        assert!(host.logs().iter().all(|(_, m)| !m.starts_with('{')));
-        assert_eq!(host.metric("body_logger.logged"), Some(0));
+        let (p, mut w) = make("{}");
+        let id = w.new_stream();
+        w.complete(id); // no request headers seen (e.g. a local reply before this filter)
+        assert!(p.logs().iter().all(|(_, m)| !m.starts_with('{')));
+        assert_eq!(p.metric("body_logger.logged"), Some(0));
     }
 }

@@ -9,9 +9,11 @@
 //!   `cache_duration` ends; keeping them is the safer answer when the issuer is unreachable).
 //! - A request that needs keys this worker does not have yet, or that carries an unknown `kid`
 //!   (key rotation; refetch at most every `unknown_kid_refetch_interval`, counted from the last
-//!   fetch by any worker), pauses; the root resumes it from a tick or a fetch answer with
-//!   `set_effective_context`, re-running the same evaluation. It waits at most the provider's
-//!   `http_uri.timeout`; then, without keys, it gets jwt_authn's `Jwks remote fetch is failed`.
+//!   fetch by any worker), pauses. The stream keeps what it waits for ([`Wait`]); the worker's
+//!   wait list says whom to wake. The root wakes it ([`Host::wake`]) from a tick or a fetch
+//!   answer, and the stream re-runs the same evaluation in `on_wake`, on its own request. It
+//!   waits at most the provider's `http_uri.timeout`; then, without keys, it gets jwt_authn's
+//!   `Jwks remote fetch is failed`.
 
 use crate::config::{Compiled, Config, KeySource, Remote};
 use crate::engine::{Counts, Engine, HeaderOp, KeyView, Keys, TokenCache, Verdict};
@@ -80,6 +82,7 @@ struct RemoteKeys {
     jwks: Option<Rc<Jwks>>,
 }
 
+/// An entry of the worker's wait list: whom to wake, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Waiter {
     context_id: u32,
@@ -88,6 +91,25 @@ struct Waiter {
     generation: u64,
     deadline_ms: u64,
     refetch: bool,
+}
+
+/// What a paused stream waits for (kept by the stream, read when it is woken).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Wait {
+    provider: usize,
+    /// It asked for a refetch (unknown `kid`).
+    refetch: bool,
+    deadline_ms: u64,
+    /// The provider's failed fetches when it started waiting: one more ends the wait.
+    failures: u64,
+}
+
+/// The outcome of one evaluation of a request.
+enum Decision {
+    /// Decided: the action (a denial's reply is already sent).
+    Done(Action),
+    /// Waits for keys (registered in the worker's wait list).
+    Wait(Wait),
 }
 
 impl shared::waiting::Waiter for Waiter {
@@ -106,6 +128,8 @@ pub struct Worker {
     waiting: WaitList<Waiter>,
     /// Per provider: when this worker last asked for a refetch for an unknown `kid`.
     last_forced_ms: RefCell<Vec<Option<u64>>>,
+    /// Per provider: failed JWKS fetches so far (a failure ends the waits on that provider).
+    fetch_failures: RefCell<Vec<u64>>,
 }
 
 /// The key view of one evaluation: what this worker has, plus what this request already went
@@ -198,15 +222,12 @@ impl Worker {
         }
     }
 
-    /// Decide for the request of the current (effective) context. `Some(action)` when decided
-    /// (the reply is already sent for a denial); `None` when it must wait (already recorded).
-    fn decide(
-        &self,
-        host: &dyn Host,
-        context_id: u32,
-        refetched: Option<usize>,
-        timed_out: Option<usize>,
-    ) -> Option<Action> {
+    fn failures(&self, provider: usize) -> u64 {
+        self.fetch_failures.borrow().get(provider).copied().unwrap_or(0)
+    }
+
+    /// Decide for the request of the current context.
+    fn decide(&self, host: &dyn Host, context_id: u32, refetched: Option<usize>, timed_out: Option<usize>) -> Decision {
         let mut request = RequestHeaders(host.headers(HeaderMapKind::RequestHeaders));
         let config = &self.engine.config;
         if config.bypass_cors_preflight
@@ -215,11 +236,11 @@ impl Worker {
             && !request.get_str("access-control-request-method").is_empty()
         {
             self.stats.allowed.inc(host);
-            return Some(Action::Continue);
+            return Decision::Done(Action::Continue);
         }
         let Some(requirement) = self.engine.requirement(request.get_str(":path")) else {
             self.stats.allowed.inc(host);
-            return Some(Action::Continue);
+            return Decision::Done(Action::Continue);
         };
         let now = host.now();
         let view = View { worker: self, now_ms: millis(now), refetched, timed_out };
@@ -232,12 +253,12 @@ impl Worker {
             Verdict::Allow(ops) => {
                 apply(host, &ops);
                 self.stats.allowed.inc(host);
-                Some(Action::Continue)
+                Decision::Done(Action::Continue)
             }
             Verdict::Deny(status) => {
                 // Built only for a denial; the pseudo-headers it reads are never sanitized.
                 self.deny(host, status, &realm(&request));
-                Some(Action::Pause)
+                Decision::Done(Action::Pause)
             }
             Verdict::InvalidHeader(header) => {
                 self.stats.allowed.inc(host);
@@ -245,7 +266,7 @@ impl Worker {
                 if reply::send_text(host, 503, &body, &[]).is_err() {
                     host.log(LogLevel::Error, &format!("{NAME}: cannot send the 503 reply"));
                 }
-                Some(Action::Pause)
+                Decision::Done(Action::Pause)
             }
             Verdict::Wait { provider, refetch } => {
                 let timeout = self.remote_config(provider).map_or(Duration::ZERO, |r| r.timeout);
@@ -262,7 +283,7 @@ impl Worker {
                 }
                 // Not full (checked above; nothing else runs in between).
                 self.waiting.push(Waiter { context_id, provider, generation, deadline_ms, refetch });
-                None
+                Decision::Wait(Wait { provider, refetch, deadline_ms, failures: self.failures(provider) })
             }
         }
     }
@@ -282,23 +303,16 @@ impl Worker {
         }
     }
 
-    /// Re-decide waiting requests whose provider has new keys or whose wait is over.
+    /// Wake the waiting requests whose provider has new keys or whose wait is over: each
+    /// decides again in its `on_wake`.
     fn serve_waiters(&self, host: &dyn Host, now: SystemTime) {
         if self.waiting.is_empty() {
             return;
         }
         let now_ms = millis(now);
-        let ready = self.waiting.take(|w| now_ms >= w.deadline_ms || self.generation(w.provider) != w.generation);
-        for w in ready {
-            // The stream may be gone (client left): nothing to do.
-            if host.set_effective_context(w.context_id).is_err() {
-                continue;
-            }
-            let timed_out = (now_ms >= w.deadline_ms).then_some(w.provider);
-            let refetched = w.refetch.then_some(w.provider).or(timed_out);
-            if self.decide(host, w.context_id, refetched, timed_out) == Some(Action::Continue) {
-                let _ = host.resume_request();
-            }
+        for w in self.waiting.take(|w| now_ms >= w.deadline_ms || self.generation(w.provider) != w.generation) {
+            // A stream that is gone by then is skipped by the glue.
+            let _ = host.wake(w.context_id);
         }
     }
 
@@ -436,6 +450,7 @@ impl RootFilter for JwtAuthRoot {
             caches,
             waiting: WaitList::new(MAX_WAITING),
             last_forced_ms: RefCell::new(vec![None; n_providers]),
+            fetch_failures: RefCell::new(vec![0; n_providers]),
         }));
         self.fetches = fetches;
         if !self.fetches.is_empty() {
@@ -445,7 +460,7 @@ impl RootFilter for JwtAuthRoot {
     }
 
     fn new_http_filter(&self, context_id: u32) -> Option<JwtAuth> {
-        Some(JwtAuth { worker: self.worker.clone()?, context_id, waiting: false })
+        Some(JwtAuth { worker: self.worker.clone()?, context_id, wait: None })
     }
 
     fn on_tick(&mut self, host: &dyn Host) {
@@ -510,6 +525,9 @@ impl RootFilter for JwtAuthRoot {
                     );
                     // Requests that waited for this refetch get their answer now.
                     let provider = f.provider;
+                    if let Some(n) = worker.fetch_failures.borrow_mut().get_mut(provider) {
+                        *n += 1;
+                    }
                     worker.waiting.update(|w| {
                         if w.provider == provider {
                             w.deadline_ms = w.deadline_ms.min(millis(now));
@@ -526,7 +544,20 @@ impl RootFilter for JwtAuthRoot {
 pub struct JwtAuth {
     worker: Rc<Worker>,
     context_id: u32,
-    waiting: bool,
+    /// While paused for keys: what for.
+    wait: Option<Wait>,
+}
+
+impl JwtAuth {
+    fn settle(&mut self, decision: Decision) -> Action {
+        match decision {
+            Decision::Done(action) => action,
+            Decision::Wait(wait) => {
+                self.wait = Some(wait);
+                Action::Pause
+            }
+        }
+    }
 }
 
 impl HttpFilter for JwtAuth {
@@ -538,17 +569,24 @@ impl HttpFilter for JwtAuth {
                 w.refresh_keys(host, i);
             }
         }
-        match w.decide(host, self.context_id, None, None) {
-            Some(action) => action,
-            None => {
-                self.waiting = true;
-                Action::Pause
-            }
-        }
+        let decision = w.decide(host, self.context_id, None, None);
+        self.settle(decision)
+    }
+
+    /// The root woke this waiting request: its provider has new keys, a fetch failed, or the
+    /// wait is over. Decide again, on this stream's own request.
+    fn on_wake(&mut self, host: &dyn Host) -> Action {
+        let Some(wait) = self.wait.take() else { return Action::Pause };
+        let w = &self.worker;
+        let ended = millis(host.now()) >= wait.deadline_ms || w.failures(wait.provider) != wait.failures;
+        let timed_out = ended.then_some(wait.provider);
+        let refetched = wait.refetch.then_some(wait.provider).or(timed_out);
+        let decision = w.decide(host, self.context_id, refetched, timed_out);
+        self.settle(decision)
     }
 
     fn on_log(&mut self, _host: &dyn Host) {
-        if self.waiting {
+        if self.wait.is_some() {
             self.worker.forget(self.context_id);
         }
     }
@@ -559,6 +597,7 @@ mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
     use shared::mock::MockHost;
+    use shared::proxytest::{Phase, Proxy, Worker};
 
     const SECRET: &[u8] = b"a-test-secret-of-32-bytes-length";
     const NOW: u64 = 1_800_000_000;
@@ -602,86 +641,80 @@ mod tests {
 
     const RULES: &str = r#"[{"match":{"prefix":"/open"}},{"match":{"prefix":"/"},"requires":{"provider_name":"p"}}]"#;
 
+    type W = Worker<JwtAuthRoot>;
+
+    fn proxy() -> Proxy {
+        let p = Proxy::new();
+        p.set_now(UNIX_EPOCH + Duration::from_secs(NOW));
+        p
+    }
+
+    /// A bare host, for configurations refused before any request.
     fn host() -> MockHost {
         let h = MockHost::new();
         h.set_now(UNIX_EPOCH + Duration::from_secs(NOW));
         h
     }
 
-    fn root(h: &MockHost, config: &str) -> JwtAuthRoot {
-        let mut r = JwtAuthRoot::default();
-        r.configure(h, Some(config.as_bytes())).unwrap();
-        r
-    }
-
-    fn request(h: &MockHost, r: &JwtAuthRoot, ctx: u32, path: &str, auth: Option<&str>) -> (JwtAuth, Action) {
+    fn request(w: &mut W, path: &str, auth: Option<&str>) -> (u32, Action) {
         let bearer = auth.map(|t| format!("Bearer {t}"));
         let mut headers =
             vec![(":path", path), (":authority", "api.test"), (":method", "GET"), ("x-forwarded-proto", "https")];
         if let Some(b) = &bearer {
             headers.push(("authorization", b.as_str()));
         }
-        h.set_request_headers(&headers);
-        h.clear_local_response();
-        // A new stream's callback runs in its own context (the mock keeps the last one set).
-        h.clear_effective_context();
-        let mut f = r.new_http_filter(ctx).unwrap();
-        let action = f.on_request_headers(h, true);
-        (f, action)
+        w.request(&headers)
     }
 
     fn valid_payload() -> String {
         format!(r#"{{"iss":"https://iss","aud":"api","sub":"alice","exp":{},"team":{{"id":7}}}}"#, NOW + 600)
     }
 
-    fn reply(h: &MockHost) -> (u32, String, String) {
-        let r = h.local_response().expect("a local reply");
-        let www = r.headers.iter().find(|(k, _)| k == "www-authenticate").map(|(_, v)| v.clone()).unwrap_or_default();
-        (r.status, String::from_utf8(r.body).unwrap(), www)
+    fn reply(w: &W, id: u32) -> (u32, String, String) {
+        let r = w.local_reply(id).expect("a local reply");
+        let www = r.header("www-authenticate").unwrap_or_default().to_string();
+        (r.status, r.body_text(), www)
     }
 
     #[test]
     fn valid_token_passes_with_headers_and_without_the_token() {
-        let h = host();
+        let p = proxy();
         let cfg = local_config(
             r#","forward_payload_header":"x-payload","claim_to_headers":[{"header_name":"x-sub","claim_name":"sub"},{"header_name":"x-team","claim_name":"team.id"}]"#,
             RULES,
         );
-        let r = root(&h, &cfg);
-        let (_, action) = request(&h, &r, 2, "/api", Some(&hs(&valid_payload())));
+        let mut w: W = p.worker(&cfg);
+        let (id, action) = request(&mut w, "/api", Some(&hs(&valid_payload())));
         assert_eq!(action, Action::Continue);
-        assert!(h.local_response().is_none());
-        let req = |n: &str| h.header_values(HeaderMapKind::RequestHeaders, n);
+        assert!(w.local_reply(id).is_none());
+        let req = |n: &str| w.request_header_values(id, n);
         assert!(req("authorization").is_empty(), "the token is not forwarded by default");
         assert_eq!(req("x-sub"), vec!["alice"]);
         assert_eq!(req("x-team"), vec!["7"]);
         assert_eq!(req("x-payload"), vec![crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&valid_payload()))]);
-        assert_eq!(h.metric("jwt_auth.allowed"), Some(1));
+        assert_eq!(p.metric("jwt_auth.allowed"), Some(1));
     }
 
     #[test]
     fn forged_claim_headers_are_removed_even_without_a_token_check_passing() {
-        let h = host();
-        let r = root(&h, &local_config(r#","claim_to_headers":[{"header_name":"x-sub","claim_name":"sub"}]"#, RULES));
-        h.set_request_headers(&[
-            (":path", "/api"),
-            ("x-sub", "admin"),
-            ("authorization", &format!("Bearer {}", hs(&valid_payload()))),
-        ]);
-        let mut f = r.new_http_filter(2).unwrap();
-        assert_eq!(f.on_request_headers(&h, true), Action::Continue);
-        assert_eq!(h.header_values(HeaderMapKind::RequestHeaders, "x-sub"), vec!["alice"]);
+        let p = proxy();
+        let mut w: W =
+            p.worker(&local_config(r#","claim_to_headers":[{"header_name":"x-sub","claim_name":"sub"}]"#, RULES));
+        let bearer = format!("Bearer {}", hs(&valid_payload()));
+        let (id, action) = w.request(&[(":path", "/api"), ("x-sub", "admin"), ("authorization", &bearer)]);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(w.request_header_values(id, "x-sub"), vec!["alice"]);
     }
 
     #[test]
     fn answers_like_jwt_authn() {
-        let h = host();
-        let r = root(&h, &local_config("", RULES));
+        let p = proxy();
+        let mut w: W = p.worker(&local_config("", RULES));
         let realm = r#"Bearer realm="https://api.test/api?q=1""#;
         let invalid = format!(r#"{realm}, error="invalid_token""#);
-        let (_, a) = request(&h, &r, 2, "/api?q=1", None);
+        let (id, a) = request(&mut w, "/api?q=1", None);
         assert_eq!(a, Action::Pause);
-        assert_eq!(reply(&h), (401, "Jwt is missing".into(), realm.into()));
+        assert_eq!(reply(&w, id), (401, "Jwt is missing".into(), realm.into()));
         let cases: Vec<(String, u32, &str)> = vec![
             (hs(&format!(r#"{{"iss":"https://iss","aud":"api","exp":{}}}"#, NOW - 61)), 401, "Jwt is expired"),
             (hs(&format!(r#"{{"iss":"https://iss","aud":"api","nbf":{}}}"#, NOW + 61)), 401, "Jwt not yet valid"),
@@ -716,58 +749,60 @@ mod tests {
             ("x".repeat(9000), 401, "Jwt is too large"),
         ];
         for (token, status, body) in cases {
-            let (_, a) = request(&h, &r, 3, "/api?q=1", Some(&token));
+            let (id, a) = request(&mut w, "/api?q=1", Some(&token));
             assert_eq!(a, Action::Pause, "{body}");
-            assert_eq!(reply(&h), (status, body.to_string(), invalid.clone()), "{body}");
+            assert_eq!(reply(&w, id), (status, body.to_string(), invalid.clone()), "{body}");
         }
-        assert_eq!(h.metric("jwt_auth.denied"), Some(12));
-        assert_eq!(h.metric("jwt_auth.denied_missing"), Some(1));
-        assert_eq!(h.metric("jwt_auth.denied_expired"), Some(1));
-        assert_eq!(h.metric("jwt_auth.denied_audience"), Some(1));
-        assert_eq!(h.metric("jwt_auth.denied_bad_signature"), Some(1));
-        assert_eq!(h.metric("jwt_auth.denied_no_matching_key"), Some(1));
-        assert_eq!(h.metric("jwt_auth.denied_malformed"), Some(5));
+        assert_eq!(p.metric("jwt_auth.denied"), Some(12));
+        assert_eq!(p.metric("jwt_auth.denied_missing"), Some(1));
+        assert_eq!(p.metric("jwt_auth.denied_expired"), Some(1));
+        assert_eq!(p.metric("jwt_auth.denied_audience"), Some(1));
+        assert_eq!(p.metric("jwt_auth.denied_bad_signature"), Some(1));
+        assert_eq!(p.metric("jwt_auth.denied_no_matching_key"), Some(1));
+        assert_eq!(p.metric("jwt_auth.denied_malformed"), Some(5));
         // No rule needs a JWT under /open.
-        let (_, a) = request(&h, &r, 4, "/open/x", None);
+        let (_, a) = request(&mut w, "/open/x", None);
         assert_eq!(a, Action::Continue);
     }
 
     #[test]
     fn cache_hits_but_never_past_exp() {
-        let h = host();
-        let r = root(&h, &local_config(r#","clock_skew_seconds":1"#, RULES));
+        let p = proxy();
+        let mut w: W = p.worker(&local_config(r#","clock_skew_seconds":1"#, RULES));
         let token = hs(&format!(r#"{{"iss":"https://iss","aud":"api","exp":{}}}"#, NOW + 5));
-        for ctx in 2..5 {
-            assert_eq!(request(&h, &r, ctx, "/api", Some(&token)).1, Action::Continue);
+        for _ in 2..5 {
+            assert_eq!(request(&mut w, "/api", Some(&token)).1, Action::Continue);
         }
-        assert_eq!((h.metric("jwt_auth.jwt_cache_miss"), h.metric("jwt_auth.jwt_cache_hit")), (Some(1), Some(2)));
-        h.advance(Duration::from_secs(7));
-        assert_eq!(request(&h, &r, 5, "/api", Some(&token)).1, Action::Pause);
-        assert_eq!(reply(&h).1, "Jwt is expired");
+        assert_eq!((p.metric("jwt_auth.jwt_cache_miss"), p.metric("jwt_auth.jwt_cache_hit")), (Some(1), Some(2)));
+        p.advance(Duration::from_secs(7));
+        let (id, a) = request(&mut w, "/api", Some(&token));
+        assert_eq!(a, Action::Pause);
+        assert_eq!(reply(&w, id).1, "Jwt is expired");
         // A token that fails is never cached.
         let bad = sign(r#"{"alg":"HS256"}"#, r#"{"iss":"https://iss","aud":"api"}"#, b"wrong");
-        for ctx in 6..8 {
-            request(&h, &r, ctx, "/api", Some(&bad));
-            assert_eq!(reply(&h).1, "Jwt verification fails");
+        for _ in 6..8 {
+            let (id, _) = request(&mut w, "/api", Some(&bad));
+            assert_eq!(reply(&w, id).1, "Jwt verification fails");
         }
-        assert_eq!(h.metric("jwt_auth.jwt_cache_hit"), Some(2));
+        assert_eq!(p.metric("jwt_auth.jwt_cache_hit"), Some(2));
     }
 
     #[test]
     fn requirement_trees() {
-        let h = host();
+        let p = proxy();
         let rules = r#"[{"match":{"prefix":"/optional"},"requires":{"allow_missing":{}}},
             {"match":{"prefix":"/lenient"},"requires":{"allow_missing_or_failed":{}}},
             {"match":{"prefix":"/any"},"requires":{"requires_any":{"requirements":[{"provider_name":"p"},{"allow_missing":{}}]}}}]"#;
-        let r = root(&h, &local_config("", rules));
+        let mut w: W = p.worker(&local_config("", rules));
         let bad = sign(r#"{"alg":"HS256"}"#, r#"{"iss":"https://iss","aud":"api"}"#, b"wrong");
-        assert_eq!(request(&h, &r, 2, "/optional", None).1, Action::Continue);
-        assert_eq!(request(&h, &r, 3, "/optional", Some(&bad)).1, Action::Pause);
-        assert_eq!(reply(&h).1, "Jwt verification fails");
-        assert_eq!(request(&h, &r, 4, "/lenient", Some(&bad)).1, Action::Continue);
-        assert_eq!(request(&h, &r, 5, "/any", None).1, Action::Continue);
-        assert_eq!(request(&h, &r, 6, "/any", Some(&bad)).1, Action::Pause);
-        assert_eq!(request(&h, &r, 7, "/any", Some(&hs(&valid_payload()))).1, Action::Continue);
+        assert_eq!(request(&mut w, "/optional", None).1, Action::Continue);
+        let (id, a) = request(&mut w, "/optional", Some(&bad));
+        assert_eq!(a, Action::Pause);
+        assert_eq!(reply(&w, id).1, "Jwt verification fails");
+        assert_eq!(request(&mut w, "/lenient", Some(&bad)).1, Action::Continue);
+        assert_eq!(request(&mut w, "/any", None).1, Action::Continue);
+        assert_eq!(request(&mut w, "/any", Some(&bad)).1, Action::Pause);
+        assert_eq!(request(&mut w, "/any", Some(&hs(&valid_payload()))).1, Action::Continue);
     }
 
     fn remote_config() -> String {
@@ -776,89 +811,129 @@ mod tests {
             .to_string()
     }
 
-    fn answer(h: &MockHost, r: &mut JwtAuthRoot, status: &str, body: &str) {
-        let call = h.http_calls().last().cloned().expect("a JWKS fetch");
-        h.set_headers(HeaderMapKind::HttpCallResponseHeaders, &[(":status", status)]);
-        h.set_body(BodyKind::HttpCallResponse, body.as_bytes());
-        r.on_http_call_response(h, call.token, 1, body.len(), 0);
+    /// Answer the worker's last JWKS fetch.
+    fn answer(w: &mut W, status: &str, body: &str) {
+        let call = w.last_http_call();
+        w.answer_http_call(call.token, &[(":status", status)], body.as_bytes());
     }
 
     #[test]
     fn remote_jwks_fetched_at_start_and_waiting_requests_resumed() {
-        let h = host();
-        let mut r = root(&h, &remote_config());
+        let p = proxy();
+        let mut w: W = p.worker(&remote_config());
         let token = hs(r#"{"iss":"https://iss"}"#);
-        assert_eq!(request(&h, &r, 2, "/api", Some(&token)).1, Action::Pause);
-        assert!(h.local_response().is_none(), "waits for the keys");
-        r.on_tick(&h);
-        let calls = h.http_calls();
+        let (id, a) = request(&mut w, "/api", Some(&token));
+        assert_eq!(a, Action::Pause);
+        assert!(w.local_reply(id).is_none(), "waits for the keys");
+        w.tick();
+        let calls = w.http_calls();
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].cluster, "jwks");
-        let hv = |n: &str| calls[0].headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let hv = |n: &str| calls[0].header(n);
         assert_eq!(
             (hv(":method"), hv(":path"), hv(":authority")),
-            (Some("GET".into()), Some("/jwks.json?v=1".into()), Some("keys.test:8080".into()))
+            (Some("GET"), Some("/jwks.json?v=1"), Some("keys.test:8080"))
         );
-        answer(&h, &mut r, "200", &jwks("h1"));
-        assert_eq!(h.resumed_contexts(), vec![Some(2)]);
-        assert_eq!(h.metric("jwt_auth.jwks_fetch_success"), Some(1));
+        answer(&mut w, "200", &jwks("h1"));
+        assert_eq!(w.resumes(), vec![(id, Phase::Request)]);
+        assert_eq!(p.metric("jwt_auth.jwks_fetch_success"), Some(1));
         // Later requests verify at once; ticks do not refetch before the refresh time.
-        assert_eq!(request(&h, &r, 3, "/api", Some(&token)).1, Action::Continue);
+        assert_eq!(request(&mut w, "/api", Some(&token)).1, Action::Continue);
         for _ in 0..20 {
-            h.advance(Duration::from_secs(10));
-            r.on_tick(&h);
+            p.advance(Duration::from_secs(10));
+            w.tick();
         }
-        assert_eq!(h.http_calls().len(), 1, "refresh at 80% of 300 s");
-        h.advance(Duration::from_secs(50));
-        r.on_tick(&h);
-        assert_eq!(h.http_calls().len(), 2);
+        assert_eq!(w.http_calls().len(), 1, "refresh at 80% of 300 s");
+        p.advance(Duration::from_secs(50));
+        w.tick();
+        assert_eq!(w.http_calls().len(), 2);
         // A failed refresh keeps the keys.
-        answer(&h, &mut r, "503", "");
-        assert_eq!(h.metric("jwt_auth.jwks_fetch_failed"), Some(1));
-        assert_eq!(request(&h, &r, 4, "/api", Some(&token)).1, Action::Continue);
+        answer(&mut w, "503", "");
+        assert_eq!(p.metric("jwt_auth.jwks_fetch_failed"), Some(1));
+        assert_eq!(request(&mut w, "/api", Some(&token)).1, Action::Continue);
+    }
+
+    #[test]
+    fn a_resumed_stream_reads_its_own_headers() {
+        // Stream A (a forged signature) and stream B (a good token) both wait for the JWKS;
+        // when it arrives, each is decided on its own request headers. (On the old one-map
+        // mock, A was decided on B's headers and let through.)
+        let p = proxy();
+        let mut w: W = p.worker(&remote_config());
+        let forged = sign(r#"{"alg":"HS256","kid":"h1"}"#, r#"{"iss":"https://iss"}"#, b"wrong");
+        let (a, act) = request(&mut w, "/a", Some(&forged));
+        assert_eq!(act, Action::Pause);
+        let (b, act) = request(&mut w, "/b", Some(&hs(r#"{"iss":"https://iss"}"#)));
+        assert_eq!(act, Action::Pause);
+        w.tick();
+        answer(&mut w, "200", &jwks("h1"));
+        assert_eq!(w.resumes(), vec![(b, Phase::Request)], "only B goes on");
+        let replies = w.local_replies();
+        assert_eq!(replies.len(), 1);
+        assert_eq!((replies[0].0, replies[0].1.status), (a, 401));
+        assert_eq!(reply(&w, a).1, "Jwt verification fails");
+        assert!(w.request_header_values(b, "authorization").is_empty(), "B's token removed from B");
+        assert_eq!(w.request_header_values(a, "authorization").len(), 1, "A's request untouched");
     }
 
     #[test]
     fn no_jwks_within_the_timeout_is_jwt_authn_fetch_failure() {
-        let h = host();
-        let mut r = root(&h, &remote_config());
-        r.on_tick(&h);
-        answer(&h, &mut r, "500", "");
-        assert_eq!(request(&h, &r, 2, "/api", Some(&hs(r#"{"iss":"https://iss"}"#))).1, Action::Pause);
-        h.advance(Duration::from_secs(3));
-        h.clear_local_response();
-        r.on_tick(&h);
-        let replies = h.context_replies();
+        let p = proxy();
+        let mut w: W = p.worker(&remote_config());
+        w.tick();
+        answer(&mut w, "500", "");
+        let (id, a) = request(&mut w, "/api", Some(&hs(r#"{"iss":"https://iss"}"#)));
+        assert_eq!(a, Action::Pause);
+        p.advance(Duration::from_secs(3));
+        w.tick();
+        let replies = w.local_replies();
         assert_eq!(replies.len(), 1);
-        assert_eq!((replies[0].0, replies[0].1.status), (2, 401));
+        assert_eq!((replies[0].0, replies[0].1.status), (id, 401));
         assert_eq!(replies[0].1.body, b"Jwks remote fetch is failed");
-        assert_eq!(h.metric("jwt_auth.denied_jwks_unavailable"), Some(1));
+        assert_eq!(p.metric("jwt_auth.denied_jwks_unavailable"), Some(1));
+    }
+
+    #[test]
+    fn a_failed_fetch_answers_the_requests_that_waited_for_it() {
+        // Waiting for the first JWKS; the fetch fails: the request gets its answer at once,
+        // not at its deadline.
+        let p = proxy();
+        let mut w: W = p.worker(&remote_config());
+        let (id, a) = request(&mut w, "/api", Some(&hs(r#"{"iss":"https://iss"}"#)));
+        assert_eq!(a, Action::Pause);
+        w.tick();
+        answer(&mut w, "500", "");
+        assert_eq!(reply(&w, id).1, "Jwks remote fetch is failed");
+        assert!(w.resumes().is_empty());
     }
 
     #[test]
     fn unknown_kid_refetches_once_then_verifies() {
-        let h = host();
-        let mut r = root(&h, &remote_config());
-        r.on_tick(&h);
-        answer(&h, &mut r, "200", &jwks("old"));
+        let p = proxy();
+        let mut w: W = p.worker(&remote_config());
+        w.tick();
+        answer(&mut w, "200", &jwks("old"));
         let retired = sign(r#"{"alg":"HS256","kid":"old"}"#, r#"{"iss":"https://iss"}"#, SECRET);
-        assert_eq!(request(&h, &r, 9, "/api", Some(&retired)).1, Action::Continue, "verified and cached");
-        h.advance(Duration::from_secs(11));
+        assert_eq!(request(&mut w, "/api", Some(&retired)).1, Action::Continue, "verified and cached");
+        p.advance(Duration::from_secs(11));
         let rotated = sign(r#"{"alg":"HS256","kid":"new"}"#, r#"{"iss":"https://iss"}"#, SECRET);
-        assert_eq!(request(&h, &r, 2, "/api", Some(&rotated)).1, Action::Pause);
-        r.on_tick(&h);
-        assert_eq!(h.http_calls().len(), 2, "refetched for the unknown kid");
-        answer(&h, &mut r, "200", &jwks("new"));
-        assert_eq!(h.resumed_contexts(), vec![Some(2)]);
+        let (id, a) = request(&mut w, "/api", Some(&rotated));
+        assert_eq!(a, Action::Pause);
+        w.tick();
+        assert_eq!(w.http_calls().len(), 2, "refetched for the unknown kid");
+        answer(&mut w, "200", &jwks("new"));
+        assert_eq!(w.resumes(), vec![(id, Phase::Request)]);
         // The key "old" is gone: its cached token is not accepted any more.
-        assert_eq!(request(&h, &r, 10, "/api", Some(&retired)).1, Action::Pause);
-        assert_eq!(reply(&h).1, "Jwks doesn't have key to match kid or alg from Jwt");
+        let (id, a) = request(&mut w, "/api", Some(&retired));
+        assert_eq!(a, Action::Pause);
+        assert_eq!(reply(&w, id).1, "Jwks doesn't have key to match kid or alg from Jwt");
         // Right after a fetch, another unknown kid is answered at once (rate limit).
         let other = sign(r#"{"alg":"HS256","kid":"other"}"#, r#"{"iss":"https://iss"}"#, SECRET);
-        assert_eq!(request(&h, &r, 3, "/api", Some(&other)).1, Action::Pause);
-        assert_eq!(reply(&h).1, "Jwks doesn't have key to match kid or alg from Jwt");
-        r.on_tick(&h);
-        assert_eq!(h.http_calls().len(), 2);
+        let (id, a) = request(&mut w, "/api", Some(&other));
+        assert_eq!(a, Action::Pause);
+        assert_eq!(reply(&w, id).1, "Jwks doesn't have key to match kid or alg from Jwt");
+        w.tick();
+        assert_eq!(w.http_calls().len(), 2);
     }
 
     #[test]

@@ -409,64 +409,43 @@ impl HttpFilter for RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::mock::MockHost;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use shared::proxytest::{Proxy, Worker};
+    use std::time::{Duration, UNIX_EPOCH};
 
     const T0: u64 = 1_700_000_040; // a multiple of 60 s: fills of every interval used here happen at T0
 
-    fn root(json: &str, host: &MockHost) -> RateLimitRoot {
-        let mut root = RateLimitRoot::default();
-        root.configure(host, Some(json.as_bytes())).unwrap();
-        root
+    type W = Worker<RateLimitRoot>;
+
+    /// One proxy (its shared data and clock) at `at_ns` after the epoch.
+    fn proxy_at(at_ns: u64) -> Proxy {
+        let p = Proxy::new();
+        p.set_now(UNIX_EPOCH + Duration::from_nanos(at_ns));
+        p
     }
 
-    fn host_at(secs_ns: u64) -> MockHost {
-        let h = MockHost::new();
-        h.set_now(UNIX_EPOCH + Duration::from_nanos(secs_ns));
-        h
-    }
-
-    /// One request through `root` on `shared` (its shared data and clock), with these
-    /// headers and source address; returns (status, response headers).
-    struct World {
-        shared: MockHost,
-    }
-
-    impl World {
-        fn new(at_ns: u64) -> Self {
-            World { shared: host_at(at_ns) }
+    /// One request through worker `w` with these headers and source address; returns (status,
+    /// response headers).
+    fn send(w: &mut W, headers: &[(&str, &str)], source: &str) -> (u32, Vec<(String, String)>) {
+        let mut all = vec![(":method", "GET"), (":path", "/")];
+        for (k, v) in headers {
+            all.retain(|(name, _)| name != k);
+            all.push((k, v));
         }
-        fn advance(&self, d: Duration) {
-            self.shared.advance(d);
-        }
-        /// Each request uses the shared host (one "proxy"); the mock's local reply slot is
-        /// per host, so the result is read and cleared through a fresh view.
-        fn send(&self, root: &RateLimitRoot, headers: &[(&str, &str)], source: &str) -> (u32, Vec<(String, String)>) {
-            let h = &self.shared;
-            let mut all = vec![(":method", "GET"), (":path", "/")];
-            for (k, v) in headers {
-                all.retain(|(name, _)| name != k);
-                all.push((k, v));
+        let id = w.new_stream();
+        w.set_property(id, &["source", "address"], source.as_bytes());
+        match w.request_headers(id, &all, true) {
+            FilterAction::Pause => {
+                let r = w.local_reply(id).unwrap();
+                (r.status, r.headers)
             }
-            h.set_request_headers(&all);
-            h.set_response_headers(&[]);
-            h.set_property(&["source", "address"], source.as_bytes());
-            h.clear_local_response();
-            let mut f = root.new_http_filter(1).unwrap();
-            match f.on_request_headers(h, true) {
-                FilterAction::Pause => {
-                    let r = h.local_response().unwrap();
-                    (r.status, r.headers)
-                }
-                _ => {
-                    f.on_response_headers(h, true);
-                    let headers = h
-                        .headers(ResponseHeaders)
-                        .into_iter()
-                        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                        .collect();
-                    (200, headers)
-                }
+            _ => {
+                w.response_headers(id, &[], true);
+                let headers = w
+                    .headers(id, ResponseHeaders)
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                    .collect();
+                (200, headers)
             }
         }
     }
@@ -481,23 +460,22 @@ mod tests {
 
     #[test]
     fn configure_creates_every_group_before_traffic() {
-        let w = World::new(T0 * 1_000_000_000);
-        let _root = root(
+        let p = proxy_at(T0 * 1_000_000_000);
+        let _w: W = p.worker(
             r#"{"rules":[{"name":"a","actions":[{"path":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"1s"}}],"table":{"max_keys":40}}"#,
-            &w.shared,
         );
         for i in 0..10 {
-            assert_eq!(w.shared.shared_data(&format!("rate-limit/{i}")).0.unwrap(), table::EMPTY_GROUP.to_vec());
+            assert_eq!(p.shared_data(&format!("rate-limit/{i}")).0.unwrap(), table::EMPTY_GROUP.to_vec());
         }
-        assert_eq!(w.shared.shared_data("rate-limit/10"), (None, None), "exactly max_keys / 4 groups");
+        assert_eq!(p.shared_data("rate-limit/10"), (None, None), "exactly max_keys / 4 groups");
     }
 
     #[test]
     fn burst_then_deny_with_headers_then_refill() {
-        let w = World::new(T0 * 1_000_000_000 + 100_000_000);
-        let root = root(PER_IP, &w.shared);
+        let p = proxy_at(T0 * 1_000_000_000 + 100_000_000);
+        let mut w: W = p.worker(PER_IP);
         for remaining in [2, 1, 0] {
-            let (status, h) = w.send(&root, &[], "10.0.0.1:4000");
+            let (status, h) = send(&mut w, &[], "10.0.0.1:4000");
             assert_eq!(status, 200);
             assert_eq!(header(&h, "ratelimit-policy"), Some("\"per_ip\";q=3;w=2"));
             assert_eq!(header(&h, "x-ratelimit-limit"), Some("3"));
@@ -505,31 +483,31 @@ mod tests {
             assert_eq!(header(&h, "x-ratelimit-reset"), Some("1"));
             assert!(header(&h, "retry-after").is_none());
         }
-        let (status, h) = w.send(&root, &[], "10.0.0.1:4001");
+        let (status, h) = send(&mut w, &[], "10.0.0.1:4001");
         assert_eq!(status, 429, "same IP, another port");
         assert_eq!(header(&h, "retry-after"), Some("1"));
         assert_eq!(header(&h, "ratelimit"), Some("\"per_ip\";r=0;t=2"));
         assert_eq!(header(&h, "x-ratelimit-remaining"), Some("0"));
         assert_eq!(header(&h, "content-type"), Some("text/plain"));
         // Another client is independent.
-        assert_eq!(w.send(&root, &[], "10.0.0.2:4000").0, 200);
+        assert_eq!(send(&mut w, &[], "10.0.0.2:4000").0, 200);
         // One fill later: exactly tokens_per_fill more.
-        w.advance(Duration::from_secs(1));
-        let statuses: Vec<u32> = (0..4).map(|_| w.send(&root, &[], "10.0.0.1:1").0).collect();
+        p.advance(Duration::from_secs(1));
+        let statuses: Vec<u32> = (0..4).map(|_| send(&mut w, &[], "10.0.0.1:1").0).collect();
         assert_eq!(statuses, [200, 200, 429, 429]);
-        assert_eq!(w.shared.metric("rate_limit.limited"), Some(3));
-        assert_eq!(w.shared.metric("rate_limit.rule.per_ip.limited"), Some(3));
-        assert_eq!(w.shared.metric("rate_limit.allowed"), Some(6));
+        assert_eq!(p.metric("rate_limit.limited"), Some(3));
+        assert_eq!(p.metric("rate_limit.rule.per_ip.limited"), Some(3));
+        assert_eq!(p.metric("rate_limit.allowed"), Some(6));
     }
 
     #[test]
     fn workers_share_one_budget() {
-        // Two worker VMs (two roots) on one host's shared data: one budget.
-        let w = World::new(T0 * 1_000_000_000);
-        let a = root(PER_IP, &w.shared);
-        let b = root(PER_IP, &w.shared);
+        // Two worker VMs (two roots) on one proxy's shared data: one budget.
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut a: W = p.worker(PER_IP);
+        let mut b: W = p.worker(PER_IP);
         let statuses: Vec<u32> =
-            (0..6).map(|i| w.send(if i % 2 == 0 { &a } else { &b }, &[], "10.0.0.1:1").0).collect();
+            (0..6).map(|i| send(if i % 2 == 0 { &mut a } else { &mut b }, &[], "10.0.0.1:1").0).collect();
         assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
     }
 
@@ -537,33 +515,33 @@ mod tests {
     fn xff_trusted_hops_and_fallback() {
         let json = r#"{"xff_num_trusted_hops":2,"rules":[{"name":"ip","actions":[{"remote_address":{}}],
             "token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#;
-        let w = World::new(T0 * 1_000_000_000);
-        let root = root(json, &w.shared);
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut w: W = p.worker(json);
         // The client is the 2nd from the right; what a client prepends is not trusted.
-        assert_eq!(w.send(&root, &[("x-forwarded-for", "6.6.6.6, 1.1.1.1, 9.9.9.9")], "127.0.0.1:1").0, 200);
-        assert_eq!(w.send(&root, &[("x-forwarded-for", "7.7.7.7, 1.1.1.1, 8.8.8.8")], "127.0.0.1:1").0, 429);
-        assert_eq!(w.send(&root, &[("x-forwarded-for", "1.1.1.2,9.9.9.9")], "127.0.0.1:1").0, 200);
+        assert_eq!(send(&mut w, &[("x-forwarded-for", "6.6.6.6, 1.1.1.1, 9.9.9.9")], "127.0.0.1:1").0, 200);
+        assert_eq!(send(&mut w, &[("x-forwarded-for", "7.7.7.7, 1.1.1.1, 8.8.8.8")], "127.0.0.1:1").0, 429);
+        assert_eq!(send(&mut w, &[("x-forwarded-for", "1.1.1.2,9.9.9.9")], "127.0.0.1:1").0, 200);
         // Malformed or too short: the peer address, counted.
-        assert_eq!(w.send(&root, &[("x-forwarded-for", "junk, 9.9.9.9")], "127.0.0.1:1").0, 200);
-        assert_eq!(w.send(&root, &[("x-forwarded-for", "9.9.9.9")], "127.0.0.1:2").0, 429);
-        assert_eq!(w.send(&root, &[], "[::1]:443").0, 200);
-        assert_eq!(w.shared.metric("rate_limit.xff_fallback"), Some(3));
+        assert_eq!(send(&mut w, &[("x-forwarded-for", "junk, 9.9.9.9")], "127.0.0.1:1").0, 200);
+        assert_eq!(send(&mut w, &[("x-forwarded-for", "9.9.9.9")], "127.0.0.1:2").0, 429);
+        assert_eq!(send(&mut w, &[], "[::1]:443").0, 200);
+        assert_eq!(p.metric("rate_limit.xff_fallback"), Some(3));
         // IPv6 in XFF, with a port.
-        assert_eq!(w.send(&root, &[("x-forwarded-for", "[2001:db8::1]:80, 9.9.9.9")], "127.0.0.1:1").0, 200);
-        assert_eq!(w.send(&root, &[("x-forwarded-for", "2001:db8::1, 9.9.9.9")], "127.0.0.1:1").0, 429);
+        assert_eq!(send(&mut w, &[("x-forwarded-for", "[2001:db8::1]:80, 9.9.9.9")], "127.0.0.1:1").0, 200);
+        assert_eq!(send(&mut w, &[("x-forwarded-for", "2001:db8::1, 9.9.9.9")], "127.0.0.1:1").0, 429);
     }
 
     #[test]
     fn masked_addresses_share_a_bucket() {
         let json = r#"{"rules":[{"name":"net","actions":[{"masked_remote_address":{"v4_prefix_mask_len":24,"v6_prefix_mask_len":64}}],
             "token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#;
-        let w = World::new(T0 * 1_000_000_000);
-        let root = root(json, &w.shared);
-        assert_eq!(w.send(&root, &[], "10.1.2.3:1").0, 200);
-        assert_eq!(w.send(&root, &[], "10.1.2.200:1").0, 429);
-        assert_eq!(w.send(&root, &[], "10.1.3.1:1").0, 200);
-        assert_eq!(w.send(&root, &[], "[2001:db8:0:1::5]:1").0, 200);
-        assert_eq!(w.send(&root, &[], "[2001:db8:0:1:ffff::9]:1").0, 429);
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut w: W = p.worker(json);
+        assert_eq!(send(&mut w, &[], "10.1.2.3:1").0, 200);
+        assert_eq!(send(&mut w, &[], "10.1.2.200:1").0, 429);
+        assert_eq!(send(&mut w, &[], "10.1.3.1:1").0, 200);
+        assert_eq!(send(&mut w, &[], "[2001:db8:0:1::5]:1").0, 200);
+        assert_eq!(send(&mut w, &[], "[2001:db8:0:1:ffff::9]:1").0, 429);
         assert_eq!(mask("1.2.3.4".parse().unwrap(), 0, 0).to_string(), "0.0.0.0");
     }
 
@@ -577,28 +555,28 @@ mod tests {
            "token_bucket":{"max_tokens":2,"fill_interval":"60s"}},
           {"name":"all","actions":[{"generic_key":{"descriptor_value":"everyone"}}],
            "token_bucket":{"max_tokens":100,"tokens_per_fill":100,"fill_interval":"60s"}}]}"#;
-        let w = World::new(T0 * 1_000_000_000);
-        let root = root(json, &w.shared);
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut w: W = p.worker(json);
         let ip = "10.0.0.1:1";
-        assert_eq!(w.send(&root, &[(":method", "POST"), (":path", "/login")], ip).0, 200);
-        assert_eq!(w.send(&root, &[(":method", "GET"), (":path", "/login")], ip).0, 200, "GET is not limited");
-        assert_eq!(w.send(&root, &[(":method", "POST"), (":path", "/login?x=1")], ip).0, 429, "query ignored");
+        assert_eq!(send(&mut w, &[(":method", "POST"), (":path", "/login")], ip).0, 200);
+        assert_eq!(send(&mut w, &[(":method", "GET"), (":path", "/login")], ip).0, 200, "GET is not limited");
+        assert_eq!(send(&mut w, &[(":method", "POST"), (":path", "/login?x=1")], ip).0, 429, "query ignored");
         // api key + path, query ignored; the rule does not apply without the key.
         let k = |key: &'static str, path: &'static str| vec![(":path", path), ("x-api-key", key)];
-        assert_eq!(w.send(&root, &k("a", "/api/x?1"), ip).0, 200);
-        assert_eq!(w.send(&root, &k("a", "/api/x?2"), ip).0, 200);
-        assert_eq!(w.send(&root, &k("a", "/api/x"), ip).0, 429);
-        assert_eq!(w.send(&root, &k("a", "/api/y"), ip).0, 200, "another path, another bucket");
-        assert_eq!(w.send(&root, &k("b", "/api/x"), ip).0, 200, "another key, another bucket");
-        let (status, h) = w.send(&root, &[(":path", "/api/x")], ip);
+        assert_eq!(send(&mut w, &k("a", "/api/x?1"), ip).0, 200);
+        assert_eq!(send(&mut w, &k("a", "/api/x?2"), ip).0, 200);
+        assert_eq!(send(&mut w, &k("a", "/api/x"), ip).0, 429);
+        assert_eq!(send(&mut w, &k("a", "/api/y"), ip).0, 200, "another path, another bucket");
+        assert_eq!(send(&mut w, &k("b", "/api/x"), ip).0, 200, "another key, another bucket");
+        let (status, h) = send(&mut w, &[(":path", "/api/x")], ip);
         assert_eq!(status, 200, "no key: the rule does not apply");
         assert_eq!(header(&h, "ratelimit-policy"), Some("\"all\";q=100;w=60"));
-        assert_eq!(w.shared.metric("rate_limit.descriptor_missing"), Some(1));
+        assert_eq!(p.metric("rate_limit.descriptor_missing"), Some(1));
         let mut internal = k("a", "/api/x");
         internal.push(("x-internal", "1"));
-        assert_eq!(w.send(&root, &internal, ip).0, 200, "inverted header match excludes it");
+        assert_eq!(send(&mut w, &internal, ip).0, 200, "inverted header match excludes it");
         // Two rules on one response: both listed.
-        let (_, h) = w.send(&root, &k("c", "/api/z"), ip);
+        let (_, h) = send(&mut w, &k("c", "/api/z"), ip);
         assert_eq!(header(&h, "ratelimit-policy"), Some("\"key\";q=2;w=120, \"all\";q=100;w=60"));
         assert!(header(&h, "ratelimit").unwrap().starts_with("\"key\";r=1;t=60, \"all\";r="), "{h:?}");
     }
@@ -607,29 +585,29 @@ mod tests {
     fn shadow_mode_counts_and_never_denies() {
         let json = r#"{"rules":[{"name":"s","shadow_mode":true,"actions":[{"remote_address":{}}],
             "token_bucket":{"max_tokens":2,"fill_interval":"60s"}}]}"#;
-        let w = World::new(T0 * 1_000_000_000);
-        let root = root(json, &w.shared);
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut w: W = p.worker(json);
         for _ in 0..5 {
-            let (status, h) = w.send(&root, &[], "10.0.0.1:1");
+            let (status, h) = send(&mut w, &[], "10.0.0.1:1");
             assert_eq!(status, 200);
             assert!(header(&h, "ratelimit").is_some());
         }
-        let (_, h) = w.send(&root, &[], "10.0.0.1:1");
+        let (_, h) = send(&mut w, &[], "10.0.0.1:1");
         assert_eq!(header(&h, "ratelimit"), Some("\"s\";r=0;t=120"));
-        assert_eq!(w.shared.metric("rate_limit.shadow_limited"), Some(4));
-        assert_eq!(w.shared.metric("rate_limit.rule.s.shadow_limited"), Some(4));
-        assert_eq!(w.shared.metric("rate_limit.limited"), Some(0));
+        assert_eq!(p.metric("rate_limit.shadow_limited"), Some(4));
+        assert_eq!(p.metric("rate_limit.rule.s.shadow_limited"), Some(4));
+        assert_eq!(p.metric("rate_limit.limited"), Some(0));
     }
 
     #[test]
     fn status_and_headers_are_configurable() {
         let json = r#"{"status":{"code":503},"ratelimit_headers":false,"rules":[{"name":"a","actions":[{"remote_address":{}}],
             "token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#;
-        let w = World::new(T0 * 1_000_000_000);
-        let root = root(json, &w.shared);
-        let (_, h) = w.send(&root, &[], "10.0.0.1:1");
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut w: W = p.worker(json);
+        let (_, h) = send(&mut w, &[], "10.0.0.1:1");
         assert!(h.iter().all(|(k, _)| !k.starts_with("ratelimit") && !k.starts_with("x-ratelimit")), "{h:?}");
-        let (status, h) = w.send(&root, &[], "10.0.0.1:1");
+        let (status, h) = send(&mut w, &[], "10.0.0.1:1");
         assert_eq!(status, 503);
         assert_eq!(header(&h, "retry-after"), Some("60"));
     }
@@ -637,104 +615,23 @@ mod tests {
     #[test]
     fn cas_contention_is_retried_counted_and_bounded() {
         // Another worker writes the group between our read and write every time.
-        struct Racy<'a> {
-            inner: &'a MockHost,
-            races_left: std::cell::Cell<u32>,
-        }
-        impl Host for Racy<'_> {
-            fn now(&self) -> SystemTime {
-                self.inner.now()
-            }
-            fn log(&self, l: LogLevel, m: &str) {
-                self.inner.log(l, m)
-            }
-            fn log_level(&self) -> LogLevel {
-                self.inner.log_level()
-            }
-            fn header(&self, m: shared::HeaderMapKind, n: &str) -> Option<Vec<u8>> {
-                self.inner.header(m, n)
-            }
-            fn headers(&self, m: shared::HeaderMapKind) -> Vec<(String, Vec<u8>)> {
-                self.inner.headers(m)
-            }
-            fn set_header(&self, m: shared::HeaderMapKind, n: &str, v: &[u8]) -> Result<(), shared::HostError> {
-                self.inner.set_header(m, n, v)
-            }
-            fn add_header(&self, m: shared::HeaderMapKind, n: &str, v: &[u8]) -> Result<(), shared::HostError> {
-                self.inner.add_header(m, n, v)
-            }
-            fn remove_header(&self, m: shared::HeaderMapKind, n: &str) -> Result<(), shared::HostError> {
-                self.inner.remove_header(m, n)
-            }
-            fn body(&self, b: shared::host::BodyKind, s: usize, n: usize) -> Option<Vec<u8>> {
-                self.inner.body(b, s, n)
-            }
-            fn send_local_response(&self, s: u32, h: &[(&str, &str)], b: &[u8]) -> Result<(), shared::HostError> {
-                self.inner.send_local_response(s, h, b)
-            }
-            fn resume_request(&self) -> Result<(), shared::HostError> {
-                self.inner.resume_request()
-            }
-            fn resume_response(&self) -> Result<(), shared::HostError> {
-                self.inner.resume_response()
-            }
-            fn property(&self, p: &[&str]) -> Option<Vec<u8>> {
-                self.inner.property(p)
-            }
-            fn shared_data(&self, k: &str) -> (Option<Vec<u8>>, Option<u32>) {
-                let read = self.inner.shared_data(k);
-                if self.races_left.get() > 0 {
-                    self.races_left.set(self.races_left.get() - 1);
-                    // The other worker's write bumps the CAS token (same bytes).
-                    let _ = self.inner.set_shared_data(k, read.0.as_deref().unwrap_or_default(), None);
-                }
-                read
-            }
-            fn set_shared_data(&self, k: &str, v: &[u8], c: Option<u32>) -> Result<(), shared::HostError> {
-                self.inner.set_shared_data(k, v, c)
-            }
-            fn dispatch_http_call(
-                &self,
-                c: &str,
-                h: &[(&str, &str)],
-                b: Option<&[u8]>,
-                t: Duration,
-            ) -> Result<u32, shared::HostError> {
-                self.inner.dispatch_http_call(c, h, b, t)
-            }
-            fn set_tick_period(&self, p: Duration) -> Result<(), shared::HostError> {
-                self.inner.set_tick_period(p)
-            }
-            fn define_metric(&self, k: shared::MetricKind, n: &str) -> Result<u32, shared::HostError> {
-                self.inner.define_metric(k, n)
-            }
-            fn increment_metric(&self, id: u32, d: i64) {
-                self.inner.increment_metric(id, d)
-            }
-            fn record_metric(&self, id: u32, v: u64) {
-                self.inner.record_metric(id, v)
-            }
-        }
         for (on_exhausted, want) in [("DENY", FilterAction::Pause), ("ALLOW", FilterAction::Continue)] {
-            let inner = host_at(T0 * 1_000_000_000);
+            let p = proxy_at(T0 * 1_000_000_000);
             let json = format!(
                 r#"{{"cas":{{"max_attempts":3,"on_exhausted":"{on_exhausted}"}},"rules":[{{"name":"a","actions":[{{"remote_address":{{}}}}],
                 "token_bucket":{{"max_tokens":5,"fill_interval":"60s"}}}}]}}"#
             );
-            let root = root(&json, &inner);
-            inner.set_request_headers(&[(":method", "GET"), (":path", "/")]);
-            inner.set_property(&["source", "address"], b"10.0.0.1:1");
+            let mut w: W = p.worker(&json);
+            p.set_property(&["source", "address"], b"10.0.0.1:1");
             // Two lost races, then a win: allowed, 2 conflicts.
-            let racy = Racy { inner: &inner, races_left: std::cell::Cell::new(2) };
-            let mut f = root.new_http_filter(1).unwrap();
-            assert_eq!(f.on_request_headers(&racy, true), FilterAction::Continue);
-            assert_eq!(inner.metric("rate_limit.cas_conflicts"), Some(2));
+            p.contend_shared_data(2);
+            assert_eq!(w.request(&[(":method", "GET"), (":path", "/")]).1, FilterAction::Continue);
+            assert_eq!(p.metric("rate_limit.cas_conflicts"), Some(2));
             // Always losing: exhausted after 3 attempts, then the configured answer.
-            let racy = Racy { inner: &inner, races_left: std::cell::Cell::new(u32::MAX) };
-            let mut f = root.new_http_filter(2).unwrap();
-            assert_eq!(f.on_request_headers(&racy, true), want, "{on_exhausted}");
-            assert_eq!(inner.metric("rate_limit.cas_exhausted"), Some(1));
-            assert_eq!(inner.metric("rate_limit.cas_conflicts"), Some(5));
+            p.contend_shared_data(u32::MAX);
+            assert_eq!(w.request(&[(":method", "GET"), (":path", "/")]).1, want, "{on_exhausted}");
+            assert_eq!(p.metric("rate_limit.cas_exhausted"), Some(1));
+            assert_eq!(p.metric("rate_limit.cas_conflicts"), Some(5));
         }
     }
 
@@ -745,23 +642,23 @@ mod tests {
                 r#"{{"table":{{"max_keys":4,"on_full":"{on_full}"}},"rules":[{{"name":"a","actions":[{{"remote_address":{{}}}}],
                 "token_bucket":{{"max_tokens":2,"fill_interval":"60s"}}}}]}}"#
             );
-            let w = World::new(T0 * 1_000_000_000);
-            let root = root(&json, &w.shared);
+            let p = proxy_at(T0 * 1_000_000_000);
+            let mut w: W = p.worker(&json);
             for i in 0..4 {
-                assert_eq!(w.send(&root, &[], &format!("10.0.0.{i}:1")).0, 200);
+                assert_eq!(send(&mut w, &[], &format!("10.0.0.{i}:1")).0, 200);
             }
-            assert_eq!(w.send(&root, &[], "10.0.0.9:1").0, over, "{on_full}");
+            assert_eq!(send(&mut w, &[], "10.0.0.9:1").0, over, "{on_full}");
             // Only the one group exists, whatever the number of keys.
-            assert!(w.shared.shared_data("rate-limit/1").0.is_none());
+            assert!(p.shared_data("rate-limit/1").0.is_none());
             if on_full == "EVICT" {
-                assert_eq!(w.shared.metric("rate_limit.evictions"), Some(1));
+                assert_eq!(p.metric("rate_limit.evictions"), Some(1));
             } else {
-                assert_eq!(w.shared.metric("rate_limit.table_full"), Some(1));
+                assert_eq!(p.metric("rate_limit.table_full"), Some(1));
             }
             // Once the buckets have refilled their slots are reused without loss.
-            w.advance(Duration::from_secs(60));
-            assert_eq!(w.send(&root, &[], "10.0.0.10:1").0, 200);
-            assert_eq!(w.shared.metric("rate_limit.slot_reused"), Some(1));
+            p.advance(Duration::from_secs(60));
+            assert_eq!(send(&mut w, &[], "10.0.0.10:1").0, 200);
+            assert_eq!(p.metric("rate_limit.slot_reused"), Some(1));
         }
     }
 
@@ -770,28 +667,27 @@ mod tests {
         // max 5, +2 every 250ms: 5 now, then exactly 2 per fill, capped at 5 after idling.
         let json = r#"{"rules":[{"name":"a","actions":[{"remote_address":{}}],
             "token_bucket":{"max_tokens":5,"tokens_per_fill":2,"fill_interval":"0.25s"}}]}"#;
-        let w = World::new(T0 * 1_000_000_000);
-        let root = root(json, &w.shared);
-        let burst = |n: usize| (0..n).filter(|_| w.send(&root, &[], "10.0.0.1:1").0 == 200).count();
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut w: W = p.worker(json);
+        let mut burst = |n: usize| (0..n).filter(|_| send(&mut w, &[], "10.0.0.1:1").0 == 200).count();
         assert_eq!(burst(20), 5);
-        w.advance(Duration::from_millis(250));
+        p.advance(Duration::from_millis(250));
         assert_eq!(burst(20), 2);
-        w.advance(Duration::from_millis(749));
+        p.advance(Duration::from_millis(749));
         assert_eq!(burst(20), 4, "two more fills (at 500 and 750 ms), not three");
-        w.advance(Duration::from_secs(10));
+        p.advance(Duration::from_secs(10));
         assert_eq!(burst(20), 5, "never more than max_tokens");
     }
 
     #[test]
     fn garbage_in_a_group_reads_as_empty_and_is_repaired() {
-        let w = World::new(T0 * 1_000_000_000);
-        let root = root(
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut w: W = p.worker(
             r#"{"table":{"max_keys":4},"rules":[{"name":"a","actions":[{"remote_address":{}}],"token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#,
-            &w.shared,
         );
-        w.shared.set_shared_data("rate-limit/0", b"garbage", None).unwrap();
-        assert_eq!(w.send(&root, &[], "10.0.0.1:1").0, 200);
-        assert_eq!(w.shared.shared_data("rate-limit/0").0.unwrap().len(), table::GROUP_BYTES);
-        assert_eq!(w.send(&root, &[], "10.0.0.1:1").0, 429);
+        p.set_shared_data("rate-limit/0", b"garbage");
+        assert_eq!(send(&mut w, &[], "10.0.0.1:1").0, 200);
+        assert_eq!(p.shared_data("rate-limit/0").0.unwrap().len(), table::GROUP_BYTES);
+        assert_eq!(send(&mut w, &[], "10.0.0.1:1").0, 429);
     }
 }

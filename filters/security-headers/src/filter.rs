@@ -160,145 +160,145 @@ mod tests {
     use super::*;
     use crate::config::DEFAULT_HEADERS;
     use shared::mock::MockHost;
+    use shared::proxytest::{Proxy, Worker};
 
-    fn root(json: &str) -> (MockHost, SecurityHeadersRoot) {
-        let host = MockHost::new();
-        let mut r = SecurityHeadersRoot::default();
-        r.configure(&host, Some(json.as_bytes())).unwrap();
-        (host, r)
+    type W = Worker<SecurityHeadersRoot>;
+
+    fn root(json: &str) -> (Proxy, W) {
+        let p = Proxy::new();
+        let w = p.worker(json);
+        (p, w)
     }
 
-    /// Run one request/response through a fresh filter.
-    fn exchange(host: &MockHost, r: &SecurityHeadersRoot, req: &[(&str, &str)], resp: &[(&str, &str)]) {
-        host.set_request_headers(req);
-        host.set_response_headers(resp);
-        let mut f = r.new_http_filter(1).unwrap();
-        assert_eq!(f.on_request_headers(host, true), Action::Continue);
-        assert_eq!(f.on_response_headers(host, false), Action::Continue);
+    /// Run one request/response through a new stream; its id.
+    fn exchange(w: &mut W, req: &[(&str, &str)], resp: &[(&str, &str)]) -> u32 {
+        let (id, action) = w.request(req);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(w.response_headers(id, resp, false), Action::Continue);
+        id
     }
 
     const HTTP: &[(&str, &str)] = &[(":scheme", "http"), (":path", "/api"), (":method", "GET")];
 
-    fn tls(h: &MockHost) {
-        h.set_property(&["connection", "tls_version"], b"TLSv1.3");
+    /// Every connection from now on is TLS.
+    fn tls(p: &Proxy) {
+        p.set_property(&["connection", "tls_version"], b"TLSv1.3");
     }
 
     #[test]
     fn defaults_on_https_include_hsts() {
-        let (h, r) = root("");
-        tls(&h);
-        exchange(&h, &r, HTTP, &[(":status", "200")]);
+        let (p, mut w) = root("");
+        tls(&p);
+        let id = exchange(&mut w, HTTP, &[(":status", "200")]);
         for (name, value) in DEFAULT_HEADERS {
-            assert_eq!(h.response_header_values(name), vec![value.to_string()], "{name}");
+            assert_eq!(w.response_header_values(id, name), vec![value.to_string()], "{name}");
         }
-        assert_eq!(h.metric("security_headers.headers_set"), Some(DEFAULT_HEADERS.len() as i64));
-        assert_eq!(h.metric("security_headers.responses_decorated"), Some(1));
+        assert_eq!(p.metric("security_headers.headers_set"), Some(DEFAULT_HEADERS.len() as i64));
+        assert_eq!(p.metric("security_headers.responses_decorated"), Some(1));
     }
 
     #[test]
     fn no_hsts_on_plain_http_even_with_untrusted_forwarded_proto_or_scheme() {
-        let (h, r) = root("{}");
+        let (_p, mut w) = root("{}");
         // Envoy copies an untrusted x-forwarded-proto into :scheme on HTTP/1.
         let req = [(":scheme", "https"), (":path", "/"), ("x-forwarded-proto", "https")];
-        exchange(&h, &r, &req, &[(":status", "200")]);
-        assert!(h.response_header_values("strict-transport-security").is_empty());
-        assert_eq!(h.response_header_values("x-frame-options"), vec!["DENY"]);
+        let id = exchange(&mut w, &req, &[(":status", "200")]);
+        assert!(w.response_header_values(id, "strict-transport-security").is_empty());
+        assert_eq!(w.response_header_values(id, "x-frame-options"), vec!["DENY"]);
     }
 
     #[test]
     fn trusted_forwarded_proto_enables_hsts() {
-        let (h, r) = root(r#"{"trust_x_forwarded_proto":true}"#);
+        let (p, mut w) = root(r#"{"trust_x_forwarded_proto":true}"#);
         let mut req = HTTP.to_vec();
         req.push(("x-forwarded-proto", "HTTPS, http"));
-        exchange(&h, &r, &req, &[(":status", "200")]);
-        assert_eq!(h.response_header_values("strict-transport-security").len(), 1);
+        let id = exchange(&mut w, &req, &[(":status", "200")]);
+        assert_eq!(w.response_header_values(id, "strict-transport-security").len(), 1);
         // Trusted x-forwarded-proto wins over the hop's own TLS (mesh mTLS behind a gateway
         // that received plain HTTP).
-        tls(&h);
+        tls(&p);
         let mut req = HTTP.to_vec();
         req.push(("x-forwarded-proto", "http"));
-        exchange(&h, &r, &req, &[(":status", "200")]);
-        assert!(h.response_header_values("strict-transport-security").is_empty());
+        let id = exchange(&mut w, &req, &[(":status", "200")]);
+        assert!(w.response_header_values(id, "strict-transport-security").is_empty());
         // Without the header, the connection decides.
-        exchange(&h, &r, HTTP, &[(":status", "200")]);
-        assert_eq!(h.response_header_values("strict-transport-security").len(), 1);
+        let id = exchange(&mut w, HTTP, &[(":status", "200")]);
+        assert_eq!(w.response_header_values(id, "strict-transport-security").len(), 1);
     }
 
     #[test]
     fn fingerprinting_headers_removed_and_counted() {
-        let (h, r) = root("");
-        exchange(
-            &h,
-            &r,
+        let (p, mut w) = root("");
+        let id = exchange(
+            &mut w,
             HTTP,
             &[(":status", "200"), ("Server", "Apache/2.4.1"), ("X-Powered-By", "PHP/5.6"), ("x-powered-by", "again")],
         );
-        assert!(h.response_header_values("server").is_empty());
-        assert!(h.response_header_values("x-powered-by").is_empty());
-        assert_eq!(h.metric("security_headers.headers_removed"), Some(2));
+        assert!(w.response_header_values(id, "server").is_empty());
+        assert!(w.response_header_values(id, "x-powered-by").is_empty());
+        assert_eq!(p.metric("security_headers.headers_removed"), Some(2));
     }
 
     #[test]
     fn upstream_value_kept_by_default_and_overwritten_on_request() {
         let upstream =
             &[(":status", "200"), ("content-security-policy", "default-src 'self'"), ("x-frame-options", "SAMEORIGIN")];
-        let (h, r) = root("");
-        exchange(&h, &r, HTTP, upstream);
-        assert_eq!(h.response_header_values("content-security-policy"), vec!["default-src 'self'"]);
-        assert_eq!(h.metric("security_headers.headers_kept"), Some(2));
+        let (p, mut w) = root("");
+        let id = exchange(&mut w, HTTP, upstream);
+        assert_eq!(w.response_header_values(id, "content-security-policy"), vec!["default-src 'self'"]);
+        assert_eq!(p.metric("security_headers.headers_kept"), Some(2));
 
-        let (h, r) =
+        let (_p, mut w) =
             root(r#"{"headers":{"x-frame-options":{"value":"DENY","append_action":"OVERWRITE_IF_EXISTS_OR_ADD"}}}"#);
-        exchange(&h, &r, HTTP, upstream);
-        assert_eq!(h.response_header_values("x-frame-options"), vec!["DENY"]);
-        assert_eq!(h.response_header_values("content-security-policy"), vec!["default-src 'self'"]);
+        let id = exchange(&mut w, HTTP, upstream);
+        assert_eq!(w.response_header_values(id, "x-frame-options"), vec!["DENY"]);
+        assert_eq!(w.response_header_values(id, "content-security-policy"), vec!["default-src 'self'"]);
 
-        let (h, r) = root(r#"{"append_action":"OVERWRITE_IF_EXISTS_OR_ADD"}"#);
-        exchange(&h, &r, HTTP, upstream);
+        let (_p, mut w) = root(r#"{"append_action":"OVERWRITE_IF_EXISTS_OR_ADD"}"#);
+        let id = exchange(&mut w, HTTP, upstream);
         assert_eq!(
-            h.response_header_values("content-security-policy"),
+            w.response_header_values(id, "content-security-policy"),
             vec!["default-src 'none'; frame-ancestors 'none'"]
         );
     }
 
     #[test]
     fn path_override_relaxes_csp_under_docs_only() {
-        let (h, r) = root(
+        let (_p, mut w) = root(
             r#"{"path_overrides":[{"match":{"prefix":"/docs"},
                 "headers":{"content-security-policy":"default-src 'self'","x-frame-options":null},
                 "content_security_policy_report_only":true}]}"#,
         );
-        exchange(&h, &r, &[(":scheme", "http"), (":path", "/docs/a?q=1")], &[(":status", "200")]);
-        assert!(h.response_header_values("content-security-policy").is_empty());
-        assert_eq!(h.response_header_values("content-security-policy-report-only"), vec!["default-src 'self'"]);
-        assert!(h.response_header_values("x-frame-options").is_empty());
-        exchange(&h, &r, &[(":scheme", "http"), (":path", "/api")], &[(":status", "200")]);
-        assert_eq!(h.response_header_values("content-security-policy").len(), 1);
-        assert_eq!(h.response_header_values("x-frame-options"), vec!["DENY"]);
+        let id = exchange(&mut w, &[(":scheme", "http"), (":path", "/docs/a?q=1")], &[(":status", "200")]);
+        assert!(w.response_header_values(id, "content-security-policy").is_empty());
+        assert_eq!(w.response_header_values(id, "content-security-policy-report-only"), vec!["default-src 'self'"]);
+        assert!(w.response_header_values(id, "x-frame-options").is_empty());
+        let id = exchange(&mut w, &[(":scheme", "http"), (":path", "/api")], &[(":status", "200")]);
+        assert_eq!(w.response_header_values(id, "content-security-policy").len(), 1);
+        assert_eq!(w.response_header_values(id, "x-frame-options"), vec!["DENY"]);
     }
 
     #[test]
     fn odd_bytes_never_break_the_filter() {
-        let (h, r) = root("");
-        h.set_headers_bytes(shared::HeaderMapKind::RequestHeaders, &[(":path", b"/\xff\xfe"), (":scheme", b"\xc3")]);
-        h.set_headers_bytes(
-            ResponseHeaders,
+        let (_p, mut w) = root("");
+        let id = w.new_stream();
+        w.request_headers_bytes(id, &[(":path", b"/\xff\xfe"), (":scheme", b"\xc3")], true);
+        w.response_headers_bytes(
+            id,
             &[(":status", b"200"), ("server", b"\xff\x00odd"), ("x-frame-options", b"\x80")],
+            false,
         );
-        let mut f = r.new_http_filter(1).unwrap();
-        f.on_request_headers(&h, true);
-        f.on_response_headers(&h, false);
-        assert!(h.response_header_values("server").is_empty());
-        assert_eq!(h.response_header_values("x-content-type-options"), vec!["nosniff"]);
+        assert!(w.response_header_values(id, "server").is_empty());
+        assert_eq!(w.response_header_values(id, "x-content-type-options"), vec!["nosniff"]);
     }
 
     #[test]
     fn host_errors_are_counted_not_fatal() {
-        let (h, r) = root("");
-        h.fail_header_writes(true);
-        exchange(&h, &r, HTTP, &[(":status", "200"), ("server", "x")]);
-        assert!(h.metric("security_headers.host_errors").unwrap() > 0);
-        assert!(h.logs().iter().any(|(l, m)| *l == LogLevel::Warn && m.contains("refused")));
+        let (p, mut w) = root("");
+        w.fail_header_writes(true);
+        exchange(&mut w, HTTP, &[(":status", "200"), ("server", "x")]);
+        assert!(p.metric("security_headers.host_errors").unwrap() > 0);
+        assert!(p.logs().iter().any(|(l, m)| *l == LogLevel::Warn && m.contains("refused")));
     }
 
     #[test]

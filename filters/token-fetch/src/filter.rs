@@ -6,8 +6,10 @@
 //!   (one shared-data read), resumes the requests waiting for it, and answers those that
 //!   waited too long.
 //! - Requests that find no valid token are paused and registered, by context id, in this
-//!   worker's waiting list; the root resumes them with `set_effective_context` (the only way
-//!   a root context can address a stream). The list is bounded ([`MAX_WAITING`]).
+//!   worker's waiting list (bounded, [`MAX_WAITING`]); each stream keeps its own deadline.
+//!   The root wakes them ([`Host::wake`]) when a token arrives or their deadline passes; each
+//!   stream then decides in `on_wake` on its own request (inject, or the no-token answer) and
+//!   the glue resumes it on `Continue`.
 //! - Why polling, not a shared queue: a worker learns of a new token within one tick either
 //!   way, the token record is one small key, and a queue would need a consumer per worker and
 //!   bounded keys; polling one key per tick per worker is the cheapest mechanism that is
@@ -118,8 +120,8 @@ impl Worker {
         }
     }
 
-    /// No valid token for the current context's request: 503, or on without the header.
-    /// Returns the action for a request still in its own callback.
+    /// No valid token for the current context's request: 503 (and `Pause`), or `Continue`
+    /// without the header.
     fn no_token(&self, host: &dyn Host) -> Action {
         if self.config.allow_request_without_credential {
             self.stats.requests_allowed_no_token.inc(host);
@@ -133,31 +135,23 @@ impl Worker {
         Action::Pause
     }
 
-    /// Resume waiters with the token, or answer those past their deadline.
+    /// Wake the waiters when there is a token, or when their deadline has passed.
     fn serve_waiters(&self, host: &dyn Host, now: SystemTime) {
         if self.waiting.is_empty() {
             return;
         }
-        let token = self.token(host, now);
+        let has_token = self.token(host, now).is_some();
         let now_ms = millis(now);
-        let ready = self.waiting.take(|w| token.is_some() || now_ms >= w.deadline_ms);
-        for w in ready {
-            // The stream may be gone (client left): then there is nothing to do.
-            if host.set_effective_context(w.context_id).is_err() {
-                continue;
-            }
-            match &token {
-                Some(value) => {
-                    self.inject(host, value);
-                    let _ = host.resume_request();
-                }
-                None => {
-                    if self.no_token(host) == Action::Continue {
-                        let _ = host.resume_request();
-                    }
-                }
-            }
+        for w in self.waiting.take(|w| has_token || now_ms >= w.deadline_ms) {
+            // A stream that is gone by then is skipped by the glue.
+            let _ = host.wake(w.context_id);
         }
+    }
+
+    /// Pause the current request until a token comes or `deadline_ms`; `false` when it
+    /// cannot wait (no wait configured, or the list is full).
+    fn wait(&self, context_id: u32, deadline_ms: u64) -> bool {
+        !self.config.pending_request_timeout.is_zero() && self.waiting.push(Waiter { context_id, deadline_ms })
     }
 
     fn forget(&self, context_id: u32) {
@@ -313,7 +307,7 @@ impl RootFilter for TokenFetchRoot {
     }
 
     fn new_http_filter(&self, context_id: u32) -> Option<TokenFetch> {
-        Some(TokenFetch { worker: self.worker.clone()?, context_id, waiting: false })
+        Some(TokenFetch { worker: self.worker.clone()?, context_id, deadline_ms: None })
     }
 
     fn on_tick(&mut self, host: &dyn Host) {
@@ -389,7 +383,8 @@ impl RootFilter for TokenFetchRoot {
 pub struct TokenFetch {
     worker: Rc<Worker>,
     context_id: u32,
-    waiting: bool,
+    /// While paused for a token: when the wait ends.
+    deadline_ms: Option<u64>,
 }
 
 impl HttpFilter for TokenFetch {
@@ -402,9 +397,26 @@ impl HttpFilter for TokenFetch {
         }
         let timeout = w.config.pending_request_timeout;
         let deadline_ms = millis(now).saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        if !timeout.is_zero() && w.waiting.push(Waiter { context_id: self.context_id, deadline_ms }) {
-            self.waiting = true;
+        if w.wait(self.context_id, deadline_ms) {
+            self.deadline_ms = Some(deadline_ms);
             w.stats.requests_paused.inc(host);
+            return Action::Pause;
+        }
+        w.no_token(host)
+    }
+
+    /// The root woke this waiting request: a token came, or the wait is over.
+    fn on_wake(&mut self, host: &dyn Host) -> Action {
+        let Some(deadline_ms) = self.deadline_ms.take() else { return Action::Pause };
+        let w = &self.worker;
+        let now = host.now();
+        if let Some(value) = w.token(host, now) {
+            w.inject(host, &value);
+            return Action::Continue;
+        }
+        // The token expired between the wake and now: wait on, within the same deadline.
+        if millis(now) < deadline_ms && w.wait(self.context_id, deadline_ms) {
+            self.deadline_ms = Some(deadline_ms);
             return Action::Pause;
         }
         w.no_token(host)
@@ -424,7 +436,7 @@ impl HttpFilter for TokenFetch {
     }
 
     fn on_log(&mut self, _host: &dyn Host) {
-        if self.waiting {
+        if self.deadline_ms.is_some() {
             self.worker.forget(self.context_id);
         }
     }
@@ -434,6 +446,7 @@ impl HttpFilter for TokenFetch {
 mod tests {
     use super::*;
     use shared::mock::MockHost;
+    use shared::proxytest::{Phase, Proxy, Worker};
 
     const S: Duration = Duration::from_secs(1);
 
@@ -445,72 +458,60 @@ mod tests {
         )
     }
 
-    fn root(h: &MockHost, config: &str) -> TokenFetchRoot {
-        let mut r = TokenFetchRoot::default();
-        r.configure(h, Some(config.as_bytes())).unwrap();
-        r
-    }
+    type W = Worker<TokenFetchRoot>;
 
-    /// Answer the last recorded HTTP call.
-    fn answer(h: &MockHost, r: &mut TokenFetchRoot, status: &str, body: &str) {
-        let call = h.http_calls().last().cloned().unwrap();
-        h.set_headers(HeaderMapKind::HttpCallResponseHeaders, &[(":status", status)]);
-        h.set_body(BodyKind::HttpCallResponse, body.as_bytes());
-        r.on_http_call_response(h, call.token, 1, body.len(), 0);
+    /// Answer this worker's last HTTP call.
+    fn answer(w: &mut W, status: &str, body: &str) {
+        let call = w.last_http_call();
+        w.answer_http_call(call.token, &[(":status", status)], body.as_bytes());
     }
 
     fn token_json(t: &str, expires_in: u64) -> String {
         format!(r#"{{"access_token":"{t}","token_type":"Bearer","expires_in":{expires_in}}}"#)
     }
 
-    fn request(h: &MockHost, r: &TokenFetchRoot, ctx: u32) -> (TokenFetch, Action) {
-        h.set_request_headers(&[(":path", "/"), (":method", "GET")]);
-        let mut f = r.new_http_filter(ctx).unwrap();
-        let a = f.on_request_headers(h, true);
-        (f, a)
+    fn request(w: &mut W) -> (u32, Action) {
+        w.request(&[(":path", "/"), (":method", "GET")])
     }
 
-    fn auth(h: &MockHost) -> Vec<String> {
-        h.header_values(HeaderMapKind::RequestHeaders, "authorization")
+    fn auth(w: &W, id: u32) -> Vec<String> {
+        w.request_header_values(id, "authorization")
     }
 
     #[test]
     fn first_fetch_at_start_then_injection() {
-        let h = MockHost::new();
-        let mut r = root(&h, &oauth_config(""));
-        assert_eq!(h.tick_period(), Some(FIRST_TICK));
-        r.on_tick(&h);
-        assert_eq!(h.tick_period(), Some(TICK));
-        let calls = h.http_calls();
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(""));
+        assert_eq!(w.tick_period(), Some(FIRST_TICK));
+        w.tick();
+        assert_eq!(w.tick_period(), Some(TICK));
+        let calls = w.http_calls();
         assert_eq!(calls.len(), 1, "fetched on the first tick");
-        let hv = |n: &str| calls[0].headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
-        assert_eq!(
-            (hv(":method").as_str(), hv(":path").as_str(), hv(":authority").as_str()),
-            ("POST", "/oauth/token", "auth.local")
-        );
+        let hv = |n: &str| calls[0].header(n).unwrap();
+        assert_eq!((hv(":method"), hv(":path"), hv(":authority")), ("POST", "/oauth/token", "auth.local"));
         assert_eq!(calls[0].cluster, "token-server");
-        answer(&h, &mut r, "200", &token_json("tok-1", 60));
-        let (_, a) = request(&h, &r, 2);
+        answer(&mut w, "200", &token_json("tok-1", 60));
+        let (id, a) = request(&mut w);
         assert_eq!(a, Action::Continue);
-        assert_eq!(auth(&h), vec!["Bearer tok-1"]);
-        assert_eq!(h.metric("token_fetch.requests_injected"), Some(1));
-        assert_eq!(h.metric("token_fetch.fetch_success"), Some(1));
-        assert_eq!(h.metric("token_fetch.token_remaining_seconds"), Some(60));
+        assert_eq!(auth(&w, id), vec!["Bearer tok-1"]);
+        assert_eq!(p.metric("token_fetch.requests_injected"), Some(1));
+        assert_eq!(p.metric("token_fetch.fetch_success"), Some(1));
+        assert_eq!(p.metric("token_fetch.token_remaining_seconds"), Some(60));
     }
 
     #[test]
     fn secrets_and_tokens_never_logged() {
-        let h = MockHost::new();
-        let mut r = root(&h, &oauth_config(""));
-        r.on_tick(&h);
-        answer(&h, &mut r, "200", &token_json("tok-SENSITIVE", 60));
-        h.advance(50 * S);
-        r.on_tick(&h);
-        answer(&h, &mut r, "200", r#"{"access_token":"tok-SENSITIVE2","expires_in":"x"}"#);
-        h.advance(5 * S);
-        r.on_tick(&h);
-        answer(&h, &mut r, "200", r#"{"access_token": tok-SENSITIVE3"#);
-        let logs = h.logs();
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(""));
+        w.tick();
+        answer(&mut w, "200", &token_json("tok-SENSITIVE", 60));
+        p.advance(50 * S);
+        w.tick();
+        answer(&mut w, "200", r#"{"access_token":"tok-SENSITIVE2","expires_in":"x"}"#);
+        p.advance(5 * S);
+        w.tick();
+        answer(&mut w, "200", r#"{"access_token": tok-SENSITIVE3"#);
+        let logs = p.logs();
         assert!(logs.iter().any(|(_, m)| m.contains(&fingerprint(b"Bearer tok-SENSITIVE"))), "{logs:?}");
         assert!(logs.iter().any(|(_, m)| m.contains(&fingerprint(b"TOPSECRET"))));
         for (_, m) in &logs {
@@ -520,123 +521,138 @@ mod tests {
 
     #[test]
     fn requests_before_the_first_token_wait_and_resume_with_it() {
-        let h = MockHost::new();
-        let mut r = root(&h, &oauth_config(""));
-        r.on_tick(&h);
-        let (_f, a) = request(&h, &r, 7);
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(""));
+        w.tick();
+        let (id, a) = request(&mut w);
         assert_eq!(a, Action::Pause);
-        assert_eq!(h.metric("token_fetch.requests_paused"), Some(1));
-        answer(&h, &mut r, "200", &token_json("tok-1", 60));
-        assert_eq!(h.resumed_contexts(), vec![Some(7)], "resumed through the effective context");
-        assert_eq!(auth(&h), vec!["Bearer tok-1"]);
-        assert!(h.local_response().is_none() && h.context_replies().is_empty());
+        assert_eq!(p.metric("token_fetch.requests_paused"), Some(1));
+        answer(&mut w, "200", &token_json("tok-1", 60));
+        assert_eq!(w.resumes(), vec![(id, Phase::Request)], "woken and resumed");
+        assert_eq!(auth(&w, id), vec!["Bearer tok-1"]);
+        assert!(w.local_replies().is_empty());
+    }
+
+    #[test]
+    fn waiting_requests_get_the_token_in_their_own_headers() {
+        // A waits; B (its own credential, kept: no overwrite) waits too; C comes once the
+        // token is there. Each stream's headers are its own.
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(""));
+        w.tick();
+        let (a, _) = w.request(&[(":path", "/a")]);
+        let (b, _) = w.request(&[(":path", "/b"), ("authorization", "Basic mine")]);
+        let (_, act) = w.request(&[(":path", "/b")]);
+        assert_eq!(act, Action::Pause);
+        answer(&mut w, "200", &token_json("tok-1", 60));
+        assert_eq!(auth(&w, a), vec!["Bearer tok-1"]);
+        assert_eq!(auth(&w, b), vec!["Basic mine"]);
+        assert_eq!(w.resumes().len(), 3);
+        let (c, _) = w.request(&[(":path", "/c")]);
+        assert_eq!(auth(&w, c), vec!["Bearer tok-1"]);
     }
 
     #[test]
     fn waiting_is_bounded_then_503_by_default() {
-        let h = MockHost::new();
-        let mut r = root(&h, &oauth_config(r#","pending_request_timeout":"1s""#));
-        r.on_tick(&h);
-        let (_f, a) = request(&h, &r, 7);
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(r#","pending_request_timeout":"1s""#));
+        w.tick();
+        let (id, a) = request(&mut w);
         assert_eq!(a, Action::Pause);
-        answer(&h, &mut r, "500", "oops");
-        h.advance(S / 2);
-        r.on_tick(&h);
-        assert!(h.context_replies().is_empty(), "still within the wait");
-        h.advance(S / 2);
-        r.on_tick(&h);
-        let replies = h.context_replies();
+        answer(&mut w, "500", "oops");
+        p.advance(S / 2);
+        w.tick();
+        assert!(w.local_replies().is_empty(), "still within the wait");
+        p.advance(S / 2);
+        w.tick();
+        let replies = w.local_replies();
         assert_eq!(replies.len(), 1);
-        assert_eq!((replies[0].0, replies[0].1.status), (7, 503));
-        assert!(String::from_utf8_lossy(&replies[0].1.body).contains("no valid credential"));
-        assert_eq!(h.metric("token_fetch.requests_rejected_no_token"), Some(1));
-        assert!(h.resumed_contexts().is_empty());
+        assert_eq!((replies[0].0, replies[0].1.status), (id, 503));
+        assert!(replies[0].1.body_text().contains("no valid credential"));
+        assert_eq!(p.metric("token_fetch.requests_rejected_no_token"), Some(1));
+        assert!(w.resumes().is_empty());
         // With no wait configured, a request is answered at once.
-        let h2 = MockHost::new();
-        let r2 = root(&h2, &oauth_config(r#","pending_request_timeout":"0s""#));
-        h2.clear_effective_context();
-        let (_f, a) = request(&h2, &r2, 9);
+        let p2 = Proxy::new();
+        let mut w2: W = p2.worker(&oauth_config(r#","pending_request_timeout":"0s""#));
+        let (id, a) = request(&mut w2);
         assert_eq!(a, Action::Pause);
-        assert_eq!(h2.local_response().unwrap().status, 503);
+        assert_eq!(w2.local_reply(id).unwrap().status, 503);
     }
 
     #[test]
     fn pass_through_without_header_when_configured() {
-        let h = MockHost::new();
-        let mut r =
-            root(&h, &oauth_config(r#","allow_request_without_credential":true,"pending_request_timeout":"1s""#));
-        r.on_tick(&h);
-        let (_f, a) = request(&h, &r, 3);
+        let p = Proxy::new();
+        let mut w: W =
+            p.worker(&oauth_config(r#","allow_request_without_credential":true,"pending_request_timeout":"1s""#));
+        w.tick();
+        let (id, a) = request(&mut w);
         assert_eq!(a, Action::Pause, "waits first");
-        answer(&h, &mut r, "503", "");
-        h.advance(S);
-        r.on_tick(&h);
-        assert_eq!(h.resumed_contexts(), vec![Some(3)]);
-        assert!(auth(&h).is_empty());
-        assert!(h.context_replies().is_empty());
-        assert_eq!(h.metric("token_fetch.requests_allowed_no_token"), Some(1));
+        answer(&mut w, "503", "");
+        p.advance(S);
+        w.tick();
+        assert_eq!(w.resumes(), vec![(id, Phase::Request)]);
+        assert!(auth(&w, id).is_empty());
+        assert!(w.local_replies().is_empty());
+        assert_eq!(p.metric("token_fetch.requests_allowed_no_token"), Some(1));
     }
 
     #[test]
     fn a_stream_that_ended_while_waiting_is_forgotten() {
-        let h = MockHost::new();
-        let mut r = root(&h, &oauth_config(""));
-        r.on_tick(&h);
-        let (mut f, _) = request(&h, &r, 4);
-        let (_g, _) = request(&h, &r, 5);
-        f.on_log(&h);
-        h.end_context(5); // gone without on_log: set_effective_context fails
-        answer(&h, &mut r, "200", &token_json("tok", 60));
-        assert!(h.resumed_contexts().is_empty());
-        assert!(r.worker().unwrap().waiting.is_empty());
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(""));
+        w.tick();
+        let (f, _) = request(&mut w);
+        let (g, _) = request(&mut w);
+        w.complete(f);
+        w.forget_context(g); // gone without on_log: the wake cannot address it
+        answer(&mut w, "200", &token_json("tok", 60));
+        assert!(w.resumes().is_empty());
+        assert!(w.root().worker().unwrap().waiting.is_empty());
     }
 
     #[test]
     fn expired_token_is_never_injected() {
-        let h = MockHost::new();
-        let mut r = root(&h, &oauth_config(r#","pending_request_timeout":"0s""#));
-        r.on_tick(&h);
-        answer(&h, &mut r, "200", &token_json("tok-1", 10));
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(r#","pending_request_timeout":"0s""#));
+        w.tick();
+        answer(&mut w, "200", &token_json("tok-1", 10));
         // Every refresh fails from now on.
-        h.fail_http_calls(true);
+        w.fail_http_calls(true);
         for _ in 0..40 {
-            h.advance(TICK);
-            r.on_tick(&h);
+            p.advance(TICK);
+            w.tick();
         }
-        h.clear_effective_context();
-        let (_f, a) = request(&h, &r, 2);
+        let (id, a) = request(&mut w);
         assert_eq!(a, Action::Pause);
-        assert_eq!(h.local_response().unwrap().status, 503);
-        assert!(auth(&h).is_empty());
-        assert!(h.metric("token_fetch.fetch_failure").unwrap() >= 1);
-        assert_eq!(h.metric("token_fetch.token_remaining_seconds"), Some(0));
+        assert_eq!(w.local_reply(id).unwrap().status, 503);
+        assert!(auth(&w, id).is_empty());
+        assert!(p.metric("token_fetch.fetch_failure").unwrap() >= 1);
+        assert_eq!(p.metric("token_fetch.token_remaining_seconds"), Some(0));
     }
 
     #[test]
     fn keeps_an_existing_header_unless_overwrite() {
         for (overwrite, want) in [(false, "Basic mine"), (true, "Bearer tok")] {
-            let h = MockHost::new();
-            let mut r = root(&h, &oauth_config(&format!(r#","overwrite":{overwrite}"#)));
-            r.on_tick(&h);
-            answer(&h, &mut r, "200", &token_json("tok", 60));
-            h.set_request_headers(&[(":path", "/"), ("authorization", "Basic mine")]);
-            let mut f = r.new_http_filter(2).unwrap();
-            assert_eq!(f.on_request_headers(&h, true), Action::Continue);
-            assert_eq!(auth(&h), vec![want]);
+            let p = Proxy::new();
+            let mut w: W = p.worker(&oauth_config(&format!(r#","overwrite":{overwrite}"#)));
+            w.tick();
+            answer(&mut w, "200", &token_json("tok", 60));
+            let (id, a) = w.request(&[(":path", "/"), ("authorization", "Basic mine")]);
+            assert_eq!(a, Action::Continue);
+            assert_eq!(auth(&w, id), vec![want]);
         }
     }
 
     #[test]
     fn response_injection_only_when_enabled() {
         for enabled in [false, true] {
-            let h = MockHost::new();
-            let mut r = root(&h, &oauth_config(&format!(r#","inject_on_response":{enabled}"#)));
-            r.on_tick(&h);
-            answer(&h, &mut r, "200", &token_json("tok", 60));
-            let (mut f, _) = request(&h, &r, 2);
-            h.set_response_headers(&[(":status", "200")]);
-            f.on_response_headers(&h, true);
-            assert_eq!(!h.response_header_values("authorization").is_empty(), enabled);
+            let p = Proxy::new();
+            let mut w: W = p.worker(&oauth_config(&format!(r#","inject_on_response":{enabled}"#)));
+            w.tick();
+            answer(&mut w, "200", &token_json("tok", 60));
+            let (id, _) = request(&mut w);
+            w.response_headers(id, &[(":status", "200")], true);
+            assert_eq!(!w.response_header_values(id, "authorization").is_empty(), enabled);
         }
     }
 
@@ -651,90 +667,87 @@ mod tests {
             ("401", r#"{"error":"invalid_client"}"#),
         ];
         for (status, body) in bodies {
-            let h = MockHost::new();
-            let mut r = root(&h, &oauth_config(""));
-            r.on_tick(&h);
-            answer(&h, &mut r, "200", &token_json("good", 10));
-            h.advance(8 * S);
-            r.on_tick(&h);
-            assert_eq!(h.http_calls().len(), 2, "refresh at 80%");
-            answer(&h, &mut r, status, body);
-            assert_eq!(h.metric("token_fetch.fetch_failure"), Some(1), "{body}");
-            let (_f, a) = request(&h, &r, 3);
+            let p = Proxy::new();
+            let mut w: W = p.worker(&oauth_config(""));
+            w.tick();
+            answer(&mut w, "200", &token_json("good", 10));
+            p.advance(8 * S);
+            w.tick();
+            assert_eq!(w.http_calls().len(), 2, "refresh at 80%");
+            answer(&mut w, status, body);
+            assert_eq!(p.metric("token_fetch.fetch_failure"), Some(1), "{body}");
+            let (id, a) = request(&mut w);
             assert_eq!(a, Action::Continue);
-            assert_eq!(auth(&h), vec!["Bearer good"], "{body}");
+            assert_eq!(auth(&w, id), vec!["Bearer good"], "{body}");
         }
     }
 
     #[test]
     fn other_workers_pick_the_token_up_and_do_not_fetch() {
-        let h = MockHost::new();
+        let p = Proxy::new();
         let cfg = oauth_config("");
-        let mut a = root(&h, &cfg);
-        let mut b = root(&h, &cfg);
-        a.on_tick(&h);
-        b.on_tick(&h);
-        assert_eq!(h.http_calls().len(), 1, "one fetch for both workers");
-        let (_f, act) = request(&h, &b, 11);
+        let mut a: W = p.worker(&cfg);
+        let mut b: W = p.worker(&cfg);
+        let fetches = |a: &W, b: &W| a.http_calls().len() + b.http_calls().len();
+        a.tick();
+        b.tick();
+        assert_eq!(fetches(&a, &b), 1, "one fetch for both workers");
+        let (id, act) = request(&mut b);
         assert_eq!(act, Action::Pause);
-        answer(&h, &mut a, "200", &token_json("tok", 60));
-        assert!(h.resumed_contexts().is_empty(), "b's waiter waits for b's tick");
-        h.advance(TICK);
-        b.on_tick(&h);
-        assert_eq!(h.resumed_contexts(), vec![Some(11)]);
+        answer(&mut a, "200", &token_json("tok", 60));
+        assert!(b.resumes().is_empty(), "b's waiter waits for b's tick");
+        p.advance(TICK);
+        b.tick();
+        assert_eq!(b.resumes(), vec![(id, Phase::Request)]);
         // Over 200 s of ticks in both workers: one fetch per 48 s refresh.
         for _ in 0..800 {
-            h.advance(TICK);
-            a.on_tick(&h);
-            b.on_tick(&h);
+            p.advance(TICK);
+            a.tick();
+            b.tick();
             // Whoever fetched gets its answer at once.
-            let n = h.http_calls().len();
-            for r in [&mut a, &mut b] {
-                if r.fetcher.as_ref().is_some_and(Fetcher::in_flight) {
-                    answer(&h, r, "200", &token_json(&format!("tok{n}"), 60));
+            let n = fetches(&a, &b);
+            for w in [&mut a, &mut b] {
+                if w.root().fetcher.as_ref().is_some_and(Fetcher::in_flight) {
+                    answer(w, "200", &token_json(&format!("tok{n}"), 60));
                 }
             }
         }
-        let calls = h.http_calls().len();
+        let calls = fetches(&a, &b);
         assert!((4..=6).contains(&calls), "{calls}");
     }
 
     #[test]
     fn http_get_source_reads_a_header_or_a_json_field() {
-        let h = MockHost::new();
-        let mut r = root(
-            &h,
+        let p = Proxy::new();
+        let mut w: W = p.worker(
             r#"{"http_get":{"token_endpoint":{"cluster":"t","uri":"http://t/auth"},"token_header":"x-token","token_lifetime":"30s"},"header_prefix":""}"#,
         );
-        r.on_tick(&h);
-        let call = h.http_calls()[0].clone();
-        assert!(call.headers.contains(&(":method".into(), "GET".into())));
-        h.set_headers(HeaderMapKind::HttpCallResponseHeaders, &[(":status", "200"), ("x-token", "Bearer abc")]);
-        r.on_http_call_response(&h, call.token, 2, 0, 0);
-        let (_f, _) = request(&h, &r, 2);
-        assert_eq!(auth(&h), vec!["Bearer abc"]);
+        w.tick();
+        let call = w.http_calls()[0].clone();
+        assert_eq!(call.header(":method"), Some("GET"));
+        w.answer_http_call(call.token, &[(":status", "200"), ("x-token", "Bearer abc")], b"");
+        let (id, _) = request(&mut w);
+        assert_eq!(auth(&w, id), vec!["Bearer abc"]);
 
-        let h = MockHost::new();
-        let mut r = root(
-            &h,
+        let p = Proxy::new();
+        let mut w: W = p.worker(
             r#"{"http_get":{"token_endpoint":{"cluster":"t","uri":"http://t/auth"},"token_json_field":"token","token_lifetime":"30s"}}"#,
         );
-        r.on_tick(&h);
-        answer(&h, &mut r, "200", r#"{"token":"xyz"}"#);
-        let (_f, _) = request(&h, &r, 2);
-        assert_eq!(auth(&h), vec!["Bearer xyz"]);
+        w.tick();
+        answer(&mut w, "200", r#"{"token":"xyz"}"#);
+        let (id, _) = request(&mut w);
+        assert_eq!(auth(&w, id), vec!["Bearer xyz"]);
     }
 
     #[test]
     fn a_timeout_answer_is_a_failure() {
-        let h = MockHost::new();
-        let mut r = root(&h, &oauth_config(""));
-        r.on_tick(&h);
-        let call = h.http_calls()[0].clone();
-        h.set_headers(HeaderMapKind::HttpCallResponseHeaders, &[]);
-        r.on_http_call_response(&h, call.token, 0, 0, 0);
-        assert_eq!(h.metric("token_fetch.fetch_failure"), Some(1));
-        assert!(h.logs().iter().any(|(_, m)| m.contains("no answer")));
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(""));
+        w.tick();
+        let call = w.http_calls()[0].clone();
+        w.answer_http_call(call.token, &[], b"");
+        assert_eq!(p.metric("token_fetch.fetch_failure"), Some(1));
+        assert!(p.logs().iter().any(|(_, m)| m.contains("no answer")));
     }
 
     #[test]

@@ -1,36 +1,43 @@
 //! The filter on the corpora (`crate::corpus`), encoded bodies (B1) and the worker's capture
-//! budget (B7). The same corpora run through a real Envoy in `e2e/tests/body_logger.rs`.
+//! budget (B7), on the emulated proxy. The same corpora run through a real Envoy in
+//! `e2e/tests/body_logger.rs`.
 
 use super::*;
 use crate::corpus::{leak_corpus, readable_corpus, LeakCase};
 use shared::mock::MockHost;
+use shared::proxytest::{Proxy, Worker};
 use std::io::Write;
+
+type W = Worker<BodyLoggerRoot>;
 
 /// The e2e config's content types plus XML and multipart, with headers logged.
 const CONFIG: &str = r#"{"log_headers":true,"content_types":["application/json","application/*+json","text/*","application/x-www-form-urlencoded","application/xml","application/*+xml","multipart/form-data"]}"#;
 
-fn root(json: &str) -> (MockHost, BodyLoggerRoot) {
-    let host = MockHost::new();
-    let mut root = BodyLoggerRoot::default();
-    root.configure(&host, Some(json.as_bytes())).unwrap();
-    (host, root)
+fn worker(json: &str) -> W {
+    Proxy::new().worker(json)
 }
 
-pub(super) fn gzip(b: &[u8]) -> Vec<u8> {
+fn gzip(b: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(b).unwrap();
     e.finish().unwrap()
 }
 
-fn last_line(host: &MockHost) -> String {
-    host.logs().into_iter().rev().map(|(_, m)| m).find(|m| m.starts_with('{')).expect("a log line")
+fn last_line(w: &W) -> String {
+    w.proxy().logs().into_iter().rev().map(|(_, m)| m).find(|m| m.starts_with('{')).expect("a log line")
+}
+
+fn last(w: &W) -> Value {
+    serde_json::from_str(&last_line(w)).unwrap()
+}
+
+fn metric(w: &W, name: &str) -> i64 {
+    w.proxy().metric(&format!("body_logger.{name}")).unwrap()
 }
 
 /// One exchange as the e2e upstream answers it: the body echoed with the same content type,
-/// the case's response headers added. Bodies in chunks of `chunk` bytes.
-fn run(root: &BodyLoggerRoot, case: &LeakCase, chunk: usize) -> (MockHost, String) {
-    let host = MockHost::new();
-    let mut f = root.new_http_filter(1).unwrap();
+/// the case's response headers added. Bodies in chunks of `chunk` bytes. The line.
+fn run(w: &mut W, case: &LeakCase, chunk: usize) -> String {
     let body = if case.gzip { gzip(&case.body) } else { case.body.clone() };
     let mut req: Vec<(&str, &[u8])> = vec![
         (":method", b"POST"),
@@ -52,34 +59,30 @@ fn run(root: &BodyLoggerRoot, case: &LeakCase, chunk: usize) -> (MockHost, Strin
     for (k, v) in &case.response_headers {
         resp.push((k, v.as_bytes()));
     }
-    host.set_headers_bytes(HeaderMapKind::RequestHeaders, &req);
-    f.on_request_headers(&host, false);
+    let id = w.new_stream();
+    w.request_headers_bytes(id, &req, false);
     let pieces: Vec<&[u8]> = body.chunks(chunk).collect();
     for (i, p) in pieces.iter().enumerate() {
-        host.set_body(Buffer::Request, p);
-        f.on_request_body(&host, p.len(), i + 1 == pieces.len());
+        w.request_body(id, p, i + 1 == pieces.len());
     }
-    host.set_headers_bytes(HeaderMapKind::ResponseHeaders, &resp);
-    f.on_response_headers(&host, false);
+    w.response_headers_bytes(id, &resp, false);
     for (i, p) in pieces.iter().enumerate() {
-        host.set_body(Buffer::Response, p);
-        f.on_response_body(&host, p.len(), i + 1 == pieces.len());
+        w.response_body(id, p, i + 1 == pieces.len());
     }
-    f.on_log(&host);
-    let line = last_line(&host);
-    (host, line)
+    w.complete(id);
+    last_line(w)
 }
 
 #[test]
 fn leak_corpus_never_reaches_the_line() {
-    let (_, root) = root(CONFIG);
+    let mut w = worker(CONFIG);
     for case in leak_corpus() {
         let sent = case.sent_text();
         for s in &case.secrets {
             assert!(sent.contains(s), "{}: {s} was not planted", case.name);
         }
         for chunk in [1 << 20, 7] {
-            let (_, line) = run(&root, &case, chunk);
+            let line = run(&mut w, &case, chunk);
             case.check_line(&line).unwrap();
             let v: Value = serde_json::from_str(&line).unwrap();
             if !case.encoded() && !case.secrets.is_empty() {
@@ -109,7 +112,7 @@ fn leak_checks_fail_on_an_unredacted_line() {
 
 #[test]
 fn readable_corpus_is_logged_as_is() {
-    let (host, root) = root(CONFIG);
+    let mut w = worker(CONFIG);
     for case in readable_corpus() {
         let leak = LeakCase {
             name: case.name,
@@ -122,7 +125,7 @@ fn readable_corpus_is_logged_as_is() {
             response_headers: vec![],
             secrets: vec![],
         };
-        let (_, line) = run(&root, &leak, 1 << 20);
+        let line = run(&mut w, &leak, 1 << 20);
         let v: Value = serde_json::from_str(&line).unwrap();
         for dir in ["request", "response"] {
             case.check_logged(v[dir]["body"].as_str().unwrap()).unwrap();
@@ -131,13 +134,12 @@ fn readable_corpus_is_logged_as_is() {
         assert_eq!(v["request_headers"]["user-agent"], "curl/8.5.0");
         assert_eq!(v["redactions"], 0, "{line}");
     }
-    let _ = host;
 }
 
 /// The control: redacting everything fails the readable corpus.
 #[test]
 fn redacting_everything_fails_the_readable_checks() {
-    let (_, root) = root(
+    let mut w = worker(
         r#"{"content_types":["application/json","application/x-www-form-urlencoded","text/*","application/xml","multipart/form-data"],"redact":{"patterns":[{"name":"all","regex":"(?s).+"}]}}"#,
     );
     for case in readable_corpus() {
@@ -152,7 +154,7 @@ fn redacting_everything_fails_the_readable_checks() {
             response_headers: vec![],
             secrets: vec![],
         };
-        let (_, line) = run(&root, &leak, 1 << 20);
+        let line = run(&mut w, &leak, 1 << 20);
         let v: Value = serde_json::from_str(&line).unwrap();
         assert!(case.check_logged(v["request"]["body"].as_str().unwrap()).is_err(), "{}", case.name);
     }
@@ -162,7 +164,7 @@ fn redacting_everything_fails_the_readable_checks() {
 
 #[test]
 fn encoded_bodies_are_skipped_and_counted_in_both_directions() {
-    let (host, root) = root("{}");
+    let mut w = worker("{}");
     let plain = br#"{"access_token":"GZSECRET","token_type":"Bearer"}"#;
     for (encoding, body) in [
         (Some(&b"gzip"[..]), gzip(plain)),
@@ -172,8 +174,7 @@ fn encoded_bodies_are_skipped_and_counted_in_both_directions() {
         (Some(b"x-custom"), plain.to_vec()),
         (None, gzip(plain)), // unlabelled: the gzip magic
     ] {
-        let before = host.metric("body_logger.skipped_content_encoding").unwrap();
-        let mut f = root.new_http_filter(1).unwrap();
+        let before = metric(&w, "skipped_content_encoding");
         let mut req: Vec<(&str, &[u8])> =
             vec![(":method", b"POST"), (":path", b"/"), ("content-type", b"application/json")];
         let mut resp: Vec<(&str, &[u8])> =
@@ -182,16 +183,13 @@ fn encoded_bodies_are_skipped_and_counted_in_both_directions() {
             req.push(("content-encoding", e));
             resp.push(("content-encoding", e));
         }
-        host.set_headers_bytes(HeaderMapKind::RequestHeaders, &req);
-        f.on_request_headers(&host, false);
-        host.set_body(Buffer::Request, &body);
-        f.on_request_body(&host, body.len(), true);
-        host.set_headers_bytes(HeaderMapKind::ResponseHeaders, &resp);
-        f.on_response_headers(&host, false);
-        host.set_body(Buffer::Response, &body);
-        f.on_response_body(&host, body.len(), true);
-        f.on_log(&host);
-        let line = last_line(&host);
+        let id = w.new_stream();
+        w.request_headers_bytes(id, &req, false);
+        w.request_body(id, &body, true);
+        w.response_headers_bytes(id, &resp, false);
+        w.response_body(id, &body, true);
+        w.complete(id);
+        let line = last_line(&w);
         let v: Value = serde_json::from_str(&line).unwrap();
         for dir in ["request", "response"] {
             assert_eq!(v[dir]["skipped"], "content_encoding", "{encoding:?} {dir}: {line}");
@@ -199,31 +197,22 @@ fn encoded_bodies_are_skipped_and_counted_in_both_directions() {
             assert_eq!(v[dir]["bytes"], body.len());
         }
         assert!(!line.contains("GZSECRET"));
-        assert_eq!(host.metric("body_logger.skipped_content_encoding"), Some(before + 2), "{encoding:?}");
-        assert_eq!(host.metric("body_logger.skipped_content_type"), Some(0));
+        assert_eq!(metric(&w, "skipped_content_encoding"), before + 2, "{encoding:?}");
+        assert_eq!(metric(&w, "skipped_content_type"), 0);
     }
     // `identity` (any case, with spaces) is no encoding.
-    let mut f = root.new_http_filter(1).unwrap();
-    host.set_headers_bytes(
-        HeaderMapKind::RequestHeaders,
-        &[(":method", b"POST"), (":path", b"/"), ("content-type", b"text/plain"), ("content-encoding", b" Identity ")],
+    let id = w.new_stream();
+    w.request_headers(
+        id,
+        &[(":method", "POST"), (":path", "/"), ("content-type", "text/plain"), ("content-encoding", " Identity ")],
+        false,
     );
-    f.on_request_headers(&host, false);
-    host.set_body(Buffer::Request, b"hello");
-    f.on_request_body(&host, 5, true);
-    f.on_log(&host);
-    let v: Value = serde_json::from_str(&last_line(&host)).unwrap();
-    assert_eq!(v["request"]["body"], "hello");
+    w.request_body(id, b"hello", true);
+    w.complete(id);
+    assert_eq!(last(&w)["request"]["body"], "hello");
 }
 
 // ---- B7: the worker's capture budget ----
-
-fn open(root: &BodyLoggerRoot, host: &MockHost, headers: &[(&str, &str)]) -> BodyLogger {
-    let mut f = root.new_http_filter(1).unwrap();
-    host.set_request_headers(headers);
-    f.on_request_headers(host, false);
-    f
-}
 
 fn post(len: Option<usize>) -> Vec<(&'static str, String)> {
     let mut h =
@@ -234,104 +223,108 @@ fn post(len: Option<usize>) -> Vec<(&'static str, String)> {
     h
 }
 
-fn refs<'a>(h: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+/// A stream whose request headers went through; its id.
+fn open(w: &mut W, headers: &[(&'static str, String)]) -> u32 {
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let id = w.new_stream();
+    w.request_headers(id, &h, false);
+    id
+}
+
+fn used(w: &W) -> usize {
+    w.root().budget.used()
 }
 
 #[test]
 fn streams_over_the_budget_are_skipped_counted_and_the_budget_comes_back() {
-    let (host, root) = root(r#"{"max_bytes":100,"capture_budget_bytes":250}"#);
-    let budget = root.budget.clone();
+    let mut w = worker(r#"{"max_bytes":100,"capture_budget_bytes":250}"#);
     // A chunked body reserves max_bytes; a content-length below it reserves that.
-    let mut a = open(&root, &host, &refs(&post(None)));
-    assert_eq!(budget.used(), 100);
-    let mut b = open(&root, &host, &refs(&post(Some(60))));
-    assert_eq!(budget.used(), 160);
-    let mut c = open(&root, &host, &refs(&post(Some(100))));
-    assert_eq!(budget.used(), 160, "c does not fit: 90 left");
+    let a = open(&mut w, &post(None));
+    assert_eq!(used(&w), 100);
+    let b = open(&mut w, &post(Some(60)));
+    assert_eq!(used(&w), 160);
+    let c = open(&mut w, &post(Some(100)));
+    assert_eq!(used(&w), 160, "c does not fit: 90 left");
     // c's body is counted, not captured; the stream goes on.
-    host.set_body(Buffer::Request, &[b'c'; 100]);
-    assert_eq!(c.on_request_body(&host, 100, true), Action::Continue);
-    c.on_log(&host);
-    let line: Value = serde_json::from_str(&last_line(&host)).unwrap();
+    assert_eq!(w.request_body(c, &[b'c'; 100], true), Action::Continue);
+    w.complete(c);
+    let line = last(&w);
     assert_eq!(line["request"]["skipped"], "budget");
     assert_eq!(line["request"]["body"], Value::Null);
     assert_eq!(line["request"]["bytes"], 100);
-    assert_eq!(host.metric("body_logger.skipped_budget"), Some(1));
+    assert_eq!(metric(&w, "skipped_budget"), 1);
     // A smaller stream still fits; a header-only one needs nothing.
-    let d = open(&root, &host, &refs(&post(Some(90))));
-    assert_eq!(budget.used(), 250);
-    let mut e = root.new_http_filter(1).unwrap();
-    host.set_request_headers(&[(":method", "GET"), (":path", "/")]);
-    e.on_request_headers(&host, true);
-    e.on_log(&host);
-    let line: Value = serde_json::from_str(&last_line(&host)).unwrap();
-    assert_eq!(line["request"].get("skipped"), None, "{line}");
-    // Ending streams (logged, or dropped without a line) gives their bytes back.
-    host.set_body(Buffer::Request, &[b'a'; 30]);
-    a.on_request_body(&host, 30, true);
-    a.on_log(&host);
-    let line: Value = serde_json::from_str(&last_line(&host)).unwrap();
-    assert_eq!(line["request"]["body"], "a".repeat(30));
-    assert_eq!(budget.used(), 150);
-    drop(d);
-    assert_eq!(budget.used(), 60);
-    b.on_log(&host);
-    assert_eq!(budget.used(), 0);
+    let d = open(&mut w, &post(Some(90)));
+    assert_eq!(used(&w), 250);
+    let e = w.new_stream();
+    w.request_headers(e, &[(":method", "GET"), (":path", "/")], true);
+    w.complete(e);
+    assert_eq!(last(&w)["request"].get("skipped"), None);
+    // Ending streams gives their bytes back, also a filter dropped without a line.
+    w.request_body(a, &[b'a'; 30], true);
+    w.complete(a);
+    assert_eq!(last(&w)["request"]["body"], "a".repeat(30));
+    assert_eq!(used(&w), 150);
+    w.complete(d);
+    assert_eq!(used(&w), 60);
+    let host = MockHost::on(w.proxy());
+    let mut dropped = w.root().new_http_filter(99).unwrap();
+    host.set_request_headers(&[(":method", "POST"), (":path", "/"), ("content-type", "text/plain")]);
+    dropped.on_request_headers(&host, false);
+    assert_eq!(used(&w), 160);
+    drop(dropped);
+    assert_eq!(used(&w), 60);
+    w.complete(b);
+    assert_eq!(used(&w), 0);
     // The response direction has its own share.
-    let mut f = open(&root, &host, &refs(&post(Some(100))));
-    host.set_response_headers(&[(":status", "200"), ("content-type", "text/plain"), ("content-length", "200")]);
-    f.on_response_headers(&host, false);
-    assert_eq!(budget.used(), 200);
-    let mut g = open(&root, &host, &refs(&post(Some(100))));
-    host.set_response_headers(&[(":status", "200"), ("content-type", "text/plain")]);
-    g.on_response_headers(&host, false);
-    assert_eq!(budget.used(), 200, "g's request (100) fits in 50? no: both skipped");
-    g.on_log(&host);
-    let line: Value = serde_json::from_str(&last_line(&host)).unwrap();
+    let f = open(&mut w, &post(Some(100)));
+    w.response_headers(f, &[(":status", "200"), ("content-type", "text/plain"), ("content-length", "200")], false);
+    assert_eq!(used(&w), 200);
+    let g = open(&mut w, &post(Some(100)));
+    w.response_headers(g, &[(":status", "200"), ("content-type", "text/plain")], false);
+    assert_eq!(used(&w), 200, "neither of g's directions fits in the 50 left");
+    w.complete(g);
+    let line = last(&w);
     assert_eq!(line["request"]["skipped"], "budget");
     assert_eq!(line["response"]["skipped"], "budget");
-    assert_eq!(host.metric("body_logger.skipped_budget"), Some(3));
-    f.on_log(&host);
-    assert_eq!(budget.used(), 0);
+    assert_eq!(metric(&w, "skipped_budget"), 3);
+    w.complete(f);
+    assert_eq!(used(&w), 0);
 }
 
 #[test]
 fn logged_headers_count_against_the_budget() {
-    let (host, root) = root(r#"{"max_bytes":100,"capture_budget_bytes":300,"log_headers":true}"#);
-    let budget = root.budget.clone();
-    let big = "v".repeat(40);
+    let mut w = worker(r#"{"max_bytes":100,"capture_budget_bytes":300,"log_headers":true}"#);
     let mut headers = post(Some(100));
-    headers.push(("x-big", big));
-    let headers = refs(&headers);
+    headers.push(("x-big", "v".repeat(40)));
     let bytes: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-    let mut a = open(&root, &host, &headers);
-    assert_eq!(budget.used(), 100 + bytes);
-    let mut b = open(&root, &host, &headers);
-    assert_eq!(budget.used(), 100 + bytes, "b does not fit");
-    b.on_log(&host);
-    let line: Value = serde_json::from_str(&last_line(&host)).unwrap();
+    let a = open(&mut w, &headers);
+    assert_eq!(used(&w), 100 + bytes);
+    let b = open(&mut w, &headers);
+    assert_eq!(used(&w), 100 + bytes, "b does not fit");
+    w.complete(b);
+    let line = last(&w);
     assert_eq!(line["request_headers"], Value::Null, "headers dropped with the capture: {line}");
     assert_eq!(line["request"]["skipped"], "budget");
-    a.on_log(&host);
-    let line: Value = serde_json::from_str(&last_line(&host)).unwrap();
-    assert_eq!(line["request_headers"]["x-big"].as_str().map(str::len), Some(40));
-    assert_eq!(budget.used(), 0);
+    w.complete(a);
+    assert_eq!(last(&w)["request_headers"]["x-big"].as_str().map(str::len), Some(40));
+    assert_eq!(used(&w), 0);
 }
 
 #[test]
 fn a_capture_never_grows_past_its_reservation() {
     // content-length says 10; the body is longer (a lying client): 10 bytes kept, truncated.
-    let (host, root) = root(r#"{"max_bytes":100}"#);
-    let mut f = open(&root, &host, &refs(&post(Some(10))));
-    host.set_body(Buffer::Request, &[b'x'; 50]);
-    f.on_request_body(&host, 50, true);
-    let rec = f.record.as_ref().unwrap();
-    assert_eq!(rec.request.captured.len(), 10);
-    assert!(rec.request.captured.capacity() <= 10);
-    assert_eq!(root.budget.used(), 10);
-    f.on_log(&host);
-    let line: Value = serde_json::from_str(&last_line(&host)).unwrap();
-    assert_eq!(line["request"]["truncated"], true);
-    assert_eq!(root.budget.used(), 0);
+    let mut w = worker(r#"{"max_bytes":100}"#);
+    let id = open(&mut w, &post(Some(10)));
+    w.request_body(id, &[b'x'; 50], true);
+    {
+        let f = w.filter(id);
+        let rec = f.record.as_ref().unwrap();
+        assert_eq!(rec.request.captured.len(), 10);
+        assert!(rec.request.captured.capacity() <= 10);
+    }
+    assert_eq!(used(&w), 10);
+    w.complete(id);
+    assert_eq!(last(&w)["request"]["truncated"], true);
+    assert_eq!(used(&w), 0);
 }

@@ -4,7 +4,7 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all help deps build envoy test unit e2e lint doc fmt demo bench oci release new-filter clean deny sbom fresh-check
+.PHONY: all help deps build envoy test unit e2e lint doc fmt demo bench oci release new-filter clean deny sbom fresh-check fuzz fuzz-smoke
 
 all: build
 
@@ -12,13 +12,13 @@ all: build
 help:
 	@awk -F': ' '/^## [a-z0-9-]+: / { sub(/^## /, "", $$1); printf "  make %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
-	@echo "Variables: ENVOY_VERSION (default $(ENVOY_VERSION)), ENVOY_BIN, E2E_CONCURRENCY, WASM_OPT=on, BENCH_* (README, Make targets)"
+	@echo "Variables: ENVOY_VERSION (default $(ENVOY_VERSION)), ENVOY_BIN, E2E_CONCURRENCY, WASM_OPT=on, BENCH_*, FUZZ_* (README, Make targets)"
 
 ## build: every filter to dist/<filter>.wasm and dist/SHA256SUMS
 build:
 	scripts/build.sh
 
-## deps: Debian packages the suite and bench use (docker-compose, wrk, util-linux); installs them as root
+## deps: Debian packages the suite, demo and bench use (docker-compose, wrk, chromium, curl, …); installs them as root
 deps:
 	scripts/install-system-deps.sh
 
@@ -61,6 +61,17 @@ demo: build envoy
 ## bench: CPU per request vs router only and native equivalents (not a test)
 bench: deps build envoy
 	cargo run --quiet --release --locked -p e2e --bin bench
+
+## fuzz: every fuzz target of fuzz/ for FUZZ_SECONDS (60) each, or FUZZ_TARGETS="a b" (fuzz/README.md)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	FUZZ_SECONDS="$(FUZZ_SECONDS)" FUZZ_TARGETS="$(FUZZ_TARGETS)" scripts/fuzz.sh
+
+## fuzz-smoke: CI's short pass: every fuzz target FUZZ_SMOKE_SECONDS (15) each, without ASan
+FUZZ_SMOKE_SECONDS ?= 15
+fuzz-smoke:
+	FUZZ_SECONDS="$(FUZZ_SMOKE_SECONDS)" FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_SANITIZER=none scripts/fuzz.sh
 
 ## oci: an OCI image layout per filter in dist/oci/<filter> (Istio's compat form), no Docker
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)

@@ -109,7 +109,8 @@ impl Envoy {
 
     pub fn start_with(config_name: &str, opts: EnvoyOptions) -> Result<Envoy, String> {
         let mut envoy = Self::spawn(config_name, &opts)?;
-        envoy.wait_ready(Duration::from_secs(60))?;
+        // Generous: V8 compiles every module before Envoy is ready, slow on a loaded machine.
+        envoy.wait_ready(Duration::from_secs(120))?;
         Ok(envoy)
     }
 
@@ -172,6 +173,9 @@ impl Envoy {
             .arg("--use-dynamic-base-id")
             .args(["--log-level", opts.log_level])
             .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "2"])
+            // Someone watches a terminal log (the demo's access log): lines within half a
+            // second, not Envoy's default 10 s flush interval.
+            .args(if opts.log_to_terminal { &["--file-flush-interval-msec", "500"][..] } else { &[] })
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -294,6 +298,46 @@ impl Drop for Envoy {
     }
 }
 
+/// `config` without the HTTP filter `name` (its `- name: <name>` list item, up to the next item
+/// at the same indentation): the same listeners, routes and clusters with the filter gone, the
+/// control that shows what a test observes is the filter's doing. `None` when absent.
+pub fn without_http_filter(config: &str, name: &str) -> Option<String> {
+    let lines: Vec<&str> = config.split_inclusive('\n').collect();
+    let start = lines.iter().position(|l| l.trim_start().trim_end() == format!("- name: {name}"))?;
+    let indent = lines[start].len() - lines[start].trim_start().len();
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| {
+            let own = l.len() - l.trim_start().len();
+            !l.trim().is_empty() && own <= indent
+        })
+        .map_or(lines.len(), |i| start + 1 + i);
+    Some([&lines[..start], &lines[end..]].concat().concat())
+}
+
+/// `config` with the JSON plugin configuration of the Wasm filter `name` (the block scalar after
+/// `value: |`) changed by `edit`: the overlays tests document (e.g. report-only CSP). `None` when
+/// the filter or its configuration is not found or is not JSON.
+pub fn edit_plugin_config(config: &str, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Option<String> {
+    let filter_at = config.find(&format!("- name: {name}\n"))?;
+    let key_at = filter_at + config[filter_at..].find("value: |\n")?;
+    let key_indent = key_at - config[..key_at].rfind('\n').map_or(0, |i| i + 1);
+    let value_at = key_at + "value: |\n".len();
+    // The block scalar: the lines indented deeper than its key (blank lines included).
+    let block_len: usize = config[value_at..]
+        .split_inclusive('\n')
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > key_indent)
+        .map(str::len)
+        .sum();
+    let block = &config[value_at..value_at + block_len];
+    let indent: String = block.lines().find(|l| !l.trim().is_empty())?.chars().take_while(|c| *c == ' ').collect();
+    let mut json: serde_json::Value = serde_json::from_str(block).ok()?;
+    edit(&mut json);
+    let text = serde_json::to_string_pretty(&json).ok()?;
+    let indented: String = text.lines().map(|l| format!("{indent}{l}\n")).collect();
+    Some(format!("{}{indented}{}", &config[..value_at], &config[value_at + block_len..]))
+}
+
 /// `bench/router-only.yaml` → `router-only.yaml`: the copy lives flat in the work directory.
 fn config_file_name(config_name: &str) -> String {
     Path::new(config_name).file_name().map_or_else(|| config_name.to_string(), |n| n.to_string_lossy().into_owned())
@@ -405,6 +449,25 @@ mod tests {
         let cfg = "code:\n  local: { filename: dist/a.wasm }\nlocal:\n  filename: \"dist/b.wasm\"\ncert: { filename: c.crt }\n";
         assert_eq!(wasm_files(cfg), vec!["dist/a.wasm", "dist/b.wasm"]);
         assert_eq!(config_file_name("bench/x.yaml"), "x.yaml");
+    }
+
+    #[test]
+    fn an_http_filter_is_removed_whole() {
+        let cfg = "http_filters:\n- name: a\n  typed_config:\n    x: 1\n\n- name: b\n  c: 2\nclusters: []\n";
+        assert_eq!(without_http_filter(cfg, "a").unwrap(), "http_filters:\n- name: b\n  c: 2\nclusters: []\n");
+        assert_eq!(
+            without_http_filter(cfg, "b").unwrap(),
+            "http_filters:\n- name: a\n  typed_config:\n    x: 1\n\nclusters: []\n"
+        );
+        assert!(without_http_filter(cfg, "z").is_none());
+    }
+
+    #[test]
+    fn a_plugin_configuration_is_edited_as_json() {
+        let cfg = "- name: f\n  config:\n    value: |\n      {\"a\": 1}\n    vm_config: {}\n";
+        let out = edit_plugin_config(cfg, "f", |j| j["b"] = serde_json::json!(true)).unwrap();
+        assert_eq!(out, "- name: f\n  config:\n    value: |\n      {\n        \"a\": 1,\n        \"b\": true\n      }\n    vm_config: {}\n");
+        assert!(edit_plugin_config(cfg, "g", |_| ()).is_none());
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum Mode {
     Serve,
     /// 200 with the current body after this many milliseconds.
     Delay(u64),
+    /// 200 with the current body once the test switches to another mode (a fetch held in
+    /// flight for as long as the test needs, however slow the machine).
+    Hold,
     /// This status, with a small non-JWKS body.
     Status(u16),
     /// Close every connection without answering (a crashed or restarting server).
@@ -96,7 +99,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
             (mode, body) = (s.mode.clone(), s.paths.get(path).unwrap_or(&s.body).clone());
         }
         let answer = match mode {
-            Mode::Serve => response(200, &body),
+            Mode::Serve | Mode::Hold => response(200, &body),
             Mode::Delay(ms) => {
                 let mut left = ms;
                 while left > 0 && !stop.load(Ordering::Relaxed) {

@@ -5,6 +5,8 @@
 //! `10000` plain HTTP listener, `10443` HTTPS listener, `9901` admin, `18080` echo upstream, `18081` token server, `18082` JWKS server.
 //! Paths in configs are relative to the repository root, which is Envoy's working directory.
 
+pub mod browser;
+pub mod demo;
 pub mod doc_configs;
 pub mod envoy;
 pub mod http;

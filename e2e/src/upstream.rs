@@ -8,11 +8,13 @@
 //! - otherwise it sends `server: demo-upstream/1.0` and `x-powered-by: demo` so the demo shows
 //!   fingerprinting headers being removed.
 //!
-//! The body echoes the request body when there is one, else a JSON summary of the request.
-//! Every request is recorded for assertions.
+//! The body echoes the request body when there is one, else a JSON summary of the request;
+//! a GET of one of [`UpstreamOptions::pages`] answers that page instead (the browser tests,
+//! whose requests a test cannot steer with headers). Every request is recorded for assertions.
 
 use crate::http::read_request;
 use crate::loopback::LoopbackServer;
+use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
@@ -34,6 +36,21 @@ pub struct UpstreamOptions {
     pub no_recording: bool,
     /// Send these bytes (a whole HTTP/1.1 response) to every request instead of echoing.
     pub fixed_response: Option<Arc<[u8]>>,
+    /// Fixed documents by path (query ignored), answered to GET and HEAD.
+    pub pages: Arc<BTreeMap<String, Page>>,
+}
+
+/// A document the upstream serves as it is (with the usual fingerprinting headers).
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Page {
+    pub fn new(content_type: &str, body: impl Into<Vec<u8>>) -> Page {
+        Page { content_type: content_type.to_string(), body: body.into() }
+    }
 }
 
 impl Upstream {
@@ -63,7 +80,10 @@ fn serve_connection(conn: TcpStream, requests: Arc<Mutex<Vec<Recorded>>>, opts: 
         let Ok(Recorded { method, path, headers, body }) = read_request(&mut reader) else { return };
         let echo = match &opts.fixed_response {
             Some(_) => Vec::new(),
-            None => respond(&method, &path, &headers, &body),
+            None => match page_for(&opts.pages, &method, &path) {
+                Some(page) => answer(200, &page.content_type, &page.body, default_extra_headers(), &method),
+                None => respond(&method, &path, &headers, &body),
+            },
         };
         // Record before answering: a test that has its response must find the request here.
         if !opts.no_recording {
@@ -89,8 +109,7 @@ fn respond(method: &str, path: &str, headers: &[(String, Vec<u8>)], body: &[u8])
         }
     }
     if extra.is_empty() {
-        extra.push(b"server: demo-upstream/1.0".to_vec());
-        extra.push(b"x-powered-by: demo".to_vec());
+        extra = default_extra_headers();
     }
     let (content_type, payload) = if body.is_empty() {
         let hdrs: Vec<serde_json::Value> =
@@ -101,6 +120,21 @@ fn respond(method: &str, path: &str, headers: &[(String, Vec<u8>)], body: &[u8])
         let echo_type = values("x-echo-content-type").first().map(|v| String::from_utf8_lossy(v).into_owned());
         (echo_type.unwrap_or_else(|| "application/octet-stream".to_string()), body.to_vec())
     };
+    answer(status, &content_type, &payload, extra, method)
+}
+
+fn page_for<'a>(pages: &'a BTreeMap<String, Page>, method: &str, path: &str) -> Option<&'a Page> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    (method == "GET" || method == "HEAD").then(|| pages.get(path)).flatten()
+}
+
+/// What the upstream says when a test does not ask otherwise: fingerprinting headers for the
+/// filters to remove.
+fn default_extra_headers() -> Vec<Vec<u8>> {
+    vec![b"server: demo-upstream/1.0".to_vec(), b"x-powered-by: demo".to_vec()]
+}
+
+fn answer(status: u16, content_type: &str, payload: &[u8], extra: Vec<Vec<u8>>, method: &str) -> Vec<u8> {
     let mut out =
         format!("HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n", payload.len())
             .into_bytes();
@@ -110,7 +144,7 @@ fn respond(method: &str, path: &str, headers: &[(String, Vec<u8>)], body: &[u8])
     }
     out.extend_from_slice(b"\r\n");
     if method != "HEAD" {
-        out.extend_from_slice(&payload);
+        out.extend_from_slice(payload);
     }
     out
 }

@@ -11,7 +11,7 @@ mod crypto;
 #[path = "../../../filters/jwt-auth/src/jwks.rs"]
 mod jwks;
 
-use crypto::b64::decode_url;
+use shared::base64::decode_url;
 use jwks::{Alg, Jwks};
 use proxy_wasm::traits::{Context, RootContext};
 use proxy_wasm::types::LogLevel;

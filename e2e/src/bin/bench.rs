@@ -492,7 +492,14 @@ fn start_upstream() -> Result<Upstream, String> {
          x-powered-by: bench\r\n\r\n{UPSTREAM_BODY}",
         UPSTREAM_BODY.len()
     );
-    Upstream::start_with(0, UpstreamOptions { no_recording: true, fixed_response: Some(response.into_bytes().into()) })
+    Upstream::start_with(
+        0,
+        UpstreamOptions {
+            no_recording: true,
+            fixed_response: Some(response.into_bytes().into()),
+            ..UpstreamOptions::default()
+        },
+    )
 }
 
 // ---- Envoy ----

@@ -150,7 +150,8 @@ fn run() -> Result<(), String> {
         pin_self_to_cpu(1)?;
     }
     let envoy = Envoy::start_path(&repo_root().join("e2e/probe/envoy.yaml"), opts)?;
-    let upstream_opts = UpstreamOptions { no_recording: true, fixed_response: Some(fixed_response()) };
+    let upstream_opts =
+        UpstreamOptions { no_recording: true, fixed_response: Some(fixed_response()), ..UpstreamOptions::default() };
     let _upstream = Upstream::start_with(envoy.port(UPSTREAM_PORT), upstream_opts)?;
     let port = envoy.port(LISTENER_PORT);
     let pid = envoy.pid().ok_or("no Envoy pid")?;

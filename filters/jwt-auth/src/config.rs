@@ -291,7 +291,7 @@ pub struct Compiled {
 
 impl Config {
     pub fn compile(self) -> Result<Compiled, ConfigError> {
-        let fingerprint = shared::fetch::fingerprint(format!("{self:?}").as_bytes());
+        let fingerprint = shared::hash::fingerprint(format!("{self:?}").as_bytes());
         let mut providers = Vec::with_capacity(self.providers.len());
         for (name, p) in &self.providers {
             providers.push(compile_provider(name, p).map_err(|e| e.within(&format!("providers.{name}")))?);

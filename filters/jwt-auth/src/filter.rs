@@ -23,8 +23,9 @@ use crate::token::Status;
 use shared::config::ConfigError;
 use shared::fetch::{FetchPolicy, FetchResult, Fetcher, Outcome, Published, Ticker};
 use shared::host::{BodyKind, HeaderMapKind, HostExt};
-use shared::lease::{holder_id, millis};
+use shared::lease::holder_id;
 use shared::stats::Counter;
+use shared::time::{duration_ms, millis};
 use shared::waiting::WaitList;
 use shared::{reply, Action, Host, HttpFilter, LogLevel, RootFilter};
 use std::cell::RefCell;
@@ -155,16 +156,12 @@ impl KeyView for View<'_> {
         if self.refetched == Some(provider) || !matches!(self.worker.remote.get(provider), Some(Some(_))) {
             return false;
         }
-        let interval = millis_of(self.worker.engine.config.unknown_kid_refetch_interval);
+        let interval = duration_ms(self.worker.engine.config.unknown_kid_refetch_interval);
         match self.worker.last_forced_ms.borrow().get(provider) {
             Some(Some(last)) => self.now_ms >= last.saturating_add(interval),
             _ => true,
         }
     }
-}
-
-fn millis_of(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn unix_seconds(t: SystemTime) -> u64 {
@@ -274,7 +271,7 @@ impl Worker {
                     // Decide now, as if the wait had ended without news.
                     return self.decide(host, context_id, Some(provider), Some(provider));
                 }
-                let deadline_ms = millis(now).saturating_add(millis_of(timeout + Duration::from_millis(500)));
+                let deadline_ms = millis(now).saturating_add(duration_ms(timeout + Duration::from_millis(500)));
                 let generation = self.generation(provider);
                 if refetch {
                     if let Some(slot) = self.last_forced_ms.borrow_mut().get_mut(provider) {
@@ -614,11 +611,11 @@ mod tests {
     fn sign(header: &str, payload: &str, key: &[u8]) -> String {
         let input = format!(
             "{}.{}",
-            crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&header)),
-            crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&payload))
+            shared::base64::encode_url(AsRef::<[u8]>::as_ref(&header)),
+            shared::base64::encode_url(AsRef::<[u8]>::as_ref(&payload))
         );
         let sig = hmac_sha256(key, input.as_bytes());
-        format!("{input}.{}", crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&sig)))
+        format!("{input}.{}", shared::base64::encode_url(AsRef::<[u8]>::as_ref(&sig)))
     }
 
     fn hs(payload: &str) -> String {
@@ -628,7 +625,7 @@ mod tests {
     fn jwks(kid: &str) -> String {
         format!(
             r#"{{"keys":[{{"kty":"oct","kid":"{kid}","alg":"HS256","k":"{}"}}]}}"#,
-            crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&SECRET))
+            shared::base64::encode_url(AsRef::<[u8]>::as_ref(&SECRET))
         )
     }
 
@@ -691,7 +688,7 @@ mod tests {
         assert!(req("authorization").is_empty(), "the token is not forwarded by default");
         assert_eq!(req("x-sub"), vec!["alice"]);
         assert_eq!(req("x-team"), vec!["7"]);
-        assert_eq!(req("x-payload"), vec![crate::crypto::b64::encode_url(AsRef::<[u8]>::as_ref(&valid_payload()))]);
+        assert_eq!(req("x-payload"), vec![shared::base64::encode_url(AsRef::<[u8]>::as_ref(&valid_payload()))]);
         assert_eq!(p.metric("jwt_auth.allowed"), Some(1));
     }
 

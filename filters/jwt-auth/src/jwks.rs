@@ -11,7 +11,6 @@
 //! some did but none verified, [`VerifyError::BadSignature`] ("Jwt verification fails"). A key
 //! of the wrong type for the alg (an RSA key for an HS256 token) never verifies.
 
-use crate::crypto::b64::decode_url;
 use crate::crypto::hash::HashAlg;
 use crate::crypto::p256::P256Key;
 use crate::crypto::p384::P384Key;
@@ -19,6 +18,7 @@ use crate::crypto::rsa::RsaPublicKey;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value};
 use sha2::{Sha256, Sha384, Sha512};
+use shared::base64::decode_url;
 use std::fmt;
 use subtle::ConstantTimeEq;
 

@@ -1,9 +1,9 @@
 //! A JWT (RFC 7519, JWS compact form) parsed as jwt_authn parses it, with jwt_authn's
 //! statuses and texts, plus the RFC 8725 checks jwt_authn lacks (`crit`, a size cap).
 
-use crate::crypto::b64;
 use crate::jwks::Alg;
 use serde_json::{Map, Value};
+use shared::base64 as b64;
 
 /// jwt_authn's verification statuses (Envoy `source/common/jwt/status.h`) that this filter can
 /// produce, plus two of ours.
@@ -133,22 +133,6 @@ pub struct Jwt {
     /// `header.payload`, what the signature covers.
     pub signing_input_len: usize,
     pub signature: Vec<u8>,
-}
-
-/// Standard base64 with padding (how jwt_authn copies object and list claims to headers).
-fn b64_std_padded(data: &[u8]) -> String {
-    let mut out: String = b64::encode_url(data)
-        .chars()
-        .map(|c| match c {
-            '-' => '+',
-            '_' => '/',
-            c => c,
-        })
-        .collect();
-    while !out.len().is_multiple_of(4) {
-        out.push('=');
-    }
-    out
 }
 
 /// Parse `token` as jwt_authn's `Jwt::parseFromString` does, in its order of checks.
@@ -311,7 +295,7 @@ impl Jwt {
             Value::String(s) => s.clone(),
             Value::Bool(b) => b.to_string(),
             Value::Number(n) => number_text(n),
-            Value::Object(_) | Value::Array(_) => b64_std_padded(serde_json::to_string(value).ok()?.as_bytes()),
+            Value::Object(_) | Value::Array(_) => b64::encode(serde_json::to_string(value).ok()?.as_bytes()),
             Value::Null => return None,
         };
         (!text.is_empty()).then_some(text)

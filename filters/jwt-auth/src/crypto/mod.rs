@@ -6,10 +6,8 @@
 //!   with 28-bit limbs (wasm32 has no 64×64→128 multiply; see CRYPTO.md for the measurements).
 //! - [`p256`]: ECDSA P-256 verification with per-key precomputed tables over the `p256`
 //!   crate's field arithmetic.
-//! - [`b64`]: base64url decoding of key fields.
 //! - [`hash`]: the SHA-2 functions JWS uses.
 
-pub mod b64;
 pub mod hash;
 pub mod p256;
 pub mod p384;

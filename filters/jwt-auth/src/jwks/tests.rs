@@ -3,7 +3,7 @@
 //! garbage inputs (never a panic, never a pass).
 
 use super::*;
-use crate::crypto::b64::decode_url;
+use shared::base64::decode_url;
 
 fn b64(s: &str) -> Vec<u8> {
     decode_url(s.as_bytes()).unwrap()
@@ -270,7 +270,7 @@ fn parse_errors_in_jwt_authn_words() {
     let even = {
         let mut n = b64(A2_N);
         *n.last_mut().unwrap() &= 0xfe;
-        crate::crypto::b64::encode_url(&n)
+        shared::base64::encode_url(&n)
     };
     assert_eq!(rsa(&format!(r#","n":"{even}","e":"AQAB""#)), rsa_err);
     // Both e values jwt_authn allows, and alg names starting with RS/PS.
@@ -325,7 +325,7 @@ fn invalid_keys_are_skipped_and_odd_keys_kept() {
         let mut x = [0u8; 32];
         x[0] = y;
         if ed25519_dalek::VerifyingKey::from_bytes(&x).is_err() {
-            not_point = Some(crate::crypto::b64::encode_url(&x));
+            not_point = Some(shared::base64::encode_url(&x));
             break;
         }
     }

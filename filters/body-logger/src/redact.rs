@@ -238,8 +238,10 @@ impl Redactor {
             BodyKind::Multipart => Layout::Multipart(boundary.map(<[u8]>::to_vec)),
             BodyKind::Text => infer(bytes),
         };
+        let json = layout == Layout::Json;
         let (structural, mut count) = self.redact_layers(bytes, layout);
-        let carded = if self.card_numbers { self.redact_cards(&structural, truncated, &mut count) } else { structural };
+        let carded =
+            if self.card_numbers { self.redact_cards(&structural, truncated, json, &mut count) } else { structural };
         let text = escape_invalid_utf8(&carded);
         let text = self.apply_patterns(text, &mut count);
         (text, count)
@@ -248,7 +250,7 @@ impl Redactor {
     /// A header value: read as a URL (a `Location`, a `Referer`), then cards and patterns.
     pub fn redact_value(&self, bytes: &[u8]) -> (String, u32) {
         let (out, mut count) = self.redact_layers(bytes, Layout::Url);
-        let carded = if self.card_numbers { self.redact_cards(&out, false, &mut count) } else { out };
+        let carded = if self.card_numbers { self.redact_cards(&out, false, false, &mut count) } else { out };
         let text = self.apply_patterns(escape_invalid_utf8(&carded), &mut count);
         (text, count)
     }
@@ -883,17 +885,26 @@ impl Redactor {
 
     // ---- card numbers: 13–19 digits, single spaces, dashes, `+` or `%20` between, Luhn ----
 
-    fn redact_cards(&self, b: &[u8], truncated: bool, count: &mut u32) -> Vec<u8> {
+    /// In a JSON body (`json`), a card outside a string is a bare number: it is replaced by the
+    /// replacement in quotes, so the line stays JSON (`{"n":4111111111111111}` →
+    /// `{"n":"[REDACTED]"}`, not `{"n":[REDACTED]}`).
+    fn redact_cards(&self, b: &[u8], truncated: bool, json: bool, count: &mut u32) -> Vec<u8> {
         let mut out = Vec::with_capacity(b.len());
         let mut i = 0;
+        let mut strings = JsonStrings::default();
         while i < b.len() {
             if !b[i].is_ascii_digit() {
                 // Copy up to the next digit in one go.
                 let next = b[i..].iter().position(u8::is_ascii_digit).map_or(b.len(), |p| i + p);
+                if json {
+                    strings.feed(&b[i..next]);
+                }
                 out.extend_from_slice(&b[i..next]);
                 i = next;
                 continue;
             }
+            // A digit ends a pending `\` (invalid JSON); separators are never quotes.
+            strings.escaped = false;
             let boundary = i == 0 || !b[i - 1].is_ascii_alphanumeric();
             if !boundary {
                 out.push(b[i]);
@@ -928,7 +939,14 @@ impl Redactor {
             // Cut by max_bytes: a long digit run at the end may be a card we cannot check.
             let cut = truncated && at_capture_end && (8..=19).contains(&n);
             if card || cut {
+                let bare = json && !strings.inside;
+                if bare {
+                    out.push(b'"');
+                }
                 out.extend_from_slice(self.replacement.as_bytes());
+                if bare {
+                    out.push(b'"');
+                }
                 *count += 1;
             } else {
                 out.extend_from_slice(&b[i..end]);
@@ -936,6 +954,27 @@ impl Redactor {
             i = end;
         }
         out
+    }
+}
+
+/// Whether a point in JSON text is inside a string: fed the bytes in order.
+#[derive(Default)]
+struct JsonStrings {
+    inside: bool,
+    escaped: bool,
+}
+
+impl JsonStrings {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &c in bytes {
+            if self.escaped {
+                self.escaped = false;
+            } else if self.inside && c == b'\\' {
+                self.escaped = true;
+            } else if c == b'"' {
+                self.inside = !self.inside;
+            }
+        }
     }
 }
 

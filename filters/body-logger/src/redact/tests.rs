@@ -409,3 +409,22 @@ fn nested_layers_never_multiply_the_output() {
         assert!(out.len() <= 8 * s.len() + n as usize * (R.len() + 2) * 4 + 64, "{} -> {}", s.len(), out.len());
     }
 }
+
+/// Found while writing the fuzz target's "JSON stays JSON" property: a card number as a bare JSON number under a
+/// harmless name became `{"a":[REDACTED]}`, which is not JSON. Outside a string it is now
+/// quoted; inside a string (and in other layouts) it stays as it was.
+#[test]
+fn a_card_as_a_bare_json_number_stays_json() {
+    for (input, want) in [
+        (r#"{"a":4111111111111111}"#, format!(r#"{{"a":"{R}"}}"#)),
+        (r#"[4111111111111111, 1]"#, format!(r#"["{R}", 1]"#)),
+        (r#"{"s":"x\" 4111111111111111","n":4111111111111111}"#, format!(r#"{{"s":"x\" {R}","n":"{R}"}}"#)),
+        (r#"{"s":"x\\","n":4111111111111111}"#, format!(r#"{{"s":"x\\","n":"{R}"}}"#)),
+        (r#"{"s":"card 4111 1111 1111 1111 ok"}"#, format!(r#"{{"s":"card {R} ok"}}"#)),
+    ] {
+        let out = body(BodyKind::Json, input);
+        assert_eq!(out, want, "{input}");
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{input} -> {out}");
+    }
+    assert_eq!(body(BodyKind::Form, "n=4111111111111111"), format!("n={R}"));
+}

@@ -410,9 +410,9 @@ fn nested_layers_never_multiply_the_output() {
     }
 }
 
-/// Found while writing the fuzz target's "JSON stays JSON" property: a card number as a bare JSON number under a
-/// harmless name became `{"a":[REDACTED]}`, which is not JSON. Outside a string it is now
-/// quoted; inside a string (and in other layouts) it stays as it was.
+/// Found while writing the fuzz target's "JSON stays JSON" property: a card number as a bare
+/// JSON number under a harmless name became `{"a":[REDACTED]}`, which is not JSON. Outside a
+/// string it is now quoted; inside a string (and in other layouts) it stays as it was.
 #[test]
 fn a_card_as_a_bare_json_number_stays_json() {
     for (input, want) in [

@@ -518,7 +518,7 @@ impl Redactor {
             }
             let pair = j < len && (b[j] == b':' || b[j] == b'=');
             if pair {
-                if self.fields.is_sensitive(&b[s..e], Encoding::Percent) {
+                if self.fields.is_sensitive(quoted_name(b, s, e), Encoding::Percent) {
                     if let Some(next) = self.text_value(b, s, j, f) {
                         i = next;
                         continue;
@@ -999,6 +999,27 @@ fn infer(text: &[u8]) -> Layout {
             Some(q) if t[q..].contains(&b'=') => Layout::Url,
             _ => Layout::Text,
         },
+    }
+}
+
+/// How far back the opening quote of a quoted name is looked for.
+const MAX_QUOTED_NAME: usize = 256;
+
+/// The name the text pass judges for the name bytes `s..e`. When they end a quoted string
+/// (`"…name":`, `'…name'=`, `\"…name\":`), the whole quoted text, as the JSON layer judges a
+/// key: `"total tokens": 30` names the harmless `total_tokens`, not `tokens`. The tail alone
+/// redacted a value the JSON layer had kept, bare, and the line was no longer JSON (found by
+/// the fuzz target). Otherwise the name bytes themselves.
+fn quoted_name(b: &[u8], s: usize, e: usize) -> &[u8] {
+    let q = match (b.get(e), b.get(e + 1)) {
+        (Some(b'\\'), Some(b'"')) => b'"',
+        (Some(&q @ (b'"' | b'\'')), _) => q,
+        _ => return &b[s..e],
+    };
+    let from = s.saturating_sub(MAX_QUOTED_NAME);
+    match b[from..s].iter().rposition(|c| *c == q || *c == b'\n') {
+        Some(p) if b[from + p] == q => &b[from + p + 1..e],
+        _ => &b[s..e],
     }
 }
 

@@ -428,3 +428,20 @@ fn a_card_as_a_bare_json_number_stays_json() {
     }
     assert_eq!(body(BodyKind::Form, "n=4111111111111111"), format!("n={R}"));
 }
+
+/// Found by the fuzz target (`{"tota?l_tokens":30}` became `{"tota?l_tokens":[REDACTED]}`):
+/// the text pass judged only the name bytes before a key's closing quote (`l_tokens`), so a
+/// key the JSON layer had judged harmless as a whole got its value replaced bare, and the
+/// line was no longer JSON. A quoted name is now judged whole, in every layout.
+#[test]
+fn a_quoted_name_is_judged_whole_by_the_text_pass() {
+    for input in [r#"{"tota?l_tokens":30}"#, r#"{"total tokens": 30, "n": 1}"#, r#"{"m":"{\"total tokens\": 30}"}"#] {
+        let out = body(BodyKind::Json, input);
+        assert_eq!(out, input, "a harmless key stays readable");
+    }
+    // Whole quoted names that are sensitive are still redacted, quoted or not, in JSON and text.
+    assert_eq!(body(BodyKind::Json, r#"{"my password": 1234}"#), format!(r#"{{"my password": "{R}"}}"#));
+    assert_eq!(body(BodyKind::Text, r#"note "my password": hunter2"#), format!(r#"note "my password": {R}"#));
+    assert_eq!(body(BodyKind::Text, "x 'db token'=abc y"), format!("x 'db token'={R} y"));
+    assert_eq!(body(BodyKind::Text, "total tokens: 30"), format!("total tokens: {R}"), "unquoted: the name bytes");
+}

@@ -25,9 +25,6 @@ pub enum Mode {
     Status(u16),
     /// Close every connection without answering (a crashed or restarting server).
     Gone,
-    /// Answer nothing until the mode changes, then answer as the new mode says (to park
-    /// requests behind a fetch in flight for as long as a test needs).
-    Hold,
 }
 
 struct State {
@@ -110,7 +107,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
                 response(200, &body)
             }
             Mode::Status(code) => response(code, "{\"error\":\"unavailable\"}"),
-            Mode::Gone | Mode::Hold => {
+            Mode::Gone => {
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }

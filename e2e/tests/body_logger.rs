@@ -1,9 +1,12 @@
 //! body-logger in a real Envoy, on envoy-configs/body-logger.yaml: bodies pass byte-identical
 //! (HTTP/1.1 with content-length and chunked, HTTP/2 with trailers, 0 B to 10 MB), and the one
 //! log line per request, read from Envoy's log and from the access log's
-//! %FILTER_STATE(wasm.body_log:PLAIN)%, is bounded and holds none of the planted secrets.
+//! %FILTER_STATE(wasm.body_log:PLAIN)%, is bounded and holds none of the planted secrets: the
+//! leak corpus (`body_logger::corpus`, the shapes of issue 14) never reaches it, the readable
+//! corpus is logged as sent, and the per-worker capture budget holds.
 
 use body_logger::config::DEFAULT_MAX_BYTES;
+use body_logger::corpus::{leak_corpus, readable_corpus, LeakCase};
 use e2e::envoy::{Envoy, EnvoyOptions};
 use e2e::http::{read_response, Request, Response};
 use e2e::upstream::Upstream;
@@ -381,4 +384,263 @@ fn bad_configs_are_refused_naming_the_field() {
             "{field}:\n{log}"
         );
     }
+}
+
+// ---- the corpora (issue 14) ----
+
+const SHIPPED_CONTENT_TYPES: &str =
+    r#""content_types": ["application/json", "application/*+json", "text/*", "application/x-www-form-urlencoded"],"#;
+
+/// The shipped config with XML and multipart captured too (the corpora use them), and `edit`.
+fn corpus_options(extra: &'static [(&'static str, &'static str)]) -> EnvoyOptions {
+    EnvoyOptions {
+        edit: Some(Box::new(move |c: String| {
+            assert!(c.contains(SHIPPED_CONTENT_TYPES), "the shipped content_types changed");
+            let mut c = c.replace(
+                SHIPPED_CONTENT_TYPES,
+                r#""content_types": ["application/json", "application/*+json", "text/*", "application/x-www-form-urlencoded", "application/xml", "application/*+xml", "multipart/form-data"],"#,
+            );
+            for (from, to) in extra {
+                assert!(c.contains(from), "{from} not in the config");
+                c = c.replace(from, to);
+            }
+            c
+        })),
+        ..EnvoyOptions::default()
+    }
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn gunzip(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(b), &mut out).unwrap();
+    out
+}
+
+/// The case as the client sends it; the echo upstream answers with the same body, its
+/// content type, its content-encoding and the case's response headers.
+fn case_request(case: &LeakCase, id: &str) -> Request {
+    let body = if case.gzip { gzip(&case.body) } else { case.body.clone() };
+    let mut r = Request::get(&case.path)
+        .method("POST")
+        .header("x-request-id", id)
+        .header("content-type", case.content_type)
+        .header("x-echo-content-type", case.content_type);
+    for e in &case.content_encoding {
+        r = r.header("content-encoding", e).header("x-echo-header", &format!("content-encoding: {e}"));
+    }
+    for (k, v) in &case.request_headers {
+        r = r.header(k, v);
+    }
+    for (k, v) in &case.response_headers {
+        r = r.header("x-echo-header", &format!("{k}: {v}"));
+    }
+    r.body(&body)
+}
+
+#[test]
+fn leak_corpus_never_reaches_the_log_and_reaches_the_upstream_unchanged() {
+    let envoy = Envoy::start_with(CONFIG, corpus_options(&[])).unwrap();
+    let upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    let port = envoy.port(LISTENER_PORT);
+    let cases = leak_corpus();
+    let mut all_secrets = Vec::new();
+    for case in &cases {
+        let id = format!("leak-{}", case.name);
+        let request = case_request(case, &id);
+        let r = request.send(port).unwrap();
+        assert_eq!(r.status, 200, "{}: {r}", case.name);
+        assert_eq!(r.body, request.body, "{}: the client got the body back unchanged", case.name);
+        let got = upstream.requests().into_iter().find(|q| q.header_value("x-request-id").as_deref() == Some(&id));
+        let got = got.unwrap_or_else(|| panic!("{} never reached the upstream", case.name));
+        assert_eq!(got.body, request.body, "{}: the upstream got the body unchanged", case.name);
+        // Every planted secret is in what the upstream got (the plain body, its path and
+        // headers) or in what the client got back (the upstream's response headers).
+        let plain = if case.gzip { gunzip(&got.body) } else { got.body.clone() };
+        let mut received = String::from_utf8_lossy(&plain).into_owned() + &got.path;
+        for (_, v) in got.headers.iter().chain(&r.headers) {
+            received.push_str(&String::from_utf8_lossy(v));
+        }
+        for s in &case.secrets {
+            assert!(received.contains(s), "{}: {s} did not reach the upstream or the client", case.name);
+        }
+        let line = line_for(&envoy, &id);
+        case.check_line(&line.to_string()).unwrap();
+        all_secrets.extend(case.secrets.iter().copied());
+    }
+    // Nowhere in Envoy's output (its log, the access log) either.
+    let log = envoy.log();
+    for s in all_secrets {
+        assert!(!log.contains(s), "{s} in Envoy's output");
+    }
+    let encoded = cases.iter().filter(|c| c.encoded()).count() as u64;
+    assert_eq!(envoy.wait_stat("wasmcustom.body_logger.skipped_content_encoding", 2 * encoded), 2 * encoded);
+}
+
+#[test]
+fn readable_corpus_is_logged_as_sent_and_redacting_everything_fails_it() {
+    let send = |envoy: &Envoy, tag: &str| -> Vec<(String, Value)> {
+        let port = envoy.port(LISTENER_PORT);
+        readable_corpus()
+            .iter()
+            .map(|case| {
+                let id = format!("{tag}-{}", case.name);
+                let r = post("/readable?page=2", &id, case.content_type, case.body.as_bytes()).send(port).unwrap();
+                assert_eq!(r.status, 200);
+                (case.name.to_string(), line_for(envoy, &id))
+            })
+            .collect()
+    };
+    let envoy = Envoy::start_with(CONFIG, corpus_options(&[])).unwrap();
+    let _upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    for (case, (name, line)) in readable_corpus().iter().zip(send(&envoy, "readable")) {
+        for dir in ["request", "response"] {
+            case.check_logged(line[dir]["body"].as_str().unwrap()).unwrap();
+        }
+        assert_eq!(line["redactions"], 0, "{name}: {line}");
+        assert_eq!(line["path"], "/readable?page=2");
+    }
+    drop(envoy);
+    // The control: the same corpus with everything redacted fails every check.
+    let envoy = Envoy::start_with(
+        CONFIG,
+        corpus_options(&[(
+            r#""patterns": [{ "name": "api-keys", "regex": "sk_(live|test)_[A-Za-z0-9]{8,}" }]"#,
+            r#""patterns": [{ "name": "all", "regex": "(?s).+" }]"#,
+        )]),
+    )
+    .unwrap();
+    let _upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    for (case, (name, line)) in readable_corpus().iter().zip(send(&envoy, "everything")) {
+        let logged = line["request"]["body"].as_str().unwrap();
+        assert!(case.check_logged(logged).is_err(), "{name}: the readable check passed {logged:?}");
+    }
+}
+
+// ---- the per-worker capture budget (issue 14, B7) ----
+
+/// A POST whose headers and first bytes are sent, the rest held back.
+fn held_post(port: u16, id: &str, len: usize) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /held HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\nx-request-id: {id}\r\n\
+         content-type: text/plain\r\nx-echo-content-type: text/plain\r\ncontent-length: {len}\r\n\r\n"
+    )
+    .unwrap();
+    s.write_all(&filler(10, 1)).unwrap();
+    s.flush().unwrap();
+    s
+}
+
+#[test]
+fn streams_over_the_capture_budget_are_skipped_counted_and_the_vm_goes_on() {
+    // One worker (the budget is per worker), 1 KiB captures, room for four.
+    let envoy = Envoy::start_with(
+        CONFIG,
+        EnvoyOptions {
+            concurrency: 1,
+            edit: Some(Box::new(|c: String| {
+                assert!(c.contains(r#""max_bytes": 4096,"#) && c.contains(r#""log_headers": true,"#));
+                c.replace(r#""max_bytes": 4096,"#, r#""max_bytes": 1024, "capture_budget_bytes": 4096,"#)
+                    .replace(r#""log_headers": true,"#, r#""log_headers": false,"#)
+            })),
+            ..EnvoyOptions::default()
+        },
+    )
+    .unwrap();
+    let _upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    let port = envoy.port(LISTENER_PORT);
+    // Four slow uploads hold 4 × 1024 bytes (their content-length).
+    let held: Vec<TcpStream> = (0..4).map(|i| held_post(port, &format!("held-{i}"), 1024)).collect();
+    // They are past the filter once the router has sent them upstream.
+    envoy.wait_stat("cluster.upstream.upstream_rq_total", 4);
+    // A fifth request finds the budget spent: both directions skipped, the stream unharmed.
+    let body = filler(1024, 5);
+    let r = post("/over", "over-budget", "text/plain", &body).send(port).unwrap();
+    assert_eq!((r.status, &r.body), (200, &body));
+    let line = line_for(&envoy, "over-budget");
+    for dir in ["request", "response"] {
+        assert_eq!(line[dir]["skipped"], "budget", "{dir}: {line}");
+        assert_eq!(line[dir]["body"], Value::Null);
+        assert_eq!(line[dir]["bytes"], 1024);
+    }
+    assert!(envoy.wait_stat("wasmcustom.body_logger.skipped_budget", 2) >= 2);
+    // The held uploads finish (or their clients go away): their captures are logged and the
+    // budget comes back.
+    for (i, mut s) in held.into_iter().enumerate() {
+        if i == 3 {
+            drop(s); // a client that disconnects: the stream is reset, its line still written
+            continue;
+        }
+        s.write_all(&filler(1014, 2)).unwrap();
+        let r = read_response(&mut BufReader::new(s), false).unwrap();
+        assert_eq!(r.status, 200);
+        let line = line_for(&envoy, &format!("held-{i}"));
+        assert_eq!(line["request"]["captured_bytes"], 1024, "{line}");
+        assert!(line["request"].get("skipped").is_none(), "{line}");
+    }
+    let line = line_for(&envoy, "held-3");
+    assert_eq!(line["request"]["complete"], false);
+    // The VM is alive and the budget free again: a later request is captured whole.
+    let body = filler(1000, 6);
+    let r = post("/after", "after-budget", "text/plain", &body).send(port).unwrap();
+    assert_eq!(r.status, 200);
+    let line = line_for(&envoy, "after-budget");
+    for dir in ["request", "response"] {
+        assert_eq!(line[dir]["body"].as_str().unwrap().as_bytes(), &body[..], "{dir}");
+    }
+    let log = envoy.log();
+    assert!(!log.contains("panic") && !log.contains("wasm trap") && !log.contains("Function: proxy_on"), "{log}");
+}
+
+// ---- path rules see the normalized path ----
+
+const NORMALIZATION: &str = "          normalize_path: true\n          merge_slashes: true\n          path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT\n";
+
+#[test]
+fn path_rules_see_the_normalized_path() {
+    let api_only = |normalize: bool| EnvoyOptions {
+        edit: Some(Box::new(move |c: String| {
+            assert!(c.contains(r#""paths": [{ "prefix": "/" }],"#) && c.contains(NORMALIZATION));
+            let c = c.replace(r#""paths": [{ "prefix": "/" }],"#, r#""paths": [{ "prefix": "/api/" }],"#);
+            if normalize {
+                c
+            } else {
+                c.replace(NORMALIZATION, "")
+            }
+        })),
+        ..EnvoyOptions::default()
+    };
+    let spellings = ["//api/x", "/x/../api/y", "/./api/z"];
+    // The shipped HCM settings: every spelling is seen as /api/…, and logged.
+    let envoy = Envoy::start_with(CONFIG, api_only(true)).unwrap();
+    let _upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    for (i, path) in spellings.iter().enumerate() {
+        let id = format!("normalized-{i}");
+        let r = Request::get(path).header("x-request-id", &id).send(envoy.port(LISTENER_PORT)).unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        let line = line_for(&envoy, &id);
+        assert!(line["path"].as_str().unwrap().starts_with("/api/"), "{path}: {line}");
+    }
+    drop(envoy);
+    // The control: without them, the same requests reach the upstream but not the rule.
+    let envoy = Envoy::start_with(CONFIG, api_only(false)).unwrap();
+    let upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    for (i, path) in spellings.iter().enumerate() {
+        let r = Request::get(path).header("x-request-id", &format!("raw-{i}")).send(envoy.port(LISTENER_PORT)).unwrap();
+        assert_eq!(r.status, 200, "{path}");
+    }
+    assert_eq!(upstream.requests().len(), spellings.len());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while access_lines(&envoy).len() < spellings.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(access_lines(&envoy), vec!["-"; spellings.len()], "unlogged without normalization");
 }

@@ -2,6 +2,8 @@
 //! Everything the request path needs (lowercased name sets, compiled regexes, the sampling
 //! threshold) is computed here once.
 
+use crate::names::NameRule;
+pub use crate::names::DEFAULT_HARMLESS_FIELDS;
 use crate::redact::{Pattern, Redactor};
 use serde::Deserialize;
 use shared::config::ConfigError;
@@ -10,6 +12,11 @@ use shared::matching::{PathMatchConfig, PathMatcher};
 use shared::LogLevel;
 
 pub const DEFAULT_MAX_BYTES: usize = 4096;
+/// Bytes of captures (bodies and logged headers) one worker VM holds at once: see the README's
+/// "Memory" section for the argument.
+pub const DEFAULT_CAPTURE_BUDGET_BYTES: usize = 64 << 20;
+/// Half of the 1 GiB a proxy-wasm VM may grow to in Envoy (V8's `wasm_max_mem_pages`).
+pub const MAX_CAPTURE_BUDGET_BYTES: usize = 512 << 20;
 /// Ceiling for `max_bytes`: each direction's capture lives in the VM until the stream ends.
 pub const MAX_MAX_BYTES: usize = 1 << 20;
 pub const DEFAULT_FILTER_STATE_NAME: &str = "body_log";
@@ -18,33 +25,11 @@ pub const DEFAULT_REPLACEMENT: &str = "[REDACTED]";
 pub const DEFAULT_CONTENT_TYPES: &[&str] =
     &["application/json", "application/*+json", "text/*", "application/x-www-form-urlencoded"];
 
-/// JSON keys and form fields whose values are never logged (compared case-insensitively).
+/// Exact names (see [`crate::names`]): short or common words that are sensitive as a whole
+/// name only. Longer names (`password`, `access_token`, `client_secret`, `x-api-key`…) need no
+/// entry: they hold a sensitive part.
 pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
-    "password",
-    "passwd",
-    "pwd",
-    "secret",
-    "token",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "authorization",
-    "api_key",
-    "apikey",
-    "x-api-key",
-    "client_secret",
-    "private_key",
-    "session",
-    "sessionid",
-    "session_id",
-    "cookie",
-    "credit_card",
-    "card_number",
-    "cvv",
-    "cvc",
-    "ssn",
-    "otp",
-    "pin",
+    "pwd", "pass", "pin", "pincode", "otp", "totp", "hotp", "ssn", "key", "auth", "sid", "sig", "jwt", "csc", "cccsc",
 ];
 
 /// Headers whose values are never logged (when `log_headers` is on).
@@ -68,6 +53,9 @@ const MAX_NAME_LEN: usize = 256;
 fn default_max_bytes() -> usize {
     DEFAULT_MAX_BYTES
 }
+fn default_capture_budget() -> usize {
+    DEFAULT_CAPTURE_BUDGET_BYTES
+}
 fn default_true() -> bool {
     true
 }
@@ -79,6 +67,9 @@ fn default_content_types() -> Vec<String> {
 }
 fn default_fields() -> Vec<String> {
     DEFAULT_REDACT_FIELDS.iter().map(|s| s.to_string()).collect()
+}
+fn default_harmless() -> Vec<String> {
+    DEFAULT_HARMLESS_FIELDS.iter().map(|s| s.to_string()).collect()
 }
 fn default_headers() -> Vec<String> {
     DEFAULT_REDACT_HEADERS.iter().map(|s| s.to_string()).collect()
@@ -99,6 +90,8 @@ fn default_log_level() -> String {
 pub struct Config {
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
+    #[serde(default = "default_capture_budget")]
+    pub capture_budget_bytes: usize,
     #[serde(default = "default_true")]
     pub request_body: bool,
     #[serde(default = "default_true")]
@@ -129,6 +122,7 @@ impl Default for Config {
     fn default() -> Self {
         shared::config::parse(None).unwrap_or_else(|_| Config {
             max_bytes: DEFAULT_MAX_BYTES,
+            capture_budget_bytes: DEFAULT_CAPTURE_BUDGET_BYTES,
             request_body: true,
             response_body: true,
             content_types: default_content_types(),
@@ -148,12 +142,17 @@ impl Default for Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactConfig {
-    /// Replaces the default field list.
+    /// Exact names; replaces the default list.
     #[serde(default = "default_fields")]
     pub fields: Vec<String>,
     /// Added to `fields` (keeps the defaults).
     #[serde(default)]
     pub additional_fields: Vec<String>,
+    /// Names never redacted for a part they hold; replaces the default list.
+    #[serde(default = "default_harmless")]
+    pub harmless_fields: Vec<String>,
+    #[serde(default)]
+    pub additional_harmless_fields: Vec<String>,
     #[serde(default = "default_headers")]
     pub headers: Vec<String>,
     #[serde(default)]
@@ -175,6 +174,8 @@ impl Default for RedactConfig {
         RedactConfig {
             fields: default_fields(),
             additional_fields: vec![],
+            harmless_fields: default_harmless(),
+            additional_harmless_fields: vec![],
             headers: default_headers(),
             additional_headers: vec![],
             bearer_tokens: true,
@@ -249,23 +250,61 @@ pub fn media_essence(content_type: &[u8]) -> String {
 pub enum BodyKind {
     Json,
     Form,
+    /// XML, and HTML (the same tag and attribute scanner).
+    Xml,
+    /// `multipart/*`: parts by name, each part by its own content type.
+    Multipart,
+    /// Anything else; a text body that starts like JSON or markup is scanned as such too.
     Text,
 }
 
 pub fn body_kind(essence: &str) -> BodyKind {
+    let (t, sub) = essence.split_once('/').unwrap_or((essence, ""));
     if essence == "application/x-www-form-urlencoded" {
         BodyKind::Form
-    } else if essence == "application/json" || essence.ends_with("+json") || essence.ends_with("/json") {
+    } else if sub == "json" || sub.ends_with("+json") {
         BodyKind::Json
+    } else if sub == "xml" || sub.ends_with("+xml") || essence == "text/html" {
+        BodyKind::Xml
+    } else if t == "multipart" {
+        BodyKind::Multipart
     } else {
         BodyKind::Text
     }
+}
+
+/// A parameter of a content-type (`boundary` of `multipart/form-data; boundary="x"`), quotes
+/// removed; the parameter name is case-insensitive.
+pub fn media_param(content_type: &[u8], name: &str) -> Option<Vec<u8>> {
+    for param in content_type.split(|b| *b == b';').skip(1) {
+        let Some(eq) = param.iter().position(|b| *b == b'=') else { continue };
+        if !param[..eq].trim_ascii().eq_ignore_ascii_case(name.as_bytes()) {
+            continue;
+        }
+        let value = param[eq + 1..].trim_ascii();
+        let value = match value.strip_prefix(b"\"") {
+            Some(v) => v.strip_suffix(b"\"").unwrap_or(v),
+            None => value,
+        };
+        return Some(value.to_vec());
+    }
+    None
+}
+
+/// Whether a `content-encoding` value (a list, `,`-separated, case-insensitive) says the body
+/// is anything but the bytes themselves: any coding other than `identity`.
+pub fn is_encoded(content_encoding: &[u8]) -> bool {
+    content_encoding
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
 }
 
 /// Phase 2: checked and precomputed.
 #[derive(Debug)]
 pub struct Compiled {
     pub max_bytes: usize,
+    pub capture_budget_bytes: usize,
     pub request_body: bool,
     pub response_body: bool,
     pub content_types: Vec<MediaRange>,
@@ -295,6 +334,10 @@ fn check_names(list: &[String], field: &str) -> Result<Vec<String>, ConfigError>
                 format!("{field}[{i}]"),
                 format!("{name:?}: want 1 to {MAX_NAME_LEN} characters, no control characters"),
             ));
+        }
+        // Names are compared normalised (letters and digits): one without any matches nothing.
+        if crate::names::normalize(n.as_bytes()).is_empty() {
+            return Err(ConfigError::new(format!("{field}[{i}]"), format!("{name:?}: want a letter or digit")));
         }
         if !out.contains(&n) {
             out.push(n);
@@ -333,6 +376,15 @@ impl Config {
     pub fn compile(self) -> Result<Compiled, ConfigError> {
         if self.max_bytes == 0 || self.max_bytes > MAX_MAX_BYTES {
             return Err(ConfigError::new("max_bytes", format!("{}: want 1 to {MAX_MAX_BYTES}", self.max_bytes)));
+        }
+        if self.capture_budget_bytes < self.max_bytes || self.capture_budget_bytes > MAX_CAPTURE_BUDGET_BYTES {
+            return Err(ConfigError::new(
+                "capture_budget_bytes",
+                format!(
+                    "{}: want max_bytes ({}) to {MAX_CAPTURE_BUDGET_BYTES}",
+                    self.capture_budget_bytes, self.max_bytes
+                ),
+            ));
         }
         if self.content_types.len() > MAX_LIST {
             return Err(ConfigError::new("content_types", format!("at most {MAX_LIST} entries")));
@@ -380,6 +432,7 @@ impl Config {
         let redactor = self.redact.compile().map_err(|e| e.within("redact"))?;
         Ok(Compiled {
             max_bytes: self.max_bytes,
+            capture_budget_bytes: self.capture_budget_bytes,
             request_body: self.request_body,
             response_body: self.response_body,
             content_types,
@@ -405,6 +458,8 @@ impl RedactConfig {
                 fields.push(f);
             }
         }
+        let mut harmless = check_names(&self.harmless_fields, "harmless_fields")?;
+        harmless.extend(check_names(&self.additional_harmless_fields, "additional_harmless_fields")?);
         let mut headers = check_headers(&self.headers, "headers")?;
         for h in check_headers(&self.additional_headers, "additional_headers")? {
             if !headers.contains(&h) {
@@ -426,8 +481,19 @@ impl RedactConfig {
                 Pattern::compile(&p.name, &p.regex).map_err(|m| ConfigError::new(format!("patterns[{i}].regex"), m))?;
             patterns.push(compiled);
         }
-        Redactor::new(fields, headers, self.bearer_tokens, self.jwts, self.card_numbers, patterns, self.replacement)
-            .map_err(|m| ConfigError::new("", m))
+        let field_rule = NameRule::new(&fields, &harmless);
+        // Header names: the same rule, with the header list as more exact names.
+        let header_rule = NameRule::new(&[fields, headers].concat(), &harmless);
+        Redactor::new(
+            field_rule,
+            header_rule,
+            self.bearer_tokens,
+            self.jwts,
+            self.card_numbers,
+            patterns,
+            self.replacement,
+        )
+        .map_err(|m| ConfigError::new("", m))
     }
 }
 
@@ -471,6 +537,11 @@ mod tests {
             (r#"{"redact":{"patterns":[{"name":"x","regex":"a","flags":1}]}}"#, "redact.patterns[0].flags"),
             (r#"{"redact":{"replacement":"a\nb"}}"#, "redact.replacement"),
             (r#"{"max_byte":10}"#, "max_byte"),
+            (r#"{"max_bytes":8192,"capture_budget_bytes":4096}"#, "capture_budget_bytes"),
+            (r#"{"capture_budget_bytes":1073741824}"#, "capture_budget_bytes"),
+            (r#"{"redact":{"harmless_fields":[""]}}"#, "redact.harmless_fields[0]"),
+            (r#"{"redact":{"additional_fields":["ok","--"]}}"#, "redact.additional_fields[1]"),
+            (r#"{"redact":{"additional_harmless_fields":["a\u0001"]}}"#, "redact.additional_harmless_fields[0]"),
         ];
         for (json, field) in cases {
             let e = load(json).err().unwrap_or_else(|| panic!("{json} accepted"));
@@ -493,6 +564,25 @@ mod tests {
         assert_eq!(body_kind("application/x-www-form-urlencoded"), BodyKind::Form);
         assert_eq!(body_kind("application/vnd.api+json"), BodyKind::Json);
         assert_eq!(body_kind("text/plain"), BodyKind::Text);
+        assert_eq!(body_kind("application/soap+xml"), BodyKind::Xml);
+        assert_eq!(body_kind("text/xml"), BodyKind::Xml);
+        assert_eq!(body_kind("text/html"), BodyKind::Xml);
+        assert_eq!(body_kind("multipart/form-data"), BodyKind::Multipart);
+        assert_eq!(media_param(b"multipart/form-data; Boundary=\"a b\"", "boundary"), Some(b"a b".to_vec()));
+        assert_eq!(media_param(b"multipart/form-data;boundary=x;y=1", "boundary"), Some(b"x".to_vec()));
+        assert_eq!(media_param(b"multipart/form-data", "boundary"), None);
+        for (value, encoded) in [
+            ("gzip", true),
+            ("identity", false),
+            ("", false),
+            (" Identity ", false),
+            ("identity, gzip", true),
+            ("br", true),
+            ("x-gzip", true),
+            (",", false),
+        ] {
+            assert_eq!(is_encoded(value.as_bytes()), encoded, "{value:?}");
+        }
     }
 
     #[test]

@@ -4,8 +4,12 @@
 //! the VM. End of stream comes with the last body chunk, with trailers, or with headers only.
 //! The log line is built once, in `on_log` (Envoy calls it once per stream, also for streams
 //! that were reset), redacted, then written to Envoy's log and to filter state.
+//!
+//! Memory: what a stream holds until its end (captures, logged headers) is reserved in the
+//! worker's [`Budget`] when its direction starts; a direction that does not fit is not
+//! captured (`"skipped": "budget"`), and the reservation is released with the stream.
 
-use crate::config::{body_kind, media_essence, BodyKind, Compiled, Config};
+use crate::config::{body_kind, is_encoded, media_essence, media_param, BodyKind, Compiled, Config};
 use crate::redact::escape_invalid_utf8;
 use serde_json::{json, Map, Value};
 use shared::config::ConfigError;
@@ -22,6 +26,8 @@ pub struct Stats {
     pub logged: Counter,
     pub sampled_out: Counter,
     pub skipped_content_type: Counter,
+    pub skipped_content_encoding: Counter,
+    pub skipped_budget: Counter,
     pub truncated: Counter,
     pub redactions: Counter,
 }
@@ -32,9 +38,51 @@ impl Stats {
             logged: Counter::define(host, "body_logger.logged"),
             sampled_out: Counter::define(host, "body_logger.sampled_out"),
             skipped_content_type: Counter::define(host, "body_logger.skipped_content_type"),
+            skipped_content_encoding: Counter::define(host, "body_logger.skipped_content_encoding"),
+            skipped_budget: Counter::define(host, "body_logger.skipped_budget"),
             truncated: Counter::define(host, "body_logger.truncated"),
             redactions: Counter::define(host, "body_logger.redactions"),
         }
+    }
+}
+
+/// The bytes one worker VM may hold for streams in flight (`capture_budget_bytes`).
+#[derive(Debug, Default)]
+pub struct Budget {
+    limit: usize,
+    used: Cell<usize>,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Rc<Budget> {
+        Rc::new(Budget { limit, used: Cell::new(0) })
+    }
+
+    /// Bytes reserved now.
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    fn reserve(self: &Rc<Self>, bytes: usize) -> Option<Reservation> {
+        let used = self.used.get();
+        if bytes > self.limit.saturating_sub(used) {
+            return None;
+        }
+        self.used.set(used + bytes);
+        Some(Reservation { budget: self.clone(), bytes })
+    }
+}
+
+/// Bytes held in a [`Budget`] until dropped (with the stream's record, however it ends).
+#[derive(Debug)]
+struct Reservation {
+    budget: Rc<Budget>,
+    bytes: usize,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.set(self.budget.used.get().saturating_sub(self.bytes));
     }
 }
 
@@ -42,6 +90,7 @@ impl Stats {
 #[derive(Default)]
 pub struct BodyLoggerRoot {
     config: Option<Rc<Compiled>>,
+    budget: Rc<Budget>,
     stats: Stats,
     /// xorshift state for sampling without a request id (per worker; needs no quality beyond
     /// an even spread).
@@ -57,23 +106,33 @@ impl RootFilter for BodyLoggerRoot {
         self.stats = Stats::define(host);
         let seed = host.now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         self.rng.set(mix64(seed) | 1);
+        self.budget = Budget::new(compiled.capture_budget_bytes);
         self.config = Some(Rc::new(compiled));
         Ok(())
     }
 
     fn new_http_filter(&self, _context_id: u32) -> Option<BodyLogger> {
-        Some(BodyLogger { config: self.config.clone()?, stats: self.stats, rng: self.rng.clone(), record: None })
+        Some(BodyLogger {
+            config: self.config.clone()?,
+            budget: self.budget.clone(),
+            stats: self.stats,
+            rng: self.rng.clone(),
+            record: None,
+        })
     }
 }
 
 /// One per HTTP stream.
 pub struct BodyLogger {
     config: Rc<Compiled>,
+    budget: Rc<Budget>,
     stats: Stats,
     rng: Rc<Cell<u64>>,
     /// `Some` once the stream is selected; taken when the line is emitted.
     record: Option<Box<Record>>,
 }
+
+type HeaderList = Vec<(String, Vec<u8>)>;
 
 struct Record {
     start: SystemTime,
@@ -83,43 +142,154 @@ struct Record {
     status: Option<u64>,
     request: Direction,
     response: Direction,
-    request_headers: Vec<(String, Vec<u8>)>,
-    response_headers: Vec<(String, Vec<u8>)>,
+    /// `None` when dropped for the budget.
+    request_headers: Option<HeaderList>,
+    response_headers: Option<HeaderList>,
 }
 
+/// Why a direction's body is not captured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Skip {
+    /// `request_body` / `response_body` is off.
+    Disabled,
+    /// Not on the `content_types` list (or absent).
+    ContentType,
+    /// A `content-encoding` other than `identity`, or bytes that start like a compressed
+    /// stream: logging them would log the secrets inside, unredacted.
+    ContentEncoding,
+    /// The worker's `capture_budget_bytes` is in use by other streams.
+    Budget,
+}
+
+impl Skip {
+    fn as_str(self) -> &'static str {
+        match self {
+            Skip::Disabled => "disabled",
+            Skip::ContentType => "content_type",
+            Skip::ContentEncoding => "content_encoding",
+            Skip::Budget => "budget",
+        }
+    }
+}
+
+/// What a direction's headers say about its body.
 #[derive(Default)]
+struct BodyHeaders {
+    content_type: Option<Vec<u8>>,
+    content_encoding: Option<Vec<u8>>,
+    content_length: Option<u64>,
+}
+
+impl BodyHeaders {
+    fn read(host: &dyn Host, map: HeaderMapKind) -> BodyHeaders {
+        BodyHeaders {
+            content_type: host.header(map, "content-type"),
+            // Envoy joins repeated `content-encoding` headers into one value (`identity,br`):
+            // the first value is all of them (e2e: the leak corpus's `br-second-header`).
+            content_encoding: host.header(map, "content-encoding"),
+            content_length: host
+                .header(map, "content-length")
+                .and_then(|v| std::str::from_utf8(&v).ok().and_then(|t| t.trim().parse().ok())),
+        }
+    }
+}
+
 struct Direction {
-    /// This direction's body is wanted (enabled and an allowed content type).
-    capture: bool,
-    /// Enabled, but the content type is not on the allowlist (or absent).
-    skipped_content_type: bool,
+    /// `None`: this direction's body is captured (up to `limit`).
+    skip: Option<Skip>,
     content_type: Option<String>,
     kind: Option<BodyKind>,
+    boundary: Option<Vec<u8>>,
     seen: u64,
     captured: Vec<u8>,
+    /// Bytes this direction may capture: `max_bytes`, or less when `content-length` says so.
+    limit: usize,
+    /// The budget held for the capture and the logged headers.
+    reservation: Option<Reservation>,
     complete: bool,
 }
 
-impl Direction {
-    fn start(config: &Compiled, enabled: bool, content_type: Option<Vec<u8>>) -> Direction {
-        let essence = content_type.as_deref().map(media_essence);
-        let allowed = essence.as_deref().is_some_and(|e| config.content_types.iter().any(|m| m.matches(e)));
+impl Default for Direction {
+    /// A direction that never started (no response before the stream ended): nothing captured.
+    fn default() -> Self {
         Direction {
-            capture: enabled && allowed,
-            skipped_content_type: enabled && !allowed,
+            skip: Some(Skip::Disabled),
+            content_type: None,
+            kind: None,
+            boundary: None,
+            seen: 0,
+            captured: Vec::new(),
+            limit: 0,
+            reservation: None,
+            complete: false,
+        }
+    }
+}
+
+/// Magic numbers of compressed streams (gzip, zlib, zstd): a body with one is compressed,
+/// whatever its headers say.
+const COMPRESSED_MAGIC: &[&[u8]] = &[b"\x1f\x8b", b"\x78\x01", b"\x78\x9c", b"\x78\xda", b"\x28\xb5\x2f\xfd"];
+
+impl Direction {
+    fn start(config: &Compiled, enabled: bool, headers: BodyHeaders, end_of_stream: bool) -> Direction {
+        let essence = headers.content_type.as_deref().map(media_essence);
+        let allowed = essence.as_deref().is_some_and(|e| config.content_types.iter().any(|m| m.matches(e)));
+        let skip = if !enabled {
+            Some(Skip::Disabled)
+        } else if !allowed {
+            Some(Skip::ContentType)
+        } else if headers.content_encoding.as_deref().is_some_and(is_encoded) {
+            Some(Skip::ContentEncoding)
+        } else {
+            None
+        };
+        let limit = match (skip, end_of_stream, headers.content_length) {
+            (Some(_), _, _) | (None, true, _) => 0,
+            (None, false, Some(n)) => usize::try_from(n).unwrap_or(usize::MAX).min(config.max_bytes),
+            (None, false, None) => config.max_bytes,
+        };
+        Direction {
+            skip,
             kind: essence.as_deref().map(body_kind),
-            content_type: content_type.map(|c| escape_invalid_utf8(&c)),
-            ..Direction::default()
+            boundary: headers.content_type.as_deref().and_then(|c| media_param(c, "boundary")),
+            content_type: headers.content_type.map(|c| escape_invalid_utf8(&c)),
+            limit,
+            complete: end_of_stream,
+            seen: 0,
+            captured: Vec::new(),
+            reservation: None,
+        }
+    }
+
+    /// Reserve the capture and `extra` bytes (logged headers) in the worker's budget; on
+    /// refusal the body is not captured. Whether the reservation was made.
+    fn reserve(&mut self, budget: &Rc<Budget>, extra: usize) -> bool {
+        match budget.reserve(self.limit.saturating_add(extra)) {
+            Some(r) => {
+                self.reservation = Some(r);
+                true
+            }
+            None => {
+                if self.skip.is_none() {
+                    self.skip = Some(Skip::Budget);
+                }
+                self.limit = 0;
+                false
+            }
         }
     }
 
     /// Count the chunk; copy only the bytes the capture still lacks.
-    fn chunk(&mut self, host: &dyn Host, buffer: Buffer, size: usize, max: usize) {
+    fn chunk(&mut self, host: &dyn Host, buffer: Buffer, size: usize) {
         self.seen = self.seen.saturating_add(size as u64);
-        if !self.capture || self.captured.len() >= max || size == 0 {
+        if self.skip.is_some() || self.captured.len() >= self.limit || size == 0 {
             return;
         }
-        let want = size.min(max - self.captured.len());
+        if self.captured.capacity() == 0 {
+            // Exactly what was reserved: no doubling past the budget.
+            self.captured.reserve_exact(self.limit);
+        }
+        let want = size.min(self.limit - self.captured.len());
         if let Some(bytes) = host.body(buffer, 0, want) {
             let n = bytes.len().min(want);
             self.captured.extend_from_slice(&bytes[..n]);
@@ -127,7 +297,14 @@ impl Direction {
     }
 
     fn truncated(&self) -> bool {
-        self.capture && self.seen > self.captured.len() as u64
+        self.skip.is_none() && self.seen > self.captured.len() as u64
+    }
+
+    /// At the end: a capture that starts like a compressed stream is not logged either.
+    fn sniff(&mut self) {
+        if self.skip.is_none() && COMPRESSED_MAGIC.iter().any(|m| self.captured.starts_with(m)) {
+            self.skip = Some(Skip::ContentEncoding);
+        }
     }
 }
 
@@ -167,11 +344,23 @@ impl BodyLogger {
         }
     }
 
-    fn headers_for_log(&self, host: &dyn Host, map: HeaderMapKind) -> Vec<(String, Vec<u8>)> {
-        if self.config.log_headers {
-            host.headers(map)
+    /// Start a direction: its headers, its capture, its share of the budget. The headers to
+    /// log (`None` when dropped for the budget).
+    fn start_direction(
+        &self,
+        host: &dyn Host,
+        map: HeaderMapKind,
+        enabled: bool,
+        end_of_stream: bool,
+    ) -> (Direction, Option<HeaderList>) {
+        let c = &self.config;
+        let mut direction = Direction::start(c, enabled, BodyHeaders::read(host, map), end_of_stream);
+        let headers = if c.log_headers { host.headers(map) } else { Vec::new() };
+        let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if direction.reserve(&self.budget, header_bytes) {
+            (direction, Some(headers))
         } else {
-            Vec::new()
+            (direction, None)
         }
     }
 
@@ -190,36 +379,45 @@ impl BodyLogger {
         let (path, n) = red.redact_path(&rec.path);
         redactions += n;
 
-        let mut direction = |d: &Direction| -> Value {
+        let mut direction = |d: &mut Direction| -> Value {
+            d.sniff();
             let mut m = Map::new();
             m.insert("content_type".into(), d.content_type.clone().map_or(Value::Null, Value::String));
             m.insert("bytes".into(), json!(d.seen));
             m.insert("complete".into(), json!(d.complete));
-            if d.capture {
-                let truncated = d.truncated();
-                if truncated {
-                    self.stats.truncated.inc(host);
+            match d.skip {
+                None => {
+                    let truncated = d.truncated();
+                    if truncated {
+                        self.stats.truncated.inc(host);
+                    }
+                    let kind = d.kind.unwrap_or(BodyKind::Text);
+                    let (text, n) = red.redact_body(&d.captured, kind, d.boundary.as_deref(), truncated);
+                    redactions += n;
+                    m.insert("captured_bytes".into(), json!(d.captured.len()));
+                    m.insert("truncated".into(), json!(truncated));
+                    m.insert("body".into(), Value::String(text));
                 }
-                let (text, n) = red.redact_body(&d.captured, d.kind.unwrap_or(BodyKind::Text), truncated);
-                redactions += n;
-                m.insert("captured_bytes".into(), json!(d.captured.len()));
-                m.insert("truncated".into(), json!(truncated));
-                m.insert("body".into(), Value::String(text));
-            } else {
-                if d.skipped_content_type && d.seen > 0 {
-                    self.stats.skipped_content_type.inc(host);
-                    m.insert("skipped".into(), json!("content_type"));
-                } else if d.seen > 0 {
-                    m.insert("skipped".into(), json!("disabled"));
+                Some(skip) => {
+                    match skip {
+                        Skip::ContentType if d.seen > 0 => self.stats.skipped_content_type.inc(host),
+                        Skip::ContentEncoding if d.seen > 0 => self.stats.skipped_content_encoding.inc(host),
+                        Skip::Budget => self.stats.skipped_budget.inc(host),
+                        _ => {}
+                    }
+                    if d.seen > 0 || skip == Skip::Budget {
+                        m.insert("skipped".into(), json!(skip.as_str()));
+                    }
+                    m.insert("captured_bytes".into(), json!(0));
+                    m.insert("truncated".into(), json!(false));
+                    m.insert("body".into(), Value::Null);
                 }
-                m.insert("captured_bytes".into(), json!(0));
-                m.insert("truncated".into(), json!(false));
-                m.insert("body".into(), Value::Null);
             }
             Value::Object(m)
         };
-        let request = direction(&rec.request);
-        let response = direction(&rec.response);
+        let mut rec = rec;
+        let request = direction(&mut rec.request);
+        let response = direction(&mut rec.response);
 
         let mut line = Map::new();
         line.insert(
@@ -233,7 +431,8 @@ impl BodyLogger {
         line.insert("request".into(), request);
         line.insert("response".into(), response);
         if c.log_headers {
-            let mut headers = |list: &[(String, Vec<u8>)]| -> Value {
+            let mut headers = |list: Option<&[(String, Vec<u8>)]>| -> Value {
+                let Some(list) = list else { return Value::Null };
                 let mut m = Map::new();
                 for (name, value) in list {
                     let text = if red.is_sensitive_header(name) {
@@ -257,8 +456,8 @@ impl BodyLogger {
                 }
                 Value::Object(m)
             };
-            let req = headers(&rec.request_headers);
-            let resp = headers(&rec.response_headers);
+            let req = headers(rec.request_headers.as_deref());
+            let resp = headers(rec.response_headers.as_deref());
             line.insert("request_headers".into(), req);
             line.insert("response_headers".into(), resp);
         }
@@ -286,9 +485,8 @@ impl HttpFilter for BodyLogger {
             return Action::Continue;
         }
         let c = self.config.clone();
-        let mut request =
-            Direction::start(&c, c.request_body, host.header(HeaderMapKind::RequestHeaders, "content-type"));
-        request.complete = end_of_stream;
+        let (request, request_headers) =
+            self.start_direction(host, HeaderMapKind::RequestHeaders, c.request_body, end_of_stream);
         self.record = Some(Box::new(Record {
             start: host.now(),
             method,
@@ -297,16 +495,15 @@ impl HttpFilter for BodyLogger {
             status: None,
             request,
             response: Direction::default(),
-            request_headers: self.headers_for_log(host, HeaderMapKind::RequestHeaders),
-            response_headers: Vec::new(),
+            request_headers,
+            response_headers: Some(Vec::new()),
         }));
         Action::Continue
     }
 
     fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Action {
-        let max = self.config.max_bytes;
         if let Some(rec) = self.record.as_mut() {
-            rec.request.chunk(host, Buffer::Request, body_size, max);
+            rec.request.chunk(host, Buffer::Request, body_size);
             rec.request.complete |= end_of_stream;
         }
         Action::Continue
@@ -324,22 +521,20 @@ impl HttpFilter for BodyLogger {
             return Action::Continue;
         }
         let c = self.config.clone();
-        let headers = self.headers_for_log(host, HeaderMapKind::ResponseHeaders);
         let status = host.response_header(":status").and_then(|s| s.trim().parse().ok());
-        let content_type = host.header(HeaderMapKind::ResponseHeaders, "content-type");
+        let (response, headers) =
+            self.start_direction(host, HeaderMapKind::ResponseHeaders, c.response_body, end_of_stream);
         if let Some(rec) = self.record.as_mut() {
             rec.status = status;
-            rec.response = Direction::start(&c, c.response_body, content_type);
-            rec.response.complete = end_of_stream;
+            rec.response = response;
             rec.response_headers = headers;
         }
         Action::Continue
     }
 
     fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end_of_stream: bool) -> Action {
-        let max = self.config.max_bytes;
         if let Some(rec) = self.record.as_mut() {
-            rec.response.chunk(host, Buffer::Response, body_size, max);
+            rec.response.chunk(host, Buffer::Response, body_size);
             rec.response.complete |= end_of_stream;
         }
         Action::Continue
@@ -356,6 +551,9 @@ impl HttpFilter for BodyLogger {
         self.emit(host);
     }
 }
+
+#[cfg(test)]
+mod corpus_tests;
 
 #[cfg(test)]
 mod tests {

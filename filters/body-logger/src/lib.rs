@@ -1,7 +1,9 @@
 //! body-logger: see README.md beside this crate for the full reference.
 
 pub mod config;
+pub mod corpus;
 pub mod filter;
+pub mod names;
 pub mod redact;
 
 #[cfg(target_arch = "wasm32")]

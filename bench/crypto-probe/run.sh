@@ -3,7 +3,7 @@
 #   bench/crypto-probe/run.sh            # the shipped release profile: z, crypto crates at 3
 #   DEPS_OPT=z bench/crypto-probe/run.sh # crypto crates (p256, sha2, curve25519-dalek, ...) at z too
 #   OPT=3 bench/crypto-probe/run.sh      # the rest of the module at opt-level 3 (or s, 2, ...)
-#   JWT_OPT=3 bench/crypto-probe/run.sh  # the filter's code (crypto/, jwks.rs) at opt-level 3
+#   JWT_OPT=3 bench/crypto-probe/run.sh  # the jose crate (crates/jose: own RSA, P-256 tables) at opt-level 3
 #   RUSTFLAGS_EXTRA="-C target-feature=+simd128" bench/crypto-probe/run.sh
 # Builds into target/crypto-probe (never dist/), starts Envoy with the module as a singleton
 # WasmService, prints the figures it logs, stops Envoy.
@@ -17,11 +17,11 @@ label="opt-level ${OPT:-z}, crypto deps ${DEPS_OPT:-3}"
 quote() { case "$1" in [0-9]) echo "$1" ;; *) echo "\"$1\"" ;; esac; }
 [ -n "${OPT:-}" ] && args+=(--config "profile.release.opt-level=$(quote "$OPT")")
 if [ -n "${JWT_OPT:-}" ]; then
-  args+=(--config "profile.release.package.crypto-probe.opt-level=$(quote "$JWT_OPT")")
-  label="$label, jwt-auth $JWT_OPT"
+  args+=(--config "profile.release.package.jose.opt-level=$(quote "$JWT_OPT")")
+  label="$label, jose $JWT_OPT"
 fi
 if [ -n "${DEPS_OPT:-}" ]; then
-  for dep in p256 p384 primefield primeorder elliptic-curve ecdsa crypto-bigint sha2 hmac curve25519-dalek ed25519-dalek; do
+  for dep in p256 p384 p521 primefield primeorder elliptic-curve ecdsa crypto-bigint sha2 hmac curve25519-dalek ed25519-dalek; do
     args+=(--config "profile.release.package.$dep.opt-level=$(quote "$DEPS_OPT")")
   done
 fi

@@ -534,7 +534,7 @@ http_filters:
         assert!(pages.contains(&PathBuf::from("README.md")), "{pages:?}");
         assert!(pages.contains(&PathBuf::from("filters/rate-limit/README.md")), "{pages:?}");
         assert!(pages.iter().all(|p| !p.starts_with("target") && !p.starts_with(".git")), "{pages:?}");
-        assert_eq!(filter_of_page(Path::new("filters/jwt-auth/CRYPTO.md")).as_deref(), Some("jwt-auth"));
+        assert_eq!(filter_of_page(Path::new("filters/jwt-auth/README.md")).as_deref(), Some("jwt-auth"));
         assert_eq!(filter_of_page(Path::new("docs/architecture.md")), None);
     }
 }

@@ -109,7 +109,8 @@ impl Envoy {
 
     pub fn start_with(config_name: &str, opts: EnvoyOptions) -> Result<Envoy, String> {
         let mut envoy = Self::spawn(config_name, &opts)?;
-        envoy.wait_ready(Duration::from_secs(60))?;
+        // Generous: V8 compiles every module before Envoy is ready, slow on a loaded machine.
+        envoy.wait_ready(Duration::from_secs(120))?;
         Ok(envoy)
     }
 

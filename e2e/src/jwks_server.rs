@@ -22,8 +22,8 @@ pub enum Mode {
     Status(u16),
     /// Close every connection without answering (a crashed or restarting server).
     Gone,
-    /// Answer nothing until the mode changes, then answer as the new mode says (to park
-    /// requests behind a fetch in flight for as long as a test needs).
+    /// Answer nothing until the mode changes, then answer as the new mode says (a fetch held
+    /// in flight for as long as a test needs, however slow the machine; 200 if the server stops).
     Hold,
 }
 
@@ -96,7 +96,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
             (mode, body) = (s.mode.clone(), s.paths.get(path).unwrap_or(&s.body).clone());
         }
         let answer = match mode {
-            Mode::Serve => response(200, &body),
+            Mode::Serve | Mode::Hold => response(200, &body),
             Mode::Delay(ms) => {
                 let mut left = ms;
                 while left > 0 && !stop.load(Ordering::Relaxed) {
@@ -107,7 +107,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
                 response(200, &body)
             }
             Mode::Status(code) => response(code, "{\"error\":\"unavailable\"}"),
-            Mode::Gone | Mode::Hold => {
+            Mode::Gone => {
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }

@@ -320,40 +320,18 @@ pub fn public_key_pem(key: Key) -> String {
     format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", jwk)
 }
 
-// ---- base64 ----
-
-const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+// ---- base64 (shared's codec, the one the filters use) ----
 
 /// base64url without padding (JWS compact serialization).
-pub fn b64url(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(URL[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
+pub use shared::base64::encode_url as b64url;
 
 /// Decode base64 (standard alphabet, or url-safe when `url`), padding optional.
 pub fn b64_decode(text: &str, url: bool) -> Option<Vec<u8>> {
-    let alphabet = if url { URL } else { STD };
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let v = alphabet.iter().position(|a| *a == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
+    if url {
+        shared::base64::decode_url(text.as_bytes())
+    } else {
+        shared::base64::decode(text.as_bytes())
     }
-    Some(out)
 }
 
 #[cfg(test)]

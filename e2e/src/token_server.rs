@@ -5,7 +5,10 @@
 //!   `{"access_token":"tok-N","token_type":"Bearer","expires_in":L}`;
 //! - `GET <any path>`: the classic example's shape, `x-token: tok-N` and `{"token":"tok-N"}`.
 //!
-//! Every request is counted and recorded (calls made while "down" too, as attempts).
+//! Every request is counted and recorded (calls made while "down" too, as attempts), and every
+//! token issued is recorded with when it was issued and the lifetime its answer gave
+//! ([`TokenServer::issued_tokens`]), so a test can tell whether a token was still valid when
+//! it was used.
 //! [`Mode`] steers the answer; [`TokenServer::set_mode`] switches it while Envoy runs, which is
 //! how the tests take the server away and bring it back without restarting Envoy.
 
@@ -15,7 +18,7 @@ use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -31,10 +34,29 @@ pub enum Mode {
     Down,
 }
 
+/// A token the server issued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issued {
+    /// `tok-N`.
+    pub name: String,
+    /// When the answer carrying it was built (just before it was written).
+    pub at: Instant,
+    /// The lifetime the answer gave (`expires_in`). A `GET` answer has none: its lifetime is
+    /// the filter's configuration; this is then the server's setting, for reference.
+    pub lifetime: Duration,
+}
+
+impl Issued {
+    /// When the token expires by the server's clock.
+    pub fn expires_at(&self) -> Instant {
+        self.at + self.lifetime
+    }
+}
+
 struct State {
     mode: Mode,
     lifetime_secs: u64,
-    issued: u64,
+    issued: Vec<Issued>,
     requests: Vec<Recorded>,
 }
 
@@ -47,7 +69,8 @@ pub struct TokenServer {
 impl TokenServer {
     /// Listen on 127.0.0.1:port (0 = any free port), issuing tokens valid `lifetime_secs`.
     pub fn start(port: u16, lifetime_secs: u64) -> Result<TokenServer, String> {
-        let state = Arc::new(Mutex::new(State { mode: Mode::Ok, lifetime_secs, issued: 0, requests: Vec::new() }));
+        let state =
+            Arc::new(Mutex::new(State { mode: Mode::Ok, lifetime_secs, issued: Vec::new(), requests: Vec::new() }));
         let st = state.clone();
         let server = LoopbackServer::start(port, move |conn, stop| serve(conn, st.clone(), stop))?;
         Ok(TokenServer { port: server.port, state, _server: server })
@@ -72,7 +95,12 @@ impl TokenServer {
 
     /// Tokens issued so far: `tok-1` … `tok-N`.
     pub fn issued(&self) -> u64 {
-        self.state.lock().map(|s| s.issued).unwrap_or(0)
+        self.state.lock().map(|s| s.issued.len() as u64).unwrap_or(0)
+    }
+
+    /// Every token issued so far, in order (`tok-1` first).
+    pub fn issued_tokens(&self) -> Vec<Issued> {
+        self.state.lock().map(|s| s.issued.clone()).unwrap_or_default()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -96,8 +124,9 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
             let mode = s.mode.clone();
             let answer = match &mode {
                 Mode::Ok => {
-                    s.issued += 1;
-                    let token = token_name(s.issued);
+                    let token = token_name(s.issued.len() as u64 + 1);
+                    let lifetime = Duration::from_secs(s.lifetime_secs);
+                    s.issued.push(Issued { name: token.clone(), at: Instant::now(), lifetime });
                     if method == "GET" {
                         response(200, &[("x-token", &token)], &format!("{{\"token\":\"{token}\"}}"))
                     } else {

@@ -22,6 +22,10 @@ fn all_in_one_serves_with_every_filter() {
     opts.preset_ports.insert(JWKS_PORT, jwks.port);
     let envoy = Envoy::start_with("all-in-one.yaml", opts).unwrap();
     let upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    // The service token and the JWKS are fetched at start; requests before them wait (up to
+    // 3 s and 2.5 s), which token_fetch.rs and jwt_auth.rs test. Here: what serves after.
+    assert!(envoy.wait_stat("wasmcustom.token_fetch.fetch_success", 1) >= 1, "the service token");
+    assert!(envoy.wait_stat("wasmcustom.jwt_auth.jwks_fetch_success", 1) >= 1, "the JWKS");
     let r = Request::get("/api/items").send(envoy.port(LISTENER_PORT)).unwrap();
     assert_eq!(r.status, 200, "{r}");
     // security-headers
@@ -37,8 +41,10 @@ fn all_in_one_serves_with_every_filter() {
     }
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].header_value("authorization").as_deref(), Some("Bearer tok-1"), "{:?}", seen[0]);
-    assert!(tokens.calls() >= 1);
+    // A token the server issued (tok-1 unless a fetch timed out on a loaded machine).
+    let issued: Vec<String> = tokens.issued_tokens().into_iter().map(|t| format!("Bearer {}", t.name)).collect();
+    let auth = seen[0].header_value("authorization").unwrap_or_default();
+    assert!(issued.contains(&auth), "{auth:?} is not one of the tokens issued, {issued:?}");
     // body-logger (last before the router): /api requests are logged, their bodies passed on.
     let r = Request::get("/api/login")
         .method("POST")
@@ -70,7 +76,10 @@ fn all_in_one_serves_with_every_filter() {
     let seen = upstream.requests().into_iter().find(|q| q.path == "/admin/users").expect("reached the upstream");
     assert_eq!(seen.header_value("x-jwt-sub").as_deref(), Some("admin-ann"), "{seen:?}");
     assert!(seen.header_value("authorization").is_some_and(|a| a.starts_with("Bearer tok-")), "{seen:?}");
-    assert_eq!(jwks.calls(), 1);
+    // One JWKS fetch for the proxy; any other call was the retry of a failed one.
+    let (success, failed) =
+        (envoy.stat("wasmcustom.jwt_auth.jwks_fetch_success"), envoy.stat("wasmcustom.jwt_auth.jwks_fetch_failed"));
+    assert_eq!((success, jwks.calls() as u64), (1, 1 + failed), "JWKS fetches: {success} ok, {failed} failed");
     // Every module says which version it is when it starts.
     let started = format!("security-headers {}: configured", env!("CARGO_PKG_VERSION"));
     assert!(envoy.log().contains(&started), "{started:?} not logged:\n{}", envoy.log());

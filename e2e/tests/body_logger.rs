@@ -50,7 +50,7 @@ fn access_lines(envoy: &Envoy) -> Vec<String> {
 /// Wait (bounded) for the one log line of request `id` in Envoy's log and the access log;
 /// both must be the same JSON, and there must be exactly one of each.
 fn line_for(envoy: &Envoy, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mine: Vec<Value> = wasm_lines(envoy).into_iter().filter(|v| v["request_id"] == id).collect();
         let access: Vec<Value> = access_lines(envoy)
@@ -348,7 +348,7 @@ fn binary_is_skipped_and_unselected_requests_leave_the_access_log_field_empty() 
     let r = post("/x", "sampled-out", "application/json", b"{}").send(envoy.port(LISTENER_PORT)).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(envoy.wait_stat("wasmcustom.body_logger.sampled_out", 1), 1);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while access_lines(&envoy).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -536,9 +536,20 @@ fn remote_jwks_is_fetched_once_per_proxy_not_per_worker() {
         let r = s.send(&bearer(&format!("/api/once/{i}"), &t));
         assert_eq!(r.status, 200, "{r}");
     }
-    assert_eq!(s.jwks.calls(), 1, "one JWKS fetch for the proxy, whatever the workers");
-    assert_eq!(s.wait_stat("jwks_fetch_success", 1), 1);
-    assert_eq!(s.stat("jwks_fetch_failed"), 0);
+    assert_eq!(s.wait_stat("jwks_fetch_success", 1), 1, "one JWKS fetch for the proxy, whatever the workers");
+    // Every other call was a retry of one that failed (on a loaded machine the 2-second
+    // http_uri.timeout can pass before the answer is handled); a fetch per worker would be a
+    // second success.
+    assert_jwks_calls_are_one_success_plus_retries(&s);
+}
+
+/// The JWKS server's calls are the successful fetches plus the failed ones, with one success:
+/// nothing fetched beyond what the filter counted. (Read once the fetches have settled.)
+fn assert_jwks_calls_are_one_success_plus_retries(s: &Setup) {
+    // The counter follows the publication the request saw: wait for it.
+    let (success, failed) = (s.wait_stat("jwks_fetch_success", 1), s.stat("jwks_fetch_failed"));
+    assert_eq!(success, 1, "one JWKS fetch ({failed} failed)");
+    assert_eq!(s.jwks.calls() as u64, success + failed, "JWKS calls: one success, {failed} retried failures");
 }
 
 #[test]
@@ -546,39 +557,47 @@ fn key_rotation_is_picked_up_on_an_unknown_kid() {
     if filter_only("refetch on an unknown kid") {
         return;
     }
-    // Refetches on an unknown kid at most once a second (ours; default 10 s).
+    // Refetches on an unknown kid at most once per 3 s per worker (ours; default 10 s).
+    const INTERVAL: Duration = Duration::from_secs(3);
+    const WORKERS: u64 = 2;
     let s = start_with(
         Mode::Serve,
-        2,
+        WORKERS as u32,
         Some(Box::new(|c| {
-            replace(&c, "\"providers\": {", "\"unknown_kid_refetch_interval\": \"1s\", \"providers\": {")
+            replace(&c, "\"providers\": {", "\"unknown_kid_refetch_interval\": \"3s\", \"providers\": {")
         })),
     );
     let old = token(Alg::RS256, &claims("old"));
     assert_eq!(s.send(&bearer("/api/rot", &old)).status, 200);
-    assert_eq!(s.jwks.calls(), 1);
+    assert_jwks_calls_are_one_success_plus_retries(&s);
     // The IdP rotates: rsa-2 in, rsa-1 out. A token signed by rsa-2 (unknown kid) makes the
     // filter refetch at once, without waiting for cache_duration (300 s).
-    std::thread::sleep(Duration::from_millis(1200));
+    std::thread::sleep(INTERVAL + Duration::from_millis(200));
     s.jwks.set_body(&jwt::jwks(&jwt::ROTATED_KEYS));
+    let calls = s.jwks.calls();
     let new = token_with(Alg::RS256, Key::Rsa2, &jwt::header(Alg::RS256, Key::Rsa2), &claims("new"));
     let r = s.send(&bearer("/api/rot", &new));
     assert_eq!(r.status, 200, "{r}");
-    assert_eq!(s.jwks.calls(), 2);
+    assert_eq!(s.jwks.calls(), calls + 1, "the unknown kid made the filter refetch");
     // rsa-1 is gone from the JWKS now: a token it signs no longer verifies (fresh ones: `old`
     // sits in the verified-token cache, as it would in jwt_authn's). Every worker takes the new
-    // keys on its next tick (250 ms), so within moments no worker accepts rsa-1.
-    eventually("every worker has the rotated keys", Duration::from_secs(5), || {
+    // keys on its next tick (250 ms), so soon no worker accepts rsa-1.
+    eventually("every worker has the rotated keys", Duration::from_secs(30), || {
         (0..6).all(|i| s.send(&bearer("/api/rot", &token(Alg::RS256, &claims(&format!("old-{i}"))))).status == 401)
     });
     let r = s.send(&bearer("/api/rot", &token(Alg::RS256, &claims("old-last"))));
     assert_401(&s, &r, "/api/rot", NO_KEY, "retired key");
-    // Unknown kids do not hammer the JWKS server: the refetch is rate-limited.
-    for i in 0..10 {
+    // Unknown kids do not hammer the JWKS server: each worker refetches for them at most once
+    // per interval, however many come and however long they take to send. Without the limit,
+    // each of these requests would wait for a refetch of its own (20 calls).
+    let (calls, started) = (s.jwks.calls() as u64, Instant::now());
+    for i in 0..20 {
         let t = token_with(Alg::RS256, Key::Rsa2, &json!({"alg": "RS256", "kid": format!("nope-{i}")}), &claims("x"));
         assert_eq!(s.send(&bearer("/api/rot", &t)).status, 401);
     }
-    assert!(s.jwks.calls() <= 3, "rate-limited refetch: {} calls", s.jwks.calls());
+    let (refetches, elapsed) = (s.jwks.calls() as u64 - calls, started.elapsed());
+    let allowed = WORKERS * (elapsed.as_millis() as u64 / INTERVAL.as_millis() as u64 + 1);
+    assert!(refetches <= allowed, "rate-limited refetch: {refetches} calls in {elapsed:?} (at most {allowed})");
 }
 
 #[test]
@@ -611,7 +630,7 @@ fn jwks_server_failures_keep_the_last_good_keys() {
             s.jwks.calls() > calls
         });
     }
-    assert!(s.stat("jwks_fetch_failed") >= 1, "failures counted");
+    assert!(s.wait_stat("jwks_fetch_failed", 1) >= 1, "failures counted");
     s.jwks.set_mode(Mode::Serve);
     assert_eq!(s.send(&bearer("/api/keep", &t)).status, 200);
     assert_eq!(s.envoy.exited(), None);
@@ -619,13 +638,32 @@ fn jwks_server_failures_keep_the_last_good_keys() {
 
 #[test]
 fn a_request_before_the_first_jwks_waits_for_it() {
-    // The JWKS answers after 1.2 s (http_uri.timeout is 2 s).
-    let s = start_with(Mode::Delay(1200), 2, None);
+    // http_uri.timeout raised from 2 s to 30 s: the wait below must not turn into a failed
+    // fetch on a loaded machine.
+    let longer = |c: String| replace(&c, "\"timeout\": \"2s\"", "\"timeout\": \"30s\"");
     let t = token(Alg::RS256, &claims("early"));
-    let started = Instant::now();
-    let r = s.send(&bearer("/api/early", &t));
+    if native() {
+        // jwt_authn's listener opens after the first fetch (async_fetch without fast_listener):
+        // no request can come before it. The JWKS answers after 1.2 s.
+        let s = start_with(Mode::Delay(1200), 2, Some(Box::new(longer)));
+        let r = s.send(&bearer("/api/early", &t));
+        assert_eq!(r.status, 200, "{r}");
+        return;
+    }
+    // The JWKS server holds the first fetch until the request is inside Envoy: then the keys
+    // cannot be there before it, however the machine schedules things.
+    let s = start_with(Mode::Hold, 2, Some(Box::new(longer)));
+    eventually("the first JWKS fetch is under way", Duration::from_secs(30), || s.jwks.calls() >= 1);
+    let port = s.port();
+    let waiting = std::thread::spawn(move || bearer("/api/early", &t).send(port));
+    eventually("the request is in Envoy", Duration::from_secs(30), || {
+        s.envoy.stat("http.ingress.downstream_rq_active") >= 1
+    });
+    assert_eq!(s.stat("allowed") + s.stat("denied"), 0, "nothing decided before the keys came");
+    s.jwks.set_mode(Mode::Serve);
+    let r = waiting.join().unwrap().unwrap();
     assert_eq!(r.status, 200, "waited for the keys: {r}");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(s.jwks.calls(), 1, "the request waited for the fetch under way, not a new one");
 }
 
 #[test]
@@ -673,13 +711,16 @@ fn requests_parked_together_are_each_decided_on_their_own_token() {
 
 #[test]
 fn no_jwks_at_all_means_401_jwks_fetch_failed_never_a_hang() {
+    // The answer comes within http_uri.timeout (2 s) plus room for a loaded machine: a hang
+    // would hold the request until the client gives up (30 s).
+    const ANSWER_BOUND: Duration = Duration::from_secs(12);
     let s = start_with(Mode::Gone, 2, None);
     let t = token(Alg::RS256, &claims("none"));
     for _ in 0..3 {
         let started = Instant::now();
         let r = s.send(&bearer("/api/none", &t));
         assert_401(&s, &r, "/api/none", "Jwks remote fetch is failed", "no JWKS");
-        assert!(started.elapsed() < Duration::from_secs(5), "bounded by http_uri.timeout: {:?}", started.elapsed());
+        assert!(started.elapsed() < ANSWER_BOUND, "bounded by http_uri.timeout: {:?}", started.elapsed());
     }
     // A slow JWKS (past the 2-second timeout) is the same.
     drop(s);
@@ -687,10 +728,10 @@ fn no_jwks_at_all_means_401_jwks_fetch_failed_never_a_hang() {
     let started = Instant::now();
     let r = s.send(&bearer("/api/none", &t));
     assert_401(&s, &r, "/api/none", "Jwks remote fetch is failed", "slow JWKS");
-    assert!(started.elapsed() < Duration::from_secs(5), "bounded by http_uri.timeout: {:?}", started.elapsed());
-    // Then it comes back: the same Envoy recovers.
+    assert!(started.elapsed() < ANSWER_BOUND, "bounded by http_uri.timeout: {:?}", started.elapsed());
+    // Then it comes back: the same Envoy recovers (after the retry back-off, a few seconds).
     s.jwks.set_mode(Mode::Serve);
-    eventually("recovered", Duration::from_secs(20), || s.send(&bearer("/api/none", &t)).status == 200);
+    eventually("recovered", Duration::from_secs(60), || s.send(&bearer("/api/none", &t)).status == 200);
 }
 
 #[test]
@@ -700,7 +741,8 @@ fn the_verified_token_cache_never_serves_an_expired_token() {
         1,
         Some(Box::new(|c| replace(&c, "\"jwt_cache_config\"", "\"clock_skew_seconds\": 1, \"jwt_cache_config\""))),
     );
-    let exp = jwt::now() + 3;
+    // Valid for 5 to 6 s (plus the 1-second skew): both requests pass even on a loaded machine.
+    let exp = jwt::now() + 6;
     let t = token(Alg::RS256, &jwt::with(claims("short"), json!({"exp": exp})));
     assert_eq!(s.send(&bearer("/api/short", &t)).status, 200);
     assert_eq!(s.send(&bearer("/api/short", &t)).status, 200);
@@ -730,7 +772,7 @@ fn stats_count_allowed_and_denied_by_reason() {
     for name in ["allowed", "denied", "jwks_fetch_success", "jwks_fetch_failed", "jwt_cache_hit", "jwt_cache_miss"] {
         assert!(stats.contains_key(&s.stat_name(name)), "{} is defined", s.stat_name(name));
     }
-    assert!(s.stat("jwt_cache_miss") >= 1, "the first verification was a miss");
+    assert!(s.wait_stat("jwt_cache_miss", 1) >= 1, "the first verification was a miss");
     if filter_only("denied_<reason> stats") {
         return;
     }
@@ -781,7 +823,7 @@ fn unsupported_configuration_is_refused_naming_the_field() {
         let jwks = JwksServer::start(0, &jwt::jwks(&jwt::REMOTE_KEYS)).unwrap();
         let opts = options(&jwks, 1, Some(Box::new(move |c| replace(&c, &from, &to))));
         let mut envoy = Envoy::spawn(CONFIG, &opts).unwrap();
-        let status = envoy.wait_exit(Duration::from_secs(30));
+        let status = envoy.wait_exit(Duration::from_secs(60));
         let log = envoy.log();
         assert!(status.is_some_and(|s| !s.success()), "{field}: Envoy kept running:\n{log}");
         assert!(
@@ -923,6 +965,42 @@ fn answer(d: &Differential, port: u16, case: &str, req: &Request) -> Answer {
     }
 }
 
+/// `token` with the unused low bits of its signature's last base64url character set to `bits`
+/// (RFC 4648 §3.5: a decoder may ignore them). Canonical when `bits` is 0.
+fn respelled(token: &str, bits: u8) -> String {
+    const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let sig_len = token.len() - token.rfind('.').unwrap() - 1;
+    let unused = match sig_len % 4 {
+        2 => 4,
+        3 => 2,
+        _ => panic!("a signature of {sig_len} characters has no unused bits"),
+    };
+    let last = URL.iter().position(|c| *c == token.as_bytes()[token.len() - 1]).unwrap() as u8;
+    let mask = (1u8 << unused) - 1;
+    assert_eq!(last & mask, 0, "not canonical to begin with");
+    format!("{}{}", &token[..token.len() - 1], URL[usize::from(last | (bits & mask))] as char)
+}
+
+/// J6: four spellings of one signature each (unused bits set); the answer for each is native's.
+fn base64url_spellings() -> Vec<(String, Request)> {
+    let rs = token(Alg::RS256, &claims("spelling"));
+    let hs = token(Alg::HS256, &claims_for(LOCAL_ISSUER, "spelling"));
+    let mut cases = Vec::new();
+    for bits in [0b0001, 0b0010, 0b0100, 0b1000] {
+        cases.push((
+            format!("base64url: RS256 signature, unused bits {bits:04b}"),
+            bearer("/api/b64", &respelled(&rs, bits)),
+        ));
+    }
+    for bits in [0b01, 0b10, 0b11] {
+        cases.push((
+            format!("base64url: HS256 signature, unused bits {bits:02b}"),
+            Request::get("/local/b64").header("x-api-token", &format!("Token {}", respelled(&hs, bits))),
+        ));
+    }
+    cases
+}
+
 /// The corpus: every algorithm, claims edge cases, token locations, rules, and every bad token.
 fn differential_corpus() -> Vec<(String, Request)> {
     let now = jwt::now();
@@ -1026,6 +1104,7 @@ fn differential_corpus() -> Vec<(String, Request)> {
         "large token under the cap (7 KB)".into(),
         bearer("/api/big", &token(Alg::RS256, &jwt::with(claims("big"), json!({"pad": "x".repeat(4800)})))),
     );
+    cases.extend(base64url_spellings());
     cases
 }
 
@@ -1090,4 +1169,142 @@ fn differential_corpus_is_judged_by_native_as_intended() {
     assert_eq!(status("claims: aud other"), 403);
     assert_eq!(status("missing"), 401);
     assert_eq!(status("public"), 200);
+    // jwt_authn ignores the unused bits of base64url (J6): every spelling passes, so jwt-auth's
+    // differential equality above means it accepts them too.
+    for (name, _) in base64url_spellings() {
+        assert_eq!(status(&name), 200, "{name}");
+    }
+}
+
+// ---- keys: weak keys, the JWKS JSON dialect ----
+
+/// Replaces the `local` provider's inline JWKS with `jwks` (before any switch to jwt_authn).
+fn with_local_jwks(jwks: String) -> Edit {
+    Box::new(move |text| {
+        let mut config = yaml_to_json(&text);
+        for l in config["static_resources"]["listeners"].as_array_mut().expect("listeners") {
+            for f in http_filters(l).iter_mut().filter(|f| f["name"] == "jwt-auth") {
+                let value = &mut f["typed_config"]["config"]["configuration"]["value"];
+                let mut plugin: Value = serde_json::from_str(value.as_str().expect("configuration")).unwrap();
+                plugin["providers"]["local"]["local_jwks"]["inline_string"] = json!(jwks);
+                *value = json!(plugin.to_string());
+            }
+        }
+        config.to_string()
+    })
+}
+
+/// J4/J9: a weak key in a JWKS is skipped here (warned about, counted), where jwt_authn uses
+/// it: the Ed25519 identity point, for which R = B, s = 1 "signs" any payload, and an RSA key
+/// under RFC 7518's 2048 bits. The other keys of the set keep working.
+#[test]
+fn weak_keys_are_skipped_where_jwt_authn_would_use_them() {
+    let identity = [&[1u8][..], &[0u8; 31][..]].concat();
+    let base_point: Vec<u8> = std::iter::once(0x58).chain([0x66; 31]).collect();
+    let forged_signature = [&base_point[..], &[1u8][..], &[0u8; 31][..]].concat();
+    let weak = json!({"kty": "OKP", "crv": "Ed25519", "kid": "legacy", "x": b64url(&identity)});
+    let mut doc: Value = serde_json::from_str(&jwt::jwks(&jwt::LOCAL_KEYS)).unwrap();
+    doc["keys"].as_array_mut().unwrap().insert(0, weak);
+    let s = start_with(Mode::Serve, 1, Some(with_local_jwks(doc.to_string())));
+    let forged = |sub: &str| {
+        let payload = jwt::with(claims_for(LOCAL_ISSUER, sub), json!({}));
+        format!(
+            "{}.{}.{}",
+            b64url(br#"{"alg":"EdDSA"}"#),
+            b64url(payload.to_string().as_bytes()),
+            b64url(&forged_signature)
+        )
+    };
+    let r = s.send(&Request::get("/local/weak").header("x-api-token", &format!("Token {}", forged("admin"))));
+    if native() {
+        eprintln!(
+            "JWT_AUTH_UNDER_TEST=native: jwt_authn answers {} to a token forged for an identity Ed25519 key",
+            r.status
+        );
+        assert_eq!(r.status, 200, "jwt_authn 1.40 uses the identity key (it did when this test was written): {r}");
+        return;
+    }
+    // Its kid-less token tries every other key of the set, none of which signed it.
+    assert_401(&s, &r, "/local/weak", VERIFY_FAILS, "a token forged for the identity key");
+    assert_eq!(s.envoy.stat("wasmcustom.jwt_auth.jwks_weak_keys"), 1);
+    let log = s.envoy.log();
+    assert!(log.contains(r#"provider local: JWKS key 0 (kid "legacy") skipped: Ed25519 key of small order"#), "{log}");
+    for alg in [Alg::EdDSA, Alg::HS256, Alg::RS256] {
+        let good = token(alg, &claims_for(LOCAL_ISSUER, "ok"));
+        let r = s.send(&Request::get("/local/ok").header("x-api-token", &format!("Token {good}")));
+        assert_eq!(r.status, 200, "{alg:?}: {r}");
+    }
+}
+
+/// The JSON dialect of a JWKS: each document given as `local_jwks` to jwt_authn and to jwt-auth
+/// (`envoy --mode validate`, which loads both filters' configurations); each must load in both or
+/// be refused by both. Trailing commas come from Envoy's own test JWKS; the rest is what
+/// protobuf's JSON parser (legacy mode, as Envoy runs it) allows and refuses beyond RFC 8259.
+#[test]
+fn local_jwks_json_dialect_is_jwt_authns() {
+    let hmac = format!(r#""kty":"oct","kid":"h","k":"{}""#, b64url(b"0123456789abcdef0123456789abcdef"));
+    let documents: Vec<(&str, String, bool)> = vec![
+        ("strict JSON", format!(r#"{{"keys":[{{{hmac}}}]}}"#), true),
+        ("trailing commas", format!(r#"{{"keys":[{{{hmac},}},],}}"#), true),
+        ("single quotes and bare keys", format!("{{keys:[{{{}}}]}}", hmac.replace('"', "'")), true),
+        ("a raw newline in a string", format!("{{\"keys\":[{{{hmac},\"note\":\"a\nb\"}}]}}"), true),
+        ("two trailing commas", format!(r#"{{"keys":[{{{hmac}}},,]}}"#), false),
+        ("a comment", format!("{{\"keys\":[{{{hmac}}}] /* c */}}"), false),
+        ("a repeated key", format!(r#"{{"keys":[{{{hmac},"kty":"oct"}}]}}"#), false),
+        ("NaN", format!(r#"{{"keys":[{{{hmac},"x":NaN}}]}}"#), false),
+        (
+            "99 arrays under the top object",
+            format!(r#"{{"keys":[{{{hmac}}}],"x":{}{}}}"#, "[".repeat(99), "]".repeat(99)),
+            true,
+        ),
+        (
+            "100 arrays under the top object",
+            format!(r#"{{"keys":[{{{hmac}}}],"x":{}{}}}"#, "[".repeat(100), "]".repeat(100)),
+            false,
+        ),
+        ("text after the document", format!(r#"{{"keys":[{{{hmac}}}]}} x"#), false),
+    ];
+    let mut differ = Vec::new();
+    for (name, doc, expected) in &documents {
+        let plugin = json!({"providers": {"p": {"issuer": "i", "local_jwks": {"inline_string": doc}}}});
+        let native_loads = native_jwt_authn_loads(&plugin);
+        let ours = if native() {
+            native_loads
+        } else {
+            e2e::envoy::validate_plugin_config("jwt-auth", &plugin.to_string()).is_ok()
+        };
+        // The corpus means something only if jwt_authn judges it as written here.
+        assert_eq!(
+            native_loads,
+            *expected,
+            "{name}: jwt_authn {}",
+            if native_loads { "loads it" } else { "refuses it" }
+        );
+        if ours != native_loads {
+            differ.push(format!("{name}: jwt_authn {native_loads}, jwt-auth {ours}"));
+        }
+    }
+    assert!(differ.is_empty(), "loaded by one and not the other:\n{}", differ.join("\n"));
+}
+
+/// Whether `envoy --mode validate` accepts jwt_authn with this configuration.
+fn native_jwt_authn_loads(plugin: &Value) -> bool {
+    let mut typed = plugin.clone();
+    typed["@type"] = json!("type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication");
+    let config = json!({"static_resources": {"listeners": [{
+    "name": "validate",
+    "address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}},
+    "filter_chains": [{"filters": [{
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "validate",
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+            "http_filters": [
+                {"name": "envoy.filters.http.jwt_authn", "typed_config": typed},
+                {"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+            ]}}]}]}]}});
+    e2e::envoy::validate_text(&config.to_string(), "native.json").is_ok()
 }

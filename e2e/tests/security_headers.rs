@@ -179,7 +179,7 @@ fn bad_configs_are_refused_naming_the_field() {
     for (json, field) in cases {
         let mut envoy = Envoy::spawn(CONFIG, &with_plugin_config(json)).unwrap();
         // Envoy refuses the listener's filter chain and exits; it never serves.
-        let status = envoy.wait_exit(std::time::Duration::from_secs(30));
+        let status = envoy.wait_exit(std::time::Duration::from_secs(60));
         let log = envoy.log();
         assert!(status.is_some_and(|s| !s.success()), "Envoy kept running with {json}:\n{log}");
         let expected = format!("security-headers: invalid configuration, refusing to start: field `{field}`");

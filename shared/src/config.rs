@@ -56,6 +56,12 @@ pub fn parse<C: DeserializeOwned>(raw: Option<&[u8]>) -> Result<C, ConfigError> 
         Some(b) if !b.iter().all(u8::is_ascii_whitespace) => b,
         _ => b"{}".as_slice(),
     };
+    // serde reads a struct from a JSON array too, field by field in declaration order
+    // (`[[{"name":"a"}]]` would be a configuration). Nobody writes that on purpose and errors
+    // would name fields the document does not have: the document must be an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ConfigError::new("", "the configuration must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: C = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -138,6 +144,21 @@ mod tests {
             let c: Outer = parse(raw).unwrap();
             assert!(c.items.is_empty());
         }
+    }
+
+    #[test]
+    fn the_document_must_be_an_object() {
+        // Found by fuzz/config_rate_limit: `[]` was read as a struct with every field
+        // defaulted, and the refusal named `rules`, a field the input did not have.
+        for raw in ["[]", " [[]]", "\"x\"", "1", "null"] {
+            let e = parse::<Outer>(Some(raw.as_bytes())).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.message.as_str()),
+                ("", "the configuration must be a JSON object"),
+                "{raw}"
+            );
+        }
+        assert!(parse::<Outer>(Some(b" {}")).is_ok());
     }
 
     #[test]

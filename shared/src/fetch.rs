@@ -17,8 +17,9 @@
 //! expiry and the bytes. Workers poll it (cheap: one shared-data read per tick).
 
 use crate::host::{Host, HostError, LogLevel};
-use crate::lease::{millis, Lease};
+use crate::lease::Lease;
 use crate::shared_cell::{self, CasError};
+use crate::time::{duration_ms, millis};
 use std::time::{Duration, SystemTime};
 
 /// What every worker reads.
@@ -244,7 +245,7 @@ impl Fetcher {
 
     pub fn started(&mut self, token: u32, now: SystemTime) {
         let wait = self.policy.fetch_timeout + ANSWER_MARGIN;
-        let deadline_ms = millis(now).saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        let deadline_ms = millis(now).saturating_add(duration_ms(wait));
         self.in_flight = Some(InFlight { token, deadline_ms });
     }
 
@@ -271,7 +272,7 @@ impl Fetcher {
         match result {
             FetchResult::Failed(_) => Some(Outcome::Failed { retry_in: self.fail(now_ms) }),
             FetchResult::Fetched { value, lifetime } => {
-                let lifetime_ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
+                let lifetime_ms = duration_ms(lifetime);
                 let expires_at_ms = now_ms.saturating_add(lifetime_ms);
                 let published = shared_cell::update(host, &self.value_key, 8, |bytes| {
                     let generation = Published::decode(bytes).map_or(0, |p| p.generation).saturating_add(1);
@@ -301,12 +302,12 @@ impl Fetcher {
     fn fail(&mut self, now_ms: u64) -> Duration {
         let base = self.backoff.min(self.policy.backoff_max);
         let half = base / 2;
-        let jitter_ms = match u64::try_from(half.as_millis()).unwrap_or(u64::MAX) {
+        let jitter_ms = match duration_ms(half) {
             0 => 0,
             span => self.next_random() % (span + 1),
         };
         let delay = half + Duration::from_millis(jitter_ms);
-        self.retry_at_ms = now_ms.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        self.retry_at_ms = now_ms.saturating_add(duration_ms(delay));
         self.backoff = (base * 2).min(self.policy.backoff_max);
         delay
     }
@@ -351,19 +352,6 @@ impl Ticker {
             }
         }
     }
-}
-
-/// A short, stable fingerprint for log lines, so secrets and tokens can be told apart without
-/// being logged: FNV-1a 64, truncated to 32 bits (8 hex digits). Not cryptographic and not
-/// meant to be: it only correlates log lines; 32 bits of output cannot serve to verify a guess
-/// of a high-entropy token offline any better than chance collisions allow.
-pub fn fingerprint(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{:08x}", (h >> 32) ^ (h & 0xffff_ffff))
 }
 
 impl std::fmt::Display for Outcome {
@@ -652,13 +640,5 @@ mod tests {
         assert_eq!(Published::decode(b""), None);
         assert_eq!(Published::decode(b"F1short"), None);
         assert_eq!(Published::decode(b"xx00000000000000000000000000"), None);
-    }
-
-    #[test]
-    fn fingerprints_are_short_stable_and_distinct() {
-        assert_eq!(fingerprint(b"secret"), fingerprint(b"secret"));
-        assert_ne!(fingerprint(b"secret"), fingerprint(b"secreu"));
-        assert_eq!(fingerprint(b"x").len(), 8);
-        assert!(!fingerprint(b"secret").contains("secret"));
     }
 }

@@ -16,12 +16,8 @@
 
 use crate::host::{Host, HostError};
 use crate::shared_cell::{self, CasError};
+use crate::time::{duration_ms, millis};
 use std::time::{Duration, SystemTime};
-
-/// Milliseconds since the Unix epoch (0 before it: a broken clock never panics).
-pub fn millis(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
-}
 
 /// A holder id unique per worker VM: the root context id mixed with a per-VM nonce (a random
 /// value from the host's WASI `random_get`, through std's `RandomState`, and the start time).
@@ -97,7 +93,7 @@ impl Lease {
     /// worker holds it until `now + duration`. `Ok(false)`: another live holder has it.
     pub fn acquire(&self, host: &dyn Host, now: SystemTime) -> Result<bool, CasError> {
         let now_ms = millis(now);
-        let until = now_ms.saturating_add(u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX));
+        let until = now_ms.saturating_add(duration_ms(self.duration));
         let me = self.holder;
         shared_cell::update(host, &self.key, ATTEMPTS, |bytes| {
             let current = LeaseRecord::decode(bytes);

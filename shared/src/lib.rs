@@ -18,15 +18,18 @@
 //! - [`waiting`]: requests paused until the root can answer them (token-fetch, jwt-auth).
 //! - [`seed`]: a random seed per proxy that every worker agrees on.
 //! - `proxytest`, `mock`: the emulated proxy for unit tests, and a bare host (native only).
-//! - [`headers`], [`matching`], [`reply`], [`stats`]: small helpers shared by all filters.
+//! - [`headers`], [`matching`], [`reply`], [`stats`]: small helpers shared by all filters;
+//!   [`hash`] (FNV, splitmix, keyed SipHash), [`base64`], [`time`] (clock → integer units).
 
 // `unsafe` only in `abi` (the host calls), each block with its SAFETY comment.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
+pub mod base64;
 pub mod config;
 pub mod fetch;
+pub mod hash;
 pub mod headers;
 pub mod host;
 pub mod lease;
@@ -37,6 +40,7 @@ pub mod routing;
 pub mod seed;
 pub mod shared_cell;
 pub mod stats;
+pub mod time;
 pub mod waiting;
 
 #[cfg(target_arch = "wasm32")]

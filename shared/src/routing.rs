@@ -1,6 +1,6 @@
 //! Resume and callout routing: which stream a wake or a callout answer goes to, and when a
-//! paused stream goes on. The SDK glue ([`crate::glue`], wasm) and the test harness
-//! ([`crate::proxytest`], native) both drive filters through this module, so unit tests run the
+//! paused stream goes on. The SDK glue (`shared::glue`, wasm only) and the test harness
+//! (`shared::proxytest`, native) both drive filters through this module, so unit tests run the
 //! routing code Envoy runs.
 //!
 //! - [`Stream`] wraps one stream's filter and remembers which phase (request, response) its

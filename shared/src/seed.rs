@@ -27,6 +27,7 @@
 //! Call [`agree`] once per worker from `RootFilter::configure` and keep the [`Seed`]: that is
 //! the per-worker cache. After the first worker, it costs one shared-data read.
 
+use crate::hash::{keyed, HashKey};
 use crate::host::{Host, HostError};
 
 /// The shared-data key of the seed (per `vm_id`, like all shared data).
@@ -53,6 +54,19 @@ impl Seed {
         let mut w = [0u8; 8];
         w.copy_from_slice(&self.0[i..i + 8]);
         u64::from_le_bytes(w)
+    }
+
+    /// A key for [`crate::hash::keyed`] for one use, named by `label` (e.g.
+    /// `"token-fetch/fingerprint"`): different uses never share a key, so a value hashed for
+    /// one use tells nothing about another.
+    pub fn hash_key(&self, label: &str) -> HashKey {
+        let mut base = [0u8; 16];
+        base.copy_from_slice(&self.0[..16]);
+        let base = HashKey::new(base);
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&keyed(&base, &[b"hash key", label.as_bytes(), &[0]]).to_le_bytes());
+        key[8..].copy_from_slice(&keyed(&base, &[b"hash key", label.as_bytes(), &[1]]).to_le_bytes());
+        HashKey::new(key)
     }
 
     fn decode(value: &[u8]) -> Option<Seed> {

@@ -1,18 +1,11 @@
 //! crypto-probe: times JWS signature verification inside the proxy-wasm VM that loads it and
 //! logs the figures (warn level). Loaded as a singleton bootstrap WasmService by run.sh, it runs
-//! once in `on_vm_start`. Method (filters/jwt-auth/CRYPTO.md, "Measurements"): warm-up, then
+//! once in `on_vm_start`. Method (crates/jose/CRYPTO.md, "Measurements"): warm-up, then
 //! the best of ROUNDS short rounds of N verifications (short, so that some land in quiet moments
 //! of a shared machine), timed with `std::time::Instant` (WASI monotonic clock).
 
-#[allow(dead_code)]
-#[path = "../../../filters/jwt-auth/src/crypto/mod.rs"]
-mod crypto;
-#[allow(dead_code)]
-#[path = "../../../filters/jwt-auth/src/jwks.rs"]
-mod jwks;
-
-use crypto::b64::decode_url;
-use jwks::{Alg, Jwks};
+use shared::base64::decode_url;
+use jose::jwks::{Alg, Jwks};
 use proxy_wasm::traits::{Context, RootContext};
 use proxy_wasm::types::LogLevel;
 use std::time::Instant;
@@ -113,6 +106,11 @@ const A1_JWK: &str = r#"{"kty":"oct","k":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-Est
 const A1_JWS: &str = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const EC384_JWK: &str = r#"{"kty":"EC","crv":"P-384","x":"CBKlJvxVQ6rBWRDsjR4JR07L8WySDj_cfFOdibHUi7REWaF0jqxBC7Y3KPkSTvVE","y":"ohCr6Lmf6quUuZFAK4M2Mgk9UdZu7O2OyZJYCQRm7jh3XiNQmP9vqy5ghi0Pws67"}"#;
 const ES384_JWS: &str = "eyJhbGciOiJFUzM4NCJ9.eyJpc3MiOiJmaXh0dXJlIiwic3ViIjoieCJ9.LtL4ET_R8m-E7GgWh4AKSbjAUx7rYu25hOPz5FnUr3wGY7MHbpQXEtIXd6qAKgZmhlQl5Eee1lZ6qXKmSikwScvkwNPlAYYusYuGpl9S_kf5s0lEC5YqNCTiTwKa5b-T";
+// jwt_verify_lib's verify_jwk_ec_test.cc P-521 key and ES512 token, and test_common.h's
+// X.509-form JWKS (Copyright Google LLC, Apache-2.0; crates/jose/src/jwks/testdata/NOTICE).
+const P521_JWK: &str = r#"{"kty":"EC","crv":"P-521","alg":"ES512","kid":"es512","x":"Abijiex7rz7t-_Zj_E6Oo0OXe9C_-MCSD-OWio15ATQGjH9WpbWjN62ZqrrU_nwJiqqwx6ZsYKhUc_J3PRaMbdVC","y":"FxaljCIuoVEA7PJIaDPJ5ePXtZ0hkinT1B_bQ91mShCiR_43Whsn1P7Gz30WEnLuJs1SGVz1oT4lIRUYni2OfIk"}"#;
+const ES512_JWS: &str = "eyJhbGciOiJFUzUxMiIsInR5cCI6IkpXVCIsImtpZCI6ImVzNTEyIn0.eyJpc3MiOiI2Mjg2NDU3NDE4ODEtbm9hYml1MjNmNWE4bThvdmQ4dWN2Njk4bGo3OHZ2MGxAZGV2ZWxvcGVyLmdzZXJ2aWNlYWNjb3VudC5jb20iLCJzdWIiOiI2Mjg2NDU3NDE4ODEtbm9hYml1MjNmNWE4bThvdmQ4dWN2Njk4bGo3OHZ2MGxAZGV2ZWxvcGVyLmdzZXJ2aWNlYWNjb3VudC5jb20iLCJhdWQiOiJodHRwOi8vbXlzZXJ2aWNlLmNvbS9teWFwaSJ9.ATSReP9zpba6PRJZmlIEA78Ft-FZS1m_SpFLqfiNQNexaDaTmmVrIqD9X-krPxk0c8KSBeMlU-QLOsbh37coamruAPKoAODYWA-QKUN2a_xem8WrudKVXWsmQlZDOJA0lQWI-YGMEPrDr17mljMhZwSGbVVST9l-nZiMXyMK0z8hR9Mn";
+const GOOGLE_X509: &str = include_str!("../../../crates/jose/src/jwks/testdata/google_x509_real.json");
 
 fn jwks(key: &str) -> Option<Jwks> {
     Jwks::parse(format!(r#"{{"keys":[{key}]}}"#).as_bytes()).ok()
@@ -133,11 +131,14 @@ fn cases() -> Vec<Case> {
         case("jwt-auth RS256 (2048)", 50, verify_with(jwks(&rsa_jwk), Alg::RS256, A2_JWS)),
         case("jwt-auth ES256", 30, verify_with(jwks(A3_JWK), Alg::ES256, A3_JWS)),
         case("jwt-auth ES384", 5, verify_with(jwks(EC384_JWK), Alg::ES384, ES384_JWS)),
+        case("jwt-auth ES512 (p521 as is)", 3, verify_with(jwks(P521_JWK), Alg::ES512, ES512_JWS)),
         case("jwt-auth EdDSA", 50, verify_with(jwks(ED_JWK), Alg::EdDSA, ED_JWS)),
         case("jwt-auth HS256", 200, verify_with(jwks(A1_JWK), Alg::HS256, A1_JWS)),
         // Parse cost (once per JWKS per worker): all precomputation is in here.
         case("Jwks::parse one RSA-2048 key", 10, Box::new(move || jwks(&rsa_jwk).is_some())),
         case("Jwks::parse one P-256 key", 3, Box::new(|| jwks(A3_JWK).is_some())),
+        case("Jwks::parse one P-521 key", 10, Box::new(|| jwks(P521_JWK).is_some())),
+        case("Jwks::parse X.509 form, 5 RSA-2048 certificates", 3, Box::new(|| Jwks::parse(GOOGLE_X509.as_bytes()).is_ok())),
     ];
     // Candidates that are not the filter's code.
     {

@@ -9,6 +9,7 @@ use crate::config::{body_kind, media_essence, BodyKind, Compiled, Config};
 use crate::redact::escape_invalid_utf8;
 use serde_json::{json, Map, Value};
 use shared::config::ConfigError;
+use shared::hash::{fnv1a, mix64};
 use shared::host::{BodyKind as Buffer, HeaderMapKind, HostExt};
 use shared::stats::Counter;
 use shared::{Action, Host, HttpFilter, RootFilter};
@@ -55,7 +56,7 @@ impl RootFilter for BodyLoggerRoot {
         let compiled = shared::config::load(raw, Config::compile)?;
         self.stats = Stats::define(host);
         let seed = host.now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        self.rng.set(mix(seed) | 1);
+        self.rng.set(mix64(seed) | 1);
         self.config = Some(Rc::new(compiled));
         Ok(())
     }
@@ -147,7 +148,7 @@ impl BodyLogger {
         }
         let id = if c.sample_by_request_id { host.header(HeaderMapKind::RequestHeaders, "x-request-id") } else { None };
         let value = match id {
-            Some(id) if !id.is_empty() => mix(fnv1a(&id)),
+            Some(id) if !id.is_empty() => mix64(fnv1a(&id)),
             _ => {
                 // xorshift64
                 let mut x = self.rng.get().max(1);
@@ -155,7 +156,7 @@ impl BodyLogger {
                 x ^= x >> 7;
                 x ^= x << 17;
                 self.rng.set(x);
-                mix(x)
+                mix64(x)
             }
         };
         if value < c.sample_threshold {
@@ -354,17 +355,6 @@ impl HttpFilter for BodyLogger {
     fn on_log(&mut self, host: &dyn Host) {
         self.emit(host);
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
-/// splitmix64's finalizer: spreads FNV's output over the whole u64 range.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! serde with unknown fields refused (an unsupported jwt_authn field is refused by name, never
 //! ignored); phase 2 compiles it into [`Compiled`], which is all the request path reads.
 
-use crate::jwks::Jwks;
+use jose::jwks::Jwks;
 use serde::Deserialize;
 use shared::config::{join_path, ConfigError, Duration};
 use shared::headers::normalize_header_name;
@@ -78,6 +78,9 @@ pub struct ProviderConfig {
     pub max_lifetime: Option<Duration>,
     #[serde(default)]
     pub jwt_cache_config: Option<JwtCacheConfig>,
+    /// Ours (not in jwt_authn): tokens without `kid` are refused instead of tried on every key.
+    #[serde(default)]
+    pub require_kid: bool,
 }
 
 /// Envoy's `DataSource`; only `inline_string` (a file or env var is not readable from wasm).
@@ -226,6 +229,8 @@ pub struct Provider {
     /// Headers this provider writes (`forward_payload_header`, `claim_to_headers`): removed
     /// from every request before anything else, so only a verified token can set them.
     pub writes: Vec<String>,
+    /// Tokens without `kid` match no key (`JwksKidAlgMismatch`).
+    pub require_kid: bool,
 }
 
 /// Audience check of jwt_authn (`CheckAudience`): empty config = any; else one of the token's
@@ -292,7 +297,7 @@ pub struct Compiled {
 
 impl Config {
     pub fn compile(self) -> Result<Compiled, ConfigError> {
-        let fingerprint = shared::fetch::fingerprint(format!("{self:?}").as_bytes());
+        let fingerprint = shared::hash::fingerprint(format!("{self:?}").as_bytes());
         let mut providers = Vec::with_capacity(self.providers.len());
         for (name, p) in &self.providers {
             providers.push(compile_provider(name, p).map_err(|e| e.within(&format!("providers.{name}")))?);
@@ -343,8 +348,15 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
                     "is required (the only data source supported)",
                 ));
             };
-            let jwks = Jwks::parse(text.as_bytes())
-                .map_err(|e| ConfigError::new("local_jwks.inline_string", format!("not a usable JWKS: {e}")))?;
+            // Empty: no keys, every token gets `Jwks doesn't have any valid public key` (as
+            // jwt_authn, which loads such a provider). Anything else must be a usable JWKS (as
+            // jwt_authn 1.40, which refuses the configuration otherwise).
+            let jwks = if text.is_empty() {
+                Jwks::default()
+            } else {
+                Jwks::parse(text.as_bytes())
+                    .map_err(|e| ConfigError::new("local_jwks.inline_string", format!("not a usable JWKS: {e}")))?
+            };
             KeySource::Local(Rc::new(jwks))
         }
         (None, Some(remote)) => KeySource::Remote(compile_remote(remote).map_err(|e| e.within("remote_jwks"))?),
@@ -422,6 +434,7 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
         cache_size,
         locations,
         writes,
+        require_kid: p.require_kid,
     })
 }
 
@@ -440,11 +453,9 @@ fn check_written_headers(providers: &[Provider]) -> Result<(), ConfigError> {
         })
         .collect();
     for p in providers {
-        let fields = p
-            .forward_payload_header
-            .iter()
-            .map(|h| (h, "forward_payload_header".to_string()))
-            .chain(p.claim_to_headers.iter().enumerate().map(|(i, (h, _))| (h, format!("claim_to_headers[{i}].header_name"))));
+        let fields = p.forward_payload_header.iter().map(|h| (h, "forward_payload_header".to_string())).chain(
+            p.claim_to_headers.iter().enumerate().map(|(i, (h, _))| (h, format!("claim_to_headers[{i}].header_name"))),
+        );
         for (header, field) in fields {
             if let Some((_, reader)) = read.iter().find(|(h, _)| h == header) {
                 return Err(ConfigError::new(

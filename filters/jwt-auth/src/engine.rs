@@ -11,8 +11,8 @@
 
 use crate::config::{Audiences, Compiled, KeySource, Provider, Requirement};
 use crate::extract::{Extractor, Found, Place, RequestHeaders};
-use crate::jwks::{Jwks, VerifyError};
 use crate::token::{self, Jwt, Status};
+use jose::jwks::{Jwks, VerifyError};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -125,7 +125,6 @@ impl TokenCache {
         self.order.clear();
     }
 }
-
 
 /// The compiled configuration plus what is derived from it once per worker.
 pub struct Engine {
@@ -381,6 +380,10 @@ impl<'a> Run<'a> {
             return Ok(Status::JwtAudienceNotAllowed);
         }
         if cached.is_none() {
+            // `require_kid`: a token without kid selects no key (bounds the keys tried per token).
+            if p.require_kid && jwt.kid.as_deref().is_none_or(str::is_empty) {
+                return Ok(Status::JwksKidAlgMismatch);
+            }
             let jwks = match self.jwks(index, p, &jwt)? {
                 Ok(j) => j,
                 Err(status) => return Ok(status),
@@ -391,6 +394,7 @@ impl<'a> Run<'a> {
                 Err(VerifyError::NoMatchingKey) => return Ok(Status::JwksKidAlgMismatch),
                 Err(VerifyError::BadSignature) => return Ok(Status::JwtVerificationFail),
                 Err(VerifyError::Ed25519SignatureWrongLength) => return Ok(Status::JwtEd25519SignatureWrongLength),
+                Err(VerifyError::NoKeys) => return Ok(Status::JwksNoValidKeys),
             }
         }
         self.good(&jwt, p, t);

@@ -17,7 +17,7 @@ mod request;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{Compiled, Config};
+use crate::config::{Compiled, Config, KeySource};
 use crate::engine::{Counts, Engine};
 use crate::token::Status;
 use keys::ProviderState;
@@ -25,7 +25,7 @@ use request::{Wait, Waiter};
 use shared::config::ConfigError;
 use shared::fetch::Ticker;
 use shared::lease::holder_id;
-use shared::stats::Counter;
+use shared::stats::{Counter, Gauge};
 use shared::waiting::WaitList;
 use shared::{Action, Host, HttpFilter, RootFilter};
 use std::collections::BTreeMap;
@@ -49,6 +49,8 @@ pub struct Stats {
     pub jwks_fetch_failed: Counter,
     pub jwt_cache_hit: Counter,
     pub jwt_cache_miss: Counter,
+    /// Keys of the key sets in use skipped as too weak (every worker sets the same value).
+    pub jwks_weak_keys: Gauge,
 }
 
 impl Stats {
@@ -62,6 +64,7 @@ impl Stats {
             jwks_fetch_failed: c("jwks_fetch_failed"),
             jwt_cache_hit: c("jwt_cache_hit"),
             jwt_cache_miss: c("jwt_cache_miss"),
+            jwks_weak_keys: Gauge::define(host, "jwt_auth.jwks_weak_keys"),
         }
     }
 
@@ -115,7 +118,13 @@ impl RootFilter for JwtAuthRoot {
 
     fn configure(&mut self, host: &dyn Host, raw_config: Option<&[u8]>) -> Result<(), ConfigError> {
         let config: Compiled = shared::config::load(raw_config, Config::compile)?;
+        for p in &config.providers {
+            if let KeySource::Local(jwks) = &p.keys {
+                keys::log_weak_keys(host, &p.name, jwks);
+            }
+        }
         let worker = Worker::new(host, config, self.max_waiting)?;
+        worker.count_weak_keys(host);
         if worker.has_remote() {
             self.ticker.start(host).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
         }

@@ -1,11 +1,9 @@
 //! jwt-auth: JWT validation with Envoy jwt_authn's configuration and answers. See README.md.
 
 pub mod config;
-pub mod crypto;
 pub mod engine;
 pub mod extract;
 pub mod filter;
-pub mod jwks;
 pub mod token;
 
 #[cfg(target_arch = "wasm32")]

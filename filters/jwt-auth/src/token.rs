@@ -1,9 +1,9 @@
 //! A JWT (RFC 7519, JWS compact form) parsed as jwt_authn parses it, with jwt_authn's
 //! statuses and texts, plus the RFC 8725 checks jwt_authn lacks (`crit`, a size cap).
 
-use crate::crypto::b64;
-use crate::jwks::Alg;
+use jose::jwks::Alg;
 use serde_json::{Map, Value};
+use shared::base64 as b64;
 
 /// jwt_authn's verification statuses (Envoy `source/common/jwt/status.h`) that this filter can
 /// produce, plus two of ours.
@@ -138,22 +138,6 @@ pub struct Jwt {
     pub signature: Vec<u8>,
 }
 
-/// Standard base64 with padding (how jwt_authn copies object and list claims to headers).
-fn b64_std_padded(data: &[u8]) -> String {
-    let mut out: String = b64::encode_url(data)
-        .chars()
-        .map(|c| match c {
-            '-' => '+',
-            '_' => '/',
-            c => c,
-        })
-        .collect();
-    while !out.len().is_multiple_of(4) {
-        out.push('=');
-    }
-    out
-}
-
 /// Parse `token` as jwt_authn's `Jwt::parseFromString` does, in its order of checks.
 pub fn parse(token: &[u8], max_bytes: usize) -> Result<Jwt, Status> {
     if token.len() > max_bytes {
@@ -172,7 +156,6 @@ pub fn parse(token: &[u8], max_bytes: usize) -> Result<Jwt, Status> {
     };
     let alg = match Alg::from_name(alg_name) {
         Some(a) => a,
-        // ES512 is implemented by jwt_authn but not here: it is "not supported" either way.
         None => return Err(Status::JwtHeaderNotImplementedAlg),
     };
     let kid = match header.get("kid") {
@@ -314,7 +297,7 @@ impl Jwt {
             Value::String(s) => s.clone(),
             Value::Bool(b) => b.to_string(),
             Value::Number(n) => number_text(n),
-            Value::Object(_) | Value::Array(_) => b64_std_padded(serde_json::to_string(value).ok()?.as_bytes()),
+            Value::Object(_) | Value::Array(_) => b64::encode(serde_json::to_string(value).ok()?.as_bytes()),
             Value::Null => return None,
         };
         (!text.is_empty()).then_some(text)
@@ -414,7 +397,7 @@ mod tests {
         assert_eq!(p(&h("[1]")).unwrap_err(), JwtHeaderParseErrorBadJson);
         assert_eq!(p(&h(r#"{"alg":1}"#)).unwrap_err(), JwtHeaderBadAlg);
         assert_eq!(p(&h(r#"{}"#)).unwrap_err(), JwtHeaderBadAlg);
-        for none in ["none", "None", "NONE", "rs256", "ES512", ""] {
+        for none in ["none", "None", "NONE", "rs256", "es512", "ES256K", ""] {
             assert_eq!(p(&h(&format!(r#"{{"alg":"{none}"}}"#))).unwrap_err(), JwtHeaderNotImplementedAlg, "{none}");
         }
         assert_eq!(p(&h(r#"{"alg":"RS256","kid":5}"#)).unwrap_err(), JwtHeaderBadKid);

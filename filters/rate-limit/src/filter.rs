@@ -3,6 +3,7 @@
 //! an enforcing rule answers `429`. Allowed requests get the rate-limit headers on their
 //! response.
 
+use crate::address;
 use crate::bucket::{ceil_secs, Decision};
 use crate::config::{Action, Compiled, Config, OnExhausted, Rule, KEY_PREFIX};
 use crate::table::{self, Slot};
@@ -12,7 +13,7 @@ use shared::host::HostExt;
 use shared::shared_cell::{self, CasError};
 use shared::stats::Counter;
 use shared::{Action as FilterAction, Host, HttpFilter, LogLevel, RootFilter};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::rc::Rc;
 
 /// Counters, as Envoy shows them under `wasmcustom.rate_limit.`.
@@ -118,28 +119,7 @@ pub struct RateLimit {
 }
 
 fn now_ns(host: &dyn Host) -> u64 {
-    host.now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:5678`.
-fn parse_ip(text: &str) -> Option<IpAddr> {
-    let text = text.trim();
-    text.parse::<IpAddr>().ok().or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
-}
-
-fn mask(ip: IpAddr, v4: u8, v6: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let m = if v4 == 0 { 0 } else { u32::MAX << (32 - u32::from(v4.min(32))) };
-            IpAddr::V4(Ipv4Addr::from(bits & m))
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let m = if v6 == 0 { 0 } else { u128::MAX << (128 - u32::from(v6.min(128))) };
-            IpAddr::V6(Ipv6Addr::from(bits & m))
-        }
-    }
+    shared::time::nanos(host.now())
 }
 
 impl RateLimit {
@@ -149,19 +129,14 @@ impl RateLimit {
     fn client_ip(&self, host: &dyn Host) -> Option<IpAddr> {
         let hops = self.config.xff_num_trusted_hops as usize;
         if hops > 0 {
-            let from_xff = host.header(RequestHeaders, "x-forwarded-for").and_then(|v| {
-                let text = String::from_utf8(v).ok()?;
-                let entries: Vec<&str> = text.split(',').collect();
-                let i = entries.len().checked_sub(hops)?;
-                parse_ip(entries.get(i)?)
-            });
+            let from_xff = host.header(RequestHeaders, "x-forwarded-for").and_then(|v| address::from_xff(&v, hops));
             if from_xff.is_some() {
                 return from_xff;
             }
             self.stats.xff_fallback.inc(host);
         }
         let source = host.property(&["source", "address"])?;
-        parse_ip(std::str::from_utf8(&source).ok()?)
+        address::parse_ip(std::str::from_utf8(&source).ok()?)
     }
 
     fn rule_matches(rule: &Rule, host: &dyn Host, path: &str, method: &[u8]) -> bool {
@@ -197,7 +172,7 @@ impl RateLimit {
             match action {
                 Action::RemoteAddress { key, v4, v6 } => {
                     let ip = *client.get_or_insert_with(|| self.client_ip(host));
-                    let ip = mask(ip?, *v4, *v6);
+                    let ip = address::mask(ip?, *v4, *v6);
                     entries.push((key.as_bytes().to_vec(), ip.to_string().into_bytes()));
                 }
                 Action::RequestHeader { name, key, skip_if_absent } => match host.header(RequestHeaders, name) {
@@ -542,7 +517,6 @@ mod tests {
         assert_eq!(send(&mut w, &[], "10.1.3.1:1").0, 200);
         assert_eq!(send(&mut w, &[], "[2001:db8:0:1::5]:1").0, 200);
         assert_eq!(send(&mut w, &[], "[2001:db8:0:1:ffff::9]:1").0, 429);
-        assert_eq!(mask("1.2.3.4".parse().unwrap(), 0, 0).to_string(), "0.0.0.0");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! rate-limit: see README.md beside this crate for the full reference.
 
+pub mod address;
 pub mod bucket;
 pub mod config;
 pub mod filter;

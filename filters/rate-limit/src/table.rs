@@ -26,6 +26,7 @@
 //! that meet in a group.
 
 use crate::bucket::Limits;
+use shared::hash::{mix64, Fnv1a};
 
 pub const WAYS: usize = 4;
 pub const ENTRY_BYTES: usize = 16;
@@ -146,21 +147,13 @@ pub fn find_slot(
 /// FNV-1a, 64 bits, then a splitmix64 finaliser so that both the group index (low bits) and
 /// the fingerprint (all bits) are well mixed. Stable across workers and builds.
 pub fn hash(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = Fnv1a::default();
     for part in parts {
-        for b in part.iter() {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        h.write(part);
         // Separator, so ("ab","c") and ("a","bc") differ.
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        h.write_u8(0xff);
     }
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    mix64(h.finish())
 }
 
 #[cfg(test)]

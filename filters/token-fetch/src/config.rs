@@ -8,7 +8,8 @@
 
 use serde::Deserialize;
 use shared::config::{ConfigError, Duration};
-use shared::fetch::{fingerprint, FetchPolicy};
+use shared::fetch::FetchPolicy;
+use shared::hash::{keyed_fingerprint, HashKey};
 use shared::headers::{normalize_header_name, validate_header_value};
 use std::fmt;
 
@@ -153,6 +154,9 @@ pub enum Extract {
     JsonField(String),
 }
 
+/// The longest token injected; a longer one fails the fetch.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
 /// The validated configuration. `Debug` never shows the client secret.
 #[derive(Clone, PartialEq)]
 pub struct Compiled {
@@ -170,11 +174,8 @@ pub struct Compiled {
     pub allow_request_without_credential: bool,
     pub pending_request_timeout: std::time::Duration,
     pub policy: FetchPolicy,
-    /// Names this configuration's shared-data keys: a changed configuration (new client id,
-    /// new endpoint) never reads a token fetched for the old one.
-    pub config_fingerprint: String,
-    /// Fingerprint of the client secret, for the log.
-    pub secret_fingerprint: Option<String>,
+    /// OAuth2's `client_id` (not a secret, RFC 6749 §2.2), for the log.
+    pub client_id: Option<String>,
 }
 
 /// OAuth2 answers without `expires_in` (RFC 6749 makes it optional) are used this long.
@@ -186,7 +187,7 @@ impl fmt::Debug for Compiled {
             .field("cluster", &self.cluster)
             .field("extract", &self.extract)
             .field("header_name", &self.header_name)
-            .field("config_fingerprint", &self.config_fingerprint)
+            .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
 }
@@ -244,23 +245,6 @@ pub fn form_encode(s: &str) -> String {
     out
 }
 
-pub fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn check_len(field: &str, value: &str) -> Result<(), ConfigError> {
     if value.len() > MAX_FIELD_LEN {
         return Err(err(field, format!("longer than {MAX_FIELD_LEN} bytes")));
@@ -301,7 +285,7 @@ impl Config {
             return Err(err("retry_back_off.max_interval", "must be at least base_interval and at most 3600s"));
         }
 
-        let (cluster, request_headers, request_body, extract, fixed_lifetime, timeout, secret_fp, identity) =
+        let (cluster, request_headers, request_body, extract, fixed_lifetime, timeout, client_id) =
             match (&self.oauth2, &self.http_get) {
                 (Some(_), Some(_)) => {
                     return Err(err("http_get", "set exactly one token source: `oauth2` or `http_get`, not both"))
@@ -353,7 +337,10 @@ impl Config {
                     match cc.auth_type {
                         AuthType::BasicAuth => {
                             let pair = format!("{}:{}", form_encode(&cc.client_id), form_encode(&cc.client_secret));
-                            headers.push(("authorization".to_string(), format!("Basic {}", base64(pair.as_bytes()))));
+                            headers.push((
+                                "authorization".to_string(),
+                                format!("Basic {}", shared::base64::encode(pair.as_bytes())),
+                            ));
                         }
                         AuthType::UrlEncodedBody => {
                             body.push_str(&format!(
@@ -363,9 +350,6 @@ impl Config {
                             ));
                         }
                     }
-                    let identity = format!("oauth2|{}|{}|{}", o.token_endpoint.cluster, o.token_endpoint.uri, body);
-                    let secret_fp = Some(fingerprint(cc.client_secret.as_bytes()));
-                    let identity = format!("{identity}|{}", cc.client_id);
                     (
                         o.token_endpoint.cluster.clone(),
                         headers,
@@ -373,8 +357,7 @@ impl Config {
                         Extract::OAuth2,
                         None,
                         timeout,
-                        secret_fp,
-                        identity,
+                        Some(cc.client_id.clone()),
                     )
                 }
                 (None, Some(g)) => {
@@ -402,20 +385,9 @@ impl Config {
                         (":path".to_string(), path),
                         (":authority".to_string(), authority),
                     ];
-                    let identity = format!("get|{}|{}|{:?}", g.token_endpoint.cluster, g.token_endpoint.uri, extract);
-                    (
-                        g.token_endpoint.cluster.clone(),
-                        headers,
-                        None,
-                        extract,
-                        Some(g.token_lifetime.0),
-                        timeout,
-                        None,
-                        identity,
-                    )
+                    (g.token_endpoint.cluster.clone(), headers, None, extract, Some(g.token_lifetime.0), timeout, None)
                 }
             };
-        let identity = format!("{identity}|{header_name}|{header_prefix}");
         Ok(Compiled {
             cluster,
             request_headers,
@@ -429,20 +401,47 @@ impl Config {
             allow_request_without_credential: self.allow_request_without_credential,
             pending_request_timeout,
             policy: FetchPolicy { refresh_fraction, backoff_base: base, backoff_max: max, fetch_timeout: timeout },
-            config_fingerprint: fingerprint(identity.as_bytes()),
-            secret_fingerprint: secret_fp,
+            client_id,
         })
     }
 }
 
 impl Compiled {
+    /// This configuration's fingerprint under `key` (the proxy's seed): SipHash-2-4 of
+    /// everything that decides which token is fetched and where it goes — the cluster, the
+    /// token request whole (endpoint, client id and secret, scopes, parameters), where the
+    /// token is found, its header and prefix. It names the shared-data keys, so a changed
+    /// configuration (a rotated secret included) never reads the old one's token, and it is
+    /// logged, to tell which configuration a line is about. Without the key it tells nothing
+    /// about the secret: it is no way to test guesses offline. Stable across the workers and
+    /// reloads of one Envoy; another Envoy (another seed) shows another value.
+    pub fn fingerprint(&self, key: &HashKey) -> String {
+        let mut parts: Vec<&[u8]> = vec![self.cluster.as_bytes()];
+        for (name, value) in &self.request_headers {
+            parts.extend([name.as_bytes(), value.as_bytes()]);
+        }
+        let extract = format!("{:?}", self.extract);
+        let lifetime = format!("{:?}", self.fixed_lifetime);
+        match &self.request_body {
+            Some(body) => parts.extend([b"body".as_slice(), body]),
+            None => parts.push(b"no body"),
+        }
+        parts.extend([
+            extract.as_bytes(),
+            lifetime.as_bytes(),
+            self.header_name.as_bytes(),
+            self.header_prefix.as_bytes(),
+        ]);
+        keyed_fingerprint(key, &parts)
+    }
+
     /// The header value for a token, checked: a token that could split or end a header is
     /// refused (the fetch counts as failed), never injected.
     pub fn header_value(&self, token: &str) -> Result<String, String> {
         if token.is_empty() {
             return Err("the token is empty".into());
         }
-        if token.len() > 16 * 1024 {
+        if token.len() > MAX_TOKEN_BYTES {
             return Err("the token is longer than 16 KiB".into());
         }
         let value = format!("{}{}", self.header_prefix, token);
@@ -471,7 +470,7 @@ mod tests {
         assert_eq!(h(":method").as_deref(), Some("POST"));
         assert_eq!(h(":path").as_deref(), Some("/oauth/token?x=1"));
         assert_eq!(h(":authority").as_deref(), Some("auth.local:8080"));
-        assert_eq!(h("authorization").as_deref(), Some(format!("Basic {}", base64(b"svc%20a:s3cr%3At")).as_str()));
+        assert_eq!(h("authorization").as_deref(), Some("Basic c3ZjJTIwYTpzM2NyJTNBdA=="));
         let body = String::from_utf8(c.request_body.clone().unwrap()).unwrap();
         assert_eq!(body, "grant_type=client_credentials&scope=read%20write&audience=https%3A%2F%2Fapi");
         assert_eq!(c.policy.fetch_timeout, std::time::Duration::from_secs(2));
@@ -589,11 +588,28 @@ mod tests {
     }
 
     #[test]
-    fn config_fingerprint_changes_with_the_identity() {
-        let a = load(OAUTH).unwrap();
-        let b = load(&OAUTH.replace("svc a", "svc b")).unwrap();
-        assert_ne!(a.config_fingerprint, b.config_fingerprint);
-        assert_eq!(a.config_fingerprint, load(OAUTH).unwrap().config_fingerprint);
+    fn fingerprint_changes_with_the_identity_and_the_secret_but_only_under_the_key() {
+        let key = HashKey::new([7; 16]);
+        let fp = |json: &str| load(json).unwrap().fingerprint(&key);
+        let body =
+            OAUTH.replace(r#""client_secret":"s3cr:t""#, r#""client_secret":"s3cr:t","auth_type":"URL_ENCODED_BODY""#);
+        assert_eq!(fp(OAUTH), fp(OAUTH));
+        assert_eq!(fp(OAUTH).len(), 16);
+        // A changed client, scope, header — and a rotated secret, sent either way — is another
+        // configuration: it never reads the old one's token.
+        for (base, changed) in [
+            (OAUTH.to_string(), OAUTH.replace("svc a", "svc b")),
+            (OAUTH.to_string(), OAUTH.replace("\"write\"", "\"admin\"")),
+            (OAUTH.to_string(), OAUTH.replace("s3cr:t", "s3cr:u")),
+            (body.clone(), body.replace("s3cr:t", "s3cr:u")),
+            (OAUTH.to_string(), body.clone()),
+        ] {
+            assert_ne!(fp(&base), fp(&changed), "{changed}");
+        }
+        // Another proxy (another seed) shows another value: nothing to compare a guess with.
+        let c = load(OAUTH).unwrap();
+        assert_ne!(c.fingerprint(&key), c.fingerprint(&HashKey::new([8; 16])));
+        assert!(!format!("{c:?}").contains("s3cr"));
     }
 
     #[test]
@@ -606,12 +622,7 @@ mod tests {
     }
 
     #[test]
-    fn base64_and_form_encoding() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    fn form_encoding() {
         assert_eq!(form_encode("a b/c~"), "a%20b%2Fc~");
     }
 }

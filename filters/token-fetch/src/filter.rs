@@ -18,10 +18,12 @@
 
 use crate::config::{Compiled, Config, Extract, OAUTH2_DEFAULT_LIFETIME};
 use shared::config::ConfigError;
-use shared::fetch::{fingerprint, FetchResult, Fetcher, Outcome, Published, Ticker};
+use shared::fetch::{FetchResult, Fetcher, Outcome, Published, Ticker};
+use shared::hash::{keyed_fingerprint, HashKey};
 use shared::host::{BodyKind, HeaderMapKind, HostExt};
-use shared::lease::{holder_id, millis};
+use shared::lease::holder_id;
 use shared::stats::{Counter, Gauge};
+use shared::time::{duration_ms, millis};
 use shared::waiting::WaitList;
 use shared::{reply, Action, Host, HttpFilter, LogLevel, RootFilter};
 use std::cell::RefCell;
@@ -163,11 +165,18 @@ pub struct TokenFetchRoot {
     worker: Option<Rc<Worker>>,
     fetcher: Option<Fetcher>,
     ticker: Ticker,
+    /// The proxy's key for fingerprints ([`proxy_key`]).
+    key: HashKey,
 }
 
 impl Default for TokenFetchRoot {
     fn default() -> Self {
-        TokenFetchRoot { worker: None, fetcher: None, ticker: Ticker::new(FIRST_TICK, TICK) }
+        TokenFetchRoot {
+            worker: None,
+            fetcher: None,
+            ticker: Ticker::new(FIRST_TICK, TICK),
+            key: HashKey::new([0; 16]),
+        }
     }
 }
 
@@ -208,15 +217,32 @@ impl TokenFetchRoot {
 /// body or the token: the body may echo credentials.
 pub fn parse_answer(c: &Compiled, host: &dyn Host, body_size: usize) -> FetchResult {
     let status = host.header_str(HeaderMapKind::HttpCallResponseHeaders, ":status");
+    token_from_answer(
+        c,
+        status.as_deref(),
+        |name| host.header(HeaderMapKind::HttpCallResponseHeaders, name),
+        || host.body(BodyKind::HttpCallResponse, 0, body_size.min(MAX_BODY)).unwrap_or_default(),
+    )
+}
+
+/// [`parse_answer`] without the host: the `:status` (`None`: no answer), a reader of the
+/// answer's headers and of its body (read only when the token is in it). Every accepted token
+/// passed [`Compiled::header_value`]: no control byte, non-ASCII, or more than
+/// [`crate::config::MAX_TOKEN_BYTES`] (the fuzz target `token_fetch_answer` checks it).
+pub fn token_from_answer(
+    c: &Compiled,
+    status: Option<&str>,
+    header: impl FnOnce(&str) -> Option<Vec<u8>>,
+    body: impl FnOnce() -> Vec<u8>,
+) -> FetchResult {
     let Some(status) = status else {
         return FetchResult::Failed("no answer (timeout, connection failure or reset)".into());
     };
     if status != "200" {
         return FetchResult::Failed(format!("status {status}"));
     }
-    let body = || host.body(BodyKind::HttpCallResponse, 0, body_size.min(MAX_BODY)).unwrap_or_default();
     let (token, lifetime) = match &c.extract {
-        Extract::Header(name) => match host.header(HeaderMapKind::HttpCallResponseHeaders, name) {
+        Extract::Header(name) => match header(name) {
             Some(v) => {
                 (String::from_utf8(v).map_err(|_| "the token header is not UTF-8".to_string()), c.fixed_lifetime)
             }
@@ -271,6 +297,16 @@ pub fn parse_answer(c: &Compiled, host: &dyn Host, body_size: usize) -> FetchRes
     }
 }
 
+/// The key of this proxy's fingerprints ([`Compiled::fingerprint`], the token's in the log):
+/// every worker uses the same one (the shared-data keys are named with it), and it cannot be
+/// computed outside the proxy (else a fingerprint would test guessed secrets offline). It
+/// comes from the per-proxy seed every worker agrees on ([`shared::seed`]).
+fn proxy_key(host: &dyn Host) -> Result<HashKey, ConfigError> {
+    shared::seed::agree(host)
+        .map(|seed| seed.hash_key("token-fetch/fingerprint"))
+        .map_err(|e| ConfigError::new("", format!("no per-proxy seed for fingerprints: {e}")))
+}
+
 /// A JSON error without serde's excerpt of the input (which could be a secret).
 fn json_error(e: &serde_json::Error) -> String {
     format!("the answer is not valid JSON ({:?} error at line {} column {})", e.classify(), e.line(), e.column())
@@ -282,17 +318,21 @@ impl RootFilter for TokenFetchRoot {
 
     fn configure(&mut self, host: &dyn Host, raw_config: Option<&[u8]>) -> Result<(), ConfigError> {
         let config = shared::config::load(raw_config, Config::compile)?;
-        let prefix = format!("{NAME}/{}/", config.config_fingerprint);
+        self.key = proxy_key(host)?;
+        let fingerprint = config.fingerprint(&self.key);
+        let prefix = format!("{NAME}/{fingerprint}/");
         let fetcher = Fetcher::new(&prefix, holder_id(0, host.now()), config.policy);
         if let Err(e) = fetcher.ensure_exists(host) {
             return Err(ConfigError::new("", format!("cannot create the shared-data keys: {e}")));
         }
-        if let Some(fp) = &config.secret_fingerprint {
-            host.log(
-                LogLevel::Info,
-                &format!("{NAME}: token source cluster {:?}, client secret fingerprint {fp}", config.cluster),
-            );
-        }
+        let client = config.client_id.as_ref().map(|id| format!(", client_id {id:?}")).unwrap_or_default();
+        host.log(
+            LogLevel::Info,
+            &format!(
+                "{NAME}: token source cluster {:?}{client}, configuration fingerprint {fingerprint}",
+                config.cluster
+            ),
+        );
         let stats = Stats::define(host);
         self.worker = Some(Rc::new(Worker {
             stats,
@@ -336,7 +376,7 @@ impl RootFilter for TokenFetchRoot {
         let now = host.now();
         let result = parse_answer(&worker.config, host, body_size);
         let token_fp = match &result {
-            FetchResult::Fetched { value, .. } => Some(fingerprint(value)),
+            FetchResult::Fetched { value, .. } => Some(keyed_fingerprint(&self.key, &[value])),
             FetchResult::Failed(_) => None,
         };
         let reason = match &result {
@@ -396,7 +436,7 @@ impl HttpFilter for TokenFetch {
             return Action::Continue;
         }
         let timeout = w.config.pending_request_timeout;
-        let deadline_ms = millis(now).saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        let deadline_ms = millis(now).saturating_add(duration_ms(timeout));
         if w.wait(self.context_id, deadline_ms) {
             self.deadline_ms = Some(deadline_ms);
             w.stats.requests_paused.inc(host);
@@ -500,6 +540,24 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_are_keyed_by_the_proxy_seed() {
+        // Every worker of a proxy uses one key (the shared-data keys are named with it)...
+        let p = Proxy::new();
+        let a: W = p.worker(&oauth_config(""));
+        let b: W = p.worker(&oauth_config(""));
+        assert_eq!(a.root().key, b.root().key);
+        // ...another proxy another one: no fingerprint can be computed outside the proxy.
+        let q = Proxy::new();
+        let c: W = q.worker(&oauth_config(""));
+        assert_ne!(a.root().key, c.root().key);
+        // No random bytes from the host: refuse to start rather than use a guessable key.
+        let r = Proxy::new();
+        r.fail_random(true);
+        let err = Worker::start(&r, TokenFetchRoot::default(), &oauth_config("")).err().unwrap();
+        assert!(err.to_string().contains("per-proxy seed"), "{err}");
+    }
+
+    #[test]
     fn secrets_and_tokens_never_logged() {
         let p = Proxy::new();
         let mut w: W = p.worker(&oauth_config(""));
@@ -512,8 +570,17 @@ mod tests {
         w.tick();
         answer(&mut w, "200", r#"{"access_token": tok-SENSITIVE3"#);
         let logs = p.logs();
-        assert!(logs.iter().any(|(_, m)| m.contains(&fingerprint(b"Bearer tok-SENSITIVE"))), "{logs:?}");
-        assert!(logs.iter().any(|(_, m)| m.contains(&fingerprint(b"TOPSECRET"))));
+        // Fingerprints under the proxy's key: the token's, and the configuration's (which
+        // covers the secret) with the non-secret client_id beside it.
+        let key = w.root().key;
+        let config_fp = w.root().worker().unwrap().config.fingerprint(&key);
+        assert!(logs.iter().any(|(_, m)| m.contains(&keyed_fingerprint(&key, &[b"Bearer tok-SENSITIVE"]))), "{logs:?}");
+        assert!(logs.iter().any(|(_, m)| m.contains(&config_fp) && m.contains("client_id \"svc\"")), "{logs:?}");
+        // Never a hash of the secret alone, as before (an unkeyed 32-bit FNV at info level:
+        // anyone with the log could test guessed secrets offline).
+        for (_, m) in &logs {
+            assert!(!m.contains(&shared::hash::fingerprint(b"TOPSECRET")), "unkeyed secret fingerprint: {m}");
+        }
         for (_, m) in &logs {
             assert!(!m.contains("SENSITIVE") && !m.contains("TOPSECRET"), "leaked: {m}");
         }

@@ -17,7 +17,11 @@ struct FakeKeys {
 impl FakeKeys {
     fn new(engine: &Engine) -> FakeKeys {
         let n = engine.config.providers.len();
-        FakeKeys { keys: vec![None; n], refetch: true, caches: (0..n).map(|i| RefCell::new(engine.new_cache(i))).collect() }
+        FakeKeys {
+            keys: vec![None; n],
+            refetch: true,
+            caches: (0..n).map(|i| RefCell::new(engine.new_cache(i))).collect(),
+        }
     }
 
     fn with_keys(mut self, provider: usize, jwks_text: &str) -> FakeKeys {
@@ -67,7 +71,12 @@ fn eval(e: &Engine, path: &str, h: &[(&str, &str)], keys: &dyn KeyView, settled:
 
 /// What the filter does with a wait it cannot register: settle it and evaluate again. Returns
 /// the final verdict and the waits asked for on the way.
-fn decide_without_waiting(e: &Engine, path: &str, h: &[(&str, &str)], keys: &dyn KeyView) -> (Verdict, Vec<(usize, bool)>) {
+fn decide_without_waiting(
+    e: &Engine,
+    path: &str,
+    h: &[(&str, &str)],
+    keys: &dyn KeyView,
+) -> (Verdict, Vec<(usize, bool)>) {
     let mut settled = Settled::default();
     let mut waits = Vec::new();
     loop {
@@ -140,7 +149,12 @@ fn waits_are_bounded_by_twice_the_providers_whatever_the_requirement() {
     // Every provider remote; keys present but without the token's kid for half of them. Each
     // requirement shape, each combination of tokens: at most 2 waits per provider.
     let providers: Vec<String> = (0..4)
-        .map(|i| format!(r#""p{i}":{}"#, remote(&format!("https://i{i}"), &format!(r#","from_headers":[{{"name":"x-{i}"}}]"#))))
+        .map(|i| {
+            format!(
+                r#""p{i}":{}"#,
+                remote(&format!("https://i{i}"), &format!(r#","from_headers":[{{"name":"x-{i}"}}]"#))
+            )
+        })
         .collect();
     let any = r#"{"requires_any":{"requirements":[{"provider_name":"p0"},{"provider_name":"p1"},{"provider_name":"p2"},{"provider_name":"p3"}]}}"#;
     let all = r#"{"requires_all":{"requirements":[{"provider_name":"p0"},{"requires_any":{"requirements":[{"provider_name":"p1"},{"allow_missing":{}}]}},{"provider_name":"p3"}]}}"#;
@@ -180,10 +194,17 @@ fn headers_a_provider_writes_are_removed_from_every_request() {
     // J2: claim and payload headers of every provider, whatever the rule (jwt_authn 1.40).
     let e = engine(&format!(
         r#"{{"providers":{{"a":{},"b":{}}},"rules":[]}}"#,
-        local("https://a", r#","forward_payload_header":"x-a-payload","claim_to_headers":[{"header_name":"x-a-sub","claim_name":"sub"}]"#),
-        local("https://b", r#","from_headers":[{"name":"x-b"}],"claim_to_headers":[{"header_name":"x-b-role","claim_name":"role"}]"#),
+        local(
+            "https://a",
+            r#","forward_payload_header":"x-a-payload","claim_to_headers":[{"header_name":"x-a-sub","claim_name":"sub"}]"#
+        ),
+        local(
+            "https://b",
+            r#","from_headers":[{"name":"x-b"}],"claim_to_headers":[{"header_name":"x-b-role","claim_name":"role"}]"#
+        ),
     ));
-    let mut request = headers(&[(":path", "/"), ("x-b-role", "admin"), ("x-a-sub", "root"), ("x-other", "1"), ("x-b-role", "2")]);
+    let mut request =
+        headers(&[(":path", "/"), ("x-b-role", "admin"), ("x-a-sub", "root"), ("x-other", "1"), ("x-b-role", "2")]);
     let ops = e.sanitize(&mut request);
     assert_eq!(ops, vec![HeaderOp::Remove("x-a-sub".into()), HeaderOp::Remove("x-b-role".into())]);
     assert_eq!(request.0.len(), 2, "{request:?}");
@@ -243,7 +264,13 @@ fn forward_false_strips_every_token_place_of_the_providers_evaluated() {
     // A query token: removed from the path, the other pairs untouched (bytes and order).
     let ops = allowed_ops(eval(&e, &format!("/p/x?b=2&access_token={good}&a=%2F&&c"), &[], &keys, &Settled::default()));
     assert_eq!(ops, vec![set_path("/p/x?b=2&a=%2F&c")]);
-    let ops = allowed_ops(eval(&e, &format!("/p/x?access_token={good}&access_token={good}"), &[], &keys, &Settled::default()));
+    let ops = allowed_ops(eval(
+        &e,
+        &format!("/p/x?access_token={good}&access_token={good}"),
+        &[],
+        &keys,
+        &Settled::default(),
+    ));
     assert_eq!(ops, vec![set_path("/p/x")]);
     // A cookie token: the other cookies stay.
     let cookie = format!("a=1; session={good}; b=2");
@@ -263,7 +290,13 @@ fn forward_false_strips_every_token_place_of_the_providers_evaluated() {
     assert!(ops.contains(&HeaderOp::Remove("authorization".into())), "{ops:?}");
     assert!(ops.contains(&set_path("/missing")), "{ops:?}");
     // allow_missing_or_failed: a failed token is not forwarded either...
-    let ops = allowed_ops(eval(&e, "/failed", &[("authorization", &format!("Bearer {expired}"))], &keys, &Settled::default()));
+    let ops = allowed_ops(eval(
+        &e,
+        "/failed",
+        &[("authorization", &format!("Bearer {expired}"))],
+        &keys,
+        &Settled::default(),
+    ));
     assert_eq!(ops, vec![HeaderOp::Remove("authorization".into())]);
     // ...unless a provider reading that place forwards tokens (`shared`: `f` and `p`).
     let ops = allowed_ops(eval(&e, &format!("/failed?shared={expired}"), &[], &keys, &Settled::default()));

@@ -16,7 +16,7 @@
 use super::{Worker, NAME};
 use crate::config::{KeySource, Remote};
 use crate::engine::{Engine, TokenCache};
-use crate::jwks::Jwks;
+use jose::jwks::Jwks;
 use sha2::{Digest, Sha256};
 use shared::config::ConfigError;
 use shared::fetch::{FetchPolicy, FetchResult, Fetcher, Outcome, Published};
@@ -176,7 +176,7 @@ impl RemoteState {
     }
 
     /// A JWKS answer: status 200 and a JWKS with at least one usable key.
-    fn parse_answer(&self, host: &dyn Host, body_size: usize) -> FetchResult {
+    fn parse_answer(&self, host: &dyn Host, body_size: usize, provider: &str) -> FetchResult {
         let status = host.header_str(HeaderMapKind::HttpCallResponseHeaders, ":status").unwrap_or_default();
         if status != "200" {
             return FetchResult::Failed(format!("status {status:?}"));
@@ -186,9 +186,23 @@ impl RemoteState {
         }
         let body = host.body(BodyKind::HttpCallResponse, 0, body_size).unwrap_or_default();
         match Jwks::parse(&body) {
-            Ok(_) => FetchResult::Fetched { value: body, lifetime: self.config.cache_duration },
+            Ok(jwks) => {
+                log_weak_keys(host, provider, &jwks);
+                FetchResult::Fetched { value: body, lifetime: self.config.cache_duration }
+            }
             Err(e) => FetchResult::Failed(format!("not a usable JWKS: {e}")),
         }
+    }
+}
+
+/// Warn about each key of a provider's JWKS that is skipped as too weak (jwt_authn would use
+/// it): once per fetched generation (by the worker that fetched it), once per VM for a local one.
+pub(super) fn log_weak_keys(host: &dyn Host, provider: &str, jwks: &Jwks) {
+    for k in jwks.skipped().iter().filter(|k| k.weak) {
+        host.log(
+            LogLevel::Warn,
+            &format!("{NAME}: provider {provider}: JWKS key {} (kid {:?}) skipped: {}", k.index, k.kid, k.reason),
+        );
     }
 }
 
@@ -200,19 +214,45 @@ fn stamp(bytes: &[u8]) -> u64 {
 impl Worker {
     /// Take every provider's newer published keys.
     fn take_all_published(&self, host: &dyn Host) {
+        let mut changed = false;
         for p in &self.providers {
             if let Some(r) = &p.remote {
-                r.take_published(host, &p.cache);
+                changed |= r.take_published(host, &p.cache);
             }
         }
+        if changed {
+            self.count_weak_keys(host);
+        }
+    }
+
+    /// Set the weak-keys gauge: keys skipped as too weak in the key sets this worker uses now,
+    /// all providers (every worker sets the same value).
+    pub(super) fn count_weak_keys(&self, host: &dyn Host) {
+        let n: usize = self
+            .engine
+            .config
+            .providers
+            .iter()
+            .zip(&self.providers)
+            .map(|(p, state)| match (&p.keys, &state.remote) {
+                (KeySource::Local(j), _) => j.weak_keys(),
+                (KeySource::Remote(_), Some(r)) => r.jwks().map_or(0, |j| j.weak_keys()),
+                (KeySource::Remote(_), None) => 0,
+            })
+            .sum();
+        self.stats.jwks_weak_keys.set(host, u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     /// For a request: take the published keys of the providers this worker has none of yet.
     pub(super) fn take_missing_keys(&self, host: &dyn Host) {
+        let mut changed = false;
         for p in &self.providers {
             if let Some(r) = p.remote.as_ref().filter(|r| r.keys.borrow().jwks.is_none()) {
-                r.take_published(host, &p.cache);
+                changed |= r.take_published(host, &p.cache);
             }
+        }
+        if changed {
+            self.count_weak_keys(host);
         }
     }
 
@@ -257,19 +297,24 @@ impl Worker {
             .enumerate()
             .find_map(|(i, p)| p.remote.as_ref().filter(|r| r.fetcher.borrow().awaits(token)).map(|r| (i, p, r)));
         if let Some((index, state, r)) = answered {
-            let result = r.parse_answer(host, body_size);
+            let name = self.engine.config.providers.get(index).map_or("", |p| p.name.as_str());
+            let result = r.parse_answer(host, body_size, name);
             let reason = match &result {
                 FetchResult::Failed(reason) => reason.clone(),
                 FetchResult::Fetched { .. } => "fetched, but not published to shared data".into(),
             };
             let outcome = r.fetcher.borrow_mut().on_response(host, token, now, result);
-            let name = self.engine.config.providers.get(index).map_or("", |p| p.name.as_str());
             match outcome {
                 None => {}
                 Some(Outcome::Published { generation }) => {
                     self.stats.jwks_fetch_success.inc(host);
-                    host.log(LogLevel::Info, &format!("{NAME}: provider {name}: JWKS fetched (generation {generation})"));
-                    r.take_published(host, &state.cache);
+                    host.log(
+                        LogLevel::Info,
+                        &format!("{NAME}: provider {name}: JWKS fetched (generation {generation})"),
+                    );
+                    if r.take_published(host, &state.cache) {
+                        self.count_weak_keys(host);
+                    }
                 }
                 Some(Outcome::Failed { retry_in } | Outcome::NotPublished { retry_in }) => {
                     self.stats.jwks_fetch_failed.inc(host);

@@ -4,10 +4,10 @@
 use super::{Worker, NAME};
 use crate::engine::{HeaderOp, KeyView, Settled, TokenCache, Verdict};
 use crate::extract::RequestHeaders;
-use crate::jwks::Jwks;
 use crate::token::Status;
+use jose::jwks::Jwks;
 use shared::host::HeaderMapKind;
-use shared::lease::millis;
+use shared::time::{duration_ms, millis};
 use shared::{reply, Action, Host, LogLevel};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -67,7 +67,7 @@ impl KeyView for View<'_> {
     }
 
     fn may_refetch(&self, provider: usize) -> bool {
-        let interval = millis_of(self.worker.engine.config.unknown_kid_refetch_interval);
+        let interval = duration_ms(self.worker.engine.config.unknown_kid_refetch_interval);
         self.worker
             .providers
             .get(provider)
@@ -78,10 +78,6 @@ impl KeyView for View<'_> {
     fn cache(&self, provider: usize) -> Option<&RefCell<TokenCache>> {
         Some(&self.worker.providers.get(provider)?.cache)
     }
-}
-
-pub(super) fn millis_of(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn unix_seconds(t: SystemTime) -> u64 {
@@ -196,13 +192,13 @@ impl Worker {
         }
         let now_ms = millis(now);
         if refetch {
-            let interval = millis_of(self.engine.config.unknown_kid_refetch_interval);
+            let interval = duration_ms(self.engine.config.unknown_kid_refetch_interval);
             if !remote.claim_refetch(host, now_ms, interval) {
                 return None;
             }
             remote.refresh_soon();
         }
-        let deadline_ms = now_ms.saturating_add(millis_of(remote.timeout + WAIT_MARGIN));
+        let deadline_ms = now_ms.saturating_add(duration_ms(remote.timeout + WAIT_MARGIN));
         // Not full (checked above; nothing else runs in between).
         self.waiting.push(Waiter { context_id, provider, generation: remote.generation(), deadline_ms });
         Some(Wait { provider, refetch, deadline_ms, failures: remote.failures(), settled: settled.clone() })

@@ -4,6 +4,7 @@
 use super::*;
 use crate::token::testing::{b64url, hs, jwks, sign, SECRET};
 use shared::mock::MockHost;
+use shared::LogLevel;
 use shared::proxytest::{Phase, Proxy, Worker};
 use std::time::UNIX_EPOCH;
 
@@ -337,4 +338,94 @@ fn bad_configs_name_the_field() {
         let e = r.configure(&host(), Some(json.as_bytes())).unwrap_err();
         assert!(e.field.starts_with(field), "{json}: {e}");
     }
+}
+
+/// An Ed25519 JWK of the identity point, and an EdDSA token "signed" for it with R = B,
+/// s = 1: under the cofactorless equation it verifies whatever the payload (J4).
+fn identity_ed25519_jwk() -> String {
+    let x = shared::base64::encode_url(&[&[1u8][..], &[0u8; 31][..]].concat());
+    format!(r#"{{"kty":"OKP","crv":"Ed25519","kid":"legacy","x":"{x}"}}"#)
+}
+
+fn forged_eddsa(payload: &str) -> String {
+    let base_point = [0x58u8].iter().copied().chain([0x66u8; 31]).collect::<Vec<u8>>();
+    let sig = [&base_point[..], &[1u8][..], &[0u8; 31][..]].concat();
+    let b = |x: &[u8]| shared::base64::encode_url(x);
+    format!("{}.{}.{}", b(br#"{"alg":"EdDSA"}"#), b(payload.as_bytes()), b(&sig))
+}
+
+fn inline_config(jwks: &str, extra_provider: &str) -> String {
+    let jwks = serde_json::to_string(jwks).unwrap();
+    format!(
+        r#"{{"providers":{{"p":{{"issuer":"https://iss","local_jwks":{{"inline_string":{jwks}}}{extra_provider}}}}},"rules":{RULES}}}"#
+    )
+}
+
+#[test]
+fn weak_keys_are_skipped_logged_and_counted_and_the_rest_still_works() {
+    // Local: the identity key next to the HMAC key.
+    let p = proxy();
+    let hmac = jwks("h1");
+    let both = hmac.replacen("[", &format!("[{},", identity_ed25519_jwk()), 1);
+    let mut w: W = p.worker(&inline_config(&both, ""));
+    let warned: Vec<String> = p.logs().into_iter().filter(|(l, _)| *l == LogLevel::Warn).map(|(_, m)| m).collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains(r#"provider p: JWKS key 0 (kid "legacy") skipped: Ed25519 key of small order"#));
+    assert_eq!(p.metric("jwt_auth.jwks_weak_keys"), Some(1));
+    let (id, a) = request(&mut w, "/api", Some(&forged_eddsa(&valid_payload())));
+    assert_eq!(a, Action::Pause);
+    assert_eq!(reply(&w, id).1, "Jwks doesn't have key to match kid or alg from Jwt");
+    assert_eq!(request(&mut w, "/api", Some(&hs(&valid_payload()))).1, Action::Continue);
+    // Only a weak key: nothing usable, the configuration is refused naming the field.
+    let mut only = JwtAuthRoot::default();
+    let e = only
+        .configure(&host(), Some(inline_config(&format!(r#"{{"keys":[{}]}}"#, identity_ed25519_jwk()), "").as_bytes()));
+    assert_eq!(e.unwrap_err().field, "providers.p.local_jwks.inline_string");
+    // Remote: logged by the worker that fetched, counted once the keys are in use.
+    let p = proxy();
+    let mut w: W = p.worker(&remote_config());
+    w.tick();
+    answer(&mut w, "200", &both);
+    let warned = p.logs().into_iter().filter(|(l, m)| *l == LogLevel::Warn && m.contains("skipped")).count();
+    assert_eq!(warned, 1);
+    assert_eq!(p.metric("jwt_auth.jwks_weak_keys"), Some(1));
+    let (id, a) = request(&mut w, "/api", Some(&forged_eddsa(r#"{"iss":"https://iss"}"#)));
+    assert_eq!(a, Action::Pause);
+    assert_eq!(reply(&w, id).1, "Jwks doesn't have key to match kid or alg from Jwt");
+    // The next generation without the weak key brings the gauge back to 0.
+    p.advance(Duration::from_secs(300));
+    w.tick();
+    answer(&mut w, "200", &hmac);
+    assert_eq!(p.metric("jwt_auth.jwks_weak_keys"), Some(0));
+}
+
+#[test]
+fn an_empty_local_jwks_loads_and_answers_no_valid_keys_as_jwt_authn() {
+    let p = proxy();
+    let mut w: W = p.worker(&inline_config("", ""));
+    let (id, a) = request(&mut w, "/api", Some(&hs(&valid_payload())));
+    assert_eq!(a, Action::Pause);
+    assert_eq!(reply(&w, id).1, "Jwks doesn't have any valid public key");
+    assert_eq!(p.metric("jwt_auth.denied"), Some(1));
+    // Whitespace is not empty: an invalid JSON, refused at load (as jwt_authn 1.40).
+    let mut blank = JwtAuthRoot::default();
+    let e = blank.configure(&host(), Some(inline_config(" ", "").as_bytes())).unwrap_err();
+    assert_eq!(e.field, "providers.p.local_jwks.inline_string");
+    assert!(e.to_string().contains("Jwks is an invalid JSON"), "{e}");
+}
+
+#[test]
+fn require_kid_refuses_tokens_without_kid() {
+    let p = proxy();
+    let mut w: W = p.worker(&inline_config(&jwks("h1"), r#","require_kid":true"#));
+    let no_kid = sign(r#"{"alg":"HS256"}"#, &valid_payload(), SECRET);
+    let (id, a) = request(&mut w, "/api", Some(&no_kid));
+    assert_eq!(a, Action::Pause);
+    assert_eq!(reply(&w, id).1, "Jwks doesn't have key to match kid or alg from Jwt");
+    let empty_kid = sign(r#"{"alg":"HS256","kid":""}"#, &valid_payload(), SECRET);
+    assert_eq!(request(&mut w, "/api", Some(&empty_kid)).1, Action::Pause);
+    assert_eq!(request(&mut w, "/api", Some(&hs(&valid_payload()))).1, Action::Continue);
+    // Off (the default): the same kid-less token is tried on every key, as jwt_authn.
+    let mut w: W = p.worker(&inline_config(&jwks("h1"), ""));
+    assert_eq!(request(&mut w, "/api", Some(&no_kid)).1, Action::Continue);
 }

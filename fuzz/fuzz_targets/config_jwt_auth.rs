@@ -1,0 +1,6 @@
+//! jwt-auth's plugin configuration, JSON → serde → compile. Properties: [`filters_fuzz::check_config`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    filters_fuzz::check_config(data, jwt_auth::config::Config::compile);
+});

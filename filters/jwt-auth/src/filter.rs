@@ -1,13 +1,13 @@
 //! jwt-auth's contexts: the root (one per worker VM) and one HTTP filter per stream, over one
 //! [`Worker`] they share. The work is in two submodules:
 //!
-//! - [`request`]: the request path. Every request first loses the headers only this filter may
+//! - `request`: the request path. Every request first loses the headers only this filter may
 //!   set; then the first matching rule's requirement is decided by [`Engine::evaluate`] (pure),
 //!   and the verdict applied: header edits and `Continue`, jwt_authn's 401/403, or a wait for
 //!   keys. A waiting stream keeps what it waits for and what it already waited for
 //!   ([`Settled`](crate::engine::Settled)); the root wakes it ([`Host::wake`]) and it decides
 //!   again in `on_wake`, on its own request, until it is answered.
-//! - [`keys`]: the remote keys' lifecycle, per provider: one fetch per proxy (a lease), published
+//! - `keys`: the remote keys' lifecycle, per provider: one fetch per proxy (a lease), published
 //!   in shared data, taken by every worker once per new key set (keys precomputed then); failed
 //!   refreshes keep the last good keys; an unknown `kid` asks for a refetch, at most once per
 //!   `unknown_kid_refetch_interval` per proxy.

@@ -4,8 +4,8 @@
 use super::*;
 use crate::token::testing::{b64url, hs, jwks, sign, SECRET};
 use shared::mock::MockHost;
-use shared::LogLevel;
 use shared::proxytest::{Phase, Proxy, Worker};
+use shared::LogLevel;
 use std::time::UNIX_EPOCH;
 
 const NOW: u64 = 1_800_000_000;

@@ -226,8 +226,9 @@ pub struct Provider {
     pub cache_size: usize,
     /// Token locations this provider reads (its own, or the defaults).
     pub locations: Vec<Location>,
-    /// Headers removed from every request a rule sends to this provider (spoofing guard).
-    pub sanitize: Vec<String>,
+    /// Headers this provider writes (`forward_payload_header`, `claim_to_headers`): removed
+    /// from every request before anything else, so only a verified token can set them.
+    pub writes: Vec<String>,
     /// Tokens without `kid` match no key (`JwksKidAlgMismatch`).
     pub require_kid: bool,
 }
@@ -301,6 +302,7 @@ impl Config {
         for (name, p) in &self.providers {
             providers.push(compile_provider(name, p).map_err(|e| e.within(&format!("providers.{name}")))?);
         }
+        check_written_headers(&providers)?;
         let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
         let mut rules = Vec::with_capacity(self.rules.len());
         for (i, r) in self.rules.iter().enumerate() {
@@ -381,13 +383,13 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
         locations.push(Location::Header(DEFAULT_HEADER.into(), DEFAULT_PREFIX.into()));
         locations.push(Location::Param(DEFAULT_PARAM.into()));
     }
-    let mut sanitize = Vec::new();
+    let mut writes = Vec::new();
     let forward_payload_header = if p.forward_payload_header.is_empty() {
         None
     } else {
         let h = normalize_header_name(&p.forward_payload_header)
             .map_err(|m| ConfigError::new("forward_payload_header", m))?;
-        sanitize.push(h.clone());
+        writes.push(h.clone());
         Some(h)
     };
     let mut claim_to_headers = Vec::new();
@@ -398,7 +400,7 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
         if c.claim_name.is_empty() || c.claim_name.split('.').any(str::is_empty) {
             return Err(ConfigError::new(join_path(&at, "claim_name"), "must be a claim name, nested as `a.b`"));
         }
-        sanitize.push(h.clone());
+        writes.push(h.clone());
         claim_to_headers.push((h, c.claim_name.split('.').map(String::from).collect()));
     }
     let max_exp = match (&p.max_lifetime, p.require_expiration) {
@@ -431,9 +433,42 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
         max_exp,
         cache_size,
         locations,
-        sanitize,
+        writes,
         require_kid: p.require_kid,
     })
+}
+
+/// Headers a provider writes are removed from every request first: one that is also where a
+/// provider reads tokens (a token header, or `cookie` with `from_cookies`) would remove every
+/// token, so such a configuration is refused.
+fn check_written_headers(providers: &[Provider]) -> Result<(), ConfigError> {
+    let read: Vec<(&str, &str)> = providers
+        .iter()
+        .flat_map(|p| {
+            p.locations.iter().filter_map(move |l| match l {
+                Location::Header(h, _) => Some((h.as_str(), p.name.as_str())),
+                Location::Cookie(_) => Some(("cookie", p.name.as_str())),
+                Location::Param(_) => None,
+            })
+        })
+        .collect();
+    for p in providers {
+        let fields = p.forward_payload_header.iter().map(|h| (h, "forward_payload_header".to_string())).chain(
+            p.claim_to_headers.iter().enumerate().map(|(i, (h, _))| (h, format!("claim_to_headers[{i}].header_name"))),
+        );
+        for (header, field) in fields {
+            if let Some((_, reader)) = read.iter().find(|(h, _)| h == header) {
+                return Err(ConfigError::new(
+                    format!("providers.{}.{field}", p.name),
+                    format!(
+                        "`{header}` is where provider {reader:?} reads tokens; a header a provider writes is removed \
+                         from every request"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn compile_remote(r: &RemoteJwks) -> Result<Remote, ConfigError> {

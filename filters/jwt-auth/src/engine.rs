@@ -1,36 +1,65 @@
 //! The decision for one request, as jwt_authn's verifiers and authenticator make it — a pure
-//! function of the configuration, the keys this worker has, the request headers and the time,
-//! so it is unit-tested without a host. It either decides (allow with header edits, or deny with
-//! a status) or asks to wait for a provider's remote keys.
+//! function of the configuration, the keys the worker has ([`KeyView`]), what this request
+//! already waited for ([`Settled`]), the request headers and the time, so it is unit-tested with
+//! a fake key view. It either decides (allow with header edits, or deny with a status) or asks to
+//! wait for a provider's remote keys.
+//!
+//! Termination: a request waits at most twice per remote provider (once for its first keys, once
+//! for a refetch on an unknown `kid`). [`Settled`] records both and the engine never asks for
+//! either again, so however the waits end (keys, a failed fetch, a deadline, a full wait list),
+//! every request is answered after at most `2 × providers` waits. No recursion: the caller loops.
 
 use crate::config::{Audiences, Compiled, KeySource, Provider, Requirement};
-use crate::extract::{Extractor, Found, RequestHeaders};
+use crate::extract::{Extractor, Found, Place, RequestHeaders};
 use crate::token::{self, Jwt, Status};
 use jose::jwks::{Jwks, VerifyError};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
-/// What a worker has for a provider's keys right now.
-pub enum Keys {
-    Ready(Rc<Jwks>),
-    /// Remote keys not fetched yet (or not yet seen by this worker).
-    Pending,
-    /// Remote keys never arrived within the wait: jwt_authn's `JwksFetchFail`.
-    Failed,
+/// What the engine asks of the worker it runs in.
+pub trait KeyView {
+    /// A remote provider's keys as this worker has them; `None` while it has none.
+    fn remote_keys(&self, provider: usize) -> Option<Rc<Jwks>>;
+    /// Whether a token with an unknown `kid` may wait for a refetch of this provider's JWKS now
+    /// (the rate limit; the caller still claims the refetch when the request waits).
+    fn may_refetch(&self, provider: usize) -> bool;
+    /// The provider's verified-token cache.
+    fn cache(&self, provider: usize) -> Option<&RefCell<TokenCache>>;
 }
 
-/// The worker side the engine asks about keys.
-pub trait KeyView {
-    fn keys(&self, provider: usize) -> Keys;
-    /// Whether a token with an unknown `kid` may wait for a refetch of this provider's JWKS.
-    fn may_refetch(&self, provider: usize) -> bool;
+/// What one request has already waited for, carried by the stream from one decision to the next.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Providers whose refetch (unknown `kid`) this request waited for or could not wait for:
+    /// decided with the keys there are.
+    refetched: BTreeSet<usize>,
+    /// Providers whose first keys this request stopped waiting for: `Jwks remote fetch is
+    /// failed` while there are none.
+    given_up: BTreeSet<usize>,
+}
+
+impl Settled {
+    /// The refetch of `provider`'s keys happened (or will not): no more waiting for it.
+    pub fn refetched(&mut self, provider: usize) {
+        self.refetched.insert(provider);
+    }
+
+    /// Stop waiting for `provider` altogether (deadline, failed fetch, no room to wait).
+    /// `false` when it was given up already.
+    pub fn give_up(&mut self, provider: usize) -> bool {
+        self.refetched.insert(provider);
+        self.given_up.insert(provider)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HeaderOp {
     Remove(String),
-    Add(String, String),
+    Add(String, Vec<u8>),
+    /// Replace every value (`:path` without a token parameter).
+    Set(String, Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,19 +131,24 @@ pub struct Engine {
     pub config: Compiled,
     extractors: Vec<Extractor>,
     all: Extractor,
-    sanitize_all: Vec<String>,
+    /// Every header a provider writes (`forward_payload_header`, `claim_to_headers`).
+    written: Vec<String>,
 }
 
 /// One evaluation's mutable state.
 struct Run<'a> {
     engine: &'a Engine,
     keys: &'a dyn KeyView,
-    caches: &'a mut [TokenCache],
+    settled: &'a Settled,
     now: u64,
-    request: &'a mut RequestHeaders,
+    request: &'a RequestHeaders,
     ops: Vec<HeaderOp>,
     counts: Counts,
     invalid_header: Option<String>,
+    /// Every token place read, and whether its readers all have `forward: false`.
+    read: Vec<(Place<'a>, bool)>,
+    /// Places of good tokens whose provider does not forward them (jwt_authn's removal).
+    verified_not_forwarded: Vec<Place<'a>>,
 }
 
 /// Internal: stop the whole evaluation and wait.
@@ -127,13 +161,29 @@ impl Engine {
     pub fn new(config: Compiled) -> Engine {
         let extractors = config.providers.iter().map(|p| Extractor::new([p])).collect();
         let all = Extractor::new(&config.providers);
-        let mut sanitize_all: Vec<String> = config.providers.iter().flat_map(|p| p.sanitize.iter().cloned()).collect();
-        sanitize_all.dedup();
-        Engine { config, extractors, all, sanitize_all }
+        let mut written: Vec<String> = config.providers.iter().flat_map(|p| p.writes.iter().cloned()).collect();
+        written.sort();
+        written.dedup();
+        Engine { config, extractors, all, written }
     }
 
-    pub fn new_caches(&self) -> Vec<TokenCache> {
-        self.config.providers.iter().map(|p| TokenCache::new(p.cache_size)).collect()
+    pub fn new_cache(&self, provider: usize) -> TokenCache {
+        TokenCache::new(self.config.providers.get(provider).map_or(0, |p| p.cache_size))
+    }
+
+    /// Remove from `request` every header a provider writes, whatever the path and the rule:
+    /// only this filter may set them (jwt_authn 1.40 does the same; 1.36 only for the providers
+    /// of the requirement). Returns the removals to make, one per header present (none for a
+    /// request that forges nothing).
+    pub fn sanitize(&self, request: &mut RequestHeaders) -> Vec<HeaderOp> {
+        let mut ops = Vec::new();
+        for name in &self.written {
+            if request.get(name).is_some() {
+                request.remove(name);
+                ops.push(HeaderOp::Remove(name.clone()));
+            }
+        }
+        ops
     }
 
     /// The requirement for this request: the first rule whose path matches; `None` = no JWT
@@ -142,30 +192,36 @@ impl Engine {
         self.config.rules.iter().find(|r| r.matcher.matches(path)).map(|r| &r.requirement)
     }
 
+    /// Decide `requirement` for `request` (already [`sanitized`](Engine::sanitize)).
     pub fn evaluate(
         &self,
         requirement: &Requirement,
-        request: &mut RequestHeaders,
+        request: &RequestHeaders,
         keys: &dyn KeyView,
-        caches: &mut [TokenCache],
+        settled: &Settled,
         now: u64,
     ) -> (Verdict, Counts) {
         let mut run = Run {
             engine: self,
             keys,
-            caches,
+            settled,
             now,
             request,
             ops: Vec::new(),
             counts: Counts::default(),
             invalid_header: None,
+            read: Vec::new(),
+            verified_not_forwarded: Vec::new(),
         };
         let verdict = match run.requirement(requirement) {
             Err(w) => Verdict::Wait { provider: w.provider, refetch: w.refetch },
             Ok(Status::Ok) if run.invalid_header.is_some() => {
                 Verdict::InvalidHeader(run.invalid_header.take().unwrap_or_default())
             }
-            Ok(Status::Ok) => Verdict::Allow(std::mem::take(&mut run.ops)),
+            Ok(Status::Ok) => {
+                run.strip_tokens();
+                Verdict::Allow(std::mem::take(&mut run.ops))
+            }
             Ok(status) => Verdict::Deny(status),
         };
         (verdict, run.counts)
@@ -185,21 +241,17 @@ impl Engine {
     }
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn requirement(&mut self, r: &Requirement) -> Result<Status, Wait> {
         let engine = self.engine;
         match r {
             Requirement::AllowAll => Ok(Status::Ok),
             Requirement::Provider { index, audiences } => {
-                let p = &engine.config.providers[*index];
-                self.sanitize(&p.sanitize);
-                let extractor = &engine.extractors[*index];
-                let found = extractor.extract(self.request);
+                let found = self.extract(&engine.extractors[*index]);
                 self.authenticate(found, Some(*index), audiences.as_ref(), false, false)
             }
             Requirement::AllowMissing | Requirement::AllowMissingOrFailed => {
-                self.sanitize(&engine.sanitize_all);
-                let found = engine.all.extract(self.request);
+                let found = self.extract(&engine.all);
                 let failed_ok = matches!(r, Requirement::AllowMissingOrFailed);
                 self.authenticate(found, None, None, failed_ok, true)
             }
@@ -237,21 +289,18 @@ impl Run<'_> {
         }
     }
 
-    /// Remove headers a client must not set itself; only those present cost a host call.
-    fn sanitize(&mut self, names: &[String]) {
-        for n in names {
-            if self.request.get(n).is_some() {
-                self.request.remove(n);
-                self.ops.push(HeaderOp::Remove(n.clone()));
-            }
-        }
+    /// The tokens `extractor` finds, their places noted for [`Run::strip_tokens`].
+    fn extract(&mut self, extractor: &'a Extractor) -> Vec<Found<'a>> {
+        let found = extractor.extract(self.request);
+        self.read.extend(found.iter().map(|f| (f.place, f.strip)));
+        found
     }
 
     /// jwt_authn's authenticator: tokens are taken from the last found; every token must pass
     /// unless failures or missing tokens are allowed.
     fn authenticate(
         &mut self,
-        mut found: Vec<Found<'_>>,
+        mut found: Vec<Found<'a>>,
         provider: Option<usize>,
         audiences: Option<&Audiences>,
         allow_failed: bool,
@@ -269,18 +318,36 @@ impl Run<'_> {
         Ok(Status::Ok)
     }
 
+    /// The provider's keys, or why there are none, or a wait.
+    fn jwks(&self, index: usize, p: &Provider, jwt: &Jwt) -> Result<Result<Rc<Jwks>, Status>, Wait> {
+        let remote = match &p.keys {
+            KeySource::Local(j) => return Ok(Ok(j.clone())),
+            KeySource::Remote(_) => self.keys.remote_keys(index),
+        };
+        Ok(match remote {
+            Some(j) => {
+                let unknown_kid = jwt.kid.as_deref().is_some_and(|k| !j.has_kid(k));
+                if unknown_kid && !self.settled.refetched.contains(&index) && self.keys.may_refetch(index) {
+                    return Err(Wait { provider: index, refetch: true });
+                }
+                Ok(j)
+            }
+            None if self.settled.given_up.contains(&index) => Err(Status::JwksFetchFail),
+            None => return Err(Wait { provider: index, refetch: false }),
+        })
+    }
+
     fn verify_one(
         &mut self,
-        t: &Found<'_>,
+        t: &Found<'a>,
         provider: Option<usize>,
         audiences: Option<&Audiences>,
     ) -> Result<Status, Wait> {
         let engine = self.engine;
         let max = engine.config.max_token_bytes;
-        let cache_key = provider
-            .filter(|i| engine.config.providers[*i].cache_size > 0)
-            .and_then(|i| (t.token.len() <= max).then(|| (i, <[u8; 32]>::from(Sha256::digest(&t.token)))));
-        let cached = cache_key.and_then(|(i, key)| self.caches.get_mut(i)?.lookup(&key, self.now));
+        let cache = provider.and_then(|i| self.keys.cache(i)).filter(|c| c.borrow().capacity > 0);
+        let cache_key = cache.filter(|_| t.token.len() <= max).map(|c| (c, <[u8; 32]>::from(Sha256::digest(&t.token))));
+        let cached = cache_key.as_ref().and_then(|(c, key)| c.borrow_mut().lookup(key, self.now));
         if cache_key.is_some() {
             if cached.is_some() {
                 self.counts.cache_hits += 1;
@@ -317,18 +384,9 @@ impl Run<'_> {
             if p.require_kid && jwt.kid.as_deref().is_none_or(str::is_empty) {
                 return Ok(Status::JwksKidAlgMismatch);
             }
-            let jwks = match &p.keys {
-                KeySource::Local(j) => j.clone(),
-                KeySource::Remote(_) => match self.keys.keys(index) {
-                    Keys::Ready(j) => {
-                        if jwt.kid.as_deref().is_some_and(|k| !j.has_kid(k)) && self.keys.may_refetch(index) {
-                            return Err(Wait { provider: index, refetch: true });
-                        }
-                        j
-                    }
-                    Keys::Pending => return Err(Wait { provider: index, refetch: false }),
-                    Keys::Failed => return Ok(Status::JwksFetchFail),
-                },
+            let jwks = match self.jwks(index, p, &jwt)? {
+                Ok(j) => j,
+                Err(status) => return Ok(status),
             };
             let signing_input = t.token.get(..jwt.signing_input_len).unwrap_or_default();
             match jwks.verify(jwt.alg, jwt.kid.as_deref(), signing_input, &jwt.signature) {
@@ -340,16 +398,14 @@ impl Run<'_> {
             }
         }
         self.good(&jwt, p, t);
-        if let (Some((i, key)), None) = (cache_key, &cached) {
-            if let Some(c) = self.caches.get_mut(i) {
-                c.insert(key, jwt);
-            }
+        if let (Some((c, key)), None) = (cache_key, &cached) {
+            c.borrow_mut().insert(key, jwt);
         }
         Ok(Status::Ok)
     }
 
     /// jwt_authn's `handleGoodJwt`: payload and claim headers, then the token's removal.
-    fn good(&mut self, jwt: &Jwt, p: &Provider, t: &Found<'_>) {
+    fn good(&mut self, jwt: &Jwt, p: &Provider, t: &Found<'a>) {
         if let Some(h) = &p.forward_payload_header {
             let mut payload = jwt.payload_b64.clone();
             if p.pad_forward_payload_header {
@@ -357,21 +413,49 @@ impl Run<'_> {
                     payload.push('=');
                 }
             }
-            self.ops.push(HeaderOp::Add(h.clone(), payload));
+            self.ops.push(HeaderOp::Add(h.clone(), payload.into_bytes()));
         }
         for (header, claim) in &p.claim_to_headers {
             if let Some(v) = jwt.claim_text(claim) {
                 if v.bytes().any(|b| matches!(b, b'\0' | b'\r' | b'\n')) {
                     self.invalid_header.get_or_insert_with(|| header.clone());
                 } else {
-                    self.ops.push(HeaderOp::Add(header.clone(), v));
+                    self.ops.push(HeaderOp::Add(header.clone(), v.into_bytes()));
                 }
             }
         }
         if !p.forward {
-            if let Some(h) = t.header {
-                self.ops.push(HeaderOp::Remove(h.to_string()));
+            self.verified_not_forwarded.push(t.place);
+        }
+    }
+
+    /// Remove the tokens of a request that goes on: a good token whose provider does not
+    /// forward it (jwt_authn), and any other token read at a place whose every reader has
+    /// `forward: false` (ours: a failed or unchecked token is not forwarded either).
+    fn strip_tokens(&mut self) {
+        let mut places: Vec<Place<'a>> = self.verified_not_forwarded.clone();
+        for (place, strip) in &self.read {
+            if *strip && self.read.iter().all(|(p, s)| p != place || *s) {
+                places.push(*place);
             }
+        }
+        places.sort();
+        places.dedup();
+        let mut params = Vec::new();
+        let mut cookies = Vec::new();
+        for place in places {
+            match place {
+                Place::Header(h) => self.ops.push(HeaderOp::Remove(h.to_string())),
+                Place::Param(name) => params.push(name),
+                Place::Cookie(name) => cookies.push(name),
+            }
+        }
+        if let Some(path) = (!params.is_empty()).then(|| self.request.path_without_params(&params)).flatten() {
+            self.ops.push(HeaderOp::Set(":path".into(), path));
+        }
+        if let Some(values) = (!cookies.is_empty()).then(|| self.request.cookies_without(&cookies)).flatten() {
+            self.ops.push(HeaderOp::Remove("cookie".into()));
+            self.ops.extend(values.into_iter().map(|v| HeaderOp::Add("cookie".into(), v)));
         }
     }
 }
@@ -384,3 +468,6 @@ fn done(status: Status, allow_failed: bool, allow_missing: bool) -> Status {
         status
     }
 }
+
+#[cfg(test)]
+mod tests;

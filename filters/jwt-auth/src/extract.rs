@@ -27,23 +27,53 @@ impl Issuers {
     }
 }
 
+/// Where a token was found: a header, a query parameter or a cookie, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Place<'e> {
+    Header(&'e str),
+    Param(&'e str),
+    Cookie(&'e str),
+}
+
 /// A token found in a request, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found<'e> {
     pub token: Vec<u8>,
-    /// The header to remove when the token is not forwarded (`None`: params and cookies,
-    /// which jwt_authn leaves in place too).
-    pub header: Option<&'e str>,
+    pub place: Place<'e>,
     pub issuers: &'e Issuers,
+    /// Every provider that reads this place (in this extractor) has `forward: false`: the
+    /// token is removed from a request that goes on, whether it verified or not.
+    pub strip: bool,
+}
+
+/// Who reads one place: the issuers (for the issuer check) and whether all have
+/// `forward: false`.
+#[derive(Clone, Debug)]
+struct Readers {
+    issuers: Issuers,
+    strip: bool,
+}
+
+impl Default for Readers {
+    fn default() -> Readers {
+        Readers { issuers: Issuers::default(), strip: true }
+    }
+}
+
+impl Readers {
+    fn add(&mut self, p: &Provider) {
+        self.issuers.add(&p.issuer);
+        self.strip &= !p.forward;
+    }
 }
 
 /// The token locations of one provider, or of all providers (for `allow_missing*`).
 #[derive(Clone, Debug, Default)]
 pub struct Extractor {
     /// Keyed by header name + prefix, as jwt_authn orders them.
-    headers: BTreeMap<String, (String, String, Issuers)>,
-    params: BTreeMap<String, Issuers>,
-    cookies: BTreeMap<String, Issuers>,
+    headers: BTreeMap<String, (String, String, Readers)>,
+    params: BTreeMap<String, Readers>,
+    cookies: BTreeMap<String, Readers>,
 }
 
 impl Extractor {
@@ -56,11 +86,11 @@ impl Extractor {
                         let entry = e
                             .headers
                             .entry(format!("{name}{prefix}"))
-                            .or_insert_with(|| (name.clone(), prefix.clone(), Issuers::default()));
-                        entry.2.add(&p.issuer);
+                            .or_insert_with(|| (name.clone(), prefix.clone(), Readers::default()));
+                        entry.2.add(p);
                     }
-                    Location::Param(name) => e.params.entry(name.clone()).or_default().add(&p.issuer),
-                    Location::Cookie(name) => e.cookies.entry(name.clone()).or_default().add(&p.issuer),
+                    Location::Param(name) => e.params.entry(name.clone()).or_default().add(p),
+                    Location::Cookie(name) => e.cookies.entry(name.clone()).or_default().add(p),
                 }
             }
         }
@@ -69,7 +99,7 @@ impl Extractor {
 
     pub fn extract<'e>(&'e self, request: &RequestHeaders) -> Vec<Found<'e>> {
         let mut found = Vec::new();
-        for (name, prefix, issuers) in self.headers.values() {
+        for (name, prefix, readers) in self.headers.values() {
             let Some(value) = request.joined(name) else { continue };
             let token = if prefix.is_empty() {
                 value
@@ -84,25 +114,33 @@ impl Extractor {
                     None => value.clone(),
                 }
             };
-            found.push(Found { token, header: Some(name.as_str()), issuers });
+            found.push(Found { token, place: Place::Header(name), issuers: &readers.issuers, strip: readers.strip });
         }
         if !self.params.is_empty() {
-            if let Some(query) =
-                request.get(":path").and_then(|p| p.iter().position(|b| *b == b'?').map(|i| &p[i + 1..]))
-            {
+            if let Some(query) = request.get(":path").and_then(query_of) {
                 let params = parse_query(query);
-                for (name, issuers) in &self.params {
+                for (name, readers) in &self.params {
                     if let Some((_, v)) = params.iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
-                        found.push(Found { token: v.clone(), header: None, issuers });
+                        found.push(Found {
+                            token: v.clone(),
+                            place: Place::Param(name),
+                            issuers: &readers.issuers,
+                            strip: readers.strip,
+                        });
                     }
                 }
             }
         }
         if !self.cookies.is_empty() {
             let cookies = request.cookies();
-            for (name, issuers) in &self.cookies {
+            for (name, readers) in &self.cookies {
                 if let Some((_, v)) = cookies.iter().find(|(k, _)| *k == name.as_bytes()) {
-                    found.push(Found { token: v.to_vec(), header: None, issuers });
+                    found.push(Found {
+                        token: v.to_vec(),
+                        place: Place::Cookie(name),
+                        issuers: &readers.issuers,
+                        strip: readers.strip,
+                    });
                 }
             }
         }
@@ -139,6 +177,63 @@ impl RequestHeaders {
         self.0.retain(|(k, _)| k != name);
     }
 
+    /// `:path` without the query pairs whose percent-decoded name is one of `names` (all of
+    /// them, as jwt_authn removes a parameter). The other pairs keep their bytes and order
+    /// (jwt_authn decodes and sorts them: not copied, see the README); empty pairs go, and a
+    /// query left empty loses its `?`. `None`: no such pair.
+    pub fn path_without_params(&self, names: &[&str]) -> Option<Vec<u8>> {
+        let path = self.get(":path")?;
+        let q = path.iter().position(|b| *b == b'?')?;
+        let (base, rest) = (&path[..q], &path[q + 1..]);
+        let (query, fragment) = match rest.iter().position(|b| *b == b'#') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        let mut removed = false;
+        let kept: Vec<&[u8]> = query
+            .split(|b| *b == b'&')
+            .filter(|pair| {
+                let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+                let drop = !pair.is_empty() && names.iter().any(|n| percent_decode(name) == n.as_bytes());
+                removed |= drop;
+                !drop && !pair.is_empty()
+            })
+            .collect();
+        if !removed {
+            return None;
+        }
+        let mut out = base.to_vec();
+        if !kept.is_empty() {
+            out.push(b'?');
+            out.extend_from_slice(&kept.join(&b'&'));
+        }
+        out.extend_from_slice(fragment);
+        Some(out)
+    }
+
+    /// The `cookie` headers without the cookies named in `names`: each header's other pairs
+    /// joined by `; `, a header left empty dropped. `None`: no such cookie.
+    pub fn cookies_without(&self, names: &[&str]) -> Option<Vec<Vec<u8>>> {
+        let mut removed = false;
+        let mut out = Vec::new();
+        for (_, v) in self.0.iter().filter(|(k, _)| k == "cookie") {
+            let kept: Vec<&[u8]> = v
+                .split(|b| *b == b';')
+                .map(<[u8]>::trim_ascii)
+                .filter(|pair| {
+                    let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
+                    let drop = pair.contains(&b'=') && names.iter().any(|n| name == n.as_bytes());
+                    removed |= drop;
+                    !drop && !pair.is_empty()
+                })
+                .collect();
+            if !kept.is_empty() {
+                out.push(kept.join(&b"; "[..]));
+            }
+        }
+        removed.then_some(out)
+    }
+
     /// Cookie pairs from every `cookie` header; the first of a name wins; values lose one pair
     /// of surrounding double quotes (Envoy's `parseCookies`).
     fn cookies(&self) -> Vec<(&[u8], &[u8])> {
@@ -158,6 +253,11 @@ impl RequestHeaders {
         }
         out
     }
+}
+
+/// The query of a `:path` (after the first `?`), if any.
+fn query_of(path: &[u8]) -> Option<&[u8]> {
+    path.iter().position(|b| *b == b'?').map(|i| &path[i + 1..])
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

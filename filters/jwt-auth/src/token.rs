@@ -43,7 +43,8 @@ pub enum Status {
     JwtTooLarge,
     /// Ours (RFC 7515 §4.1.11): `crit` names an extension this filter does not understand.
     JwtHeaderUnsupportedCrit,
-    /// `require_expiration` / `max_lifetime` not met (jwt_authn answers "Jwt is expired").
+    /// `require_expiration` / `max_lifetime` not met: jwt_authn's `JwtVerificationFail` (same
+    /// answer), counted apart (`denied_lifetime`).
     JwtLifetimeNotAllowed,
 }
 
@@ -54,7 +55,7 @@ impl Status {
             Status::Ok => "OK",
             Status::JwtMissed => "Jwt is missing",
             Status::JwtNotYetValid => "Jwt not yet valid",
-            Status::JwtExpired | Status::JwtLifetimeNotAllowed => "Jwt is expired",
+            Status::JwtExpired => "Jwt is expired",
             Status::JwtBadFormat => "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
             Status::JwtHeaderParseErrorBadBase64 => "Jwt header is an invalid Base64url encoded",
             Status::JwtHeaderParseErrorBadJson => "Jwt header is an invalid JSON",
@@ -77,7 +78,9 @@ impl Status {
             Status::JwtEd25519SignatureWrongLength => "Jwt ED25519 signature is wrong length",
             Status::JwtUnknownIssuer => "Jwt issuer is not configured",
             Status::JwtAudienceNotAllowed => "Audiences in Jwt are not allowed",
-            Status::JwtVerificationFail => "Jwt verification fails",
+            // jwt_authn's verifier fails `require_expiration` / `max_lifetime` with
+            // JwtVerificationFail (Envoy's authenticator_test TestLifetimeConstraint).
+            Status::JwtVerificationFail | Status::JwtLifetimeNotAllowed => "Jwt verification fails",
             Status::JwksNoValidKeys => "Jwks doesn't have any valid public key",
             Status::JwksKidAlgMismatch => "Jwks doesn't have key to match kid or alg from Jwt",
             Status::JwksFetchFail => "Jwks remote fetch is failed",
@@ -312,6 +315,44 @@ fn number_text(n: &serde_json::Number) -> String {
     }
     // std::to_string(double) is printf("%f").
     format!("{f:.6}")
+}
+
+/// Token and key builders for the crate's tests (HS256 with one test secret).
+#[cfg(test)]
+pub(crate) mod testing {
+    use sha2::{Digest, Sha256};
+
+    pub const SECRET: &[u8] = b"a-test-secret-of-32-bytes-length";
+
+    pub fn b64url(data: &[u8]) -> String {
+        super::b64::encode_url(data)
+    }
+
+    fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+        let mut k = [0u8; 64];
+        k[..key.len()].copy_from_slice(key);
+        let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).chain(msg.iter().copied()).collect();
+        let inner_hash = Sha256::digest(&inner);
+        let outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).chain(inner_hash.iter().copied()).collect();
+        Sha256::digest(&outer).to_vec()
+    }
+
+    /// A JWS with this header and payload, HS256-signed with `key`.
+    pub fn sign(header: &str, payload: &str, key: &[u8]) -> String {
+        let input = format!("{}.{}", b64url(header.as_bytes()), b64url(payload.as_bytes()));
+        let sig = hmac_sha256(key, input.as_bytes());
+        format!("{input}.{}", b64url(&sig))
+    }
+
+    /// A good token for the key [`jwks`]`("h1")`.
+    pub fn hs(payload: &str) -> String {
+        sign(r#"{"alg":"HS256","kid":"h1"}"#, payload, SECRET)
+    }
+
+    /// A JWKS with the test secret as an HS256 key of this `kid`.
+    pub fn jwks(kid: &str) -> String {
+        format!(r#"{{"keys":[{{"kty":"oct","kid":"{kid}","alg":"HS256","k":"{}"}}]}}"#, b64url(SECRET))
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all help deps build envoy test unit e2e lint doc fmt demo bench bench-instructions oci release new-filter clean deny sbom fresh-check fuzz fuzz-smoke
+.PHONY: all help deps build envoy test unit e2e lint doc fmt demo bench bench-instructions oci release new-filter clean deny sbom fresh-check fuzz fuzz-smoke ci
 
 all: build
 
@@ -68,6 +68,10 @@ bench: deps build envoy
 bench-instructions: deps build envoy
 	BENCH_INSTRUCTIONS=only cargo run --quiet --release --locked -p e2e --bin bench
 
+## ci: the CI gate as CI runs it (.ci/run: test, deny, fuzz smoke, e2e on 1.36, bench smoke)
+ci:
+	.ci/run
+
 ## fuzz: every fuzz target of fuzz/ for FUZZ_SECONDS (60) each, or FUZZ_TARGETS="a b" (fuzz/README.md)
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
@@ -100,9 +104,10 @@ deny:
 	scripts/install-cargo-tool.sh cargo-deny
 	tools/cargo/bin/cargo-deny --locked check licenses bans sources
 
-## fresh-check: make test in a fresh clone with empty cargo/pip/npm caches and no tools/ (manual)
+## fresh-check: make test (or FRESH_TARGETS, e.g. ci) in a fresh clone with empty cargo/pip/npm caches and no tools/ (manual)
+FRESH_TARGETS ?= test
 fresh-check:
-	scripts/fresh-check.sh test
+	scripts/fresh-check.sh $(FRESH_TARGETS)
 
 ## new-filter: a complete new filter from templates/filter (NAME=my-filter)
 new-filter:

@@ -7,15 +7,22 @@ use std::process::Command;
 /// Size budgets in bytes, as `make build` writes them. A trivial proxy-wasm Rust filter is
 /// already ~80 KB (~64 KB after wasm-opt): see README "Build profile and module size".
 const BUDGETS: &[(&str, u64)] = &[
-    ("security-headers", 340 * 1024),
-    ("token-fetch", 320 * 1024),
-    ("rate-limit", 400 * 1024),
+    // This wave's shared layer (own ABI imports with every status an error, the per-proxy seed,
+    // keyed hashing, wake/callout routing, the gRPC and whole-map host calls) added ~20–30 KB
+    // to every module: security-headers 336 → 369 KB, token-fetch 318 → 353 KB. Issue 16's
+    // diet works on it; the budgets hold the line where it is now.
+    ("security-headers", 372 * 1024),
+    ("token-fetch", 356 * 1024),
+    // Global rules (RLS v3 messages with prost, the gRPC call) add ~61 KB: 437 → 498 KB
+    // (filters/rate-limit/README.md says why prost).
+    ("rate-limit", 500 * 1024),
     // The layered redaction scanners (JSON in strings, XML, multipart, URLs) add ~34 KB: 345 →
     // 379 KB before shared::abi and proxytest's glue, 394 → 428 KB after.
     ("body-logger", 440 * 1024),
     // ~1.3x the 621,525 bytes of jwt-auth.wasm built from jwt-core + jwt-crypto (RSA, p256/p384,
-    // ed25519-dalek, HMAC): the crypto is most of it.
-    ("jwt-auth", 790 * 1024),
+    // ed25519-dalek, HMAC): the crypto is most of it. ES512 (p521) and the X.509 JWKS form
+    // (x509-cert, der) brought it to ~823 KB, the request path split and J1/J2/J8 to 849 KB.
+    ("jwt-auth", 852 * 1024),
 ];
 
 fn filter_names() -> Vec<String> {

@@ -112,10 +112,12 @@ pub fn path_exists(root: &Value, path: &str) -> bool {
     if path.is_empty() {
         return true;
     }
-    walk(root, path)
+    walk(root, path, true)
 }
 
-fn walk(v: &Value, path: &str) -> bool {
+/// `first`: the path's first step, written without a separator (a top-level key may itself
+/// start with `.`: found by the fuzzer, `.ti>>…`); later steps start with `.` or `[`.
+fn walk(v: &Value, path: &str, first: bool) -> bool {
     if path.is_empty() {
         return true;
     }
@@ -125,12 +127,12 @@ fn walk(v: &Value, path: &str) -> bool {
         let Some((index, rest)) = rest.split_once(']') else { return false };
         let Ok(index) = index.parse::<usize>() else { return false };
         return match v.as_array().and_then(|a| a.get(index)) {
-            Some(item) => walk(item, rest),
+            Some(item) => walk(item, rest, false),
             // A required item that is not there (`actions[0]` of an empty list).
             None => v.is_array() && rest.is_empty(),
         };
     }
-    let path = path.strip_prefix('.').unwrap_or(path);
+    let path = if first { path } else { path.strip_prefix('.').unwrap_or(path) };
     if v.is_array() {
         // serde also reads a nested struct from an array, field by field (the document itself
         // must be an object: shared::config::parse). Known, harmless (nobody writes it); the
@@ -140,7 +142,7 @@ fn walk(v: &Value, path: &str) -> bool {
     let Some(object) = v.as_object() else { return false };
     for (key, child) in object {
         if let Some(rest) = path.strip_prefix(key.as_str()) {
-            if (rest.is_empty() || rest.starts_with(['.', '['])) && walk(child, rest) {
+            if (rest.is_empty() || rest.starts_with(['.', '['])) && walk(child, rest, false) {
                 return true;
             }
         }
@@ -188,6 +190,10 @@ mod tests {
         ] {
             assert!(path_exists(&v, ok), "{ok}");
         }
+        // A top-level key that starts with `.` (found by `make fuzz`, config_token_fetch:
+        // failed before the first step kept its leading dot).
+        assert!(path_exists(&json!({".t.x": 1}), ".t.x"));
+        assert!(path_exists(&json!({"o": {".k": {"z": 1}}}), "o..k.z"));
         for bad in ["rules[1].name", "rules[0].x.y", "nope.x", "a.b.c.d"] {
             assert!(!path_exists(&v, bad), "{bad}");
         }

@@ -307,7 +307,7 @@ mod tests {
         let mut r = SecurityHeadersRoot::default();
         assert!(r.new_http_filter(1).is_none());
         let e = r.configure(&host, Some(br#"{"headers":{"x-frame-options":"a\nb"}}"#)).unwrap_err();
-        assert_eq!(e.field, "headers.x-frame-options.value");
+        assert_eq!(e.field, "headers.x-frame-options");
         assert!(r.new_http_filter(1).is_none(), "a refused config leaves nothing half-applied");
     }
 }

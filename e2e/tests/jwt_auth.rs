@@ -581,9 +581,11 @@ fn key_rotation_is_picked_up_on_an_unknown_kid() {
     assert_eq!(s.jwks.calls(), calls + 1, "the unknown kid made the filter refetch");
     // rsa-1 is gone from the JWKS now: a token it signs no longer verifies (fresh ones: `old`
     // sits in the verified-token cache, as it would in jwt_authn's). Every worker takes the new
-    // keys on its next tick (250 ms), so soon no worker accepts rsa-1.
+    // keys on its next tick (250 ms), so soon no worker accepts rsa-1. Connections land on
+    // workers at random: 20 refusals in a row make "one worker still had rsa-1 and was never
+    // asked" a one-in-a-million chance (6 left it at 1 in 32, and CI met it).
     eventually("every worker has the rotated keys", Duration::from_secs(30), || {
-        (0..6).all(|i| s.send(&bearer("/api/rot", &token(Alg::RS256, &claims(&format!("old-{i}"))))).status == 401)
+        (0..20).all(|i| s.send(&bearer("/api/rot", &token(Alg::RS256, &claims(&format!("old-{i}"))))).status == 401)
     });
     let r = s.send(&bearer("/api/rot", &token(Alg::RS256, &claims("old-last"))));
     assert_401(&s, &r, "/api/rot", NO_KEY, "retired key");

@@ -12,7 +12,7 @@ all: build
 help:
 	@awk -F': ' '/^## [a-z0-9-]+: / { sub(/^## /, "", $$1); printf "  make %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
-	@echo "Variables: ENVOY_VERSION (default $(ENVOY_VERSION)), ENVOY_BIN, E2E_CONCURRENCY, WASM_OPT=on, BENCH_*, FUZZ_* (README, Make targets)"
+	@echo "Variables: ENVOY_VERSION (default $(ENVOY_VERSION)), ENVOY_BIN, E2E_CONCURRENCY, E2E_TESTS, WASM_OPT=on, BENCH_*, FUZZ_* (README, Make targets)"
 
 ## build: every filter to dist/<filter>.wasm and dist/SHA256SUMS
 build:
@@ -34,9 +34,10 @@ test: deps build envoy lint
 unit:
 	cargo test --workspace --locked --exclude e2e
 
-## e2e: end-to-end tests only (after build + envoy)
+## e2e: end-to-end tests only (after build + envoy); E2E_TESTS="jwt_auth rate_limit" runs those files only
+E2E_TESTS ?=
 e2e: build envoy
-	cargo test --locked -p e2e
+	cargo test --locked -p e2e $(foreach t,$(E2E_TESTS),--test $(t))
 
 ## lint: rustfmt check, clippy (no-panic lints) for native and wasm targets, and make doc
 # wasm32: every crate that ends up in a module (filters/*, crates/*, shared), not e2e.

@@ -659,12 +659,16 @@ impl RateLimit {
         // One status per descriptor, in order (the protocol); otherwise only the overall code
         // is known, and it stands for every rule.
         let per_descriptor = response.statuses.len() == pending.rules.len();
+        // The overall code decides, as in Envoy: OK admits whatever a status says, OVER_LIMIT
+        // denies. The statuses only tell which rules were over (for shadow mode); when none
+        // says so, the overall code stands for every rule.
+        let overall_over = response.overall_code == rls::CODE_OVER_LIMIT;
+        let marked = per_descriptor && response.statuses.iter().any(|s| s.code == rls::CODE_OVER_LIMIT);
         for (i, rule) in pending.rules.iter().enumerate() {
             let status = per_descriptor.then(|| &response.statuses[i]);
             self.global.push(GlobalEval {
                 rule: *rule,
-                over_limit: status
-                    .map_or(response.overall_code == rls::CODE_OVER_LIMIT, |s| s.code == rls::CODE_OVER_LIMIT),
+                over_limit: overall_over && (!marked || status.is_some_and(|s| s.code == rls::CODE_OVER_LIMIT)),
                 limit: status
                     .and_then(|s| s.current_limit.as_ref())
                     .map(|l| (l.requests_per_unit, rls::unit_seconds(l.unit), l.name.clone())),
@@ -1288,6 +1292,26 @@ mod global_tests {
             (429, Some("application/json"), "{\"slow\":\"down\"}")
         );
         assert!(r.header("retry-after").is_none(), "no status: no reset known");
+    }
+
+    #[test]
+    fn the_overall_code_decides_as_in_envoy() {
+        // Regression (e2e native_and_wasm_on_one_service_agree_on_every_request): a status
+        // saying OVER_LIMIT under an overall OK denied the request Envoy admits.
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let token = w.grpc_calls()[0].token;
+        w.answer_grpc_call(token, 0, &answer(rls::CODE_OK, vec![status(rls::CODE_OVER_LIMIT, 10, 2, "", 0, 30)]));
+        assert_eq!(w.resumes(), [(id, Phase::Request)]);
+        assert_eq!(header(&response_headers(&mut w, id), "x-ratelimit-remaining"), Some("0"));
+        assert_eq!((p.metric("rate_limit.rls.ok"), p.metric("rate_limit.limited")), (Some(1), Some(0)));
+        // And an overall OVER_LIMIT denies though no status says which descriptor was over.
+        let (id, _) = request(&mut w, "alice");
+        let token = w.grpc_calls()[1].token;
+        w.answer_grpc_call(token, 0, &answer(rls::CODE_OVER_LIMIT, vec![status(rls::CODE_OK, 10, 2, "", 3, 30)]));
+        assert_eq!(w.local_reply(id).map(|r| r.status), Some(429));
+        assert_eq!(p.metric("rate_limit.rule.per_user.limited"), Some(1));
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! Global rate limiting through a real engine: Envoy's native `envoy.filters.http.ratelimit`
-//! (envoy-configs/rate-limit-native.yaml) against [`e2e::rls_server::RlsServer`] — Limitador on a
-//! real Redis behind the RLS v3 gRPC service. Proves the engine before the wasm filter's global
-//! rules are compared with native on it:
+//! Global rate limiting through a real engine: [`e2e::rls_server::RlsServer`] (Limitador on a
+//! real Redis behind the RLS v3 gRPC service), driven by Envoy's native
+//! `envoy.filters.http.ratelimit` (envoy-configs/rate-limit-native.yaml) and by this
+//! repository's rate-limit filter with a global rule (envoy-configs/rate-limit-global.yaml).
+//! Each test below runs on both ([`Filter`]):
 //! - two Envoy replicas (`--concurrency 2` each) sharing one service admit exactly the limit of
 //!   1,000 concurrent requests, with no RLS error or timeout;
-//! - RLS down, RLS slow (past the filter's `timeout`) and Redis down each give native's
-//!   documented answer (`failure_mode_deny: false` admits, `true` answers 500) and the next
-//!   requests are checked again once the part is back, without restarting Envoy.
+//! - RLS down, RLS slow (past the filter's `timeout`) and Redis down each give the documented
+//!   answer (`failure_mode_deny: false` admits, `true` answers 500) and the next requests are
+//!   checked again once the part is back, without restarting Envoy.
+//!
+//! And the two side by side on one service: the same status and `X-RateLimit-*` values for every
+//! request of a sequence that crosses the limit, our extra headers listed.
 
 use e2e::envoy::{edit_plugin_config, free_port, Envoy, EnvoyOptions};
 use e2e::http::{read_response, Request, Response};

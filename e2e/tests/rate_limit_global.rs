@@ -26,16 +26,17 @@ use std::time::{Duration, Instant};
 
 /// The filter doing the global check: Envoy's native `ratelimit` or the wasm filter's global
 /// rule. The same tests run on both, each on its shipped config with the same descriptor,
-/// `[generic_key=api, api_key=<x-api-key>]`, for `/api/` requests, the same 2 s `timeout`, and
-/// the same statistic names (`ok`, `over_limit`, `error`, `failure_mode_allowed`).
+/// `[generic_key=api, api_key=<x-api-key>]`, for `/api/` requests, the same `timeout` (native's
+/// 2 s unless a test sets another), and the same statistic names (`ok`, `over_limit`, `error`,
+/// `failure_mode_allowed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Filter {
     /// envoy-configs/rate-limit-native.yaml as it is.
     Native,
     /// envoy-configs/rate-limit-global.yaml with its `api_key` rule only: the `per_client` rule,
     /// whose local pre-bucket would shed requests before the service counts them, is left out,
-    /// and `timeout` is native's 2 s rather than the shipped 100 ms (a loaded 2-core machine
-    /// must not fail open: the test asserts zero timeouts).
+    /// and `timeout` is native's rather than the shipped 100 ms (a loaded 2-core machine must
+    /// not fail open: the tests assert zero timeouts).
     Wasm,
 }
 
@@ -55,19 +56,22 @@ impl Filter {
         }
     }
 
-    /// The config as this test runs it: `domain` (the service's namespace) and
-    /// `failure_mode_deny` set, the wasm filter's rules and timeout as said above.
-    fn edit(self, config: String, domain: &'static str, failure_mode_deny: bool) -> String {
+    /// The config as this test runs it: `domain` (the service's namespace), `failure_mode_deny`
+    /// and `timeout` set, the wasm filter's rules as said above.
+    fn edit(self, config: String, domain: &'static str, failure_mode_deny: bool, timeout: &str) -> String {
         match self {
             Filter::Native => {
-                assert!(config.contains("failure_mode_deny: false") && config.contains("domain: edge\n"));
+                for shipped in ["failure_mode_deny: false", "domain: edge\n", " timeout: 2s\n"] {
+                    assert_eq!(config.matches(shipped).count(), 1, "{shipped}");
+                }
                 config
                     .replace("failure_mode_deny: false", &format!("failure_mode_deny: {failure_mode_deny}"))
                     .replace("domain: edge\n", &format!("domain: {domain}\n"))
+                    .replace(" timeout: 2s\n", &format!(" timeout: {timeout}\n"))
             }
             Filter::Wasm => edit_plugin_config(&config, "rate-limit", |c| {
                 c["domain"] = domain.into();
-                c["timeout"] = "2s".into();
+                c["timeout"] = timeout.into();
                 c["failure_mode_deny"] = failure_mode_deny.into();
                 let rules = c["rules"].as_array_mut().unwrap();
                 rules.retain(|r| r["name"] == "api_key");
@@ -104,26 +108,25 @@ impl Stack {
     }
 
     /// Start one more Envoy (`--concurrency 2`) running `filter` against this stack's service.
-    fn add(&mut self, filter: Filter, domain: &'static str, failure_mode_deny: bool) -> &Envoy {
+    fn add(&mut self, filter: Filter, domain: &'static str, failure_mode_deny: bool, timeout: &'static str) {
         let opts = EnvoyOptions {
             concurrency: 2,
             preset_ports: BTreeMap::from([
                 (UPSTREAM_PORT, self.upstream.port),
                 (filter.config_rls_port(), self.rls.port()),
             ]),
-            edit: Some(Box::new(move |c: String| filter.edit(c, domain, failure_mode_deny))),
+            edit: Some(Box::new(move |c: String| filter.edit(c, domain, failure_mode_deny, timeout))),
             ..EnvoyOptions::default()
         };
         self.envoys.push(Envoy::start_with(filter.config(), opts).unwrap());
-        self.envoys.last().unwrap()
     }
 }
 
 /// `replicas` Envoys running `filter` on domain `edge` against one service.
-fn stack(filter: Filter, replicas: usize, failure_mode_deny: bool) -> Stack {
+fn stack(filter: Filter, replicas: usize, failure_mode_deny: bool, timeout: &'static str) -> Stack {
     let mut s = Stack::new();
     for _ in 0..replicas {
-        s.add(filter, "edge", failure_mode_deny);
+        s.add(filter, "edge", failure_mode_deny, timeout);
     }
     s
 }
@@ -162,9 +165,12 @@ fn concurrent(ports: &[u16], threads: usize, per_thread: usize, key: &'static st
     handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
 }
 
-/// Two replicas of `filter`, 1,000 concurrent requests on one key, a limit of 100.
+/// Two replicas of `filter`, 1,000 concurrent requests on one key, a limit of 100. The service
+/// checks one request at a time (exact), so under a burst the last checks wait for up to 1,000
+/// Redis round trips: a `timeout` of 30 s, as no check may time out and fail open here (2 s did,
+/// on this 2-core machine at a load average of 17, admitting hundreds more).
 fn two_replicas_admit_exactly_the_limit(filter: Filter) {
-    let s = stack(filter, 2, false);
+    let s = stack(filter, 2, false, "30s");
     // An hour: Limitador's window starts at the first hit, so no reset lands during the run.
     s.rls.set_limits(&[RlsLimit::new("edge", 100, Unit::Hour).when("generic_key", "api").per("api_key")]).unwrap();
     let ports: Vec<u16> = s.envoys.iter().map(|e| e.port(LISTENER_PORT)).collect();
@@ -174,7 +180,8 @@ fn two_replicas_admit_exactly_the_limit(filter: Filter) {
         *m.entry(r.status).or_default() += 1;
         m
     });
-    assert_eq!(statuses, BTreeMap::from([(200, 100), (429, 900)]));
+    let sum = |name: &str| s.envoys.iter().map(|e| filter.stat(e, name)).collect::<Vec<_>>();
+    assert_eq!(statuses, BTreeMap::from([(200, 100), (429, 900)]), "RLS errors per replica: {:?}", sum("error"));
     assert_eq!(s.upstream.requests().len(), 100);
 
     // Serialised checks: every admitted request saw its own remaining count, 99 down to 0.
@@ -199,7 +206,6 @@ fn two_replicas_admit_exactly_the_limit(filter: Filter) {
     assert_eq!(seen.descriptors, vec![entries.to_vec()]);
 
     // Both replicas took part, and their stats add up to the same: no error, no fail-open.
-    let sum = |name: &str| s.envoys.iter().map(|e| filter.stat(e, name)).collect::<Vec<_>>();
     let (ok, over) = (sum("ok"), sum("over_limit"));
     assert!(ok.iter().zip(&over).all(|(o, v)| o + v > 0), "a replica was not used: ok {ok:?}, over {over:?}");
     assert_eq!(ok.iter().sum::<u64>(), 100);
@@ -252,7 +258,7 @@ fn recovers(s: &Stack, key: &str) {
 }
 
 fn failure_modes(filter: Filter, deny: bool) {
-    let mut s = stack(filter, 1, deny);
+    let mut s = stack(filter, 1, deny, "2s");
     // The compose service's own limits file (100 a minute per API key).
     s.rls
         .set_limitador_limits(load_limits_file(&e2e::repo_root().join("deploy/limitador/limits.yaml")).unwrap())
@@ -340,8 +346,8 @@ fn limit_headers(r: &Response) -> BTreeMap<String, String> {
 fn native_and_wasm_on_one_service_agree_on_every_request() {
     let mut s = Stack::new();
     // Separate domains, so the two budgets never mix: each filter meets the same limit fresh.
-    s.add(Filter::Native, "edge-native", false);
-    s.add(Filter::Wasm, "edge-wasm", false);
+    s.add(Filter::Native, "edge-native", false, "2s");
+    s.add(Filter::Wasm, "edge-wasm", false, "2s");
     let limit =
         |domain| RlsLimit::new(domain, 5, Unit::Minute).when("generic_key", "api").per("api_key").named("per_api_key");
     s.rls.set_limits(&[limit("edge-native"), limit("edge-wasm")]).unwrap();

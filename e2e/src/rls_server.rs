@@ -385,8 +385,9 @@ impl State {
         let mut result = result.map_err(|_| tonic::Status::unavailable("Service unavailable"))?;
 
         response.overall_code = if result.limited { Code::OverLimit } else { Code::Ok } as i32;
-        response.statuses =
-            (0..request.descriptors.len()).map(|i| descriptor_status(&result.counters, i, hits)).collect();
+        response.statuses = (0..request.descriptors.len())
+            .map(|i| descriptor_status(&result.counters, i, hits, result.limited))
+            .collect();
         if self.limitador_headers {
             let mut headers: Vec<(String, String)> = result.response_header().into_iter().collect();
             headers.sort();
@@ -397,9 +398,11 @@ impl State {
 }
 
 /// Descriptor `index`'s status: its most restrictive counter (fewest remaining; one that refused
-/// the request first).
-fn descriptor_status(counters: &[Counter], index: usize, hits: u64) -> DescriptorStatus {
-    let refused = |c: &Counter| c.remaining().unwrap_or(c.max_value()) < hits;
+/// the request first). Only a `limited` check has refusing counters: an admitted request that
+/// took a counter's last unit leaves it at 0 remaining and is still `OK`, as envoyproxy/ratelimit
+/// answers (over the limit means the request would exceed it).
+fn descriptor_status(counters: &[Counter], index: usize, hits: u64, limited: bool) -> DescriptorStatus {
+    let refused = |c: &Counter| limited && c.remaining().unwrap_or(c.max_value()) < hits;
     let mine = counters.iter().filter(|c| {
         let named = descriptor_indexes(c.limit());
         named.is_empty() || named.contains(&index)
@@ -459,10 +462,22 @@ impl RlsServer {
             request_headers_to_add: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
         });
-        let port = if opts.port == 0 { crate::envoy::free_port() } else { opts.port };
-        let mut server = RlsServer { port, state, serving: None, runtime };
-        server.restart()?;
-        Ok(server)
+        let mut server = RlsServer { port: opts.port, state, serving: None, runtime };
+        if opts.port != 0 {
+            server.restart()?;
+            return Ok(server);
+        }
+        // A free port can be taken (by another process's outgoing connection) before we bind
+        // it: pick another, a few times.
+        let mut last = String::new();
+        for _ in 0..5 {
+            server.port = crate::envoy::free_port();
+            match server.restart() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     pub fn port(&self) -> u16 {
@@ -674,7 +689,7 @@ mod tests {
                 request.iter().map(|d| d.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect()).collect(),
             );
             let result = limiter.check_rate_limited_and_update(&"ns".into(), &ctx, 1).unwrap();
-            let statuses: Vec<_> = (0..3).map(|i| descriptor_status(&result.counters, i, 1)).collect();
+            let statuses: Vec<_> = (0..3).map(|i| descriptor_status(&result.counters, i, 1, result.limited)).collect();
             (result.limited, statuses)
         };
         let (limited, statuses) = check();
@@ -685,7 +700,11 @@ mod tests {
         assert_eq!(limit(&statuses[1]), Some((String::new(), 5, RlsUnit::Hour as i32)));
         assert_eq!(statuses[1].limit_remaining, 4);
         assert_eq!(statuses[2], DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
-        check();
+        // The second request takes "narrow"'s last unit: admitted, so OK with 0 remaining
+        // (this status once said OVER_LIMIT, and the wasm filter denied where Envoy admitted).
+        let (limited, statuses) = check();
+        assert!(!limited);
+        assert_eq!((statuses[0].code, statuses[0].limit_remaining), (Code::Ok as i32, 0));
         // The third request: "narrow" refuses, nothing is charged, the others report OK.
         let (limited, statuses) = check();
         assert!(limited);

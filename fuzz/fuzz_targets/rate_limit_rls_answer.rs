@@ -5,7 +5,8 @@
 //! answer message. Properties:
 //! - never panics, whatever the bytes;
 //! - the request is decided exactly once: resumed, or answered by a local reply;
-//! - a reply is `429` only when the decoded answer says `OVER_LIMIT` for an enforcing rule,
+//! - a reply is `429` only when the decoded answer's overall code is `OVER_LIMIT` (it decides,
+//!   as in Envoy) and that is for an enforcing rule (the statuses by position, or every rule),
 //!   `500` only under `failure_mode_deny` for an unusable answer; a rule in shadow mode never
 //!   denies; an unusable answer never denies without `failure_mode_deny`;
 //! - `Retry-After`, when sent, is a whole number of seconds, at least 1;
@@ -57,10 +58,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let decoded = (grpc_status == 0).then(|| decode_response(message).ok()).flatten();
     let usable = decoded.as_ref().filter(|r| r.overall_code == CODE_OK || r.overall_code == CODE_OVER_LIMIT);
     let rules = if two_rules { 2 } else { 1 };
-    // Which rules the answer says are over the limit: by position, or the overall code for all.
+    // Which rules the answer says are over the limit: none under an overall OK; under an overall
+    // OVER_LIMIT those whose status says so by position, or every rule when none does or the
+    // statuses are not one per rule.
     let over: Vec<bool> = match usable {
-        Some(r) if r.statuses.len() == rules => r.statuses.iter().map(|s| s.code == CODE_OVER_LIMIT).collect(),
-        Some(r) => vec![r.overall_code == CODE_OVER_LIMIT; rules],
+        Some(r) if r.overall_code != CODE_OVER_LIMIT => vec![false; rules],
+        Some(r) if r.statuses.len() == rules && r.statuses.iter().any(|s| s.code == CODE_OVER_LIMIT) => {
+            r.statuses.iter().map(|s| s.code == CODE_OVER_LIMIT).collect()
+        }
+        Some(_) => vec![true; rules],
         None => vec![false; rules],
     };
     let enforcing_over = over.iter().enumerate().any(|(i, o)| *o && !(i == 0 && shadow));

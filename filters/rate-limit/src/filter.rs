@@ -26,8 +26,14 @@ use std::rc::Rc;
 /// ([`shared::seed::Seed::hash_key`]): no other use of the seed shares it.
 pub const TABLE_HASH_LABEL: &str = "rate-limit/table";
 
-/// gRPC status Envoy's async client reports when the call's deadline passed.
+/// gRPC status for a call whose deadline passed.
 const GRPC_DEADLINE_EXCEEDED: u32 = 4;
+/// How Envoy (1.36 to 1.40 at least) ends a wasm gRPC call at its timeout: not
+/// `DEADLINE_EXCEEDED` but `UNAVAILABLE` with its router's timeout reply as the message (seen
+/// in e2e/tests/rate_limit_global.rs with the service slow). The filter's clock cannot tell
+/// instead: the call ends a few ms *before* `timeout` has passed on it (Envoy's timer runs on
+/// its event loop's cached time).
+const ENVOY_TIMEOUT_MESSAGE: &[u8] = b"upstream request timeout";
 
 /// Counters, as Envoy shows them under `wasmcustom.rate_limit.`.
 #[derive(Clone, Debug, Default)]
@@ -188,6 +194,8 @@ pub struct GlobalEval {
 struct Pending {
     token: u32,
     rules: Vec<usize>,
+    /// When the call was made (Envoy's clock): a failure's log line says how long it took.
+    sent_ns: u64,
 }
 
 /// Why a reply is a denial, for its headers.
@@ -592,7 +600,7 @@ impl RateLimit {
         let order: Vec<usize> = rules.into_iter().map(|(i, _)| i).collect();
         match host.dispatch_grpc_call(&service.cluster, rls::SERVICE, rls::METHOD, &[], &message, service.timeout) {
             Ok(token) => {
-                self.pending = Some(Pending { token, rules: order });
+                self.pending = Some(Pending { token, rules: order, sent_ns: now_ns(host) });
                 FilterAction::Pause
             }
             Err(e) => {
@@ -625,13 +633,16 @@ impl RateLimit {
         let config = self.config.clone();
         if status != 0 {
             self.stats.rls_error.inc(host);
-            if status == GRPC_DEADLINE_EXCEEDED {
+            let message = host.call_status().map(|(_, m)| m).unwrap_or_default();
+            if status == GRPC_DEADLINE_EXCEEDED || message.starts_with(ENVOY_TIMEOUT_MESSAGE) {
                 self.stats.rls_timeout.inc(host);
             }
             host.log_with(LogLevel::Warn, || {
-                let message =
-                    host.call_status().map(|(_, m)| String::from_utf8_lossy(&m).into_owned()).unwrap_or_default();
-                format!("rate-limit: rate-limit service call failed: gRPC status {status} {message}")
+                let elapsed_ms = now_ns(host).saturating_sub(pending.sent_ns) / 1_000_000;
+                let message = String::from_utf8_lossy(&message);
+                format!(
+                    "rate-limit: rate-limit service call failed after {elapsed_ms} ms: gRPC status {status} {message}"
+                )
             });
             return self.service_failed(host, &pending.rules);
         }
@@ -659,12 +670,16 @@ impl RateLimit {
         // One status per descriptor, in order (the protocol); otherwise only the overall code
         // is known, and it stands for every rule.
         let per_descriptor = response.statuses.len() == pending.rules.len();
+        // The overall code decides, as in Envoy: OK admits whatever a status says, OVER_LIMIT
+        // denies. The statuses only tell which rules were over (for shadow mode); when none
+        // says so, the overall code stands for every rule.
+        let overall_over = response.overall_code == rls::CODE_OVER_LIMIT;
+        let marked = per_descriptor && response.statuses.iter().any(|s| s.code == rls::CODE_OVER_LIMIT);
         for (i, rule) in pending.rules.iter().enumerate() {
             let status = per_descriptor.then(|| &response.statuses[i]);
             self.global.push(GlobalEval {
                 rule: *rule,
-                over_limit: status
-                    .map_or(response.overall_code == rls::CODE_OVER_LIMIT, |s| s.code == rls::CODE_OVER_LIMIT),
+                over_limit: overall_over && (!marked || status.is_some_and(|s| s.code == rls::CODE_OVER_LIMIT)),
                 limit: status
                     .and_then(|s| s.current_limit.as_ref())
                     .map(|l| (l.requests_per_unit, rls::unit_seconds(l.unit), l.name.clone())),
@@ -1288,6 +1303,44 @@ mod global_tests {
             (429, Some("application/json"), "{\"slow\":\"down\"}")
         );
         assert!(r.header("retry-after").is_none(), "no status: no reset known");
+    }
+
+    #[test]
+    fn the_overall_code_decides_as_in_envoy() {
+        // Regression (e2e native_and_wasm_on_one_service_agree_on_every_request): a status
+        // saying OVER_LIMIT under an overall OK denied the request Envoy admits.
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let token = w.grpc_calls()[0].token;
+        w.answer_grpc_call(token, 0, &answer(rls::CODE_OK, vec![status(rls::CODE_OVER_LIMIT, 10, 2, "", 0, 30)]));
+        assert_eq!(w.resumes(), [(id, Phase::Request)]);
+        assert_eq!(header(&response_headers(&mut w, id), "x-ratelimit-remaining"), Some("0"));
+        assert_eq!((p.metric("rate_limit.rls.ok"), p.metric("rate_limit.limited")), (Some(1), Some(0)));
+        // And an overall OVER_LIMIT denies though no status says which descriptor was over.
+        let (id, _) = request(&mut w, "alice");
+        let token = w.grpc_calls()[1].token;
+        w.answer_grpc_call(token, 0, &answer(rls::CODE_OVER_LIMIT, vec![status(rls::CODE_OK, 10, 2, "", 3, 30)]));
+        assert_eq!(w.local_reply(id).map(|r| r.status), Some(429));
+        assert_eq!(p.metric("rate_limit.rule.per_user.limited"), Some(1));
+    }
+
+    #[test]
+    fn envoys_own_timeout_of_the_call_is_a_timeout() {
+        // Regression (e2e wasm_failure_mode_*): Envoy 1.40 ends a wasm gRPC call at its
+        // timeout with UNAVAILABLE "upstream request timeout", never DEADLINE_EXCEEDED, so
+        // rls.timeout stayed 0 with the service slow.
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let answers: [&[u8]; 3] =
+            [b"upstream request timeout{response_timeout}", b"upstream request timeout", b"no healthy upstream"];
+        for (i, message) in answers.into_iter().enumerate() {
+            request(&mut w, "alice");
+            let token = w.grpc_calls()[i].token;
+            w.answer_grpc_call(token, 14, message);
+        }
+        assert_eq!(p.metric("rate_limit.rls.error"), Some(3));
+        assert_eq!(p.metric("rate_limit.rls.timeout"), Some(2));
     }
 
     #[test]

@@ -53,11 +53,12 @@ mod memory;
 use e2e::envoy::{wasm_files, Envoy, EnvoyOptions};
 use e2e::http::{Request, Response};
 use e2e::jwt::{self, Alg};
+use e2e::redis::Redis;
+use e2e::rls_server::{RlsLimit, RlsOptions, RlsServer, Unit};
 use e2e::token_server::TokenServer;
 use e2e::upstream::{Upstream, UpstreamOptions};
-use e2e::{envoy_bin, repo_root, LISTENER_PORT, TOKEN_SERVER_PORT, UPSTREAM_PORT};
+use e2e::{envoy_bin, repo_root, LISTENER_PORT, RLS_PORT, TOKEN_SERVER_PORT, UPSTREAM_PORT};
 use security_headers::config::{DEFAULT_HEADERS, DEFAULT_REMOVE_HEADERS, HSTS};
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::process::{Command, Stdio};
@@ -115,6 +116,10 @@ const VARIANTS: &[Variant] = &[
     row("jwt_authn, ES256 unique", "bench/native-jwt-authn.yaml", "/", from_upstream, Kind::Native),
     row("rate-limit (never limiting)", "bench/rate-limit.yaml", "/", x_ratelimit_headers, Kind::Wasm),
     row("native local_ratelimit", "bench/native-local-ratelimit.yaml", "/", x_ratelimit_headers, Kind::Native),
+    // One call per request to the bench's rate limit service (Limitador on Redis, in this
+    // process: see [`start_rls`]), whose limit never denies.
+    row("rate-limit, global rule", "bench/rate-limit-global.yaml", "/", x_ratelimit_from_service, Kind::Wasm),
+    row("native ratelimit (RLS)", "bench/native-ratelimit.yaml", "/", x_ratelimit_from_service, Kind::Native),
     // token-fetch with a token in hand (the bench's token server issues one-hour tokens): the
     // cost measured is the per-request injection, not the fetch. Fail-closed by default, so a
     // 200 with the upstream's body means the request carried a token (without one: 503).
@@ -283,6 +288,7 @@ const COMPARISONS: &[Comparison] = &[
     Comparison { wasm: "security-headers (defaults)", native: "native header_mutation" },
     Comparison { wasm: "token-fetch (injecting)", native: "native request header add" },
     Comparison { wasm: "rate-limit (never limiting)", native: "native local_ratelimit" },
+    Comparison { wasm: "rate-limit, global rule", native: "native ratelimit (RLS)" },
     Comparison { wasm: "jwt-auth, RS256 repeated", native: "jwt_authn, RS256 repeated" },
     Comparison { wasm: "jwt-auth, RS256 unique", native: "jwt_authn, RS256 unique" },
     Comparison { wasm: "jwt-auth, ES256 unique", native: "jwt_authn, ES256 unique" },
@@ -347,6 +353,24 @@ fn x_ratelimit_headers(r: &Response) -> Result<(), String> {
         if !r.has_header(name) {
             return Err(format!("no {name}"));
         }
+    }
+    Ok(())
+}
+
+/// The variants that call the rate limit service: it runs only when one of them is selected.
+const RLS_VARIANTS: &[&str] = &["rate-limit, global rule", "native ratelimit (RLS)"];
+
+/// The rate limit service's limit for the bench's descriptor `[generic_key=bench]`: so high that
+/// it never denies (wrk counts 429s as errors).
+const RLS_LIMIT: u64 = 1_000_000_000;
+
+/// A global check that admitted the request: `x-ratelimit-*` built from the service's answer
+/// (its limit, an hour), so the call was made and answered.
+fn x_ratelimit_from_service(r: &Response) -> Result<(), String> {
+    from_upstream(r)?;
+    let want = format!("{RLS_LIMIT}, {RLS_LIMIT};w=3600");
+    if r.header("x-ratelimit-limit").as_deref() != Some(want.as_str()) {
+        return Err(format!("x-ratelimit-limit: {:?} (want {want:?})", r.header("x-ratelimit-limit")));
     }
     Ok(())
 }
@@ -582,17 +606,38 @@ fn start_upstream() -> Result<Upstream, String> {
 pub(crate) struct Servers {
     upstream: u16,
     token_server: u16,
+    /// The rate limit service, when a selected variant needs one (else 0).
+    rls: u16,
 }
 
 /// The harness's options for a bench Envoy: the same port substitution as the tests, except
-/// that 18080 is the one shared upstream and 18081 the one token server (token-fetch).
+/// that 18080 is the one shared upstream, 18081 the one token server (token-fetch) and 18083
+/// the one rate limit service.
 pub(crate) fn envoy_options(servers: Servers, concurrency: u32) -> EnvoyOptions {
     EnvoyOptions {
         concurrency,
         log_level: "warning",
-        preset_ports: BTreeMap::from([(UPSTREAM_PORT, servers.upstream), (TOKEN_SERVER_PORT, servers.token_server)]),
+        preset_ports: [
+            (UPSTREAM_PORT, servers.upstream),
+            (TOKEN_SERVER_PORT, servers.token_server),
+            (RLS_PORT, servers.rls),
+        ]
+        .into_iter()
+        .filter(|(_, port)| *port != 0)
+        .collect(),
         ..EnvoyOptions::default()
     }
+}
+
+/// The global rate limit rows' service: the tests' RLS (Limitador on a real Redis, both on the
+/// load CPU with wrk and the upstream) with [`RLS_LIMIT`] an hour for `[generic_key=bench]`.
+/// Checks may overlap (`concurrent_checks`): no exact count is needed here, and one at a time
+/// would make the service the bottleneck of both rows.
+fn start_rls() -> Result<(Redis, RlsServer), String> {
+    let redis = Redis::start()?;
+    let rls = RlsServer::start_with(RlsOptions { concurrent_checks: true, ..RlsOptions::new(&redis.url()) })?;
+    rls.set_limits(&[RlsLimit::new("bench", RLS_LIMIT, Unit::Hour).when("generic_key", "bench")])?;
+    Ok((redis, rls))
 }
 
 /// One Envoy per variant, started by the test harness (a child of this process, killed and
@@ -1352,7 +1397,9 @@ fn run() -> Result<(), String> {
     let upstream = start_upstream()?;
     // token-fetch's token server: one-hour tokens, so no refresh falls into a measured run.
     let tokens = TokenServer::start(0, 3600)?;
-    let servers = Servers { upstream: upstream.port, token_server: tokens.port };
+    let rls = if variants.iter().any(|v| RLS_VARIANTS.contains(&v.name)) { Some(start_rls()?) } else { None };
+    let servers =
+        Servers { upstream: upstream.port, token_server: tokens.port, rls: rls.as_ref().map_or(0, |(_, r)| r.port()) };
     let repeated_jwt = prepare_tokens(&variants)?;
     let all_cpus = cpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let mut ctx = Context {

@@ -797,6 +797,56 @@ fn path_spellings_slip_past_a_rule_without_normalization() {
     assert_401(&s, &r, "/api/admin", MISSING, "/api/admin");
 }
 
+/// J1 in a real Envoy: a `requires_any` of two providers whose remote JWKS never answer, and a
+/// request carrying a token of each. Before the fix the worker ping-ponged between the two
+/// waits (a stack overflow once the wait list was full, and no answer at all before that: the
+/// review saw none after 15 s). Now both give up after `http_uri.timeout` and the request gets
+/// jwt_authn's answer for a failed fetch; the worker keeps serving.
+#[test]
+fn two_unreachable_jwks_under_requires_any_answer_and_the_worker_lives() {
+    const ANSWER_BOUND: Duration = Duration::from_secs(12);
+    const SECOND_ISSUER: &str = "https://second.example.com";
+    let edit: Edit = Box::new(|text| {
+        e2e::envoy::edit_plugin_config(&text, "jwt-auth", |plugin| {
+            let mut second = plugin["providers"]["remote"].clone();
+            second["issuer"] = json!(SECOND_ISSUER);
+            second["remote_jwks"]["http_uri"]["uri"] = json!("http://127.0.0.1:18082/second/jwks.json");
+            second["from_headers"] = json!([{"name": "x-second-token"}]);
+            second.as_object_mut().map(|o| o.remove("claim_to_headers"));
+            second.as_object_mut().map(|o| o.remove("forward_payload_header"));
+            plugin["providers"]["second"] = second;
+            let both = json!({"requires_any": {"requirements": [
+                {"provider_name": "remote"}, {"provider_name": "second"}
+            ]}});
+            plugin["rules"] = json!([
+                {"match": {"prefix": "/both"}, "requires": both},
+                {"match": {"prefix": "/"}}
+            ]);
+        })
+        .expect("jwt-auth plugin config")
+    });
+    // Hold: the JWKS server accepts and never answers (until the test ends).
+    let s = start_with(Mode::Hold, 2, Some(edit));
+    let first = token(Alg::RS256, &claims("first"));
+    let second = token(Alg::RS256, &claims_for(SECOND_ISSUER, "second"));
+    // Several requests so both workers are asked, each with the two-token shape.
+    for i in 0..4 {
+        let started = Instant::now();
+        let r = bearer("/both/x", &first).header("x-second-token", &second).header("x-case", &format!("both-{i}"));
+        let r = r.send_within(s.port(), Duration::from_secs(30)).unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_401(&s, &r, "/both/x", "Jwks remote fetch is failed", &format!("request {i}"));
+        assert!(started.elapsed() < ANSWER_BOUND, "request {i}: bounded by http_uri.timeout: {:?}", started.elapsed());
+        // The worker that answered still serves: a request with no rule right after.
+        let r = s.send(&Request::get("/open").header("x-case", &format!("open-{i}")));
+        assert_eq!(r.status, 200, "after request {i}: {r}");
+    }
+    assert!(s.seen("both-0").is_none(), "no token-less pass to the upstream");
+    let log = s.envoy.log();
+    for bad in ["panic", "wasm trap", "Function: proxy_on", "stack overflow"] {
+        assert!(!log.contains(bad), "{bad} in the log:\n{log}");
+    }
+}
+
 #[test]
 fn the_verified_token_cache_never_serves_an_expired_token() {
     let s = start_with(

@@ -28,3 +28,34 @@ fn every_envoy_config_validates() {
         assert!(out.contains("OK"), "{name}: {out}");
     }
 }
+
+/// Every HTTP connection manager in every shipped config normalizes the path before filters
+/// see it: the filters' path rules match what the router routes (jwt-auth's J7; the bypasses
+/// themselves are tested in jwt_auth.rs `path_spellings_*` and body_logger.rs).
+#[test]
+fn every_connection_manager_normalizes_paths() {
+    let mut checked = 0;
+    for name in config_names() {
+        let text = std::fs::read_to_string(e2e::repo_root().join("envoy-configs").join(&name)).unwrap();
+        let config: serde_json::Value = serde_norway::from_str(&text).unwrap();
+        let listeners = config["static_resources"]["listeners"].as_array().cloned().unwrap_or_default();
+        for listener in listeners {
+            for chain in listener["filter_chains"].as_array().into_iter().flatten() {
+                for filter in chain["filters"].as_array().into_iter().flatten() {
+                    if filter["name"] != "envoy.filters.network.http_connection_manager" {
+                        continue;
+                    }
+                    let hcm = &filter["typed_config"];
+                    assert_eq!(hcm["normalize_path"], true, "{name}: normalize_path");
+                    assert_eq!(hcm["merge_slashes"], true, "{name}: merge_slashes");
+                    assert_eq!(
+                        hcm["path_with_escaped_slashes_action"], "UNESCAPE_AND_REDIRECT",
+                        "{name}: path_with_escaped_slashes_action"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} connection managers found");
+}

@@ -736,6 +736,117 @@ fn no_jwks_at_all_means_401_jwks_fetch_failed_never_a_hang() {
     eventually("recovered", Duration::from_secs(60), || s.send(&bearer("/api/none", &t)).status == 200);
 }
 
+/// The HCM path settings every shipped config carries (J7): rules then match the path the
+/// router routes.
+const NORMALIZATION: &str = "          normalize_path: true\n          merge_slashes: true\n          path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT\n";
+
+/// Only `/api` needs a token (the shipped config's catch-all rule would hide a bypass).
+fn api_rule_only(normalize: bool) -> Edit {
+    Box::new(move |text| {
+        let text = if normalize { text } else { replace(&text, NORMALIZATION, "") };
+        e2e::envoy::edit_plugin_config(&text, "jwt-auth", |plugin| {
+            plugin["rules"] = json!([{"match": {"prefix": "/api"}, "requires": {"provider_name": "remote"}}]);
+        })
+        .expect("jwt-auth plugin config")
+    })
+}
+
+/// Spellings of `/api/admin` a client may choose; the router routes them all to `/api/admin`.
+const RESPELLED: &[&str] = &["/%61pi/admin", "//api/admin", "/./api/admin", "/x/../api/admin"];
+
+#[test]
+fn path_spellings_do_not_slip_past_a_rule() {
+    let s = start_with(Mode::Serve, 2, Some(api_rule_only(true)));
+    let mut paths: Vec<&str> = RESPELLED.to_vec();
+    paths.extend(["/api/admin", "/api/../api/admin"]);
+    for (i, path) in paths.iter().enumerate() {
+        let r = s.send(&Request::get(path).header("x-case", &format!("n-{i}")));
+        assert_401(&s, &r, "/api/admin", MISSING, path);
+        assert!(s.seen(&format!("n-{i}")).is_none(), "{path} reached the upstream");
+    }
+    // An escaped slash is answered with a redirect to the unescaped path (which then meets the
+    // rule); it never reaches the upstream as it is.
+    let r = s.send(&Request::get("/api%2Fadmin").header("x-case", "escaped-slash"));
+    assert_eq!(r.status, 307, "{r}");
+    assert_eq!(r.header("location").as_deref(), Some("/api/admin"), "{r}");
+    assert!(s.seen("escaped-slash").is_none());
+    // Rules are case-sensitive, like a native RouteMatch's default: `/API/admin` is another
+    // path (and another route to an upstream that distinguishes case).
+    let r = s.send(&Request::get("/API/admin").header("x-case", "upper"));
+    assert_eq!(r.status, 200, "{r}");
+    // And a token opens the normalized spellings like the plain path.
+    let t = token(Alg::RS256, &claims("admin"));
+    for path in RESPELLED {
+        assert_eq!(s.send(&bearer(path, &t)).status, 200, "{path} with a token");
+    }
+}
+
+/// The control: the same config without the HCM settings lets each spelling through without a
+/// token, so it is the settings that protect (and the test above can fail).
+#[test]
+fn path_spellings_slip_past_a_rule_without_normalization() {
+    let s = start_with(Mode::Serve, 2, Some(api_rule_only(false)));
+    for (i, path) in RESPELLED.iter().enumerate() {
+        let r = s.send(&Request::get(path).header("x-case", &format!("raw-{i}")));
+        assert_eq!(r.status, 200, "{path}: {r}");
+        let seen = s.seen(&format!("raw-{i}")).unwrap_or_else(|| panic!("{path} not upstream"));
+        assert_eq!(seen.path, *path, "the upstream got the raw spelling");
+    }
+    // The plain path still meets the rule: the difference is only the spelling.
+    let r = s.send(&Request::get("/api/admin"));
+    assert_401(&s, &r, "/api/admin", MISSING, "/api/admin");
+}
+
+/// J1 in a real Envoy: a `requires_any` of two providers whose remote JWKS never answer, and a
+/// request carrying a token of each. Before the fix the worker ping-ponged between the two
+/// waits (a stack overflow once the wait list was full, and no answer at all before that: the
+/// review saw none after 15 s). Now both give up after `http_uri.timeout` and the request gets
+/// jwt_authn's answer for a failed fetch; the worker keeps serving.
+#[test]
+fn two_unreachable_jwks_under_requires_any_answer_and_the_worker_lives() {
+    const ANSWER_BOUND: Duration = Duration::from_secs(12);
+    const SECOND_ISSUER: &str = "https://second.example.com";
+    let edit: Edit = Box::new(|text| {
+        e2e::envoy::edit_plugin_config(&text, "jwt-auth", |plugin| {
+            let mut second = plugin["providers"]["remote"].clone();
+            second["issuer"] = json!(SECOND_ISSUER);
+            second["remote_jwks"]["http_uri"]["uri"] = json!("http://127.0.0.1:18082/second/jwks.json");
+            second["from_headers"] = json!([{"name": "x-second-token"}]);
+            second.as_object_mut().map(|o| o.remove("claim_to_headers"));
+            second.as_object_mut().map(|o| o.remove("forward_payload_header"));
+            plugin["providers"]["second"] = second;
+            let both = json!({"requires_any": {"requirements": [
+                {"provider_name": "remote"}, {"provider_name": "second"}
+            ]}});
+            plugin["rules"] = json!([
+                {"match": {"prefix": "/both"}, "requires": both},
+                {"match": {"prefix": "/"}}
+            ]);
+        })
+        .expect("jwt-auth plugin config")
+    });
+    // Hold: the JWKS server accepts and never answers (until the test ends).
+    let s = start_with(Mode::Hold, 2, Some(edit));
+    let first = token(Alg::RS256, &claims("first"));
+    let second = token(Alg::RS256, &claims_for(SECOND_ISSUER, "second"));
+    // Several requests so both workers are asked, each with the two-token shape.
+    for i in 0..4 {
+        let started = Instant::now();
+        let r = bearer("/both/x", &first).header("x-second-token", &second).header("x-case", &format!("both-{i}"));
+        let r = r.send_within(s.port(), Duration::from_secs(30)).unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_401(&s, &r, "/both/x", "Jwks remote fetch is failed", &format!("request {i}"));
+        assert!(started.elapsed() < ANSWER_BOUND, "request {i}: bounded by http_uri.timeout: {:?}", started.elapsed());
+        // The worker that answered still serves: a request with no rule right after.
+        let r = s.send(&Request::get("/open").header("x-case", &format!("open-{i}")));
+        assert_eq!(r.status, 200, "after request {i}: {r}");
+    }
+    assert!(s.seen("both-0").is_none(), "no token-less pass to the upstream");
+    let log = s.envoy.log();
+    for bad in ["panic", "wasm trap", "Function: proxy_on", "stack overflow"] {
+        assert!(!log.contains(bad), "{bad} in the log:\n{log}");
+    }
+}
+
 #[test]
 fn the_verified_token_cache_never_serves_an_expired_token() {
     let s = start_with(

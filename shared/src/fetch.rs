@@ -13,8 +13,8 @@
 //!   and [`Fetcher::current`] never returns an expired one;
 //! - a fetch whose answer never comes counts as failed after `fetch_timeout` plus a margin.
 //!
-//! The published record (key `<prefix>value`) holds a generation counter, the fetch time, the
-//! expiry and the bytes. Workers poll it (cheap: one shared-data read per tick).
+//! The published record (key `<prefix>value`) holds a generation counter (bumped when a fetch
+//! brings different bytes), the fetch time, the expiry and the bytes. Workers poll it (cheap: one shared-data read per tick).
 
 use crate::host::{Host, HostError, LogLevel};
 use crate::lease::Lease;
@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 /// What every worker reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
-    /// Incremented on every successful fetch; 0 = never fetched.
+    /// Incremented on every successful fetch that brought a different value; 0 = never fetched.
     pub generation: u64,
     pub fetched_at_ms: u64,
     pub expires_at_ms: u64,
@@ -275,7 +275,12 @@ impl Fetcher {
                 let lifetime_ms = duration_ms(lifetime);
                 let expires_at_ms = now_ms.saturating_add(lifetime_ms);
                 let published = shared_cell::update(host, &self.value_key, 8, |bytes| {
-                    let generation = Published::decode(bytes).map_or(0, |p| p.generation).saturating_add(1);
+                    // The same bytes again keep their generation: readers that key work on it
+                    // (parsed keys, caches) keep it; `fetched_at_ms` still says a fetch landed.
+                    let generation = match Published::decode(bytes) {
+                        Some(p) if p.generation > 0 && p.value == value => p.generation,
+                        previous => previous.map_or(0, |p| p.generation).saturating_add(1),
+                    };
                     let record = Published { generation, fetched_at_ms: now_ms, expires_at_ms, value: value.clone() };
                     (Some(record.encode()), generation)
                 });
@@ -618,6 +623,24 @@ mod tests {
         assert!(!a.poll(&h, h.now()));
         h.advance(d);
         assert!(a.poll(&h, h.now()));
+    }
+
+    #[test]
+    fn the_same_value_again_keeps_its_generation_and_renews_its_lifetime() {
+        let h = MockHost::new();
+        let mut a = worker(&h, 1);
+        let t = tick(&h, &mut a).unwrap();
+        a.on_response(&h, t, h.now(), ok("keys", 10 * S)).unwrap();
+        h.advance(8 * S);
+        let t = tick(&h, &mut a).expect("refresh due");
+        assert_eq!(a.on_response(&h, t, h.now(), ok("keys", 10 * S)), Some(Outcome::Published { generation: 1 }));
+        let p = a.published(&h).unwrap();
+        assert_eq!((p.generation, p.fetched_at_ms), (1, millis(h.now())), "same generation, new fetch time");
+        h.advance(5 * S);
+        assert!(a.current(&h, h.now()).is_some(), "the lifetime starts again from the new fetch");
+        h.advance(3 * S);
+        let t = tick(&h, &mut a).expect("refresh due");
+        assert_eq!(a.on_response(&h, t, h.now(), ok("other", 10 * S)), Some(Outcome::Published { generation: 2 }));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! - **One fetch per proxy.** Every worker runs the [`Fetcher`] loop; a lease in shared data
 //!   lets one fetch. The answer is checked (a usable JWKS) and published in shared data.
 //! - **Every worker takes a new key set once**: on its next tick, or when a request finds it has
-//!   none. A published set byte-identical to the one in use (a refetch or refresh that brought
-//!   nothing new) is taken without parsing it again or clearing the verified-token cache; a
+//!   none. A refetch or refresh that brought a byte-identical JWKS keeps its generation (the
+//!   shared fetch publishes only a new fetch time): no worker parses it again or clears its
+//!   verified-token cache, and the requests that waited for it decide again at once; a
 //!   different one is parsed (keys precomputed) and clears the cache, so a withdrawn key stops
 //!   working at once.
 //! - **A failed refresh keeps the last good keys** (jwt_authn would fail requests once its
@@ -56,8 +57,12 @@ pub(super) struct RemoteState {
 /// This worker's copy of a remote provider's keys.
 #[derive(Default)]
 struct KeysInUse {
-    /// The published generation taken last (0: none yet).
+    /// The published generation taken last (0: none yet). It changes only with the key set.
     generation: u64,
+    /// The taken record's fetch time: a refetch that brought the same keys changes only this.
+    fetched_at_ms: u64,
+    /// Records taken so far (new keys or a fetch of the same ones): what waiters watch.
+    records_taken: u64,
     jwks: Option<Rc<Jwks>>,
     /// SHA-256 of the JWKS document `jwks` was parsed from.
     digest: [u8; 32],
@@ -109,8 +114,15 @@ impl RemoteState {
         self.keys.borrow().jwks.clone()
     }
 
+    #[cfg(test)]
     pub fn generation(&self) -> u64 {
         self.keys.borrow().generation
+    }
+
+    /// Changes whenever a fetch landed in this worker's view, with new keys or the same: a
+    /// waiting request decides again then.
+    pub fn records_taken(&self) -> u64 {
+        self.keys.borrow().records_taken
     }
 
     pub fn failures(&self) -> u64 {
@@ -144,13 +156,19 @@ impl RemoteState {
         claimed.is_ok_and(|u| u.result)
     }
 
-    /// Take a newer published generation, if any. `true` when the generation changed (the
-    /// keys may be the same: waiters wake either way and decide again).
+    /// Take a newer published record, if any. `true` when one was taken (the keys may be the
+    /// same: waiters wake either way and decide again).
     fn take_published(&self, host: &dyn Host, cache: &RefCell<TokenCache>) -> bool {
         let Some(p) = host.shared_data(&self.value_key).0.and_then(|b| Published::decode(&b)) else { return false };
         let mut keys = self.keys.borrow_mut();
-        if p.generation == 0 || p.generation == keys.generation {
+        if p.generation == 0 || (p.generation == keys.generation && p.fetched_at_ms == keys.fetched_at_ms) {
             return false;
+        }
+        keys.records_taken += 1;
+        keys.fetched_at_ms = p.fetched_at_ms;
+        if p.generation == keys.generation {
+            // A refetch that brought the same keys (the generation stays): nothing to parse.
+            return true;
         }
         let digest: [u8; 32] = Sha256::digest(&p.value).into();
         if keys.jwks.is_some() && digest == keys.digest {
@@ -160,7 +178,9 @@ impl RemoteState {
         }
         match Jwks::parse(&p.value) {
             Ok(jwks) => {
-                *keys = KeysInUse { generation: p.generation, jwks: Some(Rc::new(jwks)), digest };
+                keys.generation = p.generation;
+                keys.jwks = Some(Rc::new(jwks));
+                keys.digest = digest;
                 // Tokens verified with the previous keys are verified again: a key the issuer
                 // withdrew stops working at once, not when its tokens leave the cache.
                 cache.borrow_mut().clear();

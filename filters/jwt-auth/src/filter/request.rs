@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub(super) struct Waiter {
     pub context_id: u32,
     pub provider: usize,
-    /// The provider's key generation this request saw; a newer one wakes it.
-    pub generation: u64,
+    /// The provider's records taken when this request started waiting; one more (new keys, or
+    /// a refetch that brought the same) wakes it.
+    pub records_taken: u64,
     pub deadline_ms: u64,
 }
 
@@ -200,7 +201,7 @@ impl Worker {
         }
         let deadline_ms = now_ms.saturating_add(duration_ms(remote.timeout + WAIT_MARGIN));
         // Not full (checked above; nothing else runs in between).
-        self.waiting.push(Waiter { context_id, provider, generation: remote.generation(), deadline_ms });
+        self.waiting.push(Waiter { context_id, provider, records_taken: remote.records_taken(), deadline_ms });
         Some(Wait { provider, refetch, deadline_ms, failures: remote.failures(), settled: settled.clone() })
     }
 
@@ -226,8 +227,8 @@ impl Worker {
             return;
         }
         let now_ms = millis(now);
-        let generation = |p: usize| self.providers.get(p).and_then(|s| s.remote.as_ref()).map_or(0, |r| r.generation());
-        for w in self.waiting.take(|w| now_ms >= w.deadline_ms || generation(w.provider) != w.generation) {
+        let taken = |p: usize| self.providers.get(p).and_then(|s| s.remote.as_ref()).map_or(0, |r| r.records_taken());
+        for w in self.waiting.take(|w| now_ms >= w.deadline_ms || taken(w.provider) != w.records_taken) {
             // A stream that is gone by then is skipped by the glue.
             let _ = host.wake(w.context_id);
         }

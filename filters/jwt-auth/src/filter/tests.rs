@@ -314,6 +314,109 @@ fn unknown_kid_refetches_once_then_verifies() {
     assert_eq!(w.http_calls().len(), 2);
 }
 
+/// This worker's key set for the remote provider (the `Rc` shows whether it was parsed again).
+fn keys_in_use(w: &W) -> (Rc<jose::jwks::Jwks>, u64) {
+    let worker = w.root().worker.as_ref().expect("configured");
+    let remote = worker.providers[0].remote.as_ref().expect("remote provider");
+    (remote.jwks().expect("keys"), remote.generation())
+}
+
+/// The published record of the remote provider's JWKS.
+fn published(w: &W) -> shared::fetch::Published {
+    let fingerprint = &w.root().worker.as_ref().expect("configured").engine.config.fingerprint;
+    let record = w.proxy().shared_data(&format!("{NAME}/{fingerprint}/r/value")).0.expect("record");
+    shared::fetch::Published::decode(&record).expect("a record")
+}
+
+#[test]
+fn a_refetch_bringing_the_same_keys_keeps_generation_keys_and_cache() {
+    // J8: an unknown kid forces a refetch; the issuer answers the same JWKS. Before, a new
+    // generation was published and every worker took it; now the generation stays, no worker
+    // parses the keys again, verified tokens stay cached, and the request that asked for the
+    // refetch is answered when it lands (not at its deadline).
+    let p = proxy();
+    let mut w1: W = p.worker(&remote_config());
+    let mut w2: W = p.worker(&remote_config());
+    w1.tick();
+    answer(&mut w1, "200", &jwks("h1"));
+    w2.tick();
+    let token = hs(r#"{"iss":"https://iss"}"#);
+    for w in [&mut w1, &mut w2] {
+        assert_eq!(request(w, "/api", Some(&token)).1, Action::Continue);
+        assert_eq!(request(w, "/api", Some(&token)).1, Action::Continue);
+    }
+    assert_eq!(p.metric("jwt_auth.jwt_cache_hit"), Some(2), "one hit per worker");
+    let before = [keys_in_use(&w1), keys_in_use(&w2)];
+    let generation = published(&w1).generation;
+    p.advance(Duration::from_secs(11));
+    let unknown = sign(r#"{"alg":"HS256","kid":"unknown"}"#, r#"{"iss":"https://iss"}"#, SECRET);
+    let (id, a) = request(&mut w1, "/api", Some(&unknown));
+    assert_eq!(a, Action::Pause);
+    assert!(w1.local_reply(id).is_none(), "waits for the refetch");
+    w1.tick();
+    assert_eq!(w1.http_calls().len(), 2, "refetched for the unknown kid");
+    answer(&mut w1, "200", &jwks("h1"));
+    assert_eq!(reply(&w1, id).1, "Jwks doesn't have key to match kid or alg from Jwt", "answered on landing");
+    w2.tick();
+    let record = published(&w1);
+    assert_eq!(record.generation, generation, "same keys, same generation");
+    assert_eq!(record.fetched_at_ms, (NOW + 11) * 1000, "the record says when it was fetched");
+    for (w, (jwks, generation)) in [&w1, &w2].into_iter().zip(before) {
+        let (now, now_generation) = keys_in_use(w);
+        assert!(Rc::ptr_eq(&now, &jwks), "the key set was not parsed again");
+        assert_eq!(now_generation, generation);
+    }
+    for w in [&mut w1, &mut w2] {
+        assert_eq!(request(w, "/api", Some(&token)).1, Action::Continue);
+    }
+    assert_eq!(p.metric("jwt_auth.jwt_cache_hit"), Some(4), "the verified tokens stayed cached");
+    // The control: a refetch bringing a different JWKS is a new generation, parsed, and the
+    // cache starts again (a withdrawn key stops working at once).
+    p.advance(Duration::from_secs(11));
+    let (id, _) = request(&mut w1, "/api", Some(&unknown));
+    w1.tick();
+    answer(&mut w1, "200", &jwks("unknown"));
+    assert_eq!(w1.resumes().last(), Some(&(id, Phase::Request)));
+    w2.tick();
+    assert_eq!(published(&w1).generation, generation + 1);
+    assert_eq!(keys_in_use(&w2).1, generation + 1, "worker 2 took the new keys");
+    assert_eq!(request(&mut w2, "/api", Some(&token)).1, Action::Pause, "kid h1 withdrawn");
+}
+
+#[test]
+fn the_unknown_kid_refetch_budget_is_per_proxy_not_per_worker() {
+    // Worker 1 spends the proxy's refetch budget; worker 2, within the interval, answers an
+    // unknown kid at once without fetching. Per-worker budgets would let N workers refetch N
+    // times per interval.
+    let p = proxy();
+    let mut w1: W = p.worker(&remote_config());
+    let mut w2: W = p.worker(&remote_config());
+    w1.tick();
+    answer(&mut w1, "200", &jwks("h1"));
+    w2.tick();
+    p.advance(Duration::from_secs(11));
+    let unknown = sign(r#"{"alg":"HS256","kid":"unknown"}"#, r#"{"iss":"https://iss"}"#, SECRET);
+    let (id1, _) = request(&mut w1, "/api", Some(&unknown));
+    assert!(w1.local_reply(id1).is_none(), "worker 1 claims the refetch and waits");
+    let (id2, _) = request(&mut w2, "/api", Some(&unknown));
+    assert_eq!(reply(&w2, id2).1, "Jwks doesn't have key to match kid or alg from Jwt", "worker 2: at once");
+    w1.tick();
+    w2.tick();
+    assert_eq!((w1.http_calls().len(), w2.http_calls().len()), (2, 0), "one refetch in the proxy");
+    answer(&mut w1, "200", &jwks("h1"));
+    p.advance(Duration::from_secs(5));
+    let (id2, _) = request(&mut w2, "/api", Some(&unknown));
+    assert_eq!(reply(&w2, id2).1, "Jwks doesn't have key to match kid or alg from Jwt");
+    w2.tick();
+    assert!(w2.http_calls().is_empty(), "still within worker 1's interval");
+    // The control: once the interval is over, worker 2 may refetch (so the test can fail).
+    p.advance(Duration::from_secs(6));
+    let (id2, _) = request(&mut w2, "/api", Some(&unknown));
+    assert!(w2.local_reply(id2).is_none(), "worker 2 claims the next refetch");
+    w2.tick();
+    assert_eq!(w2.http_calls().len(), 1);
+}
+
 #[test]
 fn bad_configs_name_the_field() {
     let cases = [

@@ -70,8 +70,8 @@ impl std::fmt::Display for HostError {
 /// send obs-text (0x80–0xFF) and the SDK's `String` getters would trap the VM on it.
 ///
 /// A new method is implemented by `ProxyWasmHost` and the emulator's `ContextHost`
-/// (`proxytest.rs`, with a `HostCall` kind), and forwarded by `routing.rs`'s `Tracking` and
-/// by `MockHost` (a test fails for a kind they miss).
+/// (`proxytest.rs`, with a `HostCall` kind), and forwarded once, by the [`HostWrapper`] impl
+/// below (a test fails for a kind it misses).
 pub trait Host {
     fn now(&self) -> SystemTime;
     fn log(&self, level: LogLevel, message: &str);
@@ -167,6 +167,120 @@ pub trait Host {
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
     fn increment_metric(&self, id: u32, delta: i64);
     fn record_metric(&self, id: u32, value: u64);
+}
+
+/// A [`Host`] made of another one: implement this and the type is a `Host` whose every call
+/// goes to [`HostWrapper::inner`], plus what its hooks add. The one forwarding list of the
+/// crate (routing's `Tracking`, `MockHost`): a wrapper states only what it changes. A wrapper
+/// that must change another call gets a hook here, so the list stays one.
+pub trait HostWrapper {
+    /// The host every call goes to.
+    fn inner(&self) -> &dyn Host;
+
+    /// A callout (HTTP or gRPC) just went out through this host with `token`.
+    fn on_callout(&self, _token: u32) {}
+}
+
+impl<W: HostWrapper> Host for W {
+    fn now(&self) -> SystemTime {
+        self.inner().now()
+    }
+    fn log(&self, level: LogLevel, message: &str) {
+        self.inner().log(level, message)
+    }
+    fn log_level(&self) -> LogLevel {
+        self.inner().log_level()
+    }
+    fn header(&self, map: HeaderMapKind, name: &str) -> Option<Vec<u8>> {
+        self.inner().header(map, name)
+    }
+    fn headers(&self, map: HeaderMapKind) -> Vec<(String, Vec<u8>)> {
+        self.inner().headers(map)
+    }
+    fn set_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.inner().set_header(map, name, value)
+    }
+    fn add_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.inner().add_header(map, name, value)
+    }
+    fn remove_header(&self, map: HeaderMapKind, name: &str) -> Result<(), HostError> {
+        self.inner().remove_header(map, name)
+    }
+    fn body(&self, body: BodyKind, start: usize, max_size: usize) -> Option<Vec<u8>> {
+        self.inner().body(body, start, max_size)
+    }
+    fn send_local_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
+        self.inner().send_local_response(status, headers, body)
+    }
+    fn resume_request(&self) -> Result<(), HostError> {
+        self.inner().resume_request()
+    }
+    fn resume_response(&self) -> Result<(), HostError> {
+        self.inner().resume_response()
+    }
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        self.inner().set_effective_context(context_id)
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.inner().property(path)
+    }
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        self.inner().set_property(path, value)
+    }
+    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.inner().shared_data(key)
+    }
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        self.inner().set_shared_data(key, value, cas)
+    }
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let token = self.inner().dispatch_http_call(cluster, headers, body, timeout)?;
+        self.on_callout(token);
+        Ok(token)
+    }
+    fn dispatch_grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let token = self.inner().dispatch_grpc_call(cluster, service, method, initial_metadata, message, timeout)?;
+        self.on_callout(token);
+        Ok(token)
+    }
+    fn call_status(&self) -> Result<(u32, Vec<u8>), HostError> {
+        self.inner().call_status()
+    }
+    fn set_headers(&self, map: HeaderMapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
+        self.inner().set_headers(map, pairs)
+    }
+    fn random(&self, buf: &mut [u8]) -> Result<(), HostError> {
+        self.inner().random(buf)
+    }
+    fn wake(&self, context_id: u32) -> Result<(), HostError> {
+        self.inner().wake(context_id)
+    }
+    fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
+        self.inner().set_tick_period(period)
+    }
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        self.inner().define_metric(kind, name)
+    }
+    fn increment_metric(&self, id: u32, delta: i64) {
+        self.inner().increment_metric(id, delta)
+    }
+    fn record_metric(&self, id: u32, value: u64) {
+        self.inner().record_metric(id, value)
+    }
 }
 
 /// Convenience readers on top of [`Host`].

@@ -17,12 +17,11 @@
 //! (a wake) is not that context, so the SDK hands the answer to the root; the router recognises
 //! the token and passes it on to the stream that made the call.
 
-use crate::host::{BodyKind, HeaderMapKind, Host, HostError, LogLevel, MetricKind};
+use crate::host::{Host, HostWrapper};
 use crate::plugin::{Action, HttpFilter, RootFilter};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::{Rc, Weak};
-use std::time::{Duration, SystemTime};
 
 /// One HTTP stream's filter and the phases its callbacks left paused.
 pub struct Stream<F> {
@@ -385,112 +384,18 @@ impl Router {
 }
 
 /// The host a stream sees while the router delivers to it: the real one, except that the
-/// callouts it makes are remembered as its own (see [`Router`]). Every [`Host`] method is
-/// forwarded; a new one must be added here too.
+/// callouts it makes are remembered as its own (see [`Router`]).
 struct Tracking<'a> {
     host: &'a dyn Host,
     router: &'a Router,
     stream: u32,
 }
 
-impl Host for Tracking<'_> {
-    fn now(&self) -> SystemTime {
-        self.host.now()
+impl HostWrapper for Tracking<'_> {
+    fn inner(&self) -> &dyn Host {
+        self.host
     }
-    fn log(&self, level: LogLevel, message: &str) {
-        self.host.log(level, message)
-    }
-    fn log_level(&self) -> LogLevel {
-        self.host.log_level()
-    }
-    fn header(&self, map: HeaderMapKind, name: &str) -> Option<Vec<u8>> {
-        self.host.header(map, name)
-    }
-    fn headers(&self, map: HeaderMapKind) -> Vec<(String, Vec<u8>)> {
-        self.host.headers(map)
-    }
-    fn set_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.host.set_header(map, name, value)
-    }
-    fn add_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.host.add_header(map, name, value)
-    }
-    fn remove_header(&self, map: HeaderMapKind, name: &str) -> Result<(), HostError> {
-        self.host.remove_header(map, name)
-    }
-    fn body(&self, body: BodyKind, start: usize, max_size: usize) -> Option<Vec<u8>> {
-        self.host.body(body, start, max_size)
-    }
-    fn send_local_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
-        self.host.send_local_response(status, headers, body)
-    }
-    fn resume_request(&self) -> Result<(), HostError> {
-        self.host.resume_request()
-    }
-    fn resume_response(&self) -> Result<(), HostError> {
-        self.host.resume_response()
-    }
-    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
-        self.host.set_effective_context(context_id)
-    }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.host.property(path)
-    }
-    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
-        self.host.set_property(path, value)
-    }
-    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.host.shared_data(key)
-    }
-    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
-        self.host.set_shared_data(key, value, cas)
-    }
-    fn dispatch_http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        let token = self.host.dispatch_http_call(cluster, headers, body, timeout)?;
+    fn on_callout(&self, token: u32) {
         self.router.calls.borrow_mut().insert(token, self.stream);
-        Ok(token)
-    }
-    fn dispatch_grpc_call(
-        &self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        let token = self.host.dispatch_grpc_call(cluster, service, method, initial_metadata, message, timeout)?;
-        self.router.calls.borrow_mut().insert(token, self.stream);
-        Ok(token)
-    }
-    fn call_status(&self) -> Result<(u32, Vec<u8>), HostError> {
-        self.host.call_status()
-    }
-    fn set_headers(&self, map: HeaderMapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
-        self.host.set_headers(map, pairs)
-    }
-    fn random(&self, buf: &mut [u8]) -> Result<(), HostError> {
-        self.host.random(buf)
-    }
-    fn wake(&self, context_id: u32) -> Result<(), HostError> {
-        self.host.wake(context_id)
-    }
-    fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
-        self.host.set_tick_period(period)
-    }
-    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
-        self.host.define_metric(kind, name)
-    }
-    fn increment_metric(&self, id: u32, delta: i64) {
-        self.host.increment_metric(id, delta)
-    }
-    fn record_metric(&self, id: u32, value: u64) {
-        self.host.record_metric(id, value)
     }
 }

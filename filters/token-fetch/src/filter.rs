@@ -239,7 +239,7 @@ pub fn token_from_answer(
         return FetchResult::Failed("no answer (timeout, connection failure or reset)".into());
     };
     if status != "200" {
-        return FetchResult::Failed(format!("status {status}"));
+        return FetchResult::Failed(describe_status(status));
     }
     let (token, lifetime) = match &c.extract {
         Extract::Header(name) => match header(name) {
@@ -267,10 +267,12 @@ pub fn token_from_answer(
                 return FetchResult::Failed("no string access_token in the answer".into());
             };
             if let Some(tt) = json.get("token_type") {
-                let tt = tt.as_str().unwrap_or("");
                 let bearer_prefix = c.header_prefix.trim_end().eq_ignore_ascii_case("bearer");
-                if bearer_prefix && !tt.eq_ignore_ascii_case("bearer") {
-                    return FetchResult::Failed(format!("token_type {tt:?} cannot be sent as a Bearer token"));
+                if bearer_prefix && !tt.as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer")) {
+                    return FetchResult::Failed(format!(
+                        "{} cannot be sent as a Bearer token",
+                        describe_token_type(tt)
+                    ));
                 }
             }
             let lifetime = match json.get("expires_in") {
@@ -305,6 +307,32 @@ fn proxy_key(host: &dyn Host) -> Result<HashKey, ConfigError> {
     shared::seed::agree(host)
         .map(|seed| seed.hash_key("token-fetch/fingerprint"))
         .map_err(|e| ConfigError::new("", format!("no per-proxy seed for fingerprints: {e}")))
+}
+
+/// Token types a refusal may quote: the names of IANA's OAuth Access Token Types registry and
+/// the draft `mac`. Any other `token_type` is described, never quoted: the answer chose that
+/// text, and it may hold the token itself (found by the fuzz target `token_fetch_answer`).
+const NAMED_TOKEN_TYPES: [&str; 5] = ["Bearer", "N_A", "PoP", "DPoP", "mac"];
+
+/// `token_type …` for a refusal, without the answer's own text unless it is a registered name.
+fn describe_token_type(tt: &serde_json::Value) -> String {
+    match tt.as_str() {
+        Some(t) => match NAMED_TOKEN_TYPES.iter().find(|n| n.eq_ignore_ascii_case(t)) {
+            Some(name) => format!("token_type {name:?}"),
+            None => format!("token_type of {} bytes (not Bearer, not quoted)", t.len()),
+        },
+        None => "token_type that is not a string".to_string(),
+    }
+}
+
+/// `status …` for a refusal: the code when it is one (Envoy hands over three digits), else
+/// only that it is not: the host's text is never quoted.
+fn describe_status(status: &str) -> String {
+    if status.len() == 3 && status.bytes().all(|b| b.is_ascii_digit()) {
+        format!("status {status}")
+    } else {
+        format!(":status of {} bytes that is not a status code", status.len())
+    }
 }
 
 /// A JSON error without serde's excerpt of the input (which could be a secret).
@@ -781,6 +809,38 @@ mod tests {
         }
         let calls = fetches(&a, &b);
         assert!((4..=6).contains(&calls), "{calls}");
+    }
+
+    #[test]
+    fn a_refusal_never_quotes_text_the_answer_chose() {
+        // Found by the fuzz target token_fetch_answer: the refusal quoted the answer's
+        // token_type, and a token endpoint (or whoever answers for it) can put the token, or
+        // anything else, there; the refusal goes to the log.
+        let c = shared::config::load(Some(oauth_config("").as_bytes()), Config::compile).unwrap();
+        let refusal = |status: &str, body: &str| match token_from_answer(&c, Some(status), |_| None, || body.into()) {
+            FetchResult::Failed(m) => m,
+            FetchResult::Fetched { .. } => panic!("accepted {status} {body}"),
+        };
+        let leaky = [
+            ("200", r#"{"access_token":"tok-SENSITIVE","token_type":"tok-SENSITIVE"}"#),
+            ("200", r#"{"access_token":"tok-SENSITIVE","token_type":"Bearer tok-SENSITIVE"}"#),
+            ("200", r#"{"access_token":"tok-SENSITIVE","token_type":["tok-SENSITIVE"]}"#),
+            ("200 tok-SENSITIVE", r#"{"access_token":"tok-SENSITIVE"}"#),
+            ("tok-SENSITIVE", ""),
+        ];
+        for (status, body) in leaky {
+            let m = refusal(status, body);
+            assert!(!m.contains("SENSITIVE"), "{m}");
+        }
+        // What the refusal says instead: the field, and what is wrong with it.
+        let m = refusal("200", r#"{"access_token":"a","token_type":"tok-SENSITIVE"}"#);
+        assert!(m.contains("token_type") && m.contains("13 bytes") && m.contains("not Bearer"), "{m}");
+        assert!(refusal("200", r#"{"access_token":"a","token_type":7}"#).contains("not a string"));
+        // A registered token type is named: it tells the operator what the server issues.
+        let m = refusal("200", r#"{"access_token":"a","token_type":"DPoP"}"#);
+        assert!(m.contains(r#"token_type "DPoP""#), "{m}");
+        assert_eq!(refusal("503", ""), "status 503");
+        assert!(refusal("2000", "").contains("not a status code"));
     }
 
     #[test]

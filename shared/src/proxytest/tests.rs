@@ -508,8 +508,8 @@ impl HttpFilter for All {
 
 #[test]
 fn every_host_method_reaches_the_host_through_the_routers_wrapper_and_mock_host() {
-    // routing::Tracking and MockHost forward the trait by hand: a method they miss falls
-    // back to the trait's refusing default and is never counted.
+    // routing::Tracking and MockHost are HostWrappers: a method its forwarding impl misses
+    // falls back to the trait's refusing default and is never counted.
     let proxy = Proxy::new();
     let mut w: Worker<AllRoot> = proxy.worker("");
     w.request(&[(":path", "/")]);

@@ -143,6 +143,8 @@ struct Child {
 /// One layer being read: its output so far, its children and what became of them.
 struct Frame {
     depth: usize,
+    /// A JSON layer: its text pass keeps to the bounds of JSON strings.
+    json: bool,
     /// The text pass has run (the second phase of a layer, or a text-only layer).
     text_pass_done: bool,
     out: Vec<u8>,
@@ -156,6 +158,7 @@ impl Frame {
     fn new(depth: usize, capacity: usize) -> Frame {
         Frame {
             depth,
+            json: false,
             text_pass_done: false,
             out: Vec::with_capacity(capacity),
             children: Vec::new(),
@@ -293,12 +296,16 @@ impl Redactor {
                 continue;
             }
             let Some(done) = stack.pop() else { return (Vec::new(), 0) };
-            let (depth, text_pass_done) = (done.depth, done.text_pass_done);
+            let (depth, text_pass_done, json) = (done.depth, done.text_pass_done, done.json);
             let (bytes, count) = done.splice();
             if !text_pass_done {
                 let mut f = Frame::new(depth, bytes.len());
                 f.count = count;
-                self.text_pass(&bytes, &mut f);
+                if json {
+                    self.text_pass_json(&bytes, &mut f);
+                } else {
+                    self.text_pass(&bytes, true, &mut f);
+                }
                 f.text_pass_done = true;
                 stack.push(f);
                 continue;
@@ -329,10 +336,13 @@ impl Redactor {
         let mut f = Frame::new(depth, input.len());
         match layout {
             Layout::Text => {
-                self.text_pass(input, &mut f);
+                self.text_pass(input, true, &mut f);
                 f.text_pass_done = true;
             }
-            Layout::Json => self.scan_json(input, &mut f),
+            Layout::Json => {
+                f.json = true;
+                self.scan_json(input, &mut f);
+            }
             Layout::Form => self.scan_pairs(input, 0, &mut f),
             Layout::Url => {
                 let q = input.iter().position(|c| *c == b'?' || *c == b'#').unwrap_or(input.len());
@@ -487,14 +497,53 @@ impl Redactor {
 
     // ---- text: `name: value`, `name=value`, quoted values, URL user-info ----
 
-    fn text_pass(&self, b: &[u8], f: &mut Frame) {
+    /// The text pass of a JSON layer: on each string's contents (still escaped) and on each
+    /// stretch between strings, each on its own, so that a value it replaces never crosses a
+    /// string's bounds and the replacement lands inside the string it was found in (the pass
+    /// over the whole text read a string's closing quote as a value's opening one:
+    /// `{"m":"csc:","n":"x"}` lost its structure). The replacement holds no `"`, `\` or
+    /// control character (checked in the configuration), so the line stays JSON. Between
+    /// strings (single-quoted or bare keys, not JSON but read as it), a sensitive name whose
+    /// value is the string that follows gets that string's contents replaced.
+    fn text_pass_json(&self, b: &[u8], f: &mut Frame) {
+        let mut i = 0;
+        let mut awaiting = false;
+        while i < b.len() {
+            if b[i] != b'"' {
+                let next = b[i..].iter().position(|c| *c == b'"').map_or(b.len(), |p| i + p);
+                awaiting = self.text_pass(&b[i..next], next == b.len(), f);
+                i = next;
+                continue;
+            }
+            let (end, closed) = string_end(b, i);
+            let inner = b.get(i + 1..if closed { end - 1 } else { end }).unwrap_or_default();
+            f.out.push(b'"');
+            if awaiting && !inner.is_empty() && !self.is_replacement(inner) {
+                f.replace(&self.replacement);
+            } else {
+                self.text_pass(inner, !closed, f);
+            }
+            awaiting = false;
+            if closed {
+                f.out.push(b'"');
+            }
+            i = end;
+        }
+    }
+
+    /// `name: value`, `name=value`, quoted values, URL user-info and percent-encoded runs in
+    /// `b`. `open_end`: `b` ends where the capture ends (a value there may have been cut).
+    /// Returns whether `b` ends with a sensitive name and its `:` or `=`, the value not yet
+    /// seen.
+    fn text_pass(&self, b: &[u8], open_end: bool, f: &mut Frame) -> bool {
         let len = b.len();
+        let mut awaiting = false;
         let mut i = 0;
         while i < len {
             let c = b[i];
             if !is_name_byte(c) {
                 if c == b':' && b.get(i + 1..i + 3) == Some(b"//") {
-                    if let Some(next) = self.url_userinfo(b, i, f) {
+                    if let Some(next) = self.url_userinfo(b, i, open_end, f) {
                         i = next;
                         continue;
                     }
@@ -523,6 +572,7 @@ impl Redactor {
                         i = next;
                         continue;
                     }
+                    awaiting = b[j + 1..].iter().all(|c| *c == b' ' || *c == b'\t');
                 }
             } else {
                 // A percent-encoded run holding `=`, `:`, `{`…: decoded, it is a layer.
@@ -543,6 +593,7 @@ impl Redactor {
             f.out.extend_from_slice(&b[s..e]);
             i = e;
         }
+        awaiting
     }
 
     /// The value of a sensitive `name` (at `s`) whose `:` or `=` is at `sep`: replaced, and the
@@ -608,7 +659,7 @@ impl Redactor {
     }
 
     /// `scheme://user:password@host`: the password. `colon` is the `:` of `://`.
-    fn url_userinfo(&self, b: &[u8], colon: usize, f: &mut Frame) -> Option<usize> {
+    fn url_userinfo(&self, b: &[u8], colon: usize, open_end: bool, f: &mut Frame) -> Option<usize> {
         let start = colon + 3;
         let end = (start..b.len())
             .find(|k| {
@@ -619,7 +670,7 @@ impl Redactor {
             Some(p) => start + p,
             // Cut by the end of the capture before the `@`: `user:pass…` or `host:port`; not
             // a port (digits only) is taken for a password (fail closed).
-            None if end == b.len() => {
+            None if end == b.len() && open_end => {
                 let pc = start + b[start..end].iter().position(|c| *c == b':')?;
                 if b[pc + 1..end].iter().all(u8::is_ascii_digit) {
                     return None;

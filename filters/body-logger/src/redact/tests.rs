@@ -445,3 +445,38 @@ fn a_quoted_name_is_judged_whole_by_the_text_pass() {
     assert_eq!(body(BodyKind::Text, "x 'db token'=abc y"), format!("x 'db token'={R} y"));
     assert_eq!(body(BodyKind::Text, "total tokens: 30"), format!("total tokens: {R}"), "unquoted: the name bytes");
 }
+
+/// Found by the fuzz target's "JSON stays JSON" property: the text pass did not know where
+/// JSON strings end. A string ending in a sensitive `name:` or `name=` read the closing quote
+/// as a value's opening one and replaced up to the next quote (`{"m":"csc:","n":"x"}` became
+/// `{"m":"csc:"[REDACTED]"n":"x"}`); a quoted value opened inside a string ran past its end.
+/// In a JSON layer the text pass now runs inside each string (and between them) on its own.
+#[test]
+fn json_strings_bound_the_text_pass() {
+    for input in [
+        r#"{"m":"csc:","n":"x"}"#,
+        r#"{"a":"pin:"}"#,
+        r#"["token=", "x"]"#,
+        r#"{"m":"password= ","n":"x"}"#,
+        r#"{"m":"token: 'a","n":"b'"}"#,
+        r#"{"q":"f(password: \"s","v":{}}"#,
+        r#"{"q":"f(password: \"s\"","v":{}}"#,
+        r#"{"m":"x \"pin\": \"","n":"y"}"#,
+        r#"{"m":"a\"token\":","n":"y"}"#,
+        r#"{"m":"secret:\\","n":"y"}"#,
+        r#"{"m":"see http://u:","n":"p@h"}"#,
+        r#"{"m":"pin:\u0022","n":"y"}"#,
+        r#"{"m":"pin=%22","n":"y%22"}"#,
+    ] {
+        let out = body(BodyKind::Json, input);
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{input} -> {out}");
+    }
+    // What the text pass finds inside a string it still replaces, inside that string.
+    assert_eq!(body(BodyKind::Json, r#"{"m":"token: 'a","n":"b'"}"#), format!(r#"{{"m":"token: '{R}","n":"b'"}}"#));
+    assert_eq!(body(BodyKind::Json, r#"{"m":"csc: 123","n":"x"}"#), format!(r#"{{"m":"csc: {R}","n":"x"}}"#));
+    // Outside strings (single-quoted or bare keys: not JSON, but read as it), a sensitive name's
+    // value is still the string that follows.
+    assert_eq!(body(BodyKind::Json, r#"{'password': "s1", n: 1}"#), format!(r#"{{'password': "{R}", n: 1}}"#));
+    assert_eq!(body(BodyKind::Json, r#"{token: "s2"}"#), format!(r#"{{token: "{R}"}}"#));
+    assert_eq!(body(BodyKind::Json, r#"{'secret': 's3'}"#), format!(r#"{{'secret': '{R}'}}"#));
+}

@@ -517,7 +517,16 @@ impl Redactor {
         let mut awaiting = false;
         while i < b.len() {
             if b[i] != b'"' {
-                let next = find::byte(b, i, b'"');
+                // Between strings, a single-quoted value (not JSON, but read as it) may hold a
+                // `"`: it does not open a string (`{'password': 'a"b'}` loses all of `a"b`).
+                let mut next = i;
+                loop {
+                    next = find::either(b, next, b'"', b'\'');
+                    if b.get(next) != Some(&b'\'') {
+                        break;
+                    }
+                    next = find::byte(b, next + 1, b'\'').saturating_add(1).min(b.len());
+                }
                 awaiting = self.text_pass(&b[i..next], next == b.len(), f);
                 i = next;
                 continue;

@@ -479,4 +479,9 @@ fn json_strings_bound_the_text_pass() {
     assert_eq!(body(BodyKind::Json, r#"{'password': "s1", n: 1}"#), format!(r#"{{'password': "{R}", n: 1}}"#));
     assert_eq!(body(BodyKind::Json, r#"{token: "s2"}"#), format!(r#"{{token: "{R}"}}"#));
     assert_eq!(body(BodyKind::Json, r#"{'secret': 's3'}"#), format!(r#"{{'secret': '{R}'}}"#));
+    // A single-quoted value holding a `"` is one value, not the start of a string.
+    assert_eq!(
+        body(BodyKind::Json, r#"{'secret': 'a"b', 'n': "it's"}"#),
+        format!(r#"{{'secret': '{R}', 'n': "it's"}}"#)
+    );
 }

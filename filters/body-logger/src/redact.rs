@@ -1,7 +1,8 @@
 //! Redaction, before anything is logged. Every scanner here is tolerant: it works on bytes that
 //! may be cut anywhere by `max_bytes`, may be invalid JSON, XML or multipart, and may not be
-//! UTF-8. Nothing here parses with serde_json (which refuses truncated input); nothing panics
-//! on any input; nothing recurses.
+//! UTF-8. Nothing here parses with serde_json (which refuses truncated input) — it only says
+//! whether a layer is whole, valid JSON ([`is_valid_json`]); nothing panics on any input;
+//! nothing here recurses.
 //!
 //! A body is read in *layers*. The first layer is the body's layout (JSON, form, XML/HTML,
 //! multipart, a URL, or text). A layer's scanner replaces the values of sensitive names
@@ -303,7 +304,11 @@ impl Redactor {
             if !text_pass_done {
                 let mut f = Frame::new(depth, bytes.len());
                 f.count = count;
-                if json {
+                // String by string only where the strings' bounds are certain: on text that
+                // looks like JSON but is not (`{"password"="x"}`, a `"` in a single-quoted
+                // value, JSON after a log prefix), the bounds it guesses are wrong and a
+                // secret between them is missed; the whole-text pass finds it.
+                if json && is_valid_json(&bytes) {
                     self.text_pass_json(&bytes, &mut f);
                 } else {
                     self.text_pass(&bytes, true, &mut f);
@@ -504,30 +509,34 @@ impl Redactor {
 
     // ---- text: `name: value`, `name=value`, quoted values, URL user-info ----
 
-    /// The text pass of a JSON layer: on each string's contents (still escaped) and on each
-    /// stretch between strings, each on its own, so that a value it replaces never crosses a
-    /// string's bounds and the replacement lands inside the string it was found in (the pass
-    /// over the whole text read a string's closing quote as a value's opening one:
-    /// `{"m":"csc:","n":"x"}` lost its structure). The replacement holds no `"`, `\` or
-    /// control character (checked in the configuration), so the line stays JSON. Between
-    /// strings (single-quoted or bare keys, not JSON but read as it), a sensitive name whose
-    /// value is the string that follows gets that string's contents replaced.
+    /// The text pass of a JSON layer that is valid JSON: on each string's contents (still
+    /// escaped) and on each stretch between strings, each on its own, so that a value it
+    /// replaces never crosses a string's bounds and the replacement lands inside the string it
+    /// was found in (the pass over the whole text read a string's closing quote as a value's
+    /// opening one: `{"m":"csc:","n":"x"}` lost its structure). The replacement holds no `"`,
+    /// `\` or control character (checked in the configuration), so the line stays JSON. A
+    /// string followed by `:` or `=` whose contents are a sensitive name (as the whole-text pass
+    /// judges it, percent-decoded: `"pass%77ord"`) is a name: the value that follows, a string
+    /// or a bare scalar, is replaced (a scalar by a quoted replacement, so JSON stays JSON).
     fn text_pass_json(&self, b: &[u8], f: &mut Frame) {
         let mut i = 0;
         let mut awaiting = false;
+        let mut after_name = false;
         while i < b.len() {
             if b[i] != b'"' {
-                // Between strings, a single-quoted value (not JSON, but read as it) may hold a
-                // `"`: it does not open a string (`{'password': 'a"b'}` loses all of `a"b`).
-                let mut next = i;
-                loop {
-                    next = find::either(b, next, b'"', b'\'');
-                    if b.get(next) != Some(&b'\'') {
-                        break;
+                let next = find::byte(b, i, b'"');
+                let mut from = i;
+                if std::mem::take(&mut after_name) {
+                    match self.json_value_after_name(b, i, next, f) {
+                        Some(rest) => from = rest,
+                        None => {
+                            awaiting = true;
+                            i = next;
+                            continue;
+                        }
                     }
-                    next = find::byte(b, next + 1, b'\'').saturating_add(1).min(b.len());
                 }
-                awaiting = self.text_pass(&b[i..next], next == b.len(), f);
+                awaiting = self.text_pass(&b[from..next], next == b.len(), f);
                 i = next;
                 continue;
             }
@@ -542,9 +551,43 @@ impl Redactor {
             awaiting = false;
             if closed {
                 f.out.push(b'"');
+                let mut j = end;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                if j < b.len() && (b[j] == b':' || b[j] == b'=') {
+                    after_name = if inner.contains(&b'\\') {
+                        self.fields.is_sensitive(&unescape_json(inner), Encoding::Percent)
+                    } else {
+                        self.fields.is_sensitive(inner, Encoding::Percent)
+                    };
+                }
             }
             i = end;
         }
+    }
+
+    /// In a JSON layer's text pass, the stretch `b[i..next]` after a sensitive name's string:
+    /// spaces, `:` or `=`, spaces, then the value. A bare scalar there is replaced by a quoted
+    /// replacement. Returns where the rest of the stretch starts, or `None` (all of it copied)
+    /// when the value is the string at `next`.
+    fn json_value_after_name(&self, b: &[u8], i: usize, next: usize, f: &mut Frame) -> Option<usize> {
+        let mut j = i;
+        while j < next && (b[j].is_ascii_whitespace() || b[j] == b':' || b[j] == b'=') {
+            j += 1;
+        }
+        f.out.extend_from_slice(&b[i..j]);
+        if j == next {
+            return None;
+        }
+        if matches!(b[j], b'{' | b'[' | b',' | b'}' | b']') {
+            return Some(j);
+        }
+        let value_end = (j..next).find(|k| matches!(b[*k], b',' | b'}' | b']') || b[*k].is_ascii_whitespace());
+        f.out.push(b'"');
+        f.replace(&self.replacement);
+        f.out.push(b'"');
+        Some(value_end.unwrap_or(next))
     }
 
     /// `name: value`, `name=value`, quoted values, URL user-info and percent-encoded runs in
@@ -1345,6 +1388,12 @@ fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
         i = p + 1;
     }
     None
+}
+
+/// Whether `b` is one whole, valid JSON document. serde_json's own check: it recurses, but
+/// only to its nesting limit (128), past which the answer is no; nothing is kept.
+fn is_valid_json(b: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
 }
 
 /// End (exclusive) of the JSON string starting at `b[start] == '"'`, and whether it closed.

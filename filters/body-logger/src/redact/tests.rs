@@ -485,3 +485,45 @@ fn json_strings_bound_the_text_pass() {
         format!(r#"{{'secret': '{R}', 'n': "it's"}}"#)
     );
 }
+
+/// Found by review (main redacted each, the string-by-string JSON text pass printed the
+/// secret): on text that looks like JSON but is not, the strings' bounds it guessed were wrong
+/// (a key followed by `=`, a `"` in a single-quoted value or a log line, a `\"` outside any
+/// string). The string-by-string pass now runs only on valid JSON; anything else gets the
+/// whole-text pass.
+#[test]
+fn not_quite_json_gets_the_whole_text_pass() {
+    for input in [
+        r#"{"password"="S3CR3T"}"#,
+        r#"{"password" = "S3CR3T"}"#,
+        r#"{"a":"b"} "password"=S3CR3T"#,
+        r#"{'a': '5"', "password": "S3CR3T"}"#,
+        r#"[INFO] user typed 5" then {"password":"S3CR3T"}"#,
+        r#"password:\"S3CR3T"#,
+    ] {
+        for kind in [BodyKind::Json, BodyKind::Text] {
+            let (out, n) = r().redact_body(input.as_bytes(), kind, None, false);
+            assert!(!out.contains("S3CR3T"), "{kind:?} {input} -> {out}");
+            assert!(n >= 1, "{input} -> {out}");
+        }
+    }
+}
+
+/// In valid JSON, a string followed by `:` whose contents are a sensitive name once
+/// percent-decoded (as the whole-text pass judges a name) is a name: its value is replaced,
+/// a bare scalar by a quoted replacement, and the line stays JSON.
+#[test]
+fn json_names_the_text_pass_knows() {
+    for (input, expected) in [
+        (r#"{"pass%77ord": "S3CR3T"}"#, format!(r#"{{"pass%77ord": "{R}"}}"#)),
+        (r#"{"pass%77ord":12345,"n":1}"#, format!(r#"{{"pass%77ord":"{R}","n":1}}"#)),
+        (r#"[{"pass%77ord" : true }]"#, format!(r#"[{{"pass%77ord" : "{R}" }}]"#)),
+        (r#"{"password":"[REDACTED]"}"#, format!(r#"{{"password":"{R}"}}"#)),
+    ] {
+        let out = body(BodyKind::Json, input);
+        assert_eq!(out, expected, "{input}");
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{input} -> {out}");
+    }
+    // Counted once: the JSON layer replaced it, the text pass sees the replacement.
+    assert_eq!(r().redact_body(br#"{"password":"x"}"#, BodyKind::Json, None, false).1, 1);
+}

@@ -1,7 +1,7 @@
 //! Redaction, before anything is logged. Every scanner here is tolerant: it works on bytes that
 //! may be cut anywhere by `max_bytes`, may be invalid JSON, XML or multipart, and may not be
 //! UTF-8. Nothing here parses with serde_json (which refuses truncated input) — it only says
-//! whether a layer is whole, valid JSON ([`is_valid_json`]); nothing panics on any input;
+//! whether a layer is whole, valid JSON (`is_valid_json`); nothing panics on any input;
 //! nothing here recurses.
 //!
 //! A body is read in *layers*. The first layer is the body's layout (JSON, form, XML/HTML,

@@ -555,7 +555,9 @@ impl Redactor {
                 while j < b.len() && b[j].is_ascii_whitespace() {
                     j += 1;
                 }
-                if j < b.len() && (b[j] == b':' || b[j] == b'=') {
+                // The JSON layer judged this key already, decoded but not percent-decoded: only
+                // a key with `%` or `+` can be judged otherwise here.
+                if j < b.len() && (b[j] == b':' || b[j] == b'=') && inner.iter().any(|c| *c == b'%' || *c == b'+') {
                     after_name = if inner.contains(&b'\\') {
                         self.fields.is_sensitive(&unescape_json(inner), Encoding::Percent)
                     } else {
@@ -1393,7 +1395,11 @@ fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
 /// Whether `b` is one whole, valid JSON document. serde_json's own check: it recurses, but
 /// only to its nesting limit (128), past which the answer is no; nothing is kept.
 fn is_valid_json(b: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
+    // A body cut by the capture mostly ends inside a string or a number's run of name bytes:
+    // refused at its last byte, not after a parse of all of it.
+    let last = b.iter().rposition(|c| !c.is_ascii_whitespace()).map(|p| b[p]);
+    matches!(last, Some(b'}' | b']' | b'"' | b'0'..=b'9' | b'e' | b'l'))
+        && serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
 }
 
 /// End (exclusive) of the JSON string starting at `b[start] == '"'`, and whether it closed.

@@ -1064,6 +1064,15 @@ impl Redactor {
             if card || cut {
                 let bare = json && !strings.inside;
                 if bare {
+                    // A bare number goes whole, sign, fraction and exponent too:
+                    // `-4111…1.5e2` left `-"[REDACTED]".5e2`, not JSON (found by the fuzz
+                    // target).
+                    if out.last() == Some(&b'-') {
+                        out.pop();
+                    }
+                    while end < b.len() && matches!(b[end], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                        end += 1;
+                    }
                     out.push(b'"');
                 }
                 out.extend_from_slice(self.replacement.as_bytes());

@@ -531,3 +531,19 @@ fn json_names_the_text_pass_knows() {
     // Counted once: the JSON layer replaced it, the text pass sees the replacement.
     assert_eq!(r().redact_body(br#"{"password":"x"}"#, BodyKind::Json, None, false).1, 1);
 }
+/// Found by the fuzz target (and on main): a card-shaped integer part of a bare JSON number
+/// was replaced by a quoted replacement and the rest of the number left after it.
+#[test]
+fn a_card_in_a_bare_number_goes_whole() {
+    for (input, expected) in [
+        (r#"{"next":4111111111111111.111111,"l":[1]}"#, format!(r#"{{"next":"{R}","l":[1]}}"#)),
+        (r#"[-4111111111111111, 4111111111111111.5E-3]"#, format!(r#"["{R}", "{R}"]"#)),
+        // A letter right after the digits: not a card, in JSON as in text.
+        (r#"[4111111111111111e2]"#, r#"[4111111111111111e2]"#.to_string()),
+        (r#"{"s":"4111111111111111.5"}"#, format!(r#"{{"s":"{R}.5"}}"#)),
+    ] {
+        let out = body(BodyKind::Json, input);
+        assert_eq!(out, expected, "{input}");
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{input} -> {out}");
+    }
+}

@@ -1064,11 +1064,16 @@ impl Redactor {
             if card || cut {
                 let bare = json && !strings.inside;
                 if bare {
-                    // A bare number goes whole, sign, fraction and exponent too:
-                    // `-4111…1.5e2` left `-"[REDACTED]".5e2`, not JSON (found by the fuzz
-                    // target).
-                    if out.last() == Some(&b'-') {
-                        out.pop();
+                    // A bare number goes whole, sign, integer part, fraction and exponent:
+                    // `-4111…1.5` left `-"[REDACTED]".5` and `1.4111…1` `1."[REDACTED]"`, not
+                    // JSON (found by the fuzz target). What precedes it in the number was
+                    // copied as it is: taken back.
+                    let mut k = i;
+                    while k > 0 && matches!(b[k - 1], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                        k -= 1;
+                    }
+                    if (b[k].is_ascii_digit() || b[k] == b'-') && (k == 0 || !b[k - 1].is_ascii_alphanumeric()) {
+                        out.truncate(out.len().saturating_sub(i - k));
                     }
                     while end < b.len() && matches!(b[end], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
                         end += 1;

@@ -538,6 +538,7 @@ fn a_card_in_a_bare_number_goes_whole() {
     for (input, expected) in [
         (r#"{"next":4111111111111111.111111,"l":[1]}"#, format!(r#"{{"next":"{R}","l":[1]}}"#)),
         (r#"[-4111111111111111, 4111111111111111.5E-3]"#, format!(r#"["{R}", "{R}"]"#)),
+        (r#"{"n":411111111111.4111111111111111,"m":-1.4111111111111111}"#, format!(r#"{{"n":"{R}","m":"{R}"}}"#)),
         // A letter right after the digits: not a card, in JSON as in text.
         (r#"[4111111111111111e2]"#, r#"[4111111111111111e2]"#.to_string()),
         (r#"{"s":"4111111111111111.5"}"#, format!(r#"{{"s":"{R}.5"}}"#)),

@@ -366,6 +366,12 @@ fn bad_configs_are_refused_naming_the_field() {
         (r#""sample_rate": 1.0"#, r#""sample_rate": 1.5"#, "sample_rate"),
         (r#""regex": "sk_(live|test)_[A-Za-z0-9]{8,}""#, r#""regex": "sk_(""#, "redact.patterns[0].regex"),
         (r#""log_level": "info""#, r#""log_level": "loud""#, "log_level"),
+        // A quote in the replacement would end the JSON string it is written into.
+        (
+            r#""additional_fields": ["iban"],"#,
+            r#""additional_fields": ["iban"], "replacement": "[\"]","#,
+            "redact.replacement",
+        ),
     ] {
         let (from, to) = (from.to_string(), to.to_string());
         let opts = EnvoyOptions {

@@ -2,8 +2,8 @@
 //! `cargo run --release -p body-logger --example redact_cost` (Linux). Prints the median CPU
 //! µs per call of several rounds: CPU time of this process (`/proc/self/schedstat`), not wall
 //! time, so that other load on a shared machine weighs less. It measures only the redactor (the part the scanners changed); the
-//! per-request cost in Envoy is `make bench`'s. To compare with another revision, copy this
-//! file into that revision's crate and run both in alternation on the same machine.
+//! per-request cost in Envoy is `make bench`'s. To compare with another revision, run
+//! `scripts/body-logger-redact-vs.sh REV`: both redactors in one binary, timed in alternation.
 
 use body_logger::config::{BodyKind, RedactConfig};
 

@@ -466,8 +466,18 @@ impl RedactConfig {
                 headers.push(h);
             }
         }
-        if self.replacement.len() > 64 || self.replacement.bytes().any(|b| b.is_ascii_control()) {
-            return Err(ConfigError::new("replacement", "at most 64 characters, no control characters"));
+        // The replacement lands inside JSON strings (a key's value, a value the text pass finds
+        // in a string): a quote, a backslash or a control character there would end or break
+        // the string and the line would no longer be JSON. Empty, it would also read as
+        // "already replaced" everywhere (`is_replacement`) and redact nothing in text.
+        if self.replacement.is_empty()
+            || self.replacement.len() > 64
+            || self.replacement.bytes().any(|b| b.is_ascii_control() || b == b'"' || b == b'\\')
+        {
+            return Err(ConfigError::new(
+                "replacement",
+                "1 to 64 characters; no control characters, `\"` or `\\` (it is written inside JSON strings)",
+            ));
         }
         if self.patterns.len() > 32 {
             return Err(ConfigError::new("patterns", "at most 32 patterns"));
@@ -536,6 +546,9 @@ mod tests {
             (r#"{"redact":{"patterns":[{"name":"x","regex":""}]}}"#, "redact.patterns[0].regex"),
             (r#"{"redact":{"patterns":[{"name":"x","regex":"a","flags":1}]}}"#, "redact.patterns[0].flags"),
             (r#"{"redact":{"replacement":"a\nb"}}"#, "redact.replacement"),
+            (r#"{"redact":{"replacement":"a\"b"}}"#, "redact.replacement"),
+            (r#"{"redact":{"replacement":"a\\b"}}"#, "redact.replacement"),
+            (r#"{"redact":{"replacement":""}}"#, "redact.replacement"),
             (r#"{"max_byte":10}"#, "max_byte"),
             (r#"{"max_bytes":8192,"capture_budget_bytes":4096}"#, "capture_budget_bytes"),
             (r#"{"capture_budget_bytes":1073741824}"#, "capture_budget_bytes"),

@@ -242,8 +242,32 @@ pub fn normalize(name: &[u8]) -> Vec<u8> {
 }
 
 fn holds_part(seg: &[u8]) -> bool {
-    SENSITIVE_PARTS.iter().any(|p| find(seg, 0, p.as_bytes()).is_some())
+    (0..seg.len()).any(|i| {
+        let mut parts = PARTS_BY_FIRST_BYTE[usize::from(seg[i])];
+        while parts != 0 {
+            let part = SENSITIVE_PARTS.get(parts.trailing_zeros() as usize).map_or(&[][..], |p| p.as_bytes());
+            if seg.get(i..i + part.len()) == Some(part) {
+                return true;
+            }
+            parts &= parts - 1;
+        }
+        false
+    })
 }
+
+/// Per byte, the sensitive parts that start with it (bit `j`: `SENSITIVE_PARTS[j]`). Every key
+/// and text name is looked at: one lookup a byte, then only the parts that can start there (a
+/// search for each of the 25 parts cost a third of redacting an ordinary API body).
+const PARTS_BY_FIRST_BYTE: [u32; 256] = {
+    assert!(SENSITIVE_PARTS.len() <= 32, "one bit per part");
+    let mut t = [0u32; 256];
+    let mut j = 0;
+    while j < SENSITIVE_PARTS.len() {
+        t[SENSITIVE_PARTS[j].as_bytes()[0] as usize] |= 1 << j;
+        j += 1;
+    }
+    t
+};
 
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     let first = *needle.first()?;

@@ -445,3 +445,106 @@ fn a_quoted_name_is_judged_whole_by_the_text_pass() {
     assert_eq!(body(BodyKind::Text, "x 'db token'=abc y"), format!("x 'db token'={R} y"));
     assert_eq!(body(BodyKind::Text, "total tokens: 30"), format!("total tokens: {R}"), "unquoted: the name bytes");
 }
+
+/// Found by the fuzz target's "JSON stays JSON" property: the text pass did not know where
+/// JSON strings end. A string ending in a sensitive `name:` or `name=` read the closing quote
+/// as a value's opening one and replaced up to the next quote (`{"m":"csc:","n":"x"}` became
+/// `{"m":"csc:"[REDACTED]"n":"x"}`); a quoted value opened inside a string ran past its end.
+/// In a JSON layer the text pass now runs inside each string (and between them) on its own.
+#[test]
+fn json_strings_bound_the_text_pass() {
+    for input in [
+        r#"{"m":"csc:","n":"x"}"#,
+        r#"{"a":"pin:"}"#,
+        r#"["token=", "x"]"#,
+        r#"{"m":"password= ","n":"x"}"#,
+        r#"{"m":"token: 'a","n":"b'"}"#,
+        r#"{"q":"f(password: \"s","v":{}}"#,
+        r#"{"q":"f(password: \"s\"","v":{}}"#,
+        r#"{"m":"x \"pin\": \"","n":"y"}"#,
+        r#"{"m":"a\"token\":","n":"y"}"#,
+        r#"{"m":"secret:\\","n":"y"}"#,
+        r#"{"m":"see http://u:","n":"p@h"}"#,
+        r#"{"m":"pin:\u0022","n":"y"}"#,
+        r#"{"m":"pin=%22","n":"y%22"}"#,
+    ] {
+        let out = body(BodyKind::Json, input);
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{input} -> {out}");
+    }
+    // What the text pass finds inside a string it still replaces, inside that string.
+    assert_eq!(body(BodyKind::Json, r#"{"m":"token: 'a","n":"b'"}"#), format!(r#"{{"m":"token: '{R}","n":"b'"}}"#));
+    assert_eq!(body(BodyKind::Json, r#"{"m":"csc: 123","n":"x"}"#), format!(r#"{{"m":"csc: {R}","n":"x"}}"#));
+    // Outside strings (single-quoted or bare keys: not JSON, but read as it), a sensitive name's
+    // value is still the string that follows.
+    assert_eq!(body(BodyKind::Json, r#"{'password': "s1", n: 1}"#), format!(r#"{{'password': "{R}", n: 1}}"#));
+    assert_eq!(body(BodyKind::Json, r#"{token: "s2"}"#), format!(r#"{{token: "{R}"}}"#));
+    assert_eq!(body(BodyKind::Json, r#"{'secret': 's3'}"#), format!(r#"{{'secret': '{R}'}}"#));
+    // A single-quoted value holding a `"` is one value, not the start of a string.
+    assert_eq!(
+        body(BodyKind::Json, r#"{'secret': 'a"b', 'n': "it's"}"#),
+        format!(r#"{{'secret': '{R}', 'n': "it's"}}"#)
+    );
+}
+
+/// Found by review (main redacted each, the string-by-string JSON text pass printed the
+/// secret): on text that looks like JSON but is not, the strings' bounds it guessed were wrong
+/// (a key followed by `=`, a `"` in a single-quoted value or a log line, a `\"` outside any
+/// string). The string-by-string pass now runs only on valid JSON; anything else gets the
+/// whole-text pass.
+#[test]
+fn not_quite_json_gets_the_whole_text_pass() {
+    for input in [
+        r#"{"password"="S3CR3T"}"#,
+        r#"{"password" = "S3CR3T"}"#,
+        r#"{"a":"b"} "password"=S3CR3T"#,
+        r#"{'a': '5"', "password": "S3CR3T"}"#,
+        r#"[INFO] user typed 5" then {"password":"S3CR3T"}"#,
+        r#"password:\"S3CR3T"#,
+    ] {
+        for kind in [BodyKind::Json, BodyKind::Text] {
+            let (out, n) = r().redact_body(input.as_bytes(), kind, None, false);
+            assert!(!out.contains("S3CR3T"), "{kind:?} {input} -> {out}");
+            assert!(n >= 1, "{input} -> {out}");
+        }
+    }
+    // Nested past serde_json's limit (128), valid JSON is judged not valid: the whole-text
+    // pass, no stack overflow.
+    let deep = format!(r#"{}{{"m":"password: S3CR3T"}}{}"#, "[".repeat(100_000), "]".repeat(100_000));
+    assert!(!body(BodyKind::Json, &deep).contains("S3CR3T"));
+}
+
+/// In valid JSON, a string followed by `:` whose contents are a sensitive name once
+/// percent-decoded (as the whole-text pass judges a name) is a name: its value is replaced,
+/// a bare scalar by a quoted replacement, and the line stays JSON.
+#[test]
+fn json_names_the_text_pass_knows() {
+    for (input, expected) in [
+        (r#"{"pass%77ord": "S3CR3T"}"#, format!(r#"{{"pass%77ord": "{R}"}}"#)),
+        (r#"{"pass%77ord":12345,"n":1}"#, format!(r#"{{"pass%77ord":"{R}","n":1}}"#)),
+        (r#"[{"pass%77ord" : true }]"#, format!(r#"[{{"pass%77ord" : "{R}" }}]"#)),
+        (r#"{"password":"[REDACTED]"}"#, format!(r#"{{"password":"{R}"}}"#)),
+    ] {
+        let out = body(BodyKind::Json, input);
+        assert_eq!(out, expected, "{input}");
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{input} -> {out}");
+    }
+    // Counted once: the JSON layer replaced it, the text pass sees the replacement.
+    assert_eq!(r().redact_body(br#"{"password":"x"}"#, BodyKind::Json, None, false).1, 1);
+}
+/// Found by the fuzz target (and on main): a card-shaped integer part of a bare JSON number
+/// was replaced by a quoted replacement and the rest of the number left after it.
+#[test]
+fn a_card_in_a_bare_number_goes_whole() {
+    for (input, expected) in [
+        (r#"{"next":4111111111111111.111111,"l":[1]}"#, format!(r#"{{"next":"{R}","l":[1]}}"#)),
+        (r#"[-4111111111111111, 4111111111111111.5E-3]"#, format!(r#"["{R}", "{R}"]"#)),
+        (r#"{"n":411111111111.4111111111111111,"m":-1.4111111111111111}"#, format!(r#"{{"n":"{R}","m":"{R}"}}"#)),
+        // A letter right after the digits: not a card, in JSON as in text.
+        (r#"[4111111111111111e2]"#, r#"[4111111111111111e2]"#.to_string()),
+        (r#"{"s":"4111111111111111.5"}"#, format!(r#"{{"s":"{R}.5"}}"#)),
+    ] {
+        let out = body(BodyKind::Json, input);
+        assert_eq!(out, expected, "{input}");
+        assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{input} -> {out}");
+    }
+}

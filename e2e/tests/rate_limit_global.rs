@@ -103,7 +103,9 @@ impl Stack {
     fn new() -> Stack {
         let redis = Redis::start().unwrap();
         let rls = RlsServer::start(0, &redis.url()).unwrap();
-        let upstream = Upstream::start(free_port()).unwrap();
+        // A port free a moment ago can be taken by then (another process's outbound
+        // connection: ephemeral ports come from the same range): try a few.
+        let upstream = (0..5).find_map(|_| Upstream::start(free_port()).ok()).expect("an upstream port");
         Stack { redis, rls, upstream, envoys: Vec::new() }
     }
 

@@ -67,26 +67,10 @@ EOF
 cat >"$work/bench/src/main.rs" <<EOF
 use std::hint::black_box;
 
-fn cpu_ns() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/schedstat").expect("/proc/self/schedstat");
-    stat.split_whitespace().next().and_then(|s| s.parse().ok()).expect("a CPU time")
-}
+include!("$root/filters/body-logger/examples/redact_cost/bodies.rs");
 
-const MAX_BYTES: usize = 4096;
-
-fn bench_body(size: usize) -> Vec<u8> {
-    let filler = size.saturating_sub(r#"{"data":""}"#.len());
-    format!(r#"{{"data":"{}"}}"#, "x".repeat(filler)).into_bytes()
-}
-
-fn mixed_body(size: usize) -> Vec<u8> {
-    let item = r#"{"id":1234,"author":"ann","keyword":"rust wasm","price":12.5,"tags":["a","b"],"url":"https://x.example/p?page=2&sort=asc","meta":"{\"k\":\"v\",\"n\":3}","password":"hunter2","accessToken":"abc.def"},"#;
-    let mut s = String::from(r#"{"items":["#);
-    while s.len() + item.len() < size {
-        s.push_str(item);
-    }
-    s.push_str(r#"{"id":0}]}"#);
-    s.into_bytes()
+fn cpu() -> f64 {
+    cpu_ns().expect("/proc/self/schedstat")
 }
 
 fn main() {
@@ -125,16 +109,16 @@ fn main() {
         let mut found = (0, 0);
         for round in 0..rounds {
             let mut time = |which: &str| {
-                let start = cpu_ns();
+                let start = cpu();
                 let mut calls = 0;
-                while cpu_ns() - start < round_ns {
+                while cpu() - start < round_ns {
                     for _ in 0..100 {
                         let n = call(which, i);
                         if which == "old" { found.0 = n } else { found.1 = n }
                     }
                     calls += 100;
                 }
-                (cpu_ns() - start) / 1e3 / calls as f64
+                (cpu() - start) / 1e3 / calls as f64
             };
             let (o, n) = if round % 2 == 0 {
                 let o = time("old");

@@ -7,29 +7,11 @@
 
 use body_logger::config::{BodyKind, RedactConfig};
 
-/// Nanoseconds this process has run on a CPU.
-fn cpu_ns() -> Result<f64, Box<dyn std::error::Error>> {
-    let stat = std::fs::read_to_string("/proc/self/schedstat")?;
-    Ok(stat.split_whitespace().next().ok_or("empty /proc/self/schedstat")?.parse()?)
-}
+// Shared with scripts/body-logger-redact-vs.sh, which include!s it.
+#[path = "redact_cost/bodies.rs"]
+mod bodies;
 
-const MAX_BYTES: usize = 4096;
-
-fn bench_body(size: usize) -> Vec<u8> {
-    let filler = size.saturating_sub(r#"{"data":""}"#.len());
-    format!(r#"{{"data":"{}"}}"#, "x".repeat(filler)).into_bytes()
-}
-
-/// An API body with nested objects, numbers, URLs, a JSON string holding JSON and a few secrets.
-fn mixed_body(size: usize) -> Vec<u8> {
-    let item = r#"{"id":1234,"author":"ann","keyword":"rust wasm","price":12.5,"tags":["a","b"],"url":"https://x.example/p?page=2&sort=asc","meta":"{\"k\":\"v\",\"n\":3}","password":"hunter2","accessToken":"abc.def"},"#;
-    let mut s = String::from(r#"{"items":["#);
-    while s.len() + item.len() < size {
-        s.push_str(item);
-    }
-    s.push_str(r#"{"id":0}]}"#);
-    s.into_bytes()
-}
+use bodies::{bench_body, cpu_ns, mixed_body, MAX_BYTES};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let redactor = RedactConfig::default().compile()?;

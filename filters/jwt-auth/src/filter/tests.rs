@@ -322,6 +322,23 @@ fn keys_in_use(w: &W) -> (Rc<jose::jwks::Jwks>, u64) {
 }
 
 /// The published record of the remote provider's JWKS.
+/// Two workers of one proxy holding the JWKS with kid `h1`: worker 1 fetched it, worker 2
+/// took the record on its tick.
+fn two_workers_with_keys() -> (Proxy, W, W) {
+    let p = proxy();
+    let mut w1: W = p.worker(&remote_config());
+    let mut w2: W = p.worker(&remote_config());
+    w1.tick();
+    answer(&mut w1, "200", &jwks("h1"));
+    w2.tick();
+    (p, w1, w2)
+}
+
+/// A token whose `kid` no JWKS holds: it forces an unknown-kid refetch.
+fn unknown_kid_token() -> String {
+    sign(r#"{"alg":"HS256","kid":"unknown"}"#, r#"{"iss":"https://iss"}"#, SECRET)
+}
+
 fn published(w: &W) -> shared::fetch::Published {
     let fingerprint = &w.root().worker.as_ref().expect("configured").engine.config.fingerprint;
     let record = w.proxy().shared_data(&format!("{NAME}/{fingerprint}/r/value")).0.expect("record");
@@ -334,12 +351,7 @@ fn a_refetch_bringing_the_same_keys_keeps_generation_keys_and_cache() {
     // generation was published and every worker took it; now the generation stays, no worker
     // parses the keys again, verified tokens stay cached, and the request that asked for the
     // refetch is answered when it lands (not at its deadline).
-    let p = proxy();
-    let mut w1: W = p.worker(&remote_config());
-    let mut w2: W = p.worker(&remote_config());
-    w1.tick();
-    answer(&mut w1, "200", &jwks("h1"));
-    w2.tick();
+    let (p, mut w1, mut w2) = two_workers_with_keys();
     let token = hs(r#"{"iss":"https://iss"}"#);
     for w in [&mut w1, &mut w2] {
         assert_eq!(request(w, "/api", Some(&token)).1, Action::Continue);
@@ -349,7 +361,7 @@ fn a_refetch_bringing_the_same_keys_keeps_generation_keys_and_cache() {
     let before = [keys_in_use(&w1), keys_in_use(&w2)];
     let generation = published(&w1).generation;
     p.advance(Duration::from_secs(11));
-    let unknown = sign(r#"{"alg":"HS256","kid":"unknown"}"#, r#"{"iss":"https://iss"}"#, SECRET);
+    let unknown = unknown_kid_token();
     let (id, a) = request(&mut w1, "/api", Some(&unknown));
     assert_eq!(a, Action::Pause);
     assert!(w1.local_reply(id).is_none(), "waits for the refetch");
@@ -388,14 +400,9 @@ fn the_unknown_kid_refetch_budget_is_per_proxy_not_per_worker() {
     // Worker 1 spends the proxy's refetch budget; worker 2, within the interval, answers an
     // unknown kid at once without fetching. Per-worker budgets would let N workers refetch N
     // times per interval.
-    let p = proxy();
-    let mut w1: W = p.worker(&remote_config());
-    let mut w2: W = p.worker(&remote_config());
-    w1.tick();
-    answer(&mut w1, "200", &jwks("h1"));
-    w2.tick();
+    let (p, mut w1, mut w2) = two_workers_with_keys();
     p.advance(Duration::from_secs(11));
-    let unknown = sign(r#"{"alg":"HS256","kid":"unknown"}"#, r#"{"iss":"https://iss"}"#, SECRET);
+    let unknown = unknown_kid_token();
     let (id1, _) = request(&mut w1, "/api", Some(&unknown));
     assert!(w1.local_reply(id1).is_none(), "worker 1 claims the refetch and waits");
     let (id2, _) = request(&mut w2, "/api", Some(&unknown));

@@ -35,8 +35,14 @@ fn every_envoy_config_validates() {
 #[test]
 fn every_connection_manager_normalizes_paths() {
     let mut checked = 0;
-    for name in config_names() {
-        let text = std::fs::read_to_string(e2e::repo_root().join("envoy-configs").join(&name)).unwrap();
+    // The new-filter template too: a scaffolded filter's config lands in envoy-configs/.
+    let template = e2e::repo_root().join("templates/filter/envoy.yaml.tmpl");
+    let sources = config_names()
+        .into_iter()
+        .map(|name| (name.clone(), e2e::repo_root().join("envoy-configs").join(name)))
+        .chain([("templates/filter/envoy.yaml.tmpl".to_string(), template)]);
+    for (name, path) in sources {
+        let text = std::fs::read_to_string(path).unwrap();
         let config: serde_json::Value = serde_norway::from_str(&text).unwrap();
         let listeners = config["static_resources"]["listeners"].as_array().cloned().unwrap_or_default();
         for listener in listeners {

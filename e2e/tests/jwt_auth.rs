@@ -847,6 +847,38 @@ fn two_unreachable_jwks_under_requires_any_answer_and_the_worker_lives() {
     }
 }
 
+/// J2: a client's own copies of the claim and payload headers never reach the upstream, on
+/// every path: under `requires_any` the provider that did not verify would leave its headers
+/// as the client sent them (`x-jwt-tenant: admin` next to a valid `local` token), and on a path
+/// with no rule nothing is verified at all. jwt-auth removes every provider's headers on every
+/// request. Checked against native (`JWT_AUTH_UNDER_TEST=native`): jwt_authn 1.40 does the
+/// same; 1.36 does it only on paths with a rule and passes them through on a path without one.
+#[test]
+fn forged_claim_headers_never_reach_the_upstream() {
+    let s = start();
+    let local = token(Alg::ES256, &claims_for(LOCAL_ISSUER, "local-user"));
+    let forged = [("x-jwt-sub", "admin"), ("x-jwt-tenant", "admin"), ("x-jwt-payload", "eyJzdWIiOiJhZG1pbiJ9")];
+    let native_1_36 = native() && e2e::envoy_version().is_some_and(|(major, minor, _)| (major, minor) < (1, 40));
+    let cases = [
+        ("any-local", Request::get("/any/x").header("x-api-token", &format!("Token {local}")), Some("local-user")),
+        ("no-rule", Request::get("/public/x"), None),
+    ];
+    for (case, req, sub) in cases {
+        let req = forged.iter().fold(req.header("x-case", case), |r, (name, value)| r.header(name, value));
+        let r = s.send(&req);
+        assert_eq!(r.status, 200, "{case}: {r}");
+        let seen = s.seen(case).expect("reached the upstream");
+        for (name, value) in forged {
+            let expected = match (name, sub) {
+                ("x-jwt-sub", Some(sub)) => Some(sub.to_string()),
+                _ if native_1_36 && case == "no-rule" => Some(value.to_string()),
+                _ => None,
+            };
+            assert_eq!(seen.header_value(name), expected, "{case}: {name}");
+        }
+    }
+}
+
 #[test]
 fn the_verified_token_cache_never_serves_an_expired_token() {
     let s = start_with(

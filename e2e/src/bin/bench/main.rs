@@ -26,7 +26,8 @@
 //! (memory/start-up starts per config; default BENCH_ROUNDS), BENCH_LATENCY (on|off),
 //! BENCH_RATE (500 requests/s), BENCH_LATENCY_CONNECTIONS (8), BENCH_INSTRUCTIONS
 //! (off|on|only; `make bench-instructions` = only), BENCH_INSTRUCTION_REQUESTS (200 per
-//! window). CI's smoke run (`BENCH_ROUNDS=1 BENCH_SECONDS=1`) runs every phase but the
+//! window), BENCH_BEFORE (a directory of another build's modules, e.g. an older commit's
+//! dist/: each wasm row runs again with them, `[before]`, in the same rounds; not published). CI's smoke run (`BENCH_ROUNDS=1 BENCH_SECONDS=1`) runs every phase but the
 //! instruction counts, once each.
 //!
 //! jwt-auth and native jwt_authn (bench/jwt-auth.yaml, bench/native-jwt-authn.yaml: the same
@@ -67,6 +68,11 @@ use std::time::Instant;
 /// One Envoy to measure: a row of the table.
 struct Variant {
     name: &'static str,
+    /// The row this one repeats with another build (`BENCH_BEFORE`), else `name`: what the
+    /// per-variant tables (tokens, bodies, counters, baselines) are looked up by.
+    base: &'static str,
+    /// `BENCH_BEFORE`'s directory: this row's Envoy loads its modules from there, not dist/.
+    before: Option<&'static str>,
     /// Under `envoy-configs/`; ports follow the harness convention (10000, 9901, 18080).
     config: &'static str,
     /// The request wrk sends (GET).
@@ -95,7 +101,7 @@ const fn row(
     check: fn(&Response) -> Result<(), String>,
     kind: Kind,
 ) -> Variant {
-    Variant { name, config, path, headers: &[], check, kind }
+    Variant { name, base: name, before: None, config, path, headers: &[], check, kind }
 }
 
 /// Every Envoy measured, a row each; the first is the baseline every other is compared with.
@@ -190,7 +196,7 @@ const JWT_TOKENS: &[(&str, Tokens)] = &[
 const UNIQUE_TOKENS: usize = 4096;
 
 fn jwt_tokens(variant: &Variant) -> Option<Tokens> {
-    JWT_TOKENS.iter().find(|(name, _)| *name == variant.name).map(|(_, t)| *t)
+    JWT_TOKENS.iter().find(|(name, _)| *name == variant.base).map(|(_, t)| *t)
 }
 
 fn token_list_path(alg: Alg) -> std::path::PathBuf {
@@ -259,7 +265,7 @@ const SAME_REQUEST_BASELINES: &[(&str, &str)] =
     &[("body-logger, 1 KiB POST", "router-only, 1 KiB POST"), ("body-logger, 64 KiB POST", "router-only, 64 KiB POST")];
 
 fn request_body(variant: &Variant) -> Option<Vec<u8>> {
-    let (_, size) = REQUEST_BODIES.iter().find(|(name, _)| *name == variant.name)?;
+    let (_, size) = REQUEST_BODIES.iter().find(|(name, _)| *name == variant.base)?;
     let filler = size.saturating_sub(r#"{"data":""}"#.len());
     Some(format!(r#"{{"data":"{}"}}"#, "x".repeat(filler)).into_bytes())
 }
@@ -415,6 +421,9 @@ pub(crate) struct Settings {
     instructions: InstructionMode,
     /// Requests per counted window under callgrind.
     instruction_requests: u32,
+    /// BENCH_BEFORE: a directory of modules from another build (e.g. an older commit's dist/);
+    /// every wasm row selected is measured again with them, in the same rounds.
+    before: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -472,6 +481,7 @@ impl Settings {
             latency_connections: env_count("BENCH_LATENCY_CONNECTIONS", 8)?,
             instructions,
             instruction_requests: env_count("BENCH_INSTRUCTION_REQUESTS", 200)?,
+            before: before_dir()?,
         })
     }
 
@@ -479,15 +489,32 @@ impl Settings {
         self.only.is_empty() || self.only.iter().any(|o| name.to_ascii_lowercase().contains(o))
     }
 
-    /// The baseline always, then every variant BENCH_ONLY asks for.
+    /// The baseline always, then every variant BENCH_ONLY asks for, then (BENCH_BEFORE) each
+    /// wasm row of those again with the other build's modules.
     fn selected(&self) -> Vec<&'static Variant> {
-        VARIANTS.iter().enumerate().filter(|(i, v)| *i == 0 || self.wanted(v.name)).map(|(_, v)| v).collect()
+        let mut selected: Vec<&'static Variant> =
+            VARIANTS.iter().enumerate().filter(|(i, v)| *i == 0 || self.wanted(v.name)).map(|(_, v)| v).collect();
+        if let Some(dir) = self.before {
+            let again: Vec<&'static Variant> = selected
+                .iter()
+                .filter(|v| v.kind == Kind::Wasm)
+                .map(|v| {
+                    // A handful of rows for the process's lifetime: leaking them keeps every
+                    // row `&'static` like the table's.
+                    let name: &'static str = Box::leak(format!("{} [before]", v.name).into_boxed_str());
+                    let row: &'static Variant = Box::leak(Box::new(Variant { name, before: Some(dir), ..**v }));
+                    row
+                })
+                .collect();
+            selected.extend(again);
+        }
+        selected
     }
 
-    /// A full run (every variant, at least 5 rounds) is published: its table and chart are
-    /// copied to docs/bench/, which README shows.
+    /// A full run (every variant, at least 5 rounds, this build only) is published: its table
+    /// and chart are copied to docs/bench/, which README shows.
     fn publishes(&self) -> bool {
-        self.only.is_empty() && self.rounds >= 5
+        self.only.is_empty() && self.rounds >= 5 && self.before.is_none()
     }
 }
 
@@ -505,8 +532,30 @@ impl Settings {
             latency_connections: 8,
             instructions: InstructionMode::Off,
             instruction_requests: 200,
+            before: None,
         }
     }
+}
+
+/// BENCH_BEFORE, checked: an existing directory (absolute, since Envoy runs in the repo root).
+fn before_dir() -> Result<Option<&'static str>, String> {
+    let Ok(dir) = std::env::var("BENCH_BEFORE") else { return Ok(None) };
+    if dir.trim().is_empty() {
+        return Ok(None);
+    }
+    let path = fs::canonicalize(dir.trim()).map_err(|e| format!("BENCH_BEFORE={dir:?}: {e}"))?;
+    if !path.is_dir() {
+        return Err(format!("BENCH_BEFORE={dir:?}: not a directory of .wasm modules"));
+    }
+    let text = path.to_str().ok_or_else(|| format!("BENCH_BEFORE={dir:?}: not UTF-8"))?;
+    Ok(Some(Box::leak(text.to_string().into_boxed_str())))
+}
+
+/// A config's module paths (`filename: dist/x.wasm`, quoted or not) moved to `dir`.
+fn modules_from(config: String, dir: &str) -> String {
+    config
+        .replace("filename: dist/", &format!("filename: {dir}/"))
+        .replace("filename: \"dist/", &format!("filename: \"{dir}/"))
 }
 
 fn variant(name: &str) -> Option<&'static Variant> {
@@ -651,7 +700,14 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    fn start(variant: &'static Variant, opts: EnvoyOptions, repeated_jwt: &str) -> Result<Proxy, String> {
+    fn start(variant: &'static Variant, mut opts: EnvoyOptions, repeated_jwt: &str) -> Result<Proxy, String> {
+        if let Some(dir) = variant.before {
+            let edit = opts.edit.take();
+            opts.edit = Some(Box::new(move |text| {
+                let text = edit.as_ref().map_or(text.clone(), |e| e(text));
+                modules_from(text, dir)
+            }));
+        }
         let envoy = Envoy::start_with(variant.config, opts).map_err(|e| format!("{}: {e}", variant.name))?;
         let listener = envoy.port(LISTENER_PORT);
         if listener == 0 {
@@ -697,7 +753,7 @@ impl Proxy {
     /// what is being checked), and the counters of [`STAT_CHECKS`] must have moved.
     fn sanity_check(&self) -> Result<(), String> {
         let response = self.check_answers()?;
-        for (name, stat) in STAT_CHECKS.iter().filter(|(name, _)| *name == self.variant.name) {
+        for (name, stat) in STAT_CHECKS.iter().filter(|(name, _)| *name == self.variant.base) {
             if self.envoy.wait_stat(stat, 1) == 0 {
                 return Err(self.misbehaves(format!("{name}: {stat} stayed 0"), &response));
             }
@@ -1165,8 +1221,12 @@ fn report(
             wasm_added - native_added
         );
     }
-    for (variant, baseline) in SAME_REQUEST_BASELINES {
-        let (Some(v), Some(b)) = (index_of(variant), index_of(baseline)) else { continue };
+    let same_request = variants.iter().enumerate().filter_map(|(v, variant)| {
+        let (_, baseline) = SAME_REQUEST_BASELINES.iter().find(|(name, _)| *name == variant.base)?;
+        Some((variant.name, *baseline, v))
+    });
+    for (variant, baseline, v) in same_request {
+        let Some(b) = index_of(baseline) else { continue };
         let pairs: Vec<(f64, f64)> = samples
             .iter()
             .filter(|s| s.variant == v)
@@ -1183,6 +1243,29 @@ fn report(
             "- **{variant}** against **{baseline}** (same request, same rounds): {:+.1} µs/request added \
              (per-round {lo:+.1} to {hi:+.1}), {:.2}×.",
             median(&added),
+            median(&ratio)
+        );
+    }
+    for (i, v) in variants.iter().enumerate().filter(|(_, v)| v.before.is_some()) {
+        let Some(after) = index_of(v.base) else { continue };
+        // Per round: this build's time over the other build's, the same request in the same round.
+        let ratio: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.variant == after)
+            .filter_map(|s| {
+                let before = samples.iter().find(|x| x.variant == i && x.round == s.round)?;
+                Some(s.us_per_request / before.us_per_request)
+            })
+            .collect();
+        let (lo, hi) = min_max(&ratio);
+        let _ = writeln!(
+            md,
+            "- **{}** with this build's modules against `BENCH_BEFORE`'s: {:.1} against {:.1} µs/request \
+             (medians, {:+.1}), {:.2}× per round (median; {lo:.2}–{hi:.2}).",
+            v.base,
+            median(&summaries[after].us),
+            median(&summaries[i].us),
+            median(&summaries[after].us) - median(&summaries[i].us),
             median(&ratio)
         );
     }
@@ -1295,7 +1378,7 @@ fn start_proxies(
     for p in &proxies {
         p.sanity_check()?;
         println!(
-            "bench: {:<28} envoy-configs/{:<36} pid {:>7}  response checked",
+            "bench: {:<40} envoy-configs/{:<36} pid {:>7}  response checked",
             p.variant.name,
             p.variant.config,
             p.pid()
@@ -1318,7 +1401,7 @@ fn cpu_rounds(
         settings.rounds, settings.seconds, total
     );
     println!(
-        "{:<6} {:<28} {:>8} {:>7} {:>7} {:>8} {:>6} | {:>8} {:>6} {:>6} | {:>5} {:>5}",
+        "{:<6} {:<40} {:>8} {:>7} {:>7} {:>8} {:>6} | {:>8} {:>6} {:>6} | {:>5} {:>5}",
         "round", "variant", "requests", "rps", "envoy s", "µs/req", "busy", "upstream", "wrk", "cpu1", "steal", "other"
     );
     let mut samples = Vec::new();
@@ -1334,7 +1417,7 @@ fn cpu_rounds(
                 let retry = s.envoy_cpu_other_pct > BUSY_MACHINE_PCT && attempt < BUSY_MACHINE_RETRIES;
                 let label = if round == 0 { "warm".to_string() } else { format!("{round}/{}", settings.rounds) };
                 println!(
-                    "{label:<6} {:<28} {:>8} {:>7.0} {:>7.2} {:>8.2} {:>5.0}% | {:>8.2} {:>6.2} {:>5.0}% | {:>4.0}% {:>4.0}%{}",
+                    "{label:<6} {:<40} {:>8} {:>7.0} {:>7.2} {:>8.2} {:>5.0}% | {:>8.2} {:>6.2} {:>5.0}% | {:>4.0}% {:>4.0}%{}",
                     proxy.variant.name,
                     s.requests,
                     s.rps,
@@ -1397,7 +1480,7 @@ fn run() -> Result<(), String> {
     let upstream = start_upstream()?;
     // token-fetch's token server: one-hour tokens, so no refresh falls into a measured run.
     let tokens = TokenServer::start(0, 3600)?;
-    let rls = if variants.iter().any(|v| RLS_VARIANTS.contains(&v.name)) { Some(start_rls()?) } else { None };
+    let rls = if variants.iter().any(|v| RLS_VARIANTS.contains(&v.base)) { Some(start_rls()?) } else { None };
     let servers =
         Servers { upstream: upstream.port, token_server: tokens.port, rls: rls.as_ref().map_or(0, |(_, r)| r.port()) };
     let repeated_jwt = prepare_tokens(&variants)?;
@@ -1459,5 +1542,38 @@ fn main() {
     if let Err(e) = run() {
         eprintln!("bench: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_rows_repeat_the_wasm_rows_with_the_other_modules() {
+        let settings =
+            Settings { only: vec!["body-logger, 1 kib".into()], before: Some("/old"), ..Settings::for_test() };
+        let names: Vec<(&str, &str, Option<&str>)> =
+            settings.selected().iter().map(|v| (v.name, v.base, v.before)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("router-only", "router-only", None),
+                ("body-logger, 1 KiB POST", "body-logger, 1 KiB POST", None),
+                ("body-logger, 1 KiB POST [before]", "body-logger, 1 KiB POST", Some("/old")),
+            ]
+        );
+        assert!(!settings.publishes(), "a comparison run is not the published table");
+        let before = settings.selected()[2];
+        assert_eq!(request_body(before).map(|b| b.len()), Some(1024), "looked up by the row it repeats");
+    }
+
+    #[test]
+    fn modules_move_in_both_yaml_forms() {
+        let config = "code: { local: { filename: dist/a.wasm } }\nlocal:\n  filename: \"dist/b.wasm\"\ncert: dist/c\n";
+        assert_eq!(
+            modules_from(config.to_string(), "/old"),
+            "code: { local: { filename: /old/a.wasm } }\nlocal:\n  filename: \"/old/b.wasm\"\ncert: dist/c\n"
+        );
     }
 }

@@ -55,8 +55,6 @@ scripts/sbom.sh "$out/sbom" >/dev/null
 if ! grep -q "^## \[$version\]" "$changelog" 2>/dev/null; then
   since="$(git describe --tags --abbrev=0 2>/dev/null || true)"
   {
-    echo "## [$version] - $(date -u +%Y-%m-%d)"
-    echo
     echo "Modules (SHA-256 of the .wasm / OCI image manifest digest):"
     echo
     while read -r sum file; do
@@ -71,13 +69,28 @@ if ! grep -q "^## \[$version\]" "$changelog" 2>/dev/null; then
     git log --no-merges --format='- %s' ${since:+"$since"..HEAD}
     echo
   } > "$out/CHANGELOG.entry.md"
-  if [ -f "$changelog" ]; then
-    # Insert after the title line (the first line).
-    { head -n 1 "$changelog"; echo; cat "$out/CHANGELOG.entry.md"; tail -n +2 "$changelog" | sed '1{/^$/d}'; } > "$changelog.tmp"
-    mv "$changelog.tmp" "$changelog"
-  else
-    { echo "# Changelog"; echo; cat "$out/CHANGELOG.entry.md"; } > "$changelog"
-  fi
+  [ -f "$changelog" ] || printf '# Changelog\n' > "$changelog"
+  # The entry goes before the first release heading (after the title and its introduction).
+  # An `## Unreleased` section there (upgrade notes written as changes landed) becomes the
+  # top of the new entry, so its notes ship with the release that brings the change.
+  awk -v heading="## [$version] - $(date -u +%Y-%m-%d)" -v entry="$out/CHANGELOG.entry.md" '
+    function flush_entry(   line) {
+      print heading; print ""
+      if (unreleased != "") { printf "%s", unreleased; print "" }
+      while ((getline line < entry) > 0) print line
+      done = 1
+    }
+    !done && !in_unreleased && /^## Unreleased[[:space:]]*$/ { in_unreleased = 1; next }
+    in_unreleased && /^## / { sub(/^\n+/, "", unreleased); sub(/\n+$/, "\n", unreleased); flush_entry(); in_unreleased = 0 }
+    in_unreleased { unreleased = unreleased $0 "\n"; next }
+    !done && /^## / { flush_entry() }
+    { print }
+    END {
+      if (in_unreleased) { sub(/^\n+/, "", unreleased); sub(/\n+$/, "\n", unreleased) } else if (!done) { print "" }
+      if (!done) flush_entry()
+    }
+  ' "$changelog" > "$changelog.tmp"
+  mv "$changelog.tmp" "$changelog"
   rm "$out/CHANGELOG.entry.md"
   echo "added a $version entry to $changelog: edit it before tagging v$version"
 fi

@@ -29,7 +29,11 @@ fn release_artifacts_are_versioned_pinned_and_reproducible() {
     let tmp = std::env::temp_dir().join(format!("e2e-release-{}", std::process::id()));
     let (a, b, changelog) = (tmp.join("a"), tmp.join("b"), tmp.join("CHANGELOG.md"));
     std::fs::create_dir_all(&tmp).unwrap();
-    std::fs::write(&changelog, "# Changelog\n\n## [0.0.1] - 2020-01-01\n\n- older\n").unwrap();
+    std::fs::write(
+        &changelog,
+        "# Changelog\n\nIntroduction.\n\n## Unreleased\n\nUpgrade notes:\n\n- a note\n\n## [0.0.1] - 2020-01-01\n\n- older\n",
+    )
+    .unwrap();
     release(&a, &changelog);
     release(&b, &changelog);
 
@@ -90,10 +94,15 @@ fn release_artifacts_are_versioned_pinned_and_reproducible() {
         assert_eq!(std::fs::read_to_string(&manifest_path).unwrap_or_default(), again, "{name}: manifests differ");
     }
 
-    // One entry for the version, above the older one, added once.
+    // One entry for the version, added once: below the title and its introduction, above the
+    // older entry, and opening with the Unreleased section's notes (that section is gone).
     let log = std::fs::read_to_string(&changelog).unwrap();
     assert_eq!(log.matches(&format!("## [{version}]")).count(), 1, "{log}");
-    assert!(log.find(&format!("## [{version}]")) < log.find("## [0.0.1]"), "{log}");
+    let at = |what: &str| log.find(what).unwrap_or_else(|| panic!("no {what:?} in:\n{log}"));
+    let entry = at(&format!("## [{version}]"));
+    assert!(at("Introduction.") < entry, "{log}");
+    assert!(entry < at("- a note") && at("- a note") < at("Modules (") && at("Modules (") < at("## [0.0.1]"), "{log}");
+    assert!(!log.contains("## Unreleased"), "{log}");
     assert!(log.contains(&format!("security-headers-{version}.wasm")), "{log}");
     let _ = std::fs::remove_dir_all(&tmp);
 }

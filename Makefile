@@ -14,7 +14,7 @@ help:
 	@echo
 	@echo "Variables: ENVOY_VERSION (default $(ENVOY_VERSION)), ENVOY_BIN, E2E_CONCURRENCY, E2E_TESTS, WASM_OPT=on, BENCH_*, FUZZ_* (README, Make targets)"
 
-## build: every filter to dist/<filter>.wasm and dist/SHA256SUMS
+## build: every filter to dist/<filter>.wasm and dist/SHA256SUMS, their config JSON Schemas to dist/schemas/
 build:
 	scripts/build.sh
 

@@ -8,10 +8,13 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema};
 use serde_json::{json, Map, Value};
 
+/// Generates one configuration's schema.
+pub type SchemaFn = fn() -> Schema;
+
 /// Every filter's configuration type, by filter name (the `filters/<name>` directory). A new
 /// filter or root configuration joins with one line here (and its dependency with feature
 /// `schema` in Cargo.toml); `make new-filter` adds both.
-pub const FILTERS: &[(&str, fn() -> Schema)] = &[
+pub const FILTERS: &[(&str, SchemaFn)] = &[
     ("body-logger", schema_of::<body_logger::config::Config>),
     ("jwt-auth", schema_of::<jwt_auth::config::Config>),
     ("rate-limit", schema_of::<rate_limit::config::Config>),

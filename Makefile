@@ -20,8 +20,7 @@ build:
 
 ## schemas: the configuration JSON Schemas alone (schemas/ and dist/schemas/), from the config types
 schemas:
-	cargo run --quiet --locked -p schemas -- schemas
-	cargo run --quiet --locked -p schemas -- dist/schemas
+	scripts/schemas.sh --force
 
 ## deps: Debian packages the suite, demo and bench use (docker-compose, wrk, chromium, curl, valgrind, …); installs them as root
 deps:

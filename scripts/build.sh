@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build every filter under filters/ for wasm32-wasip1 and write dist/<filter>.wasm plus
-# dist/SHA256SUMS, and dist/schemas/<filter>.schema.json (+ .wasmplugin.schema.json) (and, never shipped: the e2e suite's test-only dist/test/probe.wasm, the
+# dist/SHA256SUMS, and dist/schemas/ (each configuration's JSON Schema) (and, never shipped:
+# the e2e suite's test-only dist/test/probe.wasm, the
 # bench's trivial filter dist/bench/trivial-filter.wasm).
 # WASM_OPT=on also runs `wasm-opt -Oz` (Debian's binaryen) on the filters: off by default,
 # because measured in Envoy 1.40 it cut the file by 18% but raised Envoy's RSS by ~9 MB with no
@@ -58,17 +59,9 @@ cargo build --release --locked --target "$target" -p trivial-filter
 mkdir -p dist/bench
 cp "${CARGO_TARGET_DIR:-target}/$target/release/trivial_filter.wasm" dist/bench/trivial-filter.wasm
 
-# Each filter's configuration JSON Schema (schemas/ crate: generated from the config types,
-# natively, with the filters' `schema` feature, which the wasm builds above never select), and
-# the WasmPlugin wrapper. dist/schemas/ is published; schemas/*.json is the committed copy
-# editors and forks' CI point at: kept current locally, and in CI a stale copy fails the build.
-rm -rf dist/schemas
-cargo run --quiet --locked -p schemas -- dist/schemas
-if [ "${CI:-}" = true ]; then
-  cargo run --quiet --locked -p schemas -- --check schemas
-else
-  cargo run --quiet --locked -p schemas -- schemas
-fi
+# Each filter's configuration JSON Schema (and the WasmPlugin wrapper) into dist/schemas/, from
+# the committed schemas/, regenerated from the config types when their sources changed.
+scripts/schemas.sh
 
 # The Istio manifests carry each module's digest. Locally they follow the build; in CI
 # (CI=true) a manifest that does not match the build fails it: commit the updated manifest.

@@ -84,7 +84,7 @@ fn committed_schemas_are_what_the_config_types_generate() {
     }
     assert!(
         stale.is_empty(),
-        "schemas/ differs from the config types (run `make build`, or `cargo run -p schemas -- schemas`, and commit): {stale:?}"
+        "schemas/ differs from the config types (run `make schemas` or `make build`, and commit schemas/): {stale:?}"
     );
     // No file left behind by a removed filter.
     let mut committed: Vec<String> = std::fs::read_dir(root.join("schemas"))

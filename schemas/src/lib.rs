@@ -1,7 +1,8 @@
 //! The JSON Schema (draft 2020-12) of every filter's configuration, generated from the
 //! filter's own config types (`schemars` derives next to serde's, feature `schema`), and the
-//! WasmPlugin-shaped wrapper editors use for Istio manifests. `make build` writes them to
-//! `dist/schemas/` and keeps the committed copies in `schemas/` current (CI refuses stale ones);
+//! WasmPlugin-shaped wrapper editors use for Istio manifests. `make build` (scripts/schemas.sh)
+//! keeps the committed copies in `schemas/` current (CI refuses stale ones) and publishes them
+//! in `dist/schemas/`;
 //! `e2e/tests/schemas.rs` validates every shipped and documented configuration against them.
 
 use schemars::generate::SchemaSettings;

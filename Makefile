@@ -4,7 +4,7 @@ ENVOY_VERSION ?= 1.40.0
 ENVOY_BIN ?= $(CURDIR)/tools/envoy-$(ENVOY_VERSION)/envoy/_bin/envoy
 export ENVOY_VERSION ENVOY_BIN
 
-.PHONY: all help deps build envoy test unit e2e lint doc fmt demo bench bench-instructions oci release new-filter clean deny sbom fresh-check fuzz fuzz-smoke ci
+.PHONY: all help deps build schemas envoy test unit e2e lint doc fmt demo bench bench-instructions oci release new-filter clean deny sbom fresh-check fuzz fuzz-smoke ci
 
 all: build
 
@@ -14,9 +14,13 @@ help:
 	@echo
 	@echo "Variables: ENVOY_VERSION (default $(ENVOY_VERSION)), ENVOY_BIN, E2E_CONCURRENCY, E2E_TESTS, WASM_OPT=on, BENCH_*, FUZZ_* (README, Make targets)"
 
-## build: every filter to dist/<filter>.wasm and dist/SHA256SUMS
+## build: every filter to dist/<filter>.wasm and dist/SHA256SUMS, their config JSON Schemas to dist/schemas/
 build:
 	scripts/build.sh
+
+## schemas: the configuration JSON Schemas alone (schemas/ and dist/schemas/), from the config types
+schemas:
+	scripts/schemas.sh --force
 
 ## deps: Debian packages the suite, demo and bench use (docker-compose, wrk, chromium, curl, valgrind, …); installs them as root
 deps:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build every filter under filters/ for wasm32-wasip1 and write dist/<filter>.wasm plus
-# dist/SHA256SUMS (and, never shipped: the e2e suite's test-only dist/test/probe.wasm, the
+# dist/SHA256SUMS, and dist/schemas/ (each configuration's JSON Schema) (and, never shipped:
+# the e2e suite's test-only dist/test/probe.wasm, the
 # bench's trivial filter dist/bench/trivial-filter.wasm).
 # WASM_OPT=on also runs `wasm-opt -Oz` (Debian's binaryen) on the filters: off by default,
 # because measured in Envoy 1.40 it cut the file by 18% but raised Envoy's RSS by ~9 MB with no
@@ -58,6 +59,10 @@ cargo build --release --locked --target "$target" -p trivial-filter
 mkdir -p dist/bench
 cp "${CARGO_TARGET_DIR:-target}/$target/release/trivial_filter.wasm" dist/bench/trivial-filter.wasm
 
+# Each filter's configuration JSON Schema (and the WasmPlugin wrapper) into dist/schemas/, from
+# the committed schemas/, regenerated from the config types when their sources changed.
+scripts/schemas.sh
+
 # The Istio manifests carry each module's digest. Locally they follow the build; in CI
 # (CI=true) a manifest that does not match the build fails it: commit the updated manifest.
 if [ "${CI:-}" = true ]; then
@@ -67,3 +72,4 @@ else
 fi
 echo "built (wasm-opt: $use_wasm_opt):"
 (cd dist && for f in *.wasm; do printf '  dist/%-24s %8d bytes\n' "$f" "$(stat -c %s "$f")"; done)
+echo "  dist/schemas/: $(ls dist/schemas | wc -l) JSON Schemas (schemas/README.md)"

@@ -37,6 +37,11 @@ for template in "${!targets[@]}"; do
   sed -e "s/__NAME__/$name/g" -e "s/__SNAKE__/$snake/g" -e "s/__CAMEL__/$camel/g" -e "s/__VERSION__/$version/g" \
     "templates/filter/$template" > "$out"
 done
+# Its configuration's JSON Schema: one line in the generator's list, and its dependency.
+sed -i "s|^    // new filters above this line|    (\"$name\", schema_of::<$snake::config::Config>),\n&|" schemas/src/lib.rs
+echo "$name = { path = \"../filters/$name\", features = [\"schema\"] }" >> schemas/Cargo.toml
+grep -q "\"$name\", schema_of" schemas/src/lib.rs || { echo "could not add $name to schemas/src/lib.rs" >&2; exit 1; }
+
 # Record the new workspace member in Cargo.lock (it uses only dependencies already locked).
 # `update --workspace` touches workspace members only and needs the registry index, not the
 # crates themselves (`cargo metadata` would download every locked crate, even those of other
@@ -45,7 +50,8 @@ cargo update --workspace --offline --quiet 2>/dev/null || cargo update --workspa
 
 cat <<MSG
 Created filter '$name':
-  filters/$name/ (crate, README.md), envoy-configs/$name.yaml, e2e/tests/$snake.rs, deploy/istio/$name.yaml
+  filters/$name/ (crate, README.md), envoy-configs/$name.yaml, e2e/tests/$snake.rs, deploy/istio/$name.yaml,
+  its JSON Schema in schemas/ (written by make build)
 Next:
   make build                                   # dist/$name.wasm, and its digest in deploy/istio/$name.yaml
   cargo test -p $name && cargo test -p e2e --test $snake

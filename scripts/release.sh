@@ -2,6 +2,8 @@
 # Versioned release artifacts from the current build, in dist/release/<version>/:
 #   <filter>-<version>.wasm, SHA256SUMS, oci/<filter>/ (OCI image layouts, Istio compat form),
 #   sbom/<filter>.cdx.json (CycloneDX SBOM of the crates in each module, scripts/sbom.sh),
+#   schemas/<filter>.schema.json and <filter>.wasmplugin.schema.json (the configuration's JSON
+#   Schema and the WasmPlugin wrapper, from make build's dist/schemas/),
 #   istio/<filter>.yaml (the deploy/istio manifest pinned to that image: url tag + spec.sha256
 #   = the image's manifest digest, which is what Istio checks for oci:// urls),
 # and a CHANGELOG.md entry for the version when it has none yet (edit it before tagging).
@@ -49,6 +51,9 @@ for wasm in dist/*.wasm; do
       { echo "$manifest: could not pin spec.sha256 (needs one '  url: oci://…' line)" >&2; exit 1; }
   fi
 done
+[ -d dist/schemas ] || { echo "dist/schemas missing: run make build" >&2; exit 1; }
+mkdir -p "$out/schemas"
+cp dist/schemas/*.json "$out/schemas/"
 (cd "$out" && sha256sum ./*.wasm | sed 's# \./# #' > SHA256SUMS)
 scripts/sbom.sh "$out/sbom" >/dev/null
 

@@ -82,6 +82,16 @@ fn release_artifacts_are_versioned_pinned_and_reproducible() {
         for needed in ["shared@", "proxy-wasm@", "serde_json@"] {
             assert!(components.iter().any(|c| c.starts_with(needed)), "{name}: SBOM lacks {needed}: {components:?}");
         }
+        // Only what is compiled into the module: not the native-only schema generator (the
+        // `schema` feature other workspace members turn on).
+        assert!(
+            !components.iter().any(|c| c.starts_with("schemars@")),
+            "{name}: SBOM lists schemars, which is not in the module: {components:?}"
+        );
+        // The configuration's JSON Schema ships with the module.
+        let schema = std::fs::read_to_string(a.join("schemas").join(format!("{name}.schema.json")))
+            .unwrap_or_else(|e| panic!("{name}: no schema in the release: {e}"));
+        assert!(schema.contains("https://json-schema.org/draft/2020-12/schema"), "{name}");
         assert!(
             sbom["components"]
                 .as_array()

@@ -59,12 +59,17 @@ fn new_filter_builds_loads_in_envoy_and_passes_its_tests() {
     }
     run(&copy, "make", &["build"]);
     assert!(copy.join("dist/demo-x.wasm").is_file(), "dist/demo-x.wasm not built");
+    // Its configuration's JSON Schema, generated from the template's types by the build.
+    for schema in ["schemas/demo-x.schema.json", "dist/schemas/demo-x.wasmplugin.schema.json"] {
+        assert!(copy.join(schema).is_file(), "{schema} not generated");
+    }
     run(&copy, "cargo", &["fmt", "--all", "--", "--check"]);
     run(&copy, "cargo", &["clippy", "--locked", "-p", "demo-x", "--all-targets", "--", "-D", "warnings"]);
     run(&copy, "cargo", &["clippy", "--locked", "--target", "wasm32-wasip1", "-p", "demo-x", "--", "-D", "warnings"]);
     run(&copy, "cargo", &["test", "--locked", "-p", "demo-x"]);
     // In the real Envoy: its own e2e test, its config validates, its manifest is accepted, its
-    // README's example is accepted (not registered natively: checked by the module in Envoy).
+    // README's example is accepted (not registered natively: checked by the module in Envoy);
+    // its README, Envoy config and manifest validate against its schema.
     run(
         &copy,
         "cargo",
@@ -81,6 +86,8 @@ fn new_filter_builds_loads_in_envoy_and_passes_its_tests() {
             "deploy",
             "--test",
             "doc_configs",
+            "--test",
+            "schemas",
         ],
     );
     // A second filter of the same name is refused.

@@ -37,6 +37,8 @@ pub mod matching;
 pub mod plugin;
 pub mod reply;
 pub mod routing;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod seed;
 pub mod shared_cell;
 pub mod stats;

@@ -86,23 +86,32 @@ fn default_log_level() -> String {
 
 /// Phase 1: the JSON shape. Unknown fields are errors naming their path.
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(title = "body-logger configuration"))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_max_bytes")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_BYTES)))]
     pub max_bytes: usize,
+    /// At least `max_bytes`.
     #[serde(default = "default_capture_budget")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_CAPTURE_BUDGET_BYTES)))]
     pub capture_budget_bytes: usize,
     #[serde(default = "default_true")]
     pub request_body: bool,
     #[serde(default = "default_true")]
     pub response_body: bool,
+    /// `type/subtype`, `type/*` or `type/*+suffix`.
     #[serde(default = "default_content_types")]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIST), inner(regex(pattern = schema::MEDIA_RANGE))))]
     pub content_types: Vec<String>,
     #[serde(default)]
     pub paths: Vec<PathMatchConfig>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(inner(regex(pattern = r"^[A-Za-z-]{1,32}$"))))]
     pub methods: Vec<String>,
     #[serde(default = "default_rate")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 1)))]
     pub sample_rate: f64,
     #[serde(default)]
     pub sample_by_request_id: bool,
@@ -111,10 +120,13 @@ pub struct Config {
     #[serde(default)]
     pub redact: RedactConfig,
     #[serde(default = "default_log_level")]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["trace", "debug", "info", "warn", "warning", "error", "critical"])))]
     pub log_level: String,
     #[serde(default = "default_true")]
     pub envoy_log: bool,
+    /// `null` disables it.
     #[serde(default = "default_filter_state_name")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,128}$")))]
     pub filter_state_name: Option<String>,
 }
 
@@ -140,22 +152,29 @@ impl Default for Config {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RedactConfig {
     /// Exact names; replaces the default list.
     #[serde(default = "default_fields")]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIST), inner(regex(pattern = schema::NAME))))]
     pub fields: Vec<String>,
     /// Added to `fields` (keeps the defaults).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIST), inner(regex(pattern = schema::NAME))))]
     pub additional_fields: Vec<String>,
     /// Names never redacted for a part they hold; replaces the default list.
     #[serde(default = "default_harmless")]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIST), inner(regex(pattern = schema::NAME))))]
     pub harmless_fields: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIST), inner(regex(pattern = schema::NAME))))]
     pub additional_harmless_fields: Vec<String>,
     #[serde(default = "default_headers")]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIST), inner(regex(pattern = shared::schema::HEADER_NAME_PATTERN))))]
     pub headers: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIST), inner(regex(pattern = shared::schema::HEADER_NAME_PATTERN))))]
     pub additional_headers: Vec<String>,
     #[serde(default = "default_true")]
     pub bearer_tokens: bool,
@@ -164,8 +183,11 @@ pub struct RedactConfig {
     #[serde(default = "default_true")]
     pub card_numbers: bool,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = 32)))]
     pub patterns: Vec<PatternConfig>,
+    /// 1 to 64 characters; no control characters, `"` or `\`.
     #[serde(default = "default_replacement")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r#"^[^\u0000-\u001f\u007f"\\]{1,64}$"#)))]
     pub replacement: String,
 }
 
@@ -188,10 +210,23 @@ impl Default for RedactConfig {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PatternConfig {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 64)))]
     pub name: String,
     pub regex: String,
+}
+
+/// The rules phase 2 checks that JSON Schema can say and the derives cannot.
+#[cfg(feature = "schema")]
+mod schema {
+    /// `MediaRange::parse`.
+    pub const MEDIA_RANGE: &str =
+        r"^\s*[A-Za-z0-9!#$&^_.+-]+/(?:\*|\*\+[A-Za-z0-9!#$&^_.+-]+|[A-Za-z0-9!#$&^_.+-]+)\s*$";
+    /// `check_names`: a letter, digit or non-ASCII character somewhere (names are compared by
+    /// those).
+    pub const NAME: &str = r"[^\u0000-/:-@\[-`{-\u007f]";
 }
 
 /// A content-type allowlist entry: `type/subtype`, `type/*` or `type/*+suffix`.

@@ -29,9 +29,13 @@ pub const DEFAULT_PREFIX: &str = "Bearer ";
 pub const DEFAULT_PARAM: &str = "access_token";
 
 #[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(title = "jwt-auth configuration"))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The JWT providers by name (jwt_authn's `providers`).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("propertyNames" = { "minLength": 1 })))]
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
@@ -39,6 +43,7 @@ pub struct Config {
     pub bypass_cors_preflight: bool,
     /// Ours (not in jwt_authn): tokens longer than this are refused without being parsed.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 64, max = 1_048_576)))]
     pub max_token_bytes: Option<u64>,
     /// Ours: how often at most an unknown `kid` may trigger a JWKS refetch (key rotation).
     #[serde(default)]
@@ -46,6 +51,8 @@ pub struct Config {
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(transform = shared::schema::exactly_one_of(schema::KEY_SOURCE)))]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     #[serde(default)]
@@ -61,10 +68,14 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub from_headers: Vec<JwtHeader>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(inner(length(min = 1))))]
     pub from_params: Vec<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(inner(regex(pattern = r"^[!-:<>-~]+$"))))]
     pub from_cookies: Vec<String>,
+    /// `""`: none.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = schema::HEADER_NAME_OR_EMPTY)))]
     pub forward_payload_header: String,
     #[serde(default)]
     pub pad_forward_payload_header: bool,
@@ -85,13 +96,17 @@ pub struct ProviderConfig {
 
 /// Envoy's `DataSource`; only `inline_string` (a file or env var is not readable from wasm).
 #[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(transform = schema::inline_string_required))]
 pub struct DataSource {
+    /// The JWKS, as JSON text (`""`: no keys).
     #[serde(default)]
     pub inline_string: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RemoteJwks {
     pub http_uri: HttpUri,
@@ -102,9 +117,12 @@ pub struct RemoteJwks {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HttpUri {
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = schema::HTTP_URI)))]
     pub uri: String,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub cluster: String,
     pub timeout: Duration,
 }
@@ -112,6 +130,7 @@ pub struct HttpUri {
 /// Accepted for compatibility: this filter always fetches ahead of requests (jwt_authn's
 /// `async_fetch` behaviour); `failed_refetch_duration` is the first retry delay.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AsyncFetch {
     #[serde(default)]
@@ -121,28 +140,37 @@ pub struct AsyncFetch {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtHeader {
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = shared::schema::HEADER_NAME_PATTERN)))]
     pub name: String,
     #[serde(default)]
     pub value_prefix: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClaimToHeader {
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = shared::schema::HEADER_NAME_PATTERN)))]
     pub header_name: String,
+    /// A claim, nested as `a.b`.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[^.]+(?:\.[^.]+)*$")))]
     pub claim_name: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtCacheConfig {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_JWT_CACHE_SIZE)))]
     pub jwt_cache_size: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     #[serde(rename = "match")]
@@ -152,6 +180,8 @@ pub struct RuleConfig {
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(transform = shared::schema::at_most_one_of(schema::REQUIREMENT)))]
 #[serde(deny_unknown_fields)]
 pub struct RequirementConfig {
     #[serde(default)]
@@ -169,6 +199,7 @@ pub struct RequirementConfig {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProviderAndAudiences {
     pub provider_name: String,
@@ -177,15 +208,39 @@ pub struct ProviderAndAudiences {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequirementList {
+    #[cfg_attr(feature = "schema", schemars(length(min = 2)))]
     pub requirements: Vec<RequirementConfig>,
 }
 
 /// `google.protobuf.Empty`: `{}`.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
+
+/// The rules phase 2 checks that JSON Schema can say and the derives cannot.
+#[cfg(feature = "schema")]
+mod schema {
+    pub const KEY_SOURCE: &[&str] = &["local_jwks", "remote_jwks"];
+    pub const REQUIREMENT: &[&str] = &[
+        "provider_name",
+        "provider_and_audiences",
+        "requires_any",
+        "requires_all",
+        "allow_missing_or_failed",
+        "allow_missing",
+    ];
+    pub const HEADER_NAME_OR_EMPTY: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]*$";
+    /// `split_uri`: http(s), a host without `@`, nothing at or below space or above `~`, no `#`.
+    pub const HTTP_URI: &str = r"^https?://[!-?A-~]+(?:/[!-\x22$-~]*)?$";
+
+    pub fn inline_string_required(schema: &mut schemars::Schema) {
+        shared::schema::require(schema, "inline_string");
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Compiled form

@@ -29,9 +29,13 @@ pub const MIN_FILL_INTERVAL_MS: u64 = 50;
 pub const KEY_PREFIX: &str = "rate-limit/";
 
 #[derive(Deserialize, Default, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(title = "rate-limit configuration", transform = schema::config))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The rules, 1 to 64; each request is checked against every rule that matches it.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
     pub rules: Vec<RuleConfig>,
     /// 0: the client is `source.address` (Envoy's view of the downstream peer). N > 0: the
     /// N-th address from the right of `x-forwarded-for`.
@@ -58,6 +62,7 @@ pub struct Config {
     pub failure_mode_deny: bool,
     /// Global rules: the RLS domain (Envoy's ratelimit `domain`).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[!-~]{1,256}$")))]
     pub domain: Option<String>,
     /// Global rules: the deadline of one `ShouldRateLimit` call (default 100ms).
     #[serde(default)]
@@ -75,33 +80,42 @@ pub struct Config {
 
 /// Envoy's `RateLimitServiceConfig`, for an Envoy gRPC cluster only.
 #[derive(Deserialize, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitServiceConfig {
     pub grpc_service: GrpcServiceConfig,
     /// Only `V3` (Envoy's only version).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["V3", null])))]
     pub transport_api_version: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GrpcServiceConfig {
     pub envoy_grpc: EnvoyGrpcConfig,
 }
 
 #[derive(Deserialize, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnvoyGrpcConfig {
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[!-~]{1,125}$")))]
     pub cluster_name: String,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StatusConfig {
+    /// An HTTP error status, 400 to 599.
+    #[cfg_attr(feature = "schema", schemars(range(min = 400, max = 599)))]
     pub code: u32,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum XRateLimitHeaders {
     #[serde(rename = "OFF")]
     Off,
@@ -110,15 +124,18 @@ pub enum XRateLimitHeaders {
 }
 
 #[derive(Deserialize, Default, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 4, max = MAX_MAX_KEYS)))]
     pub max_keys: Option<u32>,
     #[serde(default)]
     pub on_full: Option<OnFullConfig>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum OnFullConfig {
     #[serde(rename = "EVICT")]
     Evict,
@@ -127,15 +144,18 @@ pub enum OnFullConfig {
 }
 
 #[derive(Deserialize, Default, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CasConfig {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_CAS_MAX_ATTEMPTS)))]
     pub max_attempts: Option<u32>,
     #[serde(default)]
     pub on_exhausted: Option<OnExhausted>,
 }
 
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum OnExhausted {
     #[serde(rename = "DENY")]
     Deny,
@@ -144,11 +164,17 @@ pub enum OnExhausted {
 }
 
 #[derive(Deserialize, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(transform = shared::schema::exactly_one_of(schema::RULE_KIND)))]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
+    /// Names the rule in stats and headers: 1 to 64 of `[A-Za-z0-9_-]`, unique.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$")))]
     pub name: String,
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
+    /// The descriptor entries (1 to 8) that key this rule's bucket.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_ACTIONS)))]
     pub actions: Vec<ActionConfig>,
     /// A local rule: this proxy's bucket. Exactly one of `token_bucket`, `global`.
     #[serde(default)]
@@ -161,10 +187,12 @@ pub struct RuleConfig {
 }
 
 #[derive(Deserialize, Debug, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GlobalConfig {
     /// Hits this request counts for (Envoy's descriptor `hits_addend`), default 1.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_HITS_ADDEND)))]
     pub hits_addend: Option<u32>,
     /// A local bucket per descriptor checked first: it sheds floods before they reach the
     /// service (a denial by it never calls the service).
@@ -174,15 +202,21 @@ pub struct GlobalConfig {
 
 /// Every condition given must hold; an empty match selects every request.
 #[derive(Deserialize, Default, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(transform = shared::schema::at_most_one_of(schema::PATH_MATCH)))]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = shared::schema::PATH_LITERAL_PATTERN)))]
     pub prefix: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = shared::schema::PATH_LITERAL_PATTERN)))]
     pub path: Option<String>,
     #[serde(default)]
     pub safe_regex: Option<RegexMatcherConfig>,
+    /// Upper-case HTTP methods.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(inner(regex(pattern = r"^[A-Z_-]+$"))))]
     pub methods: Vec<String>,
     #[serde(default)]
     pub headers: Vec<HeaderMatchConfig>,
@@ -190,8 +224,11 @@ pub struct MatchConfig {
 
 /// A subset of Envoy's `HeaderMatcher`.
 #[derive(Deserialize, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(transform = shared::schema::exactly_one_of(schema::HEADER_MATCH)))]
 pub struct HeaderMatchConfig {
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = schema::HEADER_OR_PSEUDO)))]
     pub name: String,
     #[serde(default)]
     pub exact_match: Option<String>,
@@ -202,37 +239,49 @@ pub struct HeaderMatchConfig {
 }
 
 #[derive(Deserialize, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
 #[derive(Deserialize, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MaskedRemoteAddress {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = 32)))]
     pub v4_prefix_mask_len: Option<u8>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = 128)))]
     pub v6_prefix_mask_len: Option<u8>,
 }
 
 #[derive(Deserialize, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestHeadersAction {
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = schema::HEADER_OR_PSEUDO)))]
     pub header_name: String,
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = schema::DESCRIPTOR_KEY)))]
     pub descriptor_key: String,
     #[serde(default)]
     pub skip_if_absent: bool,
 }
 
 #[derive(Deserialize, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GenericKeyAction {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 256)))]
     pub descriptor_value: String,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = schema::DESCRIPTOR_KEY)))]
     pub descriptor_key: Option<String>,
 }
 
 /// One descriptor entry: exactly one field set (Envoy's `RateLimit.Action`).
 #[derive(Deserialize, Debug, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(transform = shared::schema::exactly_one_of(schema::ACTION)))]
 #[serde(deny_unknown_fields)]
 pub struct ActionConfig {
     #[serde(default)]
@@ -250,10 +299,13 @@ pub struct ActionConfig {
 }
 
 #[derive(Deserialize, Debug)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenBucketConfig {
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub max_tokens: u32,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub tokens_per_fill: Option<u32>,
     pub fill_interval: Duration,
 }
@@ -659,6 +711,52 @@ impl Config {
             status_on_error,
             x_envoy_ratelimited: !self.disable_x_envoy_ratelimited_header,
         }))
+    }
+}
+
+/// The rules phase 2 checks that JSON Schema can say and the derives cannot.
+#[cfg(feature = "schema")]
+mod schema {
+    use schemars::Schema;
+    use shared::schema::{add_rule, json};
+
+    /// A header name (RFC 9110 token) or one of the pseudo-headers a descriptor may read.
+    pub const HEADER_OR_PSEUDO: &str = r"^(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|:[Pp][Aa][Tt][Hh]|:[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Tt][Yy]|:[Mm][Ee][Tt][Hh][Oo][Dd]|:[Ss][Cc][Hh][Ee][Mm][Ee])$";
+    pub const RULE_KIND: &[&str] = &["token_bucket", "global"];
+    pub const PATH_MATCH: &[&str] = &["prefix", "path", "safe_regex"];
+    pub const HEADER_MATCH: &[&str] = &["exact_match", "present_match"];
+    pub const ACTION: &[&str] = &["remote_address", "masked_remote_address", "request_headers", "generic_key", "path"];
+    /// 1 to 128 visible ASCII characters.
+    pub const DESCRIPTOR_KEY: &str = r"^[!-~]{1,128}$";
+
+    /// `rules` is required; the service settings come with a global rule and only with one.
+    pub fn config(schema: &mut Schema) {
+        shared::schema::require(schema, "rules");
+        let any_global = json!({
+            "required": ["rules"],
+            "properties": { "rules": { "contains": {
+                "required": ["global"], "properties": { "global": { "not": { "type": "null" } } }
+            } } }
+        });
+        add_rule(
+            schema,
+            json!({
+                "if": any_global,
+                "then": {
+                    "required": ["domain", "rate_limit_service"],
+                    "properties": { "domain": { "type": "string" }, "rate_limit_service": { "type": "object" } }
+                },
+                "else": {
+                    "properties": {
+                        "domain": { "type": "null" },
+                        "rate_limit_service": { "type": "null" },
+                        "timeout": { "type": "null" },
+                        "status_on_error": { "type": "null" },
+                        "disable_x_envoy_ratelimited_header": { "const": false }
+                    }
+                }
+            }),
+        );
     }
 }
 

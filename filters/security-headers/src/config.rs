@@ -54,6 +54,7 @@ const MAX_HEADERS: usize = 64;
 
 /// Envoy's `HeaderValueOption.append_action`, the two values that make sense here.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum AppendAction {
     /// Keep a value the upstream already set; add ours only where it set none.
     #[default]
@@ -106,17 +107,20 @@ impl<'de> Deserialize<'de> for HeaderSetting {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(title = "security-headers configuration"))]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Overrides of the defaults, by header name: a value replaces the default, `null` disables
     /// the header, a new name adds a header.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(transform = schema::header_settings))]
     pub headers: BTreeMap<String, HeaderSetting>,
     /// What to do when the upstream already set a header this filter sets.
     #[serde(default)]
     pub append_action: AppendAction,
     /// Response headers removed from every response; replaces the default list when given.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(transform = schema::removable_names))]
     pub remove_headers: Option<Vec<String>>,
     /// Send the CSP as `Content-Security-Policy-Report-Only` (observe before enforcing).
     #[serde(default)]
@@ -131,12 +135,14 @@ pub struct Config {
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PathOverride {
     #[serde(rename = "match")]
     pub match_: PathMatchConfig,
     /// Merged over the top-level `headers`, same syntax.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(transform = schema::header_settings))]
     pub headers: BTreeMap<String, HeaderSetting>,
     #[serde(default)]
     pub content_security_policy_report_only: Option<bool>,
@@ -318,6 +324,87 @@ impl Config {
         }
 
         Ok(Compiled { default_policy, overrides, remove, trust_x_forwarded_proto: self.trust_x_forwarded_proto })
+    }
+}
+
+/// What phase 2 checks that JSON Schema can say (header names and values, HSTS `max-age`, the
+/// headers no one may set); schemars reads the rest from the types.
+#[cfg(feature = "schema")]
+mod schema {
+    use super::*;
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+    use shared::schema::{any_case_names_pattern, json, Value, HEADER_NAME_PATTERN, HEADER_VALUE_PATTERN};
+    use std::borrow::Cow;
+
+    fn forbidden_names() -> Vec<&'static str> {
+        let mut names = shared::headers::FRAMING_AND_CONNECTION_HEADERS.to_vec();
+        names.extend(["content-type", "content-encoding"]);
+        names
+    }
+
+    /// A name this filter may set or remove.
+    fn header_name() -> Value {
+        json!({ "pattern": HEADER_NAME_PATTERN, "not": { "pattern": any_case_names_pattern(&forbidden_names()) } })
+    }
+
+    /// `max-age=<digits>` as one `;`-separated directive (`has_max_age`).
+    const MAX_AGE_PATTERN: &str = r#"(?:^|;)[ \t]*[Mm][Aa][Xx]-[Aa][Gg][Ee]="*[0-9]+"*[ \t]*(?:;|$)"#;
+
+    /// `headers`: names as `normalize_settings` accepts them, at most [`MAX_HEADERS`], and an
+    /// HSTS value (any case of its name) with `max-age`.
+    pub fn header_settings(schema: &mut Schema) {
+        let Some(object) = schema.as_object_mut() else { return };
+        let setting = object.get("additionalProperties").cloned().unwrap_or(json!({}));
+        object.insert("propertyNames".into(), header_name());
+        object.insert("maxProperties".into(), MAX_HEADERS.into());
+        let hsts = json!({
+            "allOf": [setting, {
+                "anyOf": [
+                    { "type": "null" },
+                    { "type": "string", "pattern": MAX_AGE_PATTERN },
+                    { "type": "object", "properties": { "value": { "pattern": MAX_AGE_PATTERN } } }
+                ]
+            }]
+        });
+        object.insert("patternProperties".into(), json!({ any_case_names_pattern(&[HSTS]): hsts }));
+    }
+
+    /// `remove_headers`: names as `normalize_header_name` accepts them, none that frames the
+    /// message.
+    pub fn removable_names(schema: &mut Schema) {
+        if let Some(object) = schema.as_object_mut() {
+            object.insert("items".into(), header_name());
+        }
+    }
+
+    impl JsonSchema for HeaderSetting {
+        fn schema_name() -> Cow<'static, str> {
+            "HeaderSetting".into()
+        }
+        fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+            let value = json!({
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_VALUE_LEN,
+                "pattern": HEADER_VALUE_PATTERN,
+            });
+            json_schema!({
+                "description": "The header's value; null disables the header; or {\"value\", \"append_action\"}.",
+                "anyOf": [
+                    { "type": "null" },
+                    value,
+                    {
+                        "type": "object",
+                        "properties": {
+                            "value": value,
+                            "append_action": generator.subschema_for::<Option<AppendAction>>(),
+                        },
+                        "required": ["value"],
+                        "additionalProperties": false
+                    }
+                ]
+            })
+        }
     }
 }
 

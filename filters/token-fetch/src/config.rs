@@ -25,6 +25,11 @@ pub const DEFAULT_REFRESH_FRACTION: f64 = 0.8;
 const MAX_FIELD_LEN: usize = 4096;
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(title = "token-fetch configuration", transform = shared::schema::exactly_one_of(schema::SOURCE))
+)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Source 1: OAuth2 client credentials grant.
@@ -35,9 +40,11 @@ pub struct Config {
     pub http_get: Option<HttpGet>,
     /// Request header the token goes into (default `authorization`).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(transform = schema::header_name))]
     pub header_name: Option<String>,
     /// Written before the token (default `Bearer `; `""` for none).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^(?:[!-~][ -~]*)?$"), length(max = MAX_FIELD_LEN)))]
     pub header_prefix: Option<String>,
     /// Replace a value the request already carries (default false: keep it, as Envoy's
     /// credential injector does).
@@ -55,6 +62,7 @@ pub struct Config {
     pub pending_request_timeout: Option<Duration>,
     /// Refresh at this fraction of the token's lifetime, in (0, 1] (default 0.8).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = 1), extend("exclusiveMinimum" = 0)))]
     pub refresh_fraction: Option<f64>,
     /// Backoff between failed fetches: base doubling up to max, with jitter.
     #[serde(default)]
@@ -64,20 +72,28 @@ pub struct Config {
 /// Envoy's `config.core.v3.HttpUri`: the cluster is what is called; the URI gives `:authority`
 /// and `:path`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HttpUri {
+    /// The Envoy cluster called.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"\S")))]
     pub cluster: String,
+    /// `http(s)://host[:port]/path?query`: gives `:authority` and `:path`.
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^https?://[!-.0->A-~]+(?:[/?][!-\x22$-~]*)?$")))]
     pub uri: String,
     #[serde(default)]
     pub timeout: Option<Duration>,
 }
 
 #[derive(Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2 {
     pub token_endpoint: HttpUri,
     pub client_credentials: ClientCredentials,
+    /// Visible ASCII without space, `"` or `\` (RFC 6749 §3.3).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(inner(regex(pattern = r"^[!#-\[\]-~]+$"))))]
     pub scopes: Vec<String>,
     /// Extra form parameters of the token request (e.g. `audience`).
     #[serde(default)]
@@ -95,9 +111,12 @@ impl fmt::Debug for OAuth2 {
 }
 
 #[derive(Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClientCredentials {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_FIELD_LEN)))]
     pub client_id: String,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_FIELD_LEN)))]
     pub client_secret: String,
     #[serde(default)]
     pub auth_type: AuthType,
@@ -105,6 +124,7 @@ pub struct ClientCredentials {
 
 /// Envoy's `OAuth2.AuthType`: how the client authenticates to the token endpoint.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum AuthType {
     /// `Authorization: Basic` (RFC 6749 §2.3.1, the recommended way).
     #[default]
@@ -116,33 +136,60 @@ pub enum AuthType {
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Param {
+    /// Not one the filter sets itself (`grant_type`, `scope`, `client_id`, `client_secret`).
+    #[cfg_attr(feature = "schema", schemars(length(min = 1), extend("not" = { "enum": ["grant_type", "scope", "client_id", "client_secret"] })))]
     pub name: String,
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_FIELD_LEN)))]
     pub value: String,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(transform = shared::schema::exactly_one_of(schema::TOKEN_PLACE)))]
 #[serde(deny_unknown_fields)]
 pub struct HttpGet {
     pub token_endpoint: HttpUri,
     /// The token is this response header's value, as is.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = shared::schema::HEADER_NAME_PATTERN)))]
     pub token_header: Option<String>,
     /// The token is this top-level string field of a JSON response body.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub token_json_field: Option<String>,
     /// How long a fetched token is used (the response carries no expiry).
     pub token_lifetime: Duration,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BackOff {
     #[serde(default)]
     pub base_interval: Option<Duration>,
     #[serde(default)]
     pub max_interval: Option<Duration>,
+}
+
+/// The rules phase 2 checks that JSON Schema can say and the derives cannot.
+#[cfg(feature = "schema")]
+mod schema {
+    use shared::schema::{any_case_names_pattern, json, HEADER_NAME_PATTERN};
+
+    pub const SOURCE: &[&str] = &["oauth2", "http_get"];
+    pub const TOKEN_PLACE: &[&str] = &["token_header", "token_json_field"];
+
+    /// A header name, not one that frames or routes the message.
+    pub fn header_name(schema: &mut schemars::Schema) {
+        if let Some(object) = schema.as_object_mut() {
+            object.insert("pattern".into(), HEADER_NAME_PATTERN.into());
+            let framing = any_case_names_pattern(shared::headers::FRAMING_AND_CONNECTION_HEADERS);
+            object.insert("not".into(), json!({ "type": "string", "pattern": framing }));
+        }
+    }
 }
 
 /// Where the token is in the answer.

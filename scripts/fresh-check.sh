@@ -6,6 +6,7 @@
 #   PATH                           rustup's proxies only from ~/.cargo/bin (no cargo-installed tools)
 #   pip, npm                       PIP_NO_CACHE_DIR=1, npm_config_cache new and empty
 #   tools/                         absent (a fresh clone has none: Envoy and tools are installed)
+#   TOOLS_CACHE                    new and empty (the per-user cache of built cargo tools)
 # Not isolated: the Rust toolchain itself (RUSTUP_HOME; rust-toolchain.toml pins it) and Debian
 # packages (system-wide; `make deps` installs what is missing).
 #   scripts/fresh-check.sh [make target…]     (make fresh-check; default target: test)
@@ -44,6 +45,7 @@ start=$(date +%s)
       RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" \
       PIP_NO_CACHE_DIR=1 \
       npm_config_cache="$work/npm-cache" \
+      TOOLS_CACHE="$work/tools-cache" \
       make "${targets[@]}"
 ) 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -13,6 +13,10 @@
 # A manual check (it roughly doubles CI's time), run before resolving build or install changes.
 # Prints the exit code and the time taken; keeps the directory when the run fails.
 set -uo pipefail
+# The whole script is one block: bash reads it completely before running it. The run takes
+# an hour or more in the very checkout being edited, and bash otherwise reads a script as it
+# goes, so an edit to this file mid-run made it execute a shifted line (`make ci` here).
+{
 root="$(cd "$(dirname "$0")/.." && pwd)"
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(test)
@@ -58,3 +62,4 @@ else
   echo "fresh-check: kept $work for inspection"
 fi
 exit "$status"
+}

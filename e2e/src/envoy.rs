@@ -84,6 +84,9 @@ pub struct EnvoyOptions {
     /// Applied to the config text after port substitution: for negative tests only.
     pub edit: Option<Box<dyn Fn(String) -> String>>,
     pub log_level: &'static str,
+    /// Added to Envoy's process environment (what `vm_config.environment_variables.host_env_keys`
+    /// passes on to a VM).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for EnvoyOptions {
@@ -99,6 +102,7 @@ impl Default for EnvoyOptions {
             ready_timeout: Duration::from_secs(120),
             edit: None,
             log_level: "info",
+            env: Vec::new(),
         }
     }
 }
@@ -172,6 +176,7 @@ impl Envoy {
         let mut command = Command::new(&program[0]);
         command.args(&program[1..]);
         let child = command
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .current_dir(repo_root())
             .arg("--config-path")
             .arg(&config_path)

@@ -373,6 +373,7 @@ fn refused_by_both() -> Vec<(&'static str, String)> {
             ),
         ),
         ("jwt-auth", r(r#"{"providers":{"p":{"local_jwks":{}}}}"#)),
+        ("jwt-auth", r(r#"{"providers":{"p":{"local_jwks":{"inline_string":"","environment_variable":"K"}}}}"#)),
         (
             "jwt-auth",
             r(r#"{"providers":{"p":{"remote_jwks":{"http_uri":{"uri":"ftp://x/j","cluster":"c","timeout":"1s"}}}}}"#),
@@ -403,6 +404,18 @@ fn refused_by_both() -> Vec<(&'static str, String)> {
         ("jwt-auth", r(r#"{"rules":[{"match":{"prefix":"/"},"requires":{"allow_missing":{"x":1}}}]}"#)),
         // token-fetch
         ("token-fetch", r("{}")),
+        (
+            "token-fetch",
+            r(
+                r#"{"oauth2":{"token_endpoint":{"cluster":"c","uri":"http://t/"},"client_credentials":{"client_id":"a","client_secret":{"filename":"/s"}}}}"#,
+            ),
+        ),
+        (
+            "token-fetch",
+            r(
+                r#"{"oauth2":{"token_endpoint":{"cluster":"c","uri":"http://t/"},"client_credentials":{"client_id":"a","client_secret":""}}}"#,
+            ),
+        ),
         (
             "token-fetch",
             r(
@@ -565,6 +578,18 @@ fn refused_by_the_filter_only() -> Vec<(&'static str, String, &'static str)> {
             "capture_budget_bytes at least max_bytes: cross-field",
         ),
         ("body-logger", r(r#"{"redact":{"patterns":[{"name":"p","regex":"("}]}}"#), "a regex that does not compile"),
+        (
+            "jwt-auth",
+            r(r#"{"providers":{"p":{"local_jwks":{"environment_variable":"SCHEMA_TEST_UNSET_VARIABLE"}}}}"#),
+            "an environment variable the VM does not have",
+        ),
+        (
+            "token-fetch",
+            r(
+                r#"{"oauth2":{"token_endpoint":{"cluster":"c","uri":"http://t/p"},"client_credentials":{"client_id":"a","client_secret":{"environment_variable":"SCHEMA_TEST_UNSET_VARIABLE"}}}}"#,
+            ),
+            "an environment variable the VM does not have",
+        ),
     ]
 }
 
@@ -587,6 +612,7 @@ fn accepted_by_both() -> Vec<(&'static str, String)> {
         ("jwt-auth", r(r#"{"providers":{"p":{"remote_jwks":{"http_uri":{"uri":"https://idp:8443/a/b@c?x=1","cluster":"c","timeout":"1.5s"}}}}}"#)),
         ("token-fetch", r(r#"{"http_get":{"token_endpoint":{"cluster":"c","uri":"https://t:1?x"},"token_json_field":"t","token_lifetime":"60s"},"oauth2":null,"header_prefix":"","refresh_fraction":1}"#)),
         ("token-fetch", r(r#"{"oauth2":{"token_endpoint":{"cluster":"c","uri":"http://t/p","timeout":"60s"},"client_credentials":{"client_id":"a","client_secret":"b"},"scopes":["read:x","a#b"]},"header_name":"X-Token","header_prefix":"Token "}"#)),
+        ("token-fetch", r(r#"{"oauth2":{"token_endpoint":{"cluster":"c","uri":"http://t/p"},"client_credentials":{"client_id":"a","client_secret":{"inline_string":"b","environment_variable":null}}}}"#)),
         ("body-logger", r("{}")),
         ("body-logger", r(r#"{"sample_rate":0,"filter_state_name":null,"log_level":"warning","content_types":[" Application/*+JSON "],"methods":["get"],"redact":{"fields":["\tpin","naïve"],"replacement":"***"}}"#)),
     ]

@@ -115,9 +115,150 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// Envoy's `config.core.v3.DataSource`, in the two forms a wasm VM can read: `inline_string`,
+/// or `environment_variable`, read from the VM's environment at configure time. The VM's
+/// environment is `vm_config.environment_variables` (`host_env_keys`: copied from Envoy's own
+/// environment, e.g. a Kubernetes Secret; `key_values`: literal), which Envoy hands to the
+/// module through WASI `environ_get` (`std::env` in wasm32-wasip1). Sourced that way, the
+/// value is not in the plugin configuration, so not in `/config_dump` either.
+// `Debug` never shows the value.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(transform = crate::schema::exactly_one_of(crate::schema::DATA_SOURCE)))]
+#[serde(deny_unknown_fields)]
+pub struct DataSource {
+    /// The value itself (visible in the configuration and in `/config_dump`).
+    #[serde(default)]
+    pub inline_string: Option<String>,
+    /// The name of a variable of the VM's environment holding the value.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+    pub environment_variable: Option<String>,
+}
+
+impl fmt::Debug for DataSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("DataSource");
+        if self.inline_string.is_some() {
+            d.field("inline_string", &"<redacted>");
+        }
+        d.field("environment_variable", &self.environment_variable).finish()
+    }
+}
+
+impl DataSource {
+    /// The value, from the VM's environment where the source says so. `field` is the path of
+    /// this data source, named in the refusal; an error names the variable, never a value.
+    pub fn read(&self, field: &str) -> Result<String, ConfigError> {
+        self.read_with(field, |name| std::env::var(name).ok())
+    }
+
+    /// [`DataSource::read`] with the environment given (tests).
+    pub fn read_with(&self, field: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+        match (&self.inline_string, &self.environment_variable) {
+            (Some(_), Some(_)) => {
+                Err(ConfigError::new(field, "set one of `inline_string` and `environment_variable`, not both"))
+            }
+            (None, None) => Err(ConfigError::new(field, "set `inline_string` or `environment_variable`")),
+            (Some(text), None) => Ok(text.clone()),
+            (None, Some(name)) => {
+                let field = join_path(field, "environment_variable");
+                if name.is_empty() {
+                    return Err(ConfigError::new(field, "must not be empty"));
+                }
+                env(name).ok_or_else(|| {
+                    ConfigError::new(
+                        field,
+                        format!(
+                            "the VM's environment has no variable {name:?} (or it is not UTF-8): set it in \
+                             vm_config.environment_variables (Istio: vmConfig.env)"
+                        ),
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// A secret written either as a plain string (inline, kept for compatibility) or as a
+/// [`DataSource`] object (`{"environment_variable": "NAME"}` keeps it out of the configuration).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Plain(String),
+    Source(DataSource),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Plain(_) => f.write_str("Plain(<redacted>)"),
+            Secret::Source(s) => s.fmt(f),
+        }
+    }
+}
+
+impl Secret {
+    /// See [`DataSource::read`].
+    pub fn read(&self, field: &str) -> Result<String, ConfigError> {
+        self.read_with(field, |name| std::env::var(name).ok())
+    }
+
+    pub fn read_with(&self, field: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+        match self {
+            Secret::Plain(text) => Ok(text.clone()),
+            Secret::Source(source) => source.read_with(field, env),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A visitor rather than `#[serde(untagged)]`: errors inside the object keep their
+        // field name instead of "did not match any variant".
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, or a data source {\"environment_variable\": NAME} / {\"inline_string\": VALUE}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::Plain(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Secret, A::Error> {
+                DataSource::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Secret::Source)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_source_reads_inline_or_the_environment_and_never_names_a_value() {
+        let env = |name: &str| (name == "TF_SECRET").then(|| "s3cret-value".to_string());
+        let inline: Secret = serde_json::from_str(r#""plain""#).unwrap();
+        assert_eq!(inline.read_with("f", env).unwrap(), "plain");
+        let from_env: Secret = serde_json::from_str(r#"{"environment_variable":"TF_SECRET"}"#).unwrap();
+        assert_eq!(from_env.read_with("f", env).unwrap(), "s3cret-value");
+        let source: Secret = serde_json::from_str(r#"{"inline_string":"x"}"#).unwrap();
+        assert_eq!(source.read_with("f", env).unwrap(), "x");
+        let missing: Secret = serde_json::from_str(r#"{"environment_variable":"NOPE"}"#).unwrap();
+        let e = missing.read_with("a.b", env).unwrap_err();
+        assert_eq!(e.field, "a.b.environment_variable");
+        assert!(e.message.contains("\"NOPE\""), "{e}");
+        let both: Secret = serde_json::from_str(r#"{"environment_variable":"TF_SECRET","inline_string":"x"}"#).unwrap();
+        assert_eq!(both.read_with("a", env).unwrap_err().field, "a");
+        let none: Secret = serde_json::from_str(r#"{}"#).unwrap();
+        assert!(none.read_with("a", env).is_err());
+        // Unknown fields keep their name; Debug never shows a value.
+        let e = serde_json::from_str::<Secret>(r#"{"filename":"/x"}"#).unwrap_err().to_string();
+        assert!(e.contains("filename"), "{e}");
+        assert!(!format!("{inline:?}{source:?}").contains("plain"));
+        assert!(!format!("{source:?}").contains("\"x\""));
+    }
     use serde::Deserialize;
 
     #[derive(Deserialize, Debug, Default)]

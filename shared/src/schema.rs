@@ -9,7 +9,7 @@
 //! filter accepts. The rule: the schema never refuses what the filter accepts; it refuses what
 //! the filter refuses wherever JSON Schema can say it.
 
-use crate::config::Duration;
+use crate::config::{DataSource, Duration, Secret};
 use crate::matching::{PathMatchConfig, RegexMatcherConfig};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde_json::Map;
@@ -36,6 +36,23 @@ impl JsonSchema for Duration {
             "pattern": DURATION_PATTERN,
             "description": "A protobuf-JSON Duration: seconds with an `s` suffix and up to 9 decimals (\"5s\", \"0.250s\").",
             "examples": ["1s", "0.250s"]
+        })
+    }
+}
+
+/// The forms of [`DataSource`]: exactly one is set.
+pub const DATA_SOURCE: &[&str] = &["inline_string", "environment_variable"];
+
+/// [`Secret`]: a non-empty string, or a [`DataSource`].
+impl JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secret".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let source = generator.subschema_for::<DataSource>();
+        json_schema!({
+            "description": "The value inline (a string), or a data source: {\"environment_variable\": NAME} reads it from the VM's environment (vm_config.environment_variables; Istio vmConfig.env), keeping it out of the configuration.",
+            "oneOf": [{ "type": "string", "minLength": 1 }, source]
         })
     }
 }

@@ -5,7 +5,7 @@
 
 use jose::jwks::Jwks;
 use serde::Deserialize;
-use shared::config::{join_path, ConfigError, Duration};
+use shared::config::{join_path, ConfigError, DataSource, Duration};
 use shared::headers::normalize_header_name;
 use shared::matching::{PathMatchConfig, PathMatcher};
 use std::collections::BTreeMap;
@@ -92,17 +92,6 @@ pub struct ProviderConfig {
     /// Ours (not in jwt_authn): tokens without `kid` are refused instead of tried on every key.
     #[serde(default)]
     pub require_kid: bool,
-}
-
-/// Envoy's `DataSource`; only `inline_string` (a file or env var is not readable from wasm).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "schema", schemars(transform = schema::inline_string_required))]
-pub struct DataSource {
-    /// The JWKS, as JSON text (`""`: no keys).
-    #[serde(default)]
-    pub inline_string: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -236,10 +225,6 @@ mod schema {
     pub const HEADER_NAME_OR_EMPTY: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]*$";
     /// `split_uri`: http(s), a host without `@`, nothing at or below space or above `~`, no `#`.
     pub const HTTP_URI: &str = r"^https?://[!-?A-~]+(?:/[!-\x22$-~]*)?$";
-
-    pub fn inline_string_required(schema: &mut schemars::Schema) {
-        shared::schema::require(schema, "inline_string");
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -397,11 +382,13 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
         }
         (None, None) => return Err(ConfigError::new("", "one of `local_jwks` or `remote_jwks` is required")),
         (Some(local), None) => {
-            let Some(text) = &local.inline_string else {
-                return Err(ConfigError::new(
-                    "local_jwks.inline_string",
-                    "is required (the only data source supported)",
-                ));
+            // `environment_variable`: the VM's environment (as jwt_authn reads Envoy's), which
+            // keeps HMAC (`oct`) keys out of the configuration and `/config_dump`.
+            let text = local.read("local_jwks")?;
+            let field = if local.inline_string.is_some() {
+                "local_jwks.inline_string"
+            } else {
+                "local_jwks.environment_variable"
             };
             // Empty: no keys, every token gets `Jwks doesn't have any valid public key` (as
             // jwt_authn, which loads such a provider). Anything else must be a usable JWKS (as
@@ -409,8 +396,7 @@ fn compile_provider(name: &str, p: &ProviderConfig) -> Result<Provider, ConfigEr
             let jwks = if text.is_empty() {
                 Jwks::default()
             } else {
-                Jwks::parse(text.as_bytes())
-                    .map_err(|e| ConfigError::new("local_jwks.inline_string", format!("not a usable JWKS: {e}")))?
+                Jwks::parse(text.as_bytes()).map_err(|e| ConfigError::new(field, format!("not a usable JWKS: {e}")))?
             };
             KeySource::Local(Rc::new(jwks))
         }

@@ -7,7 +7,7 @@
 //! only send it.
 
 use serde::Deserialize;
-use shared::config::{ConfigError, Duration};
+use shared::config::{ConfigError, Duration, Secret};
 use shared::fetch::FetchPolicy;
 use shared::hash::{keyed_fingerprint, HashKey};
 use shared::headers::{normalize_header_name, validate_header_value};
@@ -116,8 +116,9 @@ impl fmt::Debug for OAuth2 {
 pub struct ClientCredentials {
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_FIELD_LEN)))]
     pub client_id: String,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_FIELD_LEN)))]
-    pub client_secret: String,
+    /// A string, or a data source: `{"environment_variable": "NAME"}` reads it from the VM's
+    /// environment at configure time, so it is not in the configuration or `/config_dump`.
+    pub client_secret: Secret,
     #[serde(default)]
     pub auth_type: AuthType,
 }
@@ -344,11 +345,12 @@ impl Config {
                     if cc.client_id.is_empty() {
                         return Err(err("oauth2.client_credentials.client_id", "must not be empty"));
                     }
-                    if cc.client_secret.is_empty() {
+                    let client_secret = cc.client_secret.read("oauth2.client_credentials.client_secret")?;
+                    if client_secret.is_empty() {
                         return Err(err("oauth2.client_credentials.client_secret", "must not be empty"));
                     }
                     check_len("oauth2.client_credentials.client_id", &cc.client_id)?;
-                    check_len("oauth2.client_credentials.client_secret", &cc.client_secret)?;
+                    check_len("oauth2.client_credentials.client_secret", &client_secret)?;
                     let mut body = String::from("grant_type=client_credentials");
                     for (i, s) in o.scopes.iter().enumerate() {
                         if s.is_empty() || s.bytes().any(|b| !(b'!'..=b'~').contains(&b) || b == b'"' || b == b'\\') {
@@ -383,7 +385,7 @@ impl Config {
                     ];
                     match cc.auth_type {
                         AuthType::BasicAuth => {
-                            let pair = format!("{}:{}", form_encode(&cc.client_id), form_encode(&cc.client_secret));
+                            let pair = format!("{}:{}", form_encode(&cc.client_id), form_encode(&client_secret));
                             headers.push((
                                 "authorization".to_string(),
                                 format!("Basic {}", shared::base64::encode(pair.as_bytes())),
@@ -393,7 +395,7 @@ impl Config {
                             body.push_str(&format!(
                                 "&client_id={}&client_secret={}",
                                 form_encode(&cc.client_id),
-                                form_encode(&cc.client_secret)
+                                form_encode(&client_secret)
                             ));
                         }
                     }
@@ -508,6 +510,24 @@ mod tests {
     const OAUTH: &str = r#"{"oauth2":{"token_endpoint":{"cluster":"auth","uri":"http://auth.local:8080/oauth/token?x=1","timeout":"2s"},
         "client_credentials":{"client_id":"svc a","client_secret":"s3cr:t"},"scopes":["read","write"],
         "endpoint_params":[{"name":"audience","value":"https://api"}]}}"#;
+
+    #[test]
+    fn client_secret_as_a_data_source() {
+        let inline =
+            load(&OAUTH.replace(r#""client_secret":"s3cr:t""#, r#""client_secret":{"inline_string":"s3cr:t"}"#));
+        assert_eq!(inline.unwrap().request_headers, load(OAUTH).unwrap().request_headers);
+        // An unset variable refuses the configuration, naming the field and the variable.
+        let e = load(&OAUTH.replace(
+            r#""client_secret":"s3cr:t""#,
+            r#""client_secret":{"environment_variable":"TOKEN_FETCH_TEST_UNSET_VARIABLE"}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "oauth2.client_credentials.client_secret.environment_variable");
+        assert!(e.message.contains("TOKEN_FETCH_TEST_UNSET_VARIABLE"), "{e}");
+        let e = load(&OAUTH.replace(r#""client_secret":"s3cr:t""#, r#""client_secret":{"filename":"/etc/x"}"#))
+            .unwrap_err();
+        assert!(e.field.starts_with("oauth2.client_credentials.client_secret"), "{e}");
+    }
 
     #[test]
     fn oauth2_request_is_built_once_with_basic_auth() {

@@ -437,6 +437,11 @@ fn bad_configs_name_the_field() {
         (r#"{"providers":{"p":{"local_jwks":{"filename":"/x"}}}}"#, "providers.p.local_jwks"),
         (r#"{"providers":{"p":{"local_jwks":{"inline_string":"{}"}}}}"#, "providers.p.local_jwks.inline_string"),
         (
+            r#"{"providers":{"p":{"local_jwks":{"environment_variable":"JWT_AUTH_TEST_UNSET_VARIABLE"}}}}"#,
+            "providers.p.local_jwks.environment_variable",
+        ),
+        (r#"{"providers":{"p":{"local_jwks":{}}}}"#, "providers.p.local_jwks"),
+        (
             r#"{"providers":{"p":{"remote_jwks":{"http_uri":{"uri":"ftp://x","cluster":"c","timeout":"1s"}}}}}"#,
             "providers.p.remote_jwks.http_uri.uri",
         ),
@@ -447,6 +452,9 @@ fn bad_configs_name_the_field() {
         let mut r = JwtAuthRoot::default();
         let e = r.configure(&host(), Some(json.as_bytes())).unwrap_err();
         assert!(e.field.starts_with(field), "{json}: {e}");
+        if json.contains("_UNSET_VARIABLE") {
+            assert!(e.message.contains("JWT_AUTH_TEST_UNSET_VARIABLE"), "names the variable: {e}");
+        }
     }
 }
 

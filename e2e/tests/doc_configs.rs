@@ -4,30 +4,13 @@
 //! paths, then `compile`) the filter runs in Envoy. A doc example that drifts from the code
 //! fails here, naming the page and line.
 
+mod common;
+
+use common::configure_natively;
 use e2e::doc_configs::{self, DocConfig, Origin};
 use e2e::repo_root;
 use shared::config::ConfigError;
-use shared::mock::MockHost;
-use shared::RootFilter;
 use std::path::Path;
-
-fn configure<R: RootFilter + Default>(json: &str) -> Result<(), ConfigError> {
-    R::default().configure(&MockHost::new(), Some(json.as_bytes()))
-}
-
-/// The filters this test compiles natively. A filter not listed here (a new one from
-/// `make new-filter`, in a fork) is checked by the filter's own validation inside Envoy,
-/// which needs `make build`; add it here to check it natively.
-fn configure_natively(filter: &str, json: &str) -> Option<Result<(), ConfigError>> {
-    Some(match filter {
-        "body-logger" => configure::<body_logger::filter::BodyLoggerRoot>(json),
-        "jwt-auth" => configure::<jwt_auth::filter::JwtAuthRoot>(json),
-        "rate-limit" => configure::<rate_limit::filter::RateLimitRoot>(json),
-        "security-headers" => configure::<security_headers::filter::SecurityHeadersRoot>(json),
-        "token-fetch" => configure::<token_fetch::filter::TokenFetchRoot>(json),
-        _ => return None,
-    })
-}
 
 /// `Err` names the page, the line, the filter and the refused field.
 fn check(config: &DocConfig) -> Result<(), String> {

@@ -9,30 +9,20 @@
 //!   Schema cannot express (each checked to still be accepted by the schema, so the list
 //!   stays true), and edge cases the filter accepts pass it (the schema is never stricter).
 
+mod common;
+
+use common::configure_natively;
 use e2e::doc_configs::{self, DocConfig, Origin};
 use e2e::repo_root;
 use jsonschema::Validator;
 use serde_json::Value;
-use shared::mock::MockHost;
-use shared::RootFilter;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-fn configure<R: RootFilter + Default>(json: &str) -> Result<(), String> {
-    R::default().configure(&MockHost::new(), Some(json.as_bytes())).map_err(|e| e.to_string())
-}
-
-/// The filter's own verdict (both phases), natively; `None` for a filter not registered here
-/// (a new one from `make new-filter`: its schema is still checked).
+/// The filter's own verdict (both phases), natively; `None` for a filter not registered in
+/// `common` (a new one from `make new-filter`: its schema is still checked).
 fn filter_verdict(filter: &str, json: &str) -> Option<Result<(), String>> {
-    Some(match filter {
-        "body-logger" => configure::<body_logger::filter::BodyLoggerRoot>(json),
-        "jwt-auth" => configure::<jwt_auth::filter::JwtAuthRoot>(json),
-        "rate-limit" => configure::<rate_limit::filter::RateLimitRoot>(json),
-        "security-headers" => configure::<security_headers::filter::SecurityHeadersRoot>(json),
-        "token-fetch" => configure::<token_fetch::filter::TokenFetchRoot>(json),
-        _ => return None,
-    })
+    configure_natively(filter, json).map(|r| r.map_err(|e| e.to_string()))
 }
 
 struct Schemas {

@@ -259,6 +259,32 @@ mod tests {
         assert!(!format!("{inline:?}{source:?}").contains("plain"));
         assert!(!format!("{source:?}").contains("\"x\""));
     }
+    /// A secret written with the wrong JSON type (YAML's `client_secret: 123456` in a
+    /// WasmPlugin's pluginConfig is a number) is refused without serde's usual quoting of the
+    /// value ("invalid type: integer `123456`"): the refusal goes to Envoy's log.
+    #[test]
+    fn a_secret_of_the_wrong_type_is_refused_without_quoting_it() {
+        #[derive(Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct Holder {
+            #[allow(dead_code)]
+            s: Secret,
+        }
+        for (raw, field) in [
+            (r#"{"s":918273645}"#, "s"),
+            (r#"{"s":-918273645}"#, "s"),
+            (r#"{"s":9182.73645}"#, "s"),
+            (r#"{"s":{"inline_string":918273645}}"#, "s.inline_string"),
+            (r#"{"s":{"inline_string":-918273645}}"#, "s.inline_string"),
+            (r#"{"s":{"inline_string":9182.73645}}"#, "s.inline_string"),
+        ] {
+            let e = parse::<Holder>(Some(raw.as_bytes())).unwrap_err();
+            assert_eq!(e.field, field, "{raw}: {e}");
+            assert!(!e.to_string().contains("918273645"), "{raw}: the refusal quotes the secret: {e}");
+            assert!(!e.to_string().contains("9182.7"), "{raw}: the refusal quotes the secret: {e}");
+        }
+    }
+
     use serde::Deserialize;
 
     #[derive(Deserialize, Debug, Default)]

@@ -128,7 +128,8 @@ impl<'de> Deserialize<'de> for Duration {
 #[serde(deny_unknown_fields)]
 pub struct DataSource {
     /// The value itself (visible in the configuration and in `/config_dump`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_secret_text")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub inline_string: Option<String>,
     /// The name of a variable of the VM's environment holding the value.
     #[serde(default)]
@@ -180,6 +181,60 @@ impl DataSource {
     }
 }
 
+/// A secret's number refused without its value: serde's own error quotes it ("invalid type:
+/// integer `123456`"), and a refusal is logged. YAML's `client_secret: 123456` is a number.
+macro_rules! refuse_numbers_unquoted {
+    ($value:ty) => {
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<$value, E> {
+            Err(E::invalid_type(serde::de::Unexpected::Other("a number (its value not shown)"), &self))
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<$value, E> {
+            Err(E::invalid_type(serde::de::Unexpected::Other("a number (its value not shown)"), &self))
+        }
+        fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<$value, E> {
+            Err(E::invalid_type(serde::de::Unexpected::Other("a number (its value not shown)"), &self))
+        }
+        fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<$value, E> {
+            Err(E::invalid_type(serde::de::Unexpected::Other("a number (its value not shown)"), &self))
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<$value, E> {
+            Err(E::invalid_type(serde::de::Unexpected::Other("a number (its value not shown)"), &self))
+        }
+    };
+}
+
+/// `DataSource.inline_string`: a string or null; any other type refused without its value.
+fn optional_secret_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        refuse_numbers_unquoted!(String);
+    }
+    struct Optional;
+    impl<'de> serde::de::Visitor<'de> for Optional {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+            d.deserialize_any(Text).map(Some)
+        }
+    }
+    d.deserialize_option(Optional)
+}
+
 /// A secret written either as a plain string (inline, kept for compatibility) or as a
 /// [`DataSource`] object (`{"environment_variable": "NAME"}` keeps it out of the configuration).
 #[derive(Clone, PartialEq, Eq)]
@@ -224,6 +279,7 @@ impl<'de> Deserialize<'de> for Secret {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
                 Ok(Secret::Plain(v.to_string()))
             }
+            refuse_numbers_unquoted!(Secret);
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Secret, A::Error> {
                 DataSource::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Secret::Source)
             }
@@ -282,7 +338,13 @@ mod tests {
             assert_eq!(e.field, field, "{raw}: {e}");
             assert!(!e.to_string().contains("918273645"), "{raw}: the refusal quotes the secret: {e}");
             assert!(!e.to_string().contains("9182.7"), "{raw}: the refusal quotes the secret: {e}");
+            assert!(e.message.contains("invalid type: a number (its value not shown)"), "{raw}: {e}");
         }
+        // Strings and null keep their meaning.
+        let h = parse::<Holder>(Some(br#"{"s":{"inline_string":null,"environment_variable":"V"}}"#)).unwrap();
+        assert_eq!(h.s, Secret::Source(DataSource { inline_string: None, environment_variable: Some("V".into()) }));
+        let h = parse::<Holder>(Some(br#"{"s":{"inline_string":"x"}}"#)).unwrap();
+        assert_eq!(h.s.read_with("s", |_| None).unwrap(), "x");
     }
 
     use serde::Deserialize;

@@ -315,6 +315,20 @@ mod tests {
         assert!(!format!("{inline:?}{source:?}").contains("plain"));
         assert!(!format!("{source:?}").contains("\"x\""));
     }
+    /// Names no environment can hold (NUL, `=`) are refused as missing, naming the field and
+    /// the variable, never a panic (std's getenv gives an error for them).
+    #[test]
+    fn an_impossible_variable_name_is_a_refusal_not_a_panic() {
+        for name in ["A\0B", "PATH=x", "=", "\0"] {
+            let source = DataSource { inline_string: None, environment_variable: Some(name.into()) };
+            let e = source.read("f").unwrap_err();
+            assert_eq!(e.field, "f.environment_variable", "{name:?}");
+            assert!(e.message.contains(&format!("{name:?}")), "{e}");
+        }
+        let e = DataSource { inline_string: None, environment_variable: Some(String::new()) }.read("f").unwrap_err();
+        assert_eq!((e.field.as_str(), e.message.as_str()), ("f.environment_variable", "must not be empty"));
+    }
+
     /// A secret written with the wrong JSON type (YAML's `client_secret: 123456` in a
     /// WasmPlugin's pluginConfig is a number) is refused without serde's usual quoting of the
     /// value ("invalid type: integer `123456`"): the refusal goes to Envoy's log.

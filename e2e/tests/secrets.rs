@@ -42,9 +42,13 @@ fn decode_basic(value: &str) -> String {
 }
 
 fn token_fetch(secret_from_env: Option<&str>) -> (Envoy, TokenServer, Upstream) {
+    token_fetch_logging(secret_from_env, "info")
+}
+
+fn token_fetch_logging(secret_from_env: Option<&str>, log_level: &'static str) -> (Envoy, TokenServer, Upstream) {
     let tokens = TokenServer::start(0, 3600).unwrap();
     tokens.set_mode(Mode::Ok);
-    let mut opts = EnvoyOptions { concurrency: 1, ..EnvoyOptions::default() };
+    let mut opts = EnvoyOptions { concurrency: 1, log_level, ..EnvoyOptions::default() };
     opts.preset_ports.insert(TOKEN_SERVER_PORT, tokens.port);
     if let Some(secret) = secret_from_env {
         opts.env.push((TF_VAR.into(), secret.into()));
@@ -171,4 +175,92 @@ fn jwt_auth_inline_hmac_jwks_is_in_config_dump_the_control() {
     let (envoy, _upstream, _jwks, hmac_k) = jwt_auth(false);
     assert_eq!(hmac_request(&envoy), 200);
     assert!(config_dump(&envoy).contains(&hmac_k), "inline: the HMAC key is in /config_dump");
+}
+
+/// One jwt-auth filter of `vm_id` whose provider's JWKS is the VM's variable `var`, which its
+/// `vm_config` passes from Envoy's environment.
+fn jwt_filter_reading(name: &str, vm_id: &str, var: &str, passed: &str) -> String {
+    format!(
+        r#"          - name: {name}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                root_id: jwt-auth
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{{"providers": {{"p": {{"local_jwks": {{"environment_variable": "{var}"}}}}}}}}'
+                vm_config:
+                  vm_id: {vm_id}
+                  runtime: envoy.wasm.runtime.v8
+                  environment_variables: {{ host_env_keys: [{passed}] }}
+                  code:
+                    local: {{ filename: dist/jwt-auth.wasm }}
+"#
+    )
+}
+
+/// Envoy on jwt-auth.yaml with its jwt-auth filter replaced by two, each passing and reading
+/// its own variable (both set in Envoy's environment), in VMs `vm_a` and `vm_b`.
+fn two_filters(vm_a: &str, vm_b: &str, pass_both: bool) -> Envoy {
+    let template = std::fs::read_to_string(e2e::repo_root().join("envoy-configs/jwt-auth.yaml")).unwrap();
+    let (jwks_text, _) = local_jwks(&template);
+    let mut opts = EnvoyOptions { concurrency: 1, ..EnvoyOptions::default() };
+    opts.env.push(("JWT_AUTH_VM_A".into(), jwks_text.clone()));
+    opts.env.push(("JWT_AUTH_VM_B".into(), jwks_text));
+    let (a, b) = if pass_both {
+        ("JWT_AUTH_VM_A, JWT_AUTH_VM_B", "JWT_AUTH_VM_A, JWT_AUTH_VM_B")
+    } else {
+        ("JWT_AUTH_VM_A", "JWT_AUTH_VM_B")
+    };
+    let filters = jwt_filter_reading("jwt-auth-a", vm_a, "JWT_AUTH_VM_A", a)
+        + &jwt_filter_reading("jwt-auth-b", vm_b, "JWT_AUTH_VM_B", b);
+    opts.edit = Some(Box::new(move |c: String| {
+        let start = c.find("          - name: jwt-auth\n").expect("the jwt-auth filter");
+        let end = c.find("          - name: envoy.filters.http.router").expect("the router");
+        format!("{}{filters}{}", &c[..start], &c[end..])
+    }));
+    Envoy::spawn("jwt-auth.yaml", &opts).unwrap()
+}
+
+/// Filters that share a VM (same `vm_id`, `vm_config.configuration` and code), each passing
+/// and reading its own variable. Envoy 1.40 gives each its own `environment_variables`; Envoy
+/// 1.36 (`ENVOY_BIN=tools/envoy-1.36.4/...`) keys the VM without them, so the second filter
+/// sees the first one's environment and is refused ("no variable JWT_AUTH_VM_B"): FAILS on 1.36.
+#[test]
+fn filters_sharing_a_vm_each_see_their_own_environment() {
+    let mut shared_vm = two_filters("jwt-auth", "jwt-auth", false);
+    let ready = shared_vm.wait_ready(Duration::from_secs(120));
+    let log = shared_vm.log();
+    assert!(ready.is_ok(), "the second filter did not see its variable:\n{log}");
+    assert!(!log.contains("refusing to start"), "{log}");
+}
+
+/// The documented remedy, on every Envoy: each filter of a shared VM passes every variable
+/// any of them reads (or gives itself its own `vm_id`).
+#[test]
+fn filters_sharing_a_vm_load_when_each_passes_every_variable() {
+    for (vm_a, vm_b, pass_both) in [("jwt-auth", "jwt-auth", true), ("jwt-auth-a", "jwt-auth-b", false)] {
+        let mut envoy = two_filters(vm_a, vm_b, pass_both);
+        let ready = envoy.wait_ready(Duration::from_secs(120));
+        assert!(ready.is_ok(), "{vm_a}/{vm_b}, pass_both {pass_both}:\n{}", envoy.log());
+    }
+}
+
+/// The filter never logs the secret, but Envoy does at debug: the router logs the headers of
+/// the token request (`dispatch_http_call`), `authorization: Basic base64(id:secret)`
+/// included. At info (the other tests) neither form is in the log.
+#[test]
+fn envoy_debug_logging_shows_the_basic_credentials_of_the_token_request() {
+    let secret = format!("env-secret-{}", std::process::id());
+    let basic = shared::base64::encode(format!("demo-client:{secret}").as_bytes());
+    let (envoy, _tokens, _upstream) = token_fetch_logging(Some(&secret), "debug");
+    let r = Request::get("/secrets/1").send(envoy.port(LISTENER_PORT)).unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    assert!(envoy.log().contains(&basic), "Envoy's debug log lacks the Basic credentials");
+
+    let (envoy, _tokens, _upstream) = token_fetch_logging(Some(&secret), "info");
+    let r = Request::get("/secrets/1").send(envoy.port(LISTENER_PORT)).unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    assert!(!envoy.log().contains(&basic) && !envoy.log().contains(&secret), "at info");
 }

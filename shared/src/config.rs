@@ -128,7 +128,8 @@ impl<'de> Deserialize<'de> for Duration {
 #[serde(deny_unknown_fields)]
 pub struct DataSource {
     /// The value itself (visible in the configuration and in `/config_dump`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_secret_text")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub inline_string: Option<String>,
     /// The name of a variable of the VM's environment holding the value.
     #[serde(default)]
@@ -180,6 +181,60 @@ impl DataSource {
     }
 }
 
+/// A secret's number refused without its value: serde's own error quotes it ("invalid type:
+/// integer `123456`"), and a refusal is logged. YAML's `client_secret: 123456` is a number.
+macro_rules! refuse_numbers_unquoted {
+    ($value:ty) => {
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<$value, E> {
+            Err(E::invalid_type(serde::de::Unexpected::Other("a number (its value not shown)"), &self))
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<$value, E> {
+            Err(E::invalid_type(serde::de::Unexpected::Other("a number (its value not shown)"), &self))
+        }
+        fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<$value, E> {
+            Err(E::invalid_type(serde::de::Unexpected::Other("a number (its value not shown)"), &self))
+        }
+        fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<$value, E> {
+            Err(E::invalid_type(serde::de::Unexpected::Other("a number (its value not shown)"), &self))
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<$value, E> {
+            Err(E::invalid_type(serde::de::Unexpected::Other("a number (its value not shown)"), &self))
+        }
+    };
+}
+
+/// `DataSource.inline_string`: a string or null; any other type refused without its value.
+fn optional_secret_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        refuse_numbers_unquoted!(String);
+    }
+    struct Optional;
+    impl<'de> serde::de::Visitor<'de> for Optional {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<String>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+            d.deserialize_any(Text).map(Some)
+        }
+    }
+    d.deserialize_option(Optional)
+}
+
 /// A secret written either as a plain string (inline, kept for compatibility) or as a
 /// [`DataSource`] object (`{"environment_variable": "NAME"}` keeps it out of the configuration).
 #[derive(Clone, PartialEq, Eq)]
@@ -224,6 +279,7 @@ impl<'de> Deserialize<'de> for Secret {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
                 Ok(Secret::Plain(v.to_string()))
             }
+            refuse_numbers_unquoted!(Secret);
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Secret, A::Error> {
                 DataSource::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Secret::Source)
             }
@@ -259,6 +315,52 @@ mod tests {
         assert!(!format!("{inline:?}{source:?}").contains("plain"));
         assert!(!format!("{source:?}").contains("\"x\""));
     }
+    /// Names no environment can hold (NUL, `=`) are refused as missing, naming the field and
+    /// the variable, never a panic (std's getenv gives an error for them).
+    #[test]
+    fn an_impossible_variable_name_is_a_refusal_not_a_panic() {
+        for name in ["A\0B", "PATH=x", "=", "\0"] {
+            let source = DataSource { inline_string: None, environment_variable: Some(name.into()) };
+            let e = source.read("f").unwrap_err();
+            assert_eq!(e.field, "f.environment_variable", "{name:?}");
+            assert!(e.message.contains(&format!("{name:?}")), "{e}");
+        }
+        let e = DataSource { inline_string: None, environment_variable: Some(String::new()) }.read("f").unwrap_err();
+        assert_eq!((e.field.as_str(), e.message.as_str()), ("f.environment_variable", "must not be empty"));
+    }
+
+    /// A secret written with the wrong JSON type (YAML's `client_secret: 123456` in a
+    /// WasmPlugin's pluginConfig is a number) is refused without serde's usual quoting of the
+    /// value ("invalid type: integer `123456`"): the refusal goes to Envoy's log.
+    #[test]
+    fn a_secret_of_the_wrong_type_is_refused_without_quoting_it() {
+        #[derive(Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct Holder {
+            #[allow(dead_code)]
+            s: Secret,
+        }
+        for (raw, field) in [
+            (r#"{"s":918273645}"#, "s"),
+            (r#"{"s":-918273645}"#, "s"),
+            (r#"{"s":9182.73645}"#, "s"),
+            (r#"{"s":{"inline_string":918273645}}"#, "s.inline_string"),
+            (r#"{"s":{"inline_string":-918273645}}"#, "s.inline_string"),
+            (r#"{"s":{"inline_string":9182.73645}}"#, "s.inline_string"),
+        ] {
+            let e = parse::<Holder>(Some(raw.as_bytes())).unwrap_err();
+            assert_eq!(e.field, field, "{raw}: {e}");
+            assert!(!e.to_string().contains("918273645"), "{raw}: the refusal quotes the secret: {e}");
+            assert!(!e.to_string().contains("9182.7"), "{raw}: the refusal quotes the secret: {e}");
+            assert!(e.message.contains("invalid type: a number (its value not shown)"), "{raw}: {e}");
+        }
+        // Strings and null keep their meaning.
+        let h = parse::<Holder>(Some(br#"{"s":{"inline_string":null,"environment_variable":"V"}}"#)).unwrap();
+        assert_eq!(h.s, Secret::Source(DataSource { inline_string: None, environment_variable: Some("V".into()) }));
+        let h = parse::<Holder>(Some(br#"{"s":{"inline_string":"x"}}"#)).unwrap();
+        assert_eq!(h.s.read_with("s", |_| None).unwrap(), "x");
+    }
+
     use serde::Deserialize;
 
     #[derive(Deserialize, Debug, Default)]

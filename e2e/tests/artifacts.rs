@@ -12,7 +12,9 @@ const BUDGETS: &[(&str, u64)] = &[
     // to every module: security-headers 336 → 369 KB, token-fetch 318 → 353 KB. Issue 16's
     // diet works on it; the budgets hold the line where it is now.
     ("security-headers", 372 * 1024),
-    ("token-fetch", 356 * 1024),
+    // Secrets from the VM's environment (shared::config's DataSource, WASI environ) add ~11 KB:
+    // 353 → 365 KB.
+    ("token-fetch", 368 * 1024),
     // Global rules (RLS v3 messages with prost, the gRPC call) add ~61 KB: 437 → 498 KB
     // (filters/rate-limit/README.md says why prost).
     ("rate-limit", 500 * 1024),

@@ -396,6 +396,13 @@ fn refused_by_both() -> Vec<(&'static str, String)> {
         ("token-fetch", r("{}")),
         (
             "token-fetch",
+            format!(
+                r#"{{"oauth2":{{"token_endpoint":{{"cluster":"c","uri":"http://t/"}},"client_credentials":{{"client_id":"a","client_secret":"{}"}}}}}}"#,
+                "s".repeat(4097)
+            ),
+        ),
+        (
+            "token-fetch",
             r(
                 r#"{"oauth2":{"token_endpoint":{"cluster":"c","uri":"http://t/"},"client_credentials":{"client_id":"a","client_secret":{"filename":"/s"}}}}"#,
             ),

@@ -52,7 +52,8 @@ impl JsonSchema for Secret {
         let source = generator.subschema_for::<DataSource>();
         json_schema!({
             "description": "The value inline (a string), or a data source: {\"environment_variable\": NAME} reads it from the VM's environment (vm_config.environment_variables; Istio vmConfig.env), keeping it out of the configuration.",
-            "oneOf": [{ "type": "string", "minLength": 1 }, source]
+            // 4096: what its one user, token-fetch's client_secret, takes (MAX_FIELD_LEN).
+            "oneOf": [{ "type": "string", "minLength": 1, "maxLength": 4096 }, source]
         })
     }
 }

@@ -96,6 +96,19 @@ impl Extracted {
     }
 }
 
+/// The `.yaml` files directly in `dir` of the repository at `root` (`envoy-configs`,
+/// `deploy/istio`), relative to `root`, sorted.
+pub fn yaml_files(root: &Path, dir: &str) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(root.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| PathBuf::from(dir).join(e.file_name()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Every documentation page of the repository at `root`, relative to it, sorted.
 pub fn doc_pages(root: &Path) -> Vec<PathBuf> {
     const SKIP: &[&str] = &["target", "dist", "tools", "node_modules"];
@@ -499,16 +512,7 @@ http_filters:
     #[test]
     fn shipped_envoy_configs_and_wasmplugins_are_read_too() {
         let root = crate::repo_root();
-        let yaml_files = |dir: &str| -> Vec<PathBuf> {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
-                .unwrap()
-                .filter_map(Result::ok)
-                .map(|e| PathBuf::from(dir).join(e.file_name()))
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-                .collect();
-            files.sort();
-            files
-        };
+        let yaml_files = |dir: &str| yaml_files(&root, dir);
         let mut string_values = 0;
         for file in yaml_files("envoy-configs") {
             let text = std::fs::read_to_string(root.join(&file)).unwrap();

@@ -17,7 +17,6 @@ use e2e::repo_root;
 use jsonschema::Validator;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// The filter's own verdict (both phases), natively; `None` for a filter not registered in
 /// `common` (a new one from `make new-filter`: its schema is still checked).
@@ -94,17 +93,6 @@ fn committed_schemas_are_what_the_config_types_generate() {
     }
 }
 
-fn yaml_files(dir: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join(dir))
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| PathBuf::from(dir).join(e.file_name()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
 fn check_config(schemas: &Schemas, config: &DocConfig, failures: &mut Vec<String>) {
     let value = match config.value() {
         Ok(v) => v,
@@ -140,7 +128,7 @@ fn every_documented_and_shipped_configuration_validates() {
     counts.insert("documentation", docs.configs.len());
 
     let mut envoy = 0;
-    for file in yaml_files("envoy-configs") {
+    for file in doc_configs::yaml_files(&root, "envoy-configs") {
         let text = std::fs::read_to_string(root.join(&file)).unwrap();
         let found = doc_configs::extract_yaml(&file, &text, 1, None);
         assert_eq!(found.problems, vec![], "{}", file.display());
@@ -152,7 +140,7 @@ fn every_documented_and_shipped_configuration_validates() {
     counts.insert("envoy-configs", envoy);
 
     let mut manifests = 0;
-    for file in yaml_files("deploy/istio") {
+    for file in doc_configs::yaml_files(&root, "deploy/istio") {
         let text = std::fs::read_to_string(root.join(&file)).unwrap();
         let found = doc_configs::extract_yaml(&file, &text, 1, None);
         assert_eq!(found.problems, vec![], "{}", file.display());

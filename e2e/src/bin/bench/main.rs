@@ -1042,11 +1042,21 @@ struct Summary {
     sat_p99: Vec<f64>,
 }
 
+/// µs/request of `variant` and of `other` in the same round, one pair per round both ran.
+fn same_round_pairs(samples: &[Sample], variant: usize, other: usize) -> Vec<(f64, f64)> {
+    samples
+        .iter()
+        .filter(|s| s.variant == variant)
+        .filter_map(|s| {
+            let o = samples.iter().find(|x| x.variant == other && x.round == s.round)?;
+            Some((s.us_per_request, o.us_per_request))
+        })
+        .collect()
+}
+
 fn summarize(samples: &[Sample], variant: usize) -> Summary {
     let mine: Vec<&Sample> = samples.iter().filter(|s| s.variant == variant).collect();
-    let baseline_of = |round: u32| samples.iter().find(|s| s.variant == 0 && s.round == round);
-    let pairs: Vec<(f64, f64)> =
-        mine.iter().filter_map(|s| baseline_of(s.round).map(|b| (s.us_per_request, b.us_per_request))).collect();
+    let pairs = same_round_pairs(samples, variant, 0);
     Summary {
         us: mine.iter().map(|s| s.us_per_request).collect(),
         rps: mine.iter().map(|s| s.rps).collect(),
@@ -1227,14 +1237,7 @@ fn report(
     });
     for (variant, baseline, v) in same_request {
         let Some(b) = index_of(baseline) else { continue };
-        let pairs: Vec<(f64, f64)> = samples
-            .iter()
-            .filter(|s| s.variant == v)
-            .filter_map(|s| {
-                let base = samples.iter().find(|x| x.variant == b && x.round == s.round)?;
-                Some((s.us_per_request, base.us_per_request))
-            })
-            .collect();
+        let pairs = same_round_pairs(samples, v, b);
         let added: Vec<f64> = pairs.iter().map(|(v, b)| v - b).collect();
         let ratio: Vec<f64> = pairs.iter().map(|(v, b)| v / b).collect();
         let (lo, hi) = min_max(&added);
@@ -1249,14 +1252,7 @@ fn report(
     for (i, v) in variants.iter().enumerate().filter(|(_, v)| v.before.is_some()) {
         let Some(after) = index_of(v.base) else { continue };
         // Per round: this build's time over the other build's, the same request in the same round.
-        let ratio: Vec<f64> = samples
-            .iter()
-            .filter(|s| s.variant == after)
-            .filter_map(|s| {
-                let before = samples.iter().find(|x| x.variant == i && x.round == s.round)?;
-                Some(s.us_per_request / before.us_per_request)
-            })
-            .collect();
+        let ratio: Vec<f64> = same_round_pairs(samples, after, i).iter().map(|(a, b)| a / b).collect();
         let (lo, hi) = min_max(&ratio);
         let _ = writeln!(
             md,

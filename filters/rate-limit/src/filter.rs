@@ -34,6 +34,13 @@ const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 /// instead: the call ends a few ms *before* `timeout` has passed on it (Envoy's timer runs on
 /// its event loop's cached time).
 const ENVOY_TIMEOUT_MESSAGE: &[u8] = b"upstream request timeout";
+/// gRPC status `CANCELLED`.
+const GRPC_CANCELLED: u32 = 1;
+/// How a tonic-based service (Limitador among them) ends a call whose `grpc-timeout` (which
+/// Envoy sends with the filter's `timeout`) has passed on its side: `CANCELLED` with this
+/// message. The two deadlines run out at about the same moment, so on a loaded machine the
+/// service's answer can arrive before Envoy's own timeout does (seen in CI).
+const TONIC_TIMEOUT_MESSAGE: &[u8] = b"Timeout expired";
 
 /// Counters, as Envoy shows them under `wasmcustom.rate_limit.`.
 #[derive(Clone, Debug, Default)]
@@ -634,7 +641,10 @@ impl RateLimit {
         if status != 0 {
             self.stats.rls_error.inc(host);
             let message = host.call_status().map(|(_, m)| m).unwrap_or_default();
-            if status == GRPC_DEADLINE_EXCEEDED || message.starts_with(ENVOY_TIMEOUT_MESSAGE) {
+            let timed_out = status == GRPC_DEADLINE_EXCEEDED
+                || message.starts_with(ENVOY_TIMEOUT_MESSAGE)
+                || (status == GRPC_CANCELLED && message.starts_with(TONIC_TIMEOUT_MESSAGE));
+            if timed_out {
                 self.stats.rls_timeout.inc(host);
             }
             host.log_with(LogLevel::Warn, || {
@@ -1341,6 +1351,24 @@ mod global_tests {
         }
         assert_eq!(p.metric("rate_limit.rls.error"), Some(3));
         assert_eq!(p.metric("rate_limit.rls.timeout"), Some(2));
+    }
+
+    #[test]
+    fn the_services_own_deadline_is_a_timeout() {
+        // Regression (CI, e2e wasm_failure_mode_allow_*): the service honours the
+        // `grpc-timeout` Envoy sends and, tonic-based like Limitador, can answer CANCELLED
+        // "Timeout expired" just before Envoy's own timer fires; rls.timeout stayed 0.
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let answers: [(u32, &[u8]); 3] =
+            [(1, b"Timeout expired"), (1, b"client cancelled"), (14, b"Timeout expired")];
+        for (i, (code, message)) in answers.into_iter().enumerate() {
+            request(&mut w, "alice");
+            let token = w.grpc_calls()[i].token;
+            w.answer_grpc_call(token, code, message);
+        }
+        assert_eq!(p.metric("rate_limit.rls.error"), Some(3));
+        assert_eq!(p.metric("rate_limit.rls.timeout"), Some(1), "only CANCELLED \"Timeout expired\"");
     }
 
     #[test]

@@ -196,8 +196,9 @@ fn trap_until_reloaded(envoy: &Envoy, known: &BTreeSet<String>) -> (usize, Answe
                 healthy.insert(vm.clone());
                 assert_eq!(healthy.len(), 1, "only the healthy worker's VM answers: the trapped one is gone");
             }
-            Some(_) => {
+            Some(vm) => {
                 assert_eq!(a.status, 200, "{a:?}");
+                assert_ne!(vm, "0000000000000000", "the fresh VM was configured (on_configure draws its id)");
                 assert_eq!(a.served, 1, "a reload starts a fresh VM, with nothing of the old one: {a:?}");
                 return (refused, a, trapped_at.elapsed().as_secs_f64());
             }

@@ -67,7 +67,7 @@ fn every_connection_manager_normalizes_paths() {
 }
 
 /// Every Wasm filter of the shipped configs (and the new-filter template) states its
-/// `failure_policy`, the one `e2e::FAILURE_POLICIES` gives it (why: docs/architecture.md, "When
+/// `failure_policy`, for ours the one `e2e::FAILURE_POLICIES` gives it (why: docs/architecture.md, "When
 /// a VM traps anyway"), never the deprecated `fail_open`; and each filter's README says so.
 #[test]
 fn every_wasm_filter_states_its_failure_policy() {
@@ -88,9 +88,11 @@ fn every_wasm_filter_states_its_failure_policy() {
             assert!(plugin.get("fail_open").is_none(), "{name}: {filter} uses the deprecated fail_open");
             let stated =
                 plugin["failure_policy"].as_str().unwrap_or_else(|| panic!("{name}: {filter} has no failure_policy"));
+            // A filter outside the table (one `make new-filter` made, in a fork) only has to state one.
             let wanted = if name.starts_with("templates/") { Some("FAIL_RELOAD") } else { policy_of(&filter) };
-            let wanted = wanted.unwrap_or_else(|| panic!("{name}: {filter} is not in e2e::FAILURE_POLICIES"));
-            assert_eq!(stated, wanted, "{name}: {filter}'s failure_policy");
+            if let Some(wanted) = wanted {
+                assert_eq!(stated, wanted, "{name}: {filter}'s failure_policy");
+            }
             checked += 1;
         }
     }

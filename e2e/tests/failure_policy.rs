@@ -162,15 +162,19 @@ fn fail_open_serves_every_later_request_on_the_trapped_worker_without_the_filter
 #[test]
 fn a_trap_on_the_response_path_turns_the_upstream_answer_into_a_503() {
     // The request already reached the upstream (whatever it did, it did); the client gets a 503
-    // instead of its answer, under every policy (here FAIL_OPEN, the most lenient).
-    let (envoy, upstream) = start("failure_policy: FAIL_OPEN");
-    let ids = both_vms(&envoy);
-    let trap = ask(&envoy, Some("response-headers"));
-    assert_eq!((trap.status, trap.vm), (503, None), "the request that trapped on its response");
-    let reached = upstream.requests().iter().filter(|r| r.header_value(TRAP).is_some()).count();
-    assert_eq!(reached, 1, "the request reached the upstream before the trap");
-    let (answers, survivor) = after_trap(&envoy, &ids, |a| a.status == 200 && a.vm.is_none());
-    assert!(answers.iter().all(|a| a.status == 200 && (a.vm.is_none() || a.vm.as_ref() == Some(&survivor))));
+    // instead of its answer, under the most lenient policy and the strictest alike.
+    for policy in ["FAIL_OPEN", "FAIL_CLOSED"] {
+        let (envoy, upstream) = start(&format!("failure_policy: {policy}"));
+        let ids = both_vms(&envoy);
+        let trap = ask(&envoy, Some("response-headers"));
+        assert_eq!((trap.status, trap.vm), (503, None), "{policy}: the request that trapped on its response");
+        let reached = upstream.requests().iter().filter(|r| r.header_value(TRAP).is_some()).count();
+        assert_eq!(reached, 1, "{policy}: the request reached the upstream before the trap");
+        if policy == "FAIL_OPEN" {
+            let (answers, survivor) = after_trap(&envoy, &ids, |a| a.status == 200 && a.vm.is_none());
+            assert!(answers.iter().all(|a| a.status == 200 && (a.vm.is_none() || a.vm.as_ref() == Some(&survivor))));
+        }
+    }
 }
 
 /// FAIL_RELOAD: trap, then ask until the trapped worker has a new VM. Returns (requests refused

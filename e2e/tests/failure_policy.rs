@@ -254,3 +254,72 @@ fn fail_reload_waits_out_a_configured_backoff() {
         "FAIL_RELOAD (base_interval 3s): reloaded {secs:.2} s after the trap, {refused} requests refused meanwhile"
     );
 }
+
+/// The same FAIL_RELOAD on a real filter, as shipped (envoy-configs/jwt-auth.yaml) but with the
+/// test-only build `dist/test/jwt-auth-trap.wasm` (shared's `test-trap` feature: the glue traps
+/// on `x-test-trap`). While the trapped worker waits for its reload, nothing gets through
+/// unauthenticated; after it, the fresh VM verifies tokens again, on every worker.
+#[test]
+fn jwt_auth_under_fail_reload_never_lets_a_request_through_and_comes_back() {
+    use e2e::jwks_server::JwksServer;
+    use e2e::jwt::{claims, jwks, token, Alg, REMOTE_KEYS};
+    let jwks_server = JwksServer::start(0, &jwks(&REMOTE_KEYS)).unwrap();
+    let mut opts = EnvoyOptions {
+        concurrency: 2,
+        edit: Some(Box::new(|config: String| {
+            assert!(config.contains("failure_policy: FAIL_RELOAD"), "the shipped config's policy changed");
+            config.replace("dist/jwt-auth.wasm", "dist/test/jwt-auth-trap.wasm")
+        })),
+        ..EnvoyOptions::default()
+    };
+    opts.preset_ports.insert(e2e::JWKS_PORT, jwks_server.port);
+    let envoy = Envoy::start_with("jwt-auth.yaml", opts).unwrap();
+    let upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
+    let port = envoy.port(LISTENER_PORT);
+    let valid = format!("Bearer {}", token(Alg::ES256, &claims("reload")));
+    let send = |path: &str, auth: Option<&str>, trap: bool| {
+        let mut r = Request::get(path);
+        if let Some(auth) = auth {
+            r = r.header("authorization", auth);
+        }
+        if trap {
+            r = r.header("x-test-trap", "1");
+        }
+        r.send(port).unwrap().status
+    };
+    for i in 0..20 {
+        assert_eq!(send(&format!("/api/before/{i}"), Some(&valid), false), 200);
+    }
+    assert_eq!(send("/api/trap", Some(&valid), true), 503, "the request that trapped");
+
+    // Until the trapped worker has reloaded: valid tokens get 200 (the healthy worker) or 503 (the
+    // trapped one, in its backoff); no token gets 401 or 503, never the upstream.
+    let started = Instant::now();
+    let (mut refused, mut i) = (0, 0);
+    while envoy.stat("wasm.jwt-auth.vm_reload_success") == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no reload within 60 s ({refused} refused)");
+        i += 1;
+        let (with_token, without) =
+            (send(&format!("/api/wait/{i}"), Some(&valid), false), send("/api/anon", None, false));
+        assert!(matches!(with_token, 200 | 503), "valid token while reloading: {with_token}");
+        assert!(matches!(without, 401 | 503), "no token while reloading: {without}");
+        refused += usize::from(with_token == 503) + usize::from(without == 503);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let reloaded_after = started.elapsed();
+    // Reloaded: both workers verify again.
+    for i in 0..40 {
+        assert_eq!(send(&format!("/api/after/{i}"), Some(&valid), false), 200, "after the reload");
+        assert_eq!(send("/api/anon", None, false), 401, "after the reload");
+    }
+    let leaked = upstream.requests().iter().filter(|r| r.path == "/api/anon" || r.path == "/api/trap").count();
+    assert_eq!(leaked, 0, "a request without a token, or the one that trapped, reached the upstream");
+    assert_eq!(envoy.stat("wasm.jwt-auth.vm_reload_success"), 1);
+    // The fresh VM took the keys from proxy-wasm shared data, which outlives the VM: no new fetch.
+    assert_eq!(envoy.stat("wasmcustom.jwt_auth.jwks_fetch_success"), 1, "the reload fetched the JWKS again");
+    eprintln!(
+        "jwt-auth FAIL_RELOAD: reloaded {:.2} s after the trap, {refused} requests refused meanwhile; JWKS calls {}",
+        reloaded_after.as_secs_f64(),
+        jwks_server.calls()
+    );
+}

@@ -275,15 +275,9 @@ pub fn token_from_answer(
                     ));
                 }
             }
-            let lifetime = match json.get("expires_in") {
-                None | Some(serde_json::Value::Null) => OAUTH2_DEFAULT_LIFETIME,
-                Some(v) => {
-                    let secs = v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
-                    match secs {
-                        Some(s) if s > 0 && s <= 366 * 86_400 => Duration::from_secs(s),
-                        _ => return FetchResult::Failed("expires_in is not a positive number of seconds".into()),
-                    }
-                }
+            let lifetime = match oauth2_lifetime(json.get("expires_in")) {
+                Ok(lifetime) => lifetime,
+                Err(e) => return FetchResult::Failed(e.into()),
             };
             (Ok(token.to_string()), Some(lifetime))
         }
@@ -296,6 +290,30 @@ pub fn token_from_answer(
     match c.header_value(&token) {
         Ok(value) => FetchResult::Fetched { value: value.into_bytes(), lifetime },
         Err(e) => FetchResult::Failed(e),
+    }
+}
+
+/// The longest an OAuth2 token is used, whatever its `expires_in` says.
+pub const MAX_OAUTH2_LIFETIME: Duration = Duration::from_secs(366 * 86_400);
+
+/// An OAuth2 answer's `expires_in`: absent or `null` is [`OAUTH2_DEFAULT_LIFETIME`]; a positive
+/// whole number of seconds in any JSON spelling (`3600`, `3600.0`, `3.6e3`, as protobuf's
+/// JSON reading in Envoy's OAuth2 clients takes it) or a string of digits is the lifetime,
+/// cut to [`MAX_OAUTH2_LIFETIME`] (a longer one is a valid answer: refusing it would leave the
+/// proxy without any token). Zero, negative, fractional or other values are refused.
+fn oauth2_lifetime(expires_in: Option<&serde_json::Value>) -> Result<Duration, &'static str> {
+    let max = MAX_OAUTH2_LIFETIME.as_secs();
+    let secs = match expires_in {
+        None | Some(serde_json::Value::Null) => return Ok(OAUTH2_DEFAULT_LIFETIME),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<u64>().ok(),
+        Some(v) => v.as_u64().or_else(|| {
+            // `as` saturates: 1e300 is u64::MAX, cut below.
+            v.as_f64().filter(|f| f.is_finite() && *f >= 1.0 && f.fract() == 0.0).map(|f| f as u64)
+        }),
+    };
+    match secs {
+        Some(s) if s > 0 => Ok(Duration::from_secs(s.min(max))),
+        _ => Err("expires_in is not a positive whole number of seconds"),
     }
 }
 
@@ -841,6 +859,47 @@ mod tests {
         assert!(m.contains(r#"token_type "DPoP""#), "{m}");
         assert_eq!(refusal("503", ""), "status 503");
         assert!(refusal("2000", "").contains("not a status code"));
+    }
+
+    /// The lifetime [`token_from_answer`] gives an OAuth2 answer body, or its refusal.
+    fn oauth2_lifetime_of(body: &str) -> Result<Duration, String> {
+        let c = shared::config::load(Some(oauth_config("").as_bytes()), Config::compile).unwrap();
+        match token_from_answer(&c, Some("200"), |_| None, || body.into()) {
+            FetchResult::Fetched { lifetime, .. } => Ok(lifetime),
+            FetchResult::Failed(m) => Err(m),
+        }
+    }
+
+    #[test]
+    fn an_expires_in_beyond_366_days_is_cut_not_refused() {
+        // Found in review (issue 18): a token endpoint that issues long-lived tokens (ten
+        // years, or u64::MAX) had every fetch refused, so the filter never had a token and
+        // answered 503 to everything; Envoy's credential injector takes the token. The
+        // lifetime is cut to 366 days instead (refreshed at 80% of that).
+        const MAX: Duration = Duration::from_secs(366 * 86_400);
+        for expires_in in ["31622401", "315360000", "18446744073709551615", "\"315360000\"", "1e300"] {
+            let body = format!(r#"{{"access_token":"a","token_type":"Bearer","expires_in":{expires_in}}}"#);
+            assert_eq!(oauth2_lifetime_of(&body), Ok(MAX), "{body}");
+        }
+        let at_cap = format!(r#"{{"access_token":"a","expires_in":{}}}"#, MAX.as_secs());
+        assert_eq!(oauth2_lifetime_of(&at_cap), Ok(MAX));
+    }
+
+    #[test]
+    fn an_integral_number_in_any_json_spelling_is_a_lifetime() {
+        // Found in review (issue 18): `3600.0` or `3.6e3` (what a token endpoint that
+        // computes in floating point sends) was refused; protobuf's JSON reading, which
+        // Envoy's OAuth2 clients use for `expires_in`, takes any integral number.
+        for expires_in in ["3600", "3600.0", "3.6e3", "36e2", "\"3600\""] {
+            let body = format!(r#"{{"access_token":"a","expires_in":{expires_in}}}"#);
+            assert_eq!(oauth2_lifetime_of(&body), Ok(Duration::from_secs(3600)), "{body}");
+        }
+        // Still refused: nothing left of the token's life, a past, a fraction, not a number.
+        for expires_in in ["0", "0.0", "-5", "-0.0", "3599.5", "\"3600.0\"", "\"-1\"", "\"\"", "true", "[60]", "{}"] {
+            let body = format!(r#"{{"access_token":"a","expires_in":{expires_in}}}"#);
+            let refusal = oauth2_lifetime_of(&body).expect_err(&body);
+            assert!(refusal.contains("expires_in"), "{body}: {refusal}");
+        }
     }
 
     #[test]

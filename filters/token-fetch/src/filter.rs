@@ -26,7 +26,7 @@ use shared::stats::{Counter, Gauge};
 use shared::time::{duration_ms, millis};
 use shared::waiting::WaitList;
 use shared::{reply, Action, Host, HttpFilter, LogLevel, RootFilter};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
@@ -91,6 +91,8 @@ pub struct Worker {
     /// This worker's copy of the published token (header value bytes).
     cache: RefCell<Option<Published>>,
     waiting: WaitList<Waiter>,
+    /// The published record was unusable: the root fetches again at its next tick.
+    unusable_record: Cell<bool>,
 }
 
 impl Worker {
@@ -103,8 +105,22 @@ impl Worker {
         self.refresh_cache(host, now)
     }
 
+    /// Re-read the published record. One whose value this configuration would not have
+    /// published (see [`Compiled::is_injectable`]) is never used, and is fetched again.
     fn refresh_cache(&self, host: &dyn Host, now: SystemTime) -> Option<Vec<u8>> {
-        let fresh = host.shared_data(&self.value_key).0.and_then(|b| Published::decode(&b));
+        let mut fresh = host.shared_data(&self.value_key).0.and_then(|b| Published::decode(&b));
+        if fresh.as_ref().is_some_and(|p| p.generation > 0 && !self.config.is_injectable(&p.value)) {
+            fresh = None;
+            if !self.unusable_record.replace(true) {
+                host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "{NAME}: the shared-data record {} is not a valid header value; fetching again",
+                        self.value_key
+                    ),
+                );
+            }
+        }
         let valid = fresh.as_ref().filter(|p| p.is_valid_at(now)).map(|p| p.value.clone());
         *self.cache.borrow_mut() = fresh;
         valid
@@ -386,6 +402,7 @@ impl RootFilter for TokenFetchRoot {
             config,
             cache: RefCell::new(None),
             waiting: WaitList::new(MAX_WAITING),
+            unusable_record: Cell::new(false),
         }));
         self.fetcher = Some(fetcher);
         self.ticker.start(host).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
@@ -399,6 +416,11 @@ impl RootFilter for TokenFetchRoot {
     fn on_tick(&mut self, host: &dyn Host) {
         self.ticker.on_tick(host, NAME);
         let now = host.now();
+        if let (Some(w), Some(f)) = (&self.worker, &mut self.fetcher) {
+            if w.unusable_record.take() {
+                f.refresh_soon();
+            }
+        }
         let due = self.fetcher.as_mut().is_some_and(|f| f.poll(host, now));
         if due {
             self.dispatch(host, now);
@@ -859,6 +881,45 @@ mod tests {
         assert!(m.contains(r#"token_type "DPoP""#), "{m}");
         assert_eq!(refusal("503", ""), "status 503");
         assert!(refusal("2000", "").contains("not a status code"));
+    }
+
+    #[test]
+    fn a_published_record_that_is_not_a_valid_header_value_is_never_injected() {
+        // Found in review (issue 18): the worker injected whatever bytes the shared-data
+        // record held. Every plugin of the VM (same vm_id) can write that key, and a record
+        // written by another build under the same key (a format change across a reload) is
+        // no better; CR LF there would split the upstream request. The record is checked as
+        // an answer's token is, and a bad one is fetched again at once.
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(r#","pending_request_timeout":"0s""#));
+        w.tick();
+        answer(&mut w, "200", &token_json("good", 3600));
+        let key = {
+            let root = w.root();
+            format!("{NAME}/{}/value", root.worker().unwrap().config.fingerprint(&root.key))
+        };
+        let now = millis(p.now());
+        let poisoned = |value: &[u8]| {
+            Published { generation: 7, fetched_at_ms: now, expires_at_ms: now + 3_600_000, value: value.to_vec() }
+                .encode()
+        };
+        let fetches = w.http_calls().len();
+        for bad in [&b"Bearer x\r\nx-evil: 1"[..], b"Bearer \0", b"Bearer \xff", b"tok-without-prefix", b"Bearer "] {
+            p.set_shared_data(&key, &poisoned(bad));
+            p.advance(TICK);
+            w.tick(); // reads the record: unusable
+            let (id, a) = request(&mut w);
+            assert_eq!(a, Action::Pause, "{bad:?}");
+            assert_eq!(w.local_reply(id).unwrap().status, 503, "{bad:?}");
+            assert!(auth(&w, id).is_empty(), "{bad:?} injected");
+        }
+        // ...and fetched again ahead of the schedule (the record said 1 h), which repairs it.
+        p.advance(TICK);
+        w.tick();
+        assert!(w.http_calls().len() > fetches, "no refetch of an unusable record");
+        answer(&mut w, "200", &token_json("good2", 3600));
+        let (id, _) = request(&mut w);
+        assert_eq!(auth(&w, id), vec!["Bearer good2"]);
     }
 
     /// The lifetime [`token_from_answer`] gives an OAuth2 answer body, or its refusal.

@@ -321,7 +321,12 @@ fn oauth2_lifetime(expires_in: Option<&serde_json::Value>) -> Result<Duration, &
     let max = MAX_OAUTH2_LIFETIME.as_secs();
     let secs = match expires_in {
         None | Some(serde_json::Value::Null) => return Ok(OAUTH2_DEFAULT_LIFETIME),
-        Some(serde_json::Value::String(s)) => s.trim().parse::<u64>().ok(),
+        Some(serde_json::Value::String(s)) => {
+            let digits = s.trim();
+            // Past u64 (more than 19 digits) is long-lived, like 1e300: cut below.
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse::<u64>().unwrap_or(u64::MAX))
+        }
         Some(v) => v.as_u64().or_else(|| {
             // `as` saturates: 1e300 is u64::MAX, cut below.
             v.as_f64().filter(|f| f.is_finite() && *f >= 1.0 && f.fract() == 0.0).map(|f| f as u64)
@@ -938,7 +943,9 @@ mod tests {
         // answered 503 to everything; Envoy's credential injector takes the token. The
         // lifetime is cut to 366 days instead (refreshed at 80% of that).
         const MAX: Duration = Duration::from_secs(366 * 86_400);
-        for expires_in in ["31622401", "315360000", "18446744073709551615", "\"315360000\"", "1e300"] {
+        for expires_in in
+            ["31622401", "315360000", "18446744073709551615", "\"315360000\"", "1e300", "\"99999999999999999999999\""]
+        {
             let body = format!(r#"{{"access_token":"a","token_type":"Bearer","expires_in":{expires_in}}}"#);
             assert_eq!(oauth2_lifetime_of(&body), Ok(MAX), "{body}");
         }
@@ -956,7 +963,9 @@ mod tests {
             assert_eq!(oauth2_lifetime_of(&body), Ok(Duration::from_secs(3600)), "{body}");
         }
         // Still refused: nothing left of the token's life, a past, a fraction, not a number.
-        for expires_in in ["0", "0.0", "-5", "-0.0", "3599.5", "\"3600.0\"", "\"-1\"", "\"\"", "true", "[60]", "{}"] {
+        for expires_in in
+            ["0", "0.0", "-5", "-0.0", "3599.5", "\"3600.0\"", "\"-1\"", "\"+60\"", "\"\"", "true", "[60]", "{}"]
+        {
             let body = format!(r#"{{"access_token":"a","expires_in":{expires_in}}}"#);
             let refusal = oauth2_lifetime_of(&body).expect_err(&body);
             assert!(refusal.contains("expires_in"), "{body}: {refusal}");

@@ -152,6 +152,14 @@ const VECTORS: &[Vector] = &[
               is not trusted for longer",
     },
     Vector {
+        from: "RFC 6749 §5.1: token_type is case-insensitive (the injector does not read it)",
+        status: "200",
+        body: r#"{"access_token":"a","token_type":"bEARER","expires_in":60}"#,
+        envoy: Accept("Bearer a", 60),
+        ours: Accept("Bearer a", 60),
+        why: "",
+    },
+    Vector {
         from: "credential injector: token_type is never read",
         status: "200",
         body: r#"{"access_token":"a","token_type":"DPoP","expires_in":60}"#,

@@ -5,6 +5,8 @@
 //! what we leave out, each with its reason (README, "Defaults and why"). The test fails when
 //! the code drifts from a row, or when the fixture holds a header no row speaks for.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure is a finding
+
 use security_headers::config::{Config, DEFAULT_HEADERS, DEFAULT_REMOVE_HEADERS};
 use security_headers::filter::SecurityHeadersRoot;
 use shared::proxytest::{Proxy, Worker};

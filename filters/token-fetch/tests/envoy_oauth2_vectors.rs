@@ -18,6 +18,8 @@
 //! Where we differ, the row says why; the test fails if our verdict changes, or if a
 //! difference has no reason.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test: a failure is a finding
+
 use shared::fetch::FetchResult;
 use std::time::Duration;
 use token_fetch::config::{Compiled, Config};

@@ -356,6 +356,21 @@ fn hanging_token_server_times_out_and_pass_through_sends_without_the_header() {
     assert_tokens_issued_and_unexpired(&s, true);
 }
 
+#[test]
+fn a_token_server_issuing_ten_year_tokens_is_served_with_a_366_day_lifetime() {
+    // Issue 18's review: `expires_in` past 366 days failed every fetch, so such a token
+    // server left the proxy answering 503 to everything (Envoy's credential injector takes
+    // the token). It is served now, its lifetime cut to 366 days.
+    let s = start(315_360_000, Mode::Ok, 1, None);
+    let r = get(&s, "/long");
+    assert_eq!(r.status, 200, "{r}");
+    assert!(seen_auth(&s, "/long").is_some_and(|a| a.starts_with("Bearer tok-")), "{r}");
+    assert!(s.envoy.wait_stat("wasmcustom.token_fetch.fetch_success", 1) >= 1);
+    assert_eq!(s.envoy.stat("wasmcustom.token_fetch.fetch_failure"), 0);
+    let remaining = s.envoy.stat("wasmcustom.token_fetch.token_remaining_seconds");
+    assert!((366 * 86_400 - 60..=366 * 86_400).contains(&remaining), "{remaining}");
+}
+
 /// Every `authorization` value the upstream saw on the request with this path.
 fn seen_auth_all(s: &Setup, path: &str) -> Vec<String> {
     let requests = s.upstream.requests();

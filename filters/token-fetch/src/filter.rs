@@ -558,6 +558,7 @@ impl HttpFilter for TokenFetch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MAX_TOKEN_BYTES;
     use shared::mock::MockHost;
     use shared::proxytest::{Phase, Proxy, Worker};
 
@@ -925,6 +926,36 @@ mod tests {
         answer(&mut w, "200", &token_json("good2", 3600));
         let (id, _) = request(&mut w);
         assert_eq!(auth(&w, id), vec!["Bearer good2"]);
+    }
+
+    #[test]
+    fn oversized_and_deeply_nested_answers_are_refusals_not_traps() {
+        // What a hostile or broken token endpoint can send: only the first 64 KiB are read
+        // (a JSON answer cut there fails), and nesting past serde_json's recursion limit is
+        // an error, not a stack overflow that would trap the VM.
+        let big_token = "t".repeat(MAX_BODY);
+        let answers = [
+            format!(r#"{{"access_token":"{big_token}","expires_in":60}}"#),
+            format!(r#"{{"access_token":"a","expires_in":60,"pad":"{big_token}"}}"#),
+            "[".repeat(MAX_BODY),
+            format!(r#"{{"access_token":"a","x":{}1{}}}"#, "[".repeat(5000), "]".repeat(5000)),
+        ];
+        for body in &answers {
+            let p = Proxy::new();
+            let mut w: W = p.worker(&oauth_config(r#","pending_request_timeout":"0s""#));
+            w.tick();
+            answer(&mut w, "200", body);
+            assert_eq!(p.metric("token_fetch.fetch_failure"), Some(1), "{}", &body[..40]);
+            let (id, _) = request(&mut w);
+            assert_eq!(w.local_reply(id).unwrap().status, 503);
+        }
+        // Within the limit, a long JWT access token is fine.
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(""));
+        w.tick();
+        answer(&mut w, "200", &token_json(&"j".repeat(MAX_TOKEN_BYTES), 60));
+        let (id, _) = request(&mut w);
+        assert_eq!(auth(&w, id)[0].len(), "Bearer ".len() + MAX_TOKEN_BYTES);
     }
 
     /// The lifetime [`token_from_answer`] gives an OAuth2 answer body, or its refusal.

@@ -94,6 +94,23 @@ fn upstream_set_values_are_kept_by_default() {
 }
 
 #[test]
+fn blank_upstream_values_are_replaced_not_kept() {
+    // An upstream's empty `X-Frame-Options:` (an unset template variable) is no policy for a
+    // browser: under ADD_IF_ABSENT ours replaces it (it used to be kept, leaving the page
+    // frameable). The control: Envoy does pass a blank upstream value through.
+    let (envoy, _upstream) = start();
+    let r = Request::get("/app")
+        .header("x-echo-header", "X-Frame-Options:")
+        .header("x-echo-header", "Content-Security-Policy: ")
+        .header("x-echo-header", "X-Blank:")
+        .send(envoy.port(LISTENER_PORT))
+        .unwrap();
+    assert_eq!(r.header_all("x-blank"), vec![String::new()], "the upstream's blank value reaches the client:\n{r}");
+    assert_eq!(r.header_all("x-frame-options"), vec!["DENY"], "{r}");
+    assert_eq!(r.header_all("content-security-policy"), vec!["default-src 'none'; frame-ancestors 'none'"], "{r}");
+}
+
+#[test]
 fn envoy_local_replies_are_decorated_too() {
     // No upstream running: Envoy answers 503 itself, and that answer gets the headers.
     let envoy = Envoy::start(CONFIG).unwrap();

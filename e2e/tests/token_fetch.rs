@@ -375,6 +375,75 @@ fn hanging_token_server_times_out_and_pass_through_sends_without_the_header() {
 }
 
 #[test]
+fn a_token_server_issuing_ten_year_tokens_is_served_with_a_366_day_lifetime() {
+    // Issue 18's review: `expires_in` past 366 days failed every fetch, so such a token
+    // server left the proxy answering 503 to everything (Envoy's credential injector takes
+    // the token). It is served now, its lifetime cut to 366 days.
+    let s = start(315_360_000, Mode::Ok, 1, None);
+    let r = get(&s, "/long");
+    assert_eq!(r.status, 200, "{r}");
+    assert!(seen_auth(&s, "/long").is_some_and(|a| a.starts_with("Bearer tok-")), "{r}");
+    assert!(s.envoy.wait_stat("wasmcustom.token_fetch.fetch_success", 1) >= 1);
+    assert_eq!(s.envoy.stat("wasmcustom.token_fetch.fetch_failure"), 0);
+    let remaining = s.envoy.stat("wasmcustom.token_fetch.token_remaining_seconds");
+    assert!((366 * 86_400 - 60..=366 * 86_400).contains(&remaining), "{remaining}");
+}
+
+/// Every `authorization` value the upstream saw on the request with this path.
+fn seen_auth_all(s: &Setup, path: &str) -> Vec<String> {
+    let requests = s.upstream.requests();
+    let Some(r) = requests.iter().rev().find(|r| r.path == path) else { return Vec::new() };
+    r.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[test]
+fn a_client_authorization_is_replaced_whole_with_overwrite_and_kept_without() {
+    // What a client's own `authorization` does (issue 18's review). The shipped config has
+    // `overwrite: true`: the client's values, repeated and in another case, never reach the
+    // upstream, which sees exactly one value, an issued token (not appended beside them).
+    let s = start(60, Mode::Ok, 2, None);
+    let port = s.envoy.port(LISTENER_PORT);
+    for i in 0..6 {
+        let path = format!("/mine{i}");
+        let at = Instant::now();
+        let r = Request::get(&path)
+            .header("Authorization", "Bearer attacker")
+            .header("authorization", "Basic bWU6bWU=")
+            .send(port)
+            .unwrap();
+        record(&s, &path, at);
+        assert_eq!(r.status, 200, "{r}");
+        let seen = seen_auth_all(&s, &path);
+        assert_eq!(seen.len(), 1, "one value upstream: {seen:?}");
+        assert!(seen[0].starts_with("Bearer tok-"), "{seen:?}");
+    }
+    assert_tokens_issued_and_unexpired(&s, false);
+    drop(s);
+
+    // `overwrite: false` (Envoy's credential injector's default): the client's values go
+    // upstream, and no token is added beside them.
+    let s = start(60, Mode::Ok, 1, Some(Box::new(|c| c.replace(r#""overwrite": true"#, r#""overwrite": false"#))));
+    let port = s.envoy.port(LISTENER_PORT);
+    let r = Request::get("/kept")
+        .header("Authorization", "Bearer attacker")
+        .header("authorization", "Basic bWU6bWU=")
+        .send(port)
+        .unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    // (Envoy joins the two values with a comma on the way upstream.)
+    let seen = seen_auth_all(&s, "/kept").join(",");
+    assert_eq!(seen, "Bearer attacker,Basic bWU6bWU=", "the client's values, no token");
+    // The control: without its own header the same proxy injects.
+    let r = get(&s, "/injected");
+    assert_eq!(r.status, 200, "{r}");
+    assert!(seen_auth(&s, "/injected").is_some_and(|a| a.starts_with("Bearer tok-")));
+}
+
+#[test]
 fn bad_configs_are_refused_naming_the_field() {
     for (from, to, field) in [
         (r#""refresh_fraction": 0.8"#, r#""refresh_fraction": 1.5"#, "refresh_fraction"),

@@ -5,7 +5,11 @@
 //!   `MAX_TOKEN_BYTES`, every byte visible ASCII, space or tab (no CR, LF, NUL, other control
 //!   or non-ASCII byte), no leading or trailing whitespace: it can neither split nor end the
 //!   header it is injected into;
-//! - its lifetime is positive and at most 366 days;
+//! - every worker accepts it back from shared data (`Compiled::is_injectable`): a token the
+//!   fetch accepts but the readers refuse would be fetched again and again, never used;
+//! - its lifetime is positive and at most 366 days; for OAuth2 it is, by the README's rule,
+//!   300 s without `expires_in`, else `expires_in` (a JSON integer or a string of digits)
+//!   cut to 366 days;
 //! - only a `200` is ever accepted;
 //! - a refusal's text never quotes the token the JSON offered (it goes to the log).
 #![no_main]
@@ -13,7 +17,7 @@
 use shared::fetch::FetchResult;
 use std::sync::OnceLock;
 use std::time::Duration;
-use token_fetch::config::{Compiled, Config, MAX_TOKEN_BYTES};
+use token_fetch::config::{Compiled, Config, Extract, MAX_TOKEN_BYTES};
 use token_fetch::filter::token_from_answer;
 
 const OAUTH: &str = r#"{"oauth2":{"token_endpoint":{"cluster":"auth","uri":"http://auth/token"},
@@ -49,6 +53,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             assert!(!value.starts_with(b" ") && !value.starts_with(b"\t"), "leading whitespace");
             assert!(!value.ends_with(b" ") && !value.ends_with(b"\t"), "trailing whitespace");
             assert!(lifetime > Duration::ZERO && lifetime <= Duration::from_secs(366 * 86_400), "{lifetime:?}");
+            assert!(c.is_injectable(&value), "fetched but refused back from shared data: {value:?}");
+            if matches!(c.extract, Extract::OAuth2) {
+                if let Some(secs) = oauth2_lifetime_model(rest) {
+                    assert_eq!(lifetime, Duration::from_secs(secs.min(366 * 86_400)), "expires_in of {rest:?}");
+                }
+            }
         }
         FetchResult::Failed(message) => {
             // A leak is a message that changes with the token: rerun with the candidate's
@@ -65,6 +75,21 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The lifetime in seconds the README's rule gives an accepted OAuth2 body, where it is plain:
+/// absent or null is 300, a JSON integer or a string of digits (spaces around allowed) is
+/// itself; `None` for the spellings the rule leaves to protobuf's mapping (floats).
+fn oauth2_lifetime_model(body: &[u8]) -> Option<u64> {
+    let v = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    match v.get("expires_in") {
+        None | Some(serde_json::Value::Null) => Some(300),
+        Some(serde_json::Value::String(s)) => {
+            let digits = s.trim_matches(|c: char| c.is_ascii_whitespace());
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().unwrap_or(u64::MAX))
+        }
+        Some(n) => n.as_u64(),
+    }
+}
 
 /// The token a JSON body offers, when it stands in the body as it is (no escapes).
 fn candidate(body: &[u8]) -> Option<String> {

@@ -6,7 +6,8 @@
 //! `<holder id hex>:<expiry ms since the epoch>`. A worker takes it when it is free or expired,
 //! renews it while it holds it, and releases it when done. A holder that is stuck or whose VM
 //! died stops renewing, its lease expires, and the next worker to ask takes over: nobody waits
-//! on a dead holder for longer than the lease duration.
+//! on a dead holder for longer than the lease duration, nor on a record that claims more
+//! than the lease duration from now (which no live holder can have written).
 //!
 //! Holder ids must be unique per worker VM: root context ids repeat across workers (each VM
 //! numbers its own contexts), so mix in a per-VM random nonce ([`holder_id`]).
@@ -55,8 +56,12 @@ impl LeaseRecord {
         parse().unwrap_or(LeaseRecord::FREE)
     }
 
-    fn held_by_other(&self, me: u64, now_ms: u64) -> bool {
-        self.holder != 0 && self.holder != me && now_ms < self.expires_at_ms
+    /// Held by another live holder: one whose claim has not expired and is no longer than
+    /// any holder can make now (`until_ms`, now + duration). A claim beyond that (another
+    /// plugin of the VM wrote the key, or a dead holder's record outlived a clock stepped
+    /// back) is corrupt and reads as free: it would otherwise keep every worker out.
+    fn held_by_other(&self, me: u64, now_ms: u64, until_ms: u64) -> bool {
+        self.holder != 0 && self.holder != me && now_ms < self.expires_at_ms && self.expires_at_ms <= until_ms
     }
 }
 
@@ -97,7 +102,7 @@ impl Lease {
         let me = self.holder;
         shared_cell::update(host, &self.key, ATTEMPTS, |bytes| {
             let current = LeaseRecord::decode(bytes);
-            if current.held_by_other(me, now_ms) {
+            if current.held_by_other(me, now_ms, until) {
                 (None, false)
             } else {
                 (Some(LeaseRecord { holder: me, expires_at_ms: until }.encode()), true)
@@ -214,6 +219,26 @@ mod tests {
         assert_eq!(LeaseRecord::decode(b"zz:1"), LeaseRecord::FREE);
         let r = LeaseRecord { holder: 0xdead, expires_at_ms: 42 };
         assert_eq!(LeaseRecord::decode(&r.encode()), r);
+    }
+
+    #[test]
+    fn a_lease_claimed_beyond_its_duration_is_taken_over_not_a_wedge() {
+        // Found in review (issue 18, shared-data poisoning): a record `holder:expiry` with an
+        // expiry far beyond now + duration (written by another plugin of the same vm_id, or
+        // left by a dead holder across a clock stepped back) kept every worker out until
+        // then: no token or JWKS fetch for the proxy for a year. No live holder can have
+        // written more than now + duration, so such a record is corrupt, and free.
+        let h = MockHost::new();
+        let (a, b) = two_workers(&h);
+        let year_ms = 366 * 86_400 * 1000;
+        let far = LeaseRecord { holder: 0xdead, expires_at_ms: millis(h.now()) + year_ms };
+        h.set_shared_data("l", &far.encode(), None).unwrap();
+        assert!(a.acquire(&h, h.now()).unwrap(), "a claim beyond the lease duration is not honoured");
+        assert_eq!(a.record(&h).unwrap().holder, 0xa);
+        // A live holder's claim (at most now + duration) still keeps others out.
+        assert!(!b.acquire(&h, h.now()).unwrap());
+        h.advance(SECOND);
+        assert!(!b.acquire(&h, h.now()).unwrap(), "a's own lease is within the duration");
     }
 
     #[test]

@@ -110,8 +110,15 @@ impl HttpFilter for SecurityHeaders {
         // One read of the whole map instead of one host call per header: host calls are the
         // cost of this filter (see README, "Performance"). Envoy's codecs only admit token
         // header names, lowercased.
-        let present: Vec<String> = host.headers(ResponseHeaders).into_iter().map(|(name, _)| name).collect();
-        let is_present = |name: &str| present.iter().any(|p| p.eq_ignore_ascii_case(name));
+        // With each name, whether the upstream gave it a value: a blank one (an unset template
+        // variable) sets nothing a browser applies, so it counts as absent and ours replaces it.
+        let present: Vec<(String, bool)> = host
+            .headers(ResponseHeaders)
+            .into_iter()
+            .map(|(name, value)| (name, value.iter().any(|b| !b.is_ascii_whitespace())))
+            .collect();
+        let is_present = |name: &str| present.iter().any(|(p, _)| p.eq_ignore_ascii_case(name));
+        let has_value = |name: &str| present.iter().any(|(p, v)| *v && p.eq_ignore_ascii_case(name));
 
         for name in self.config.remove.iter().filter(|n| is_present(n)) {
             match host.remove_header(ResponseHeaders, name) {
@@ -124,17 +131,14 @@ impl HttpFilter for SecurityHeaders {
             if op.https_only && !self.https {
                 continue;
             }
-            let exists = is_present(&op.name);
-            let result = match (op.action, exists) {
+            let result = match (op.action, has_value(&op.name)) {
                 (AppendAction::AddIfAbsent, true) => {
                     kept += 1;
                     continue;
                 }
                 // Absent: adding is the cheaper host operation and means the same.
-                (_, false) => host.add_header(ResponseHeaders, &op.name, op.value.as_bytes()),
-                (AppendAction::OverwriteIfExistsOrAdd, true) => {
-                    host.set_header(ResponseHeaders, &op.name, op.value.as_bytes())
-                }
+                (_, false) if !is_present(&op.name) => host.add_header(ResponseHeaders, &op.name, op.value.as_bytes()),
+                _ => host.set_header(ResponseHeaders, &op.name, op.value.as_bytes()),
             };
             match result {
                 Ok(()) => set += 1,
@@ -260,6 +264,33 @@ mod tests {
             w.response_header_values(id, "content-security-policy"),
             vec!["default-src 'none'; frame-ancestors 'none'"]
         );
+    }
+
+    #[test]
+    fn an_empty_upstream_value_is_absent_and_replaced() {
+        // Found in review (issue 18): under ADD_IF_ABSENT an upstream that sent
+        // `x-frame-options:` or `content-security-policy:` with nothing in it (an unset
+        // template variable) counted as having set the header, so ours was left out and the
+        // browser, ignoring the empty value, applied none: the page could be framed. A blank
+        // value is now absent, and ours replaces it (one value, not a second one beside it).
+        let (p, mut w) = root("");
+        let upstream = [
+            (":status", "200"),
+            ("x-frame-options", ""),
+            ("content-security-policy", " \t"),
+            ("referrer-policy", "same-origin"),
+            ("server", ""),
+        ];
+        let id = exchange(&mut w, HTTP, &upstream);
+        assert_eq!(w.response_header_values(id, "x-frame-options"), vec!["DENY"]);
+        assert_eq!(
+            w.response_header_values(id, "content-security-policy"),
+            vec!["default-src 'none'; frame-ancestors 'none'"]
+        );
+        // A real value is still the upstream's, and an empty fingerprinting header still goes.
+        assert_eq!(w.response_header_values(id, "referrer-policy"), vec!["same-origin"]);
+        assert!(w.response_header_values(id, "server").is_empty());
+        assert_eq!(p.metric("security_headers.headers_kept"), Some(1));
     }
 
     #[test]

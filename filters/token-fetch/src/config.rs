@@ -484,6 +484,16 @@ impl Compiled {
         keyed_fingerprint(key, &parts)
     }
 
+    /// Whether `value` is a header value [`Compiled::header_value`] could have made: this
+    /// prefix, then a token it accepts. Checked on what is read back from shared data, which
+    /// any plugin of the VM can write.
+    pub fn is_injectable(&self, value: &[u8]) -> bool {
+        std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.strip_prefix(self.header_prefix.as_str()))
+            .is_some_and(|token| self.header_value(token).is_ok())
+    }
+
     /// The header value for a token, checked: a token that could split or end a header is
     /// refused (the fetch counts as failed), never injected.
     pub fn header_value(&self, token: &str) -> Result<String, String> {

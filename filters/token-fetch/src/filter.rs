@@ -26,7 +26,7 @@ use shared::stats::{Counter, Gauge};
 use shared::time::{duration_ms, millis};
 use shared::waiting::WaitList;
 use shared::{reply, Action, Host, HttpFilter, LogLevel, RootFilter};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
@@ -91,6 +91,8 @@ pub struct Worker {
     /// This worker's copy of the published token (header value bytes).
     cache: RefCell<Option<Published>>,
     waiting: WaitList<Waiter>,
+    /// The published record was unusable: the root fetches again at its next tick.
+    unusable_record: Cell<bool>,
 }
 
 impl Worker {
@@ -103,8 +105,22 @@ impl Worker {
         self.refresh_cache(host, now)
     }
 
+    /// Re-read the published record. One whose value this configuration would not have
+    /// published (see [`Compiled::is_injectable`]) is never used, and is fetched again.
     fn refresh_cache(&self, host: &dyn Host, now: SystemTime) -> Option<Vec<u8>> {
-        let fresh = host.shared_data(&self.value_key).0.and_then(|b| Published::decode(&b));
+        let mut fresh = host.shared_data(&self.value_key).0.and_then(|b| Published::decode(&b));
+        if fresh.as_ref().is_some_and(|p| p.generation > 0 && !self.config.is_injectable(&p.value)) {
+            fresh = None;
+            if !self.unusable_record.replace(true) {
+                host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "{NAME}: the shared-data record {} is not a valid header value; fetching again",
+                        self.value_key
+                    ),
+                );
+            }
+        }
         let valid = fresh.as_ref().filter(|p| p.is_valid_at(now)).map(|p| p.value.clone());
         *self.cache.borrow_mut() = fresh;
         valid
@@ -275,15 +291,9 @@ pub fn token_from_answer(
                     ));
                 }
             }
-            let lifetime = match json.get("expires_in") {
-                None | Some(serde_json::Value::Null) => OAUTH2_DEFAULT_LIFETIME,
-                Some(v) => {
-                    let secs = v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
-                    match secs {
-                        Some(s) if s > 0 && s <= 366 * 86_400 => Duration::from_secs(s),
-                        _ => return FetchResult::Failed("expires_in is not a positive number of seconds".into()),
-                    }
-                }
+            let lifetime = match oauth2_lifetime(json.get("expires_in")) {
+                Ok(lifetime) => lifetime,
+                Err(e) => return FetchResult::Failed(e.into()),
             };
             (Ok(token.to_string()), Some(lifetime))
         }
@@ -296,6 +306,35 @@ pub fn token_from_answer(
     match c.header_value(&token) {
         Ok(value) => FetchResult::Fetched { value: value.into_bytes(), lifetime },
         Err(e) => FetchResult::Failed(e),
+    }
+}
+
+/// The longest an OAuth2 token is used, whatever its `expires_in` says.
+pub const MAX_OAUTH2_LIFETIME: Duration = Duration::from_secs(366 * 86_400);
+
+/// An OAuth2 answer's `expires_in`: absent or `null` is [`OAUTH2_DEFAULT_LIFETIME`]; a positive
+/// whole number of seconds in any JSON spelling (`3600`, `3600.0`, `3.6e3`, as protobuf's
+/// JSON reading in Envoy's OAuth2 clients takes it) or a string of digits is the lifetime,
+/// cut to [`MAX_OAUTH2_LIFETIME`] (a longer one is a valid answer: refusing it would leave the
+/// proxy without any token). Zero, negative, fractional or other values are refused.
+fn oauth2_lifetime(expires_in: Option<&serde_json::Value>) -> Result<Duration, &'static str> {
+    let max = MAX_OAUTH2_LIFETIME.as_secs();
+    let secs = match expires_in {
+        None | Some(serde_json::Value::Null) => return Ok(OAUTH2_DEFAULT_LIFETIME),
+        Some(serde_json::Value::String(s)) => {
+            let digits = s.trim();
+            // Past u64 (more than 19 digits) is long-lived, like 1e300: cut below.
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse::<u64>().unwrap_or(u64::MAX))
+        }
+        Some(v) => v.as_u64().or_else(|| {
+            // `as` saturates: 1e300 is u64::MAX, cut below.
+            v.as_f64().filter(|f| f.is_finite() && *f >= 1.0 && f.fract() == 0.0).map(|f| f as u64)
+        }),
+    };
+    match secs {
+        Some(s) if s > 0 => Ok(Duration::from_secs(s.min(max))),
+        _ => Err("expires_in is not a positive whole number of seconds"),
     }
 }
 
@@ -368,6 +407,7 @@ impl RootFilter for TokenFetchRoot {
             config,
             cache: RefCell::new(None),
             waiting: WaitList::new(MAX_WAITING),
+            unusable_record: Cell::new(false),
         }));
         self.fetcher = Some(fetcher);
         self.ticker.start(host).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
@@ -381,6 +421,11 @@ impl RootFilter for TokenFetchRoot {
     fn on_tick(&mut self, host: &dyn Host) {
         self.ticker.on_tick(host, NAME);
         let now = host.now();
+        if let (Some(w), Some(f)) = (&self.worker, &mut self.fetcher) {
+            if w.unusable_record.take() {
+                f.refresh_soon();
+            }
+        }
         let due = self.fetcher.as_mut().is_some_and(|f| f.poll(host, now));
         if due {
             self.dispatch(host, now);
@@ -513,6 +558,7 @@ impl HttpFilter for TokenFetch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MAX_TOKEN_BYTES;
     use shared::mock::MockHost;
     use shared::proxytest::{Phase, Proxy, Worker};
 
@@ -841,6 +887,120 @@ mod tests {
         assert!(m.contains(r#"token_type "DPoP""#), "{m}");
         assert_eq!(refusal("503", ""), "status 503");
         assert!(refusal("2000", "").contains("not a status code"));
+    }
+
+    #[test]
+    fn a_published_record_that_is_not_a_valid_header_value_is_never_injected() {
+        // Found in review (issue 18): the worker injected whatever bytes the shared-data
+        // record held. Every plugin of the VM (same vm_id) can write that key, and a record
+        // written by another build under the same key (a format change across a reload) is
+        // no better; CR LF there would split the upstream request. The record is checked as
+        // an answer's token is, and a bad one is fetched again at once.
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(r#","pending_request_timeout":"0s""#));
+        w.tick();
+        answer(&mut w, "200", &token_json("good", 3600));
+        let key = {
+            let root = w.root();
+            format!("{NAME}/{}/value", root.worker().unwrap().config.fingerprint(&root.key))
+        };
+        let now = millis(p.now());
+        let poisoned = |value: &[u8]| {
+            Published { generation: 7, fetched_at_ms: now, expires_at_ms: now + 3_600_000, value: value.to_vec() }
+                .encode()
+        };
+        let fetches = w.http_calls().len();
+        for bad in [&b"Bearer x\r\nx-evil: 1"[..], b"Bearer \0", b"Bearer \xff", b"tok-without-prefix", b"Bearer "] {
+            p.set_shared_data(&key, &poisoned(bad));
+            p.advance(TICK);
+            w.tick(); // reads the record: unusable
+            let (id, a) = request(&mut w);
+            assert_eq!(a, Action::Pause, "{bad:?}");
+            assert_eq!(w.local_reply(id).unwrap().status, 503, "{bad:?}");
+            assert!(auth(&w, id).is_empty(), "{bad:?} injected");
+        }
+        // ...and fetched again ahead of the schedule (the record said 1 h), which repairs it.
+        p.advance(TICK);
+        w.tick();
+        assert!(w.http_calls().len() > fetches, "no refetch of an unusable record");
+        answer(&mut w, "200", &token_json("good2", 3600));
+        let (id, _) = request(&mut w);
+        assert_eq!(auth(&w, id), vec!["Bearer good2"]);
+    }
+
+    #[test]
+    fn oversized_and_deeply_nested_answers_are_refusals_not_traps() {
+        // What a hostile or broken token endpoint can send: only the first 64 KiB are read
+        // (a JSON answer cut there fails), and nesting past serde_json's recursion limit is
+        // an error, not a stack overflow that would trap the VM.
+        let big_token = "t".repeat(MAX_BODY);
+        let answers = [
+            format!(r#"{{"access_token":"{big_token}","expires_in":60}}"#),
+            format!(r#"{{"access_token":"a","expires_in":60,"pad":"{big_token}"}}"#),
+            "[".repeat(MAX_BODY),
+            format!(r#"{{"access_token":"a","x":{}1{}}}"#, "[".repeat(5000), "]".repeat(5000)),
+        ];
+        for body in &answers {
+            let p = Proxy::new();
+            let mut w: W = p.worker(&oauth_config(r#","pending_request_timeout":"0s""#));
+            w.tick();
+            answer(&mut w, "200", body);
+            assert_eq!(p.metric("token_fetch.fetch_failure"), Some(1), "{}", &body[..40]);
+            let (id, _) = request(&mut w);
+            assert_eq!(w.local_reply(id).unwrap().status, 503);
+        }
+        // Within the limit, a long JWT access token is fine.
+        let p = Proxy::new();
+        let mut w: W = p.worker(&oauth_config(""));
+        w.tick();
+        answer(&mut w, "200", &token_json(&"j".repeat(MAX_TOKEN_BYTES), 60));
+        let (id, _) = request(&mut w);
+        assert_eq!(auth(&w, id)[0].len(), "Bearer ".len() + MAX_TOKEN_BYTES);
+    }
+
+    /// The lifetime [`token_from_answer`] gives an OAuth2 answer body, or its refusal.
+    fn oauth2_lifetime_of(body: &str) -> Result<Duration, String> {
+        let c = shared::config::load(Some(oauth_config("").as_bytes()), Config::compile).unwrap();
+        match token_from_answer(&c, Some("200"), |_| None, || body.into()) {
+            FetchResult::Fetched { lifetime, .. } => Ok(lifetime),
+            FetchResult::Failed(m) => Err(m),
+        }
+    }
+
+    #[test]
+    fn an_expires_in_beyond_366_days_is_cut_not_refused() {
+        // Found in review (issue 18): a token endpoint that issues long-lived tokens (ten
+        // years, or u64::MAX) had every fetch refused, so the filter never had a token and
+        // answered 503 to everything; Envoy's credential injector takes the token. The
+        // lifetime is cut to 366 days instead (refreshed at 80% of that).
+        const MAX: Duration = Duration::from_secs(366 * 86_400);
+        for expires_in in
+            ["31622401", "315360000", "18446744073709551615", "\"315360000\"", "1e300", "\"99999999999999999999999\""]
+        {
+            let body = format!(r#"{{"access_token":"a","token_type":"Bearer","expires_in":{expires_in}}}"#);
+            assert_eq!(oauth2_lifetime_of(&body), Ok(MAX), "{body}");
+        }
+        let at_cap = format!(r#"{{"access_token":"a","expires_in":{}}}"#, MAX.as_secs());
+        assert_eq!(oauth2_lifetime_of(&at_cap), Ok(MAX));
+    }
+
+    #[test]
+    fn an_integral_number_in_any_json_spelling_is_a_lifetime() {
+        // Found in review (issue 18): `3600.0` or `3.6e3` (what a token endpoint that
+        // computes in floating point sends) was refused; protobuf's JSON reading, which
+        // Envoy's OAuth2 clients use for `expires_in`, takes any integral number.
+        for expires_in in ["3600", "3600.0", "3.6e3", "36e2", "\"3600\""] {
+            let body = format!(r#"{{"access_token":"a","expires_in":{expires_in}}}"#);
+            assert_eq!(oauth2_lifetime_of(&body), Ok(Duration::from_secs(3600)), "{body}");
+        }
+        // Still refused: nothing left of the token's life, a past, a fraction, not a number.
+        for expires_in in
+            ["0", "0.0", "-5", "-0.0", "3599.5", "\"3600.0\"", "\"-1\"", "\"+60\"", "\"\"", "true", "[60]", "{}"]
+        {
+            let body = format!(r#"{{"access_token":"a","expires_in":{expires_in}}}"#);
+            let refusal = oauth2_lifetime_of(&body).expect_err(&body);
+            assert!(refusal.contains("expires_in"), "{body}: {refusal}");
+        }
     }
 
     #[test]

@@ -1360,8 +1360,7 @@ mod global_tests {
         // "Timeout expired" just before Envoy's own timer fires; rls.timeout stayed 0.
         let p = proxy();
         let mut w: W = p.worker(&config("", ""));
-        let answers: [(u32, &[u8]); 3] =
-            [(1, b"Timeout expired"), (1, b"client cancelled"), (14, b"Timeout expired")];
+        let answers: [(u32, &[u8]); 3] = [(1, b"Timeout expired"), (1, b"client cancelled"), (14, b"Timeout expired")];
         for (i, (code, message)) in answers.into_iter().enumerate() {
             request(&mut w, "alice");
             let token = w.grpc_calls()[i].token;

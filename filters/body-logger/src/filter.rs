@@ -14,6 +14,7 @@ use crate::redact::escape_invalid_utf8;
 use serde_json::{json, Map, Value};
 use shared::config::ConfigError;
 use shared::hash::{fnv1a, mix64};
+use shared::headers::first;
 use shared::host::{BodyKind as Buffer, HeaderMapKind, HostExt};
 use shared::stats::Counter;
 use shared::{Action, Host, HttpFilter, RootFilter};
@@ -181,15 +182,15 @@ struct BodyHeaders {
 }
 
 impl BodyHeaders {
-    fn read(host: &dyn Host, map: HeaderMapKind) -> BodyHeaders {
+    /// From the direction's header map, read once.
+    fn read(map: &[(String, Vec<u8>)]) -> BodyHeaders {
         BodyHeaders {
-            content_type: host.header(map, "content-type"),
+            content_type: first(map, "content-type").map(<[u8]>::to_vec),
             // Envoy joins repeated `content-encoding` headers into one value (`identity,br`):
             // the first value is all of them (e2e: the leak corpus's `br-second-header`).
-            content_encoding: host.header(map, "content-encoding"),
-            content_length: host
-                .header(map, "content-length")
-                .and_then(|v| std::str::from_utf8(&v).ok().and_then(|t| t.trim().parse().ok())),
+            content_encoding: first(map, "content-encoding").map(<[u8]>::to_vec),
+            content_length: first(map, "content-length")
+                .and_then(|v| std::str::from_utf8(v).ok().and_then(|t| t.trim().parse().ok())),
         }
     }
 }
@@ -309,7 +310,8 @@ impl Direction {
 }
 
 impl BodyLogger {
-    fn selected(&self, host: &dyn Host, method: &[u8], path: &[u8]) -> bool {
+    /// `request`: the request's header map.
+    fn selected(&self, host: &dyn Host, request: &[(String, Vec<u8>)], method: &[u8], path: &[u8]) -> bool {
         let c = &self.config;
         if !c.methods.is_empty() && !c.methods.iter().any(|m| m.as_bytes().eq_ignore_ascii_case(method)) {
             return false;
@@ -323,9 +325,9 @@ impl BodyLogger {
         if c.sample_all {
             return true;
         }
-        let id = if c.sample_by_request_id { host.header(HeaderMapKind::RequestHeaders, "x-request-id") } else { None };
+        let id = if c.sample_by_request_id { first(request, "x-request-id") } else { None };
         let value = match id {
-            Some(id) if !id.is_empty() => mix64(fnv1a(&id)),
+            Some(id) if !id.is_empty() => mix64(fnv1a(id)),
             _ => {
                 // xorshift64
                 let mut x = self.rng.get().max(1);
@@ -344,18 +346,12 @@ impl BodyLogger {
         }
     }
 
-    /// Start a direction: its headers, its capture, its share of the budget. The headers to
-    /// log (`None` when dropped for the budget).
-    fn start_direction(
-        &self,
-        host: &dyn Host,
-        map: HeaderMapKind,
-        enabled: bool,
-        end_of_stream: bool,
-    ) -> (Direction, Option<HeaderList>) {
+    /// Start a direction from its header map (read once): its capture, its share of the
+    /// budget. The headers to log (`None` when dropped for the budget).
+    fn start_direction(&self, map: HeaderList, enabled: bool, end_of_stream: bool) -> (Direction, Option<HeaderList>) {
         let c = &self.config;
-        let mut direction = Direction::start(c, enabled, BodyHeaders::read(host, map), end_of_stream);
-        let headers = if c.log_headers { host.headers(map) } else { Vec::new() };
+        let mut direction = Direction::start(c, enabled, BodyHeaders::read(&map), end_of_stream);
+        let headers = if c.log_headers { map } else { Vec::new() };
         let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
         if direction.reserve(&self.budget, header_bytes) {
             (direction, Some(headers))
@@ -479,19 +475,21 @@ impl BodyLogger {
 
 impl HttpFilter for BodyLogger {
     fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Action {
-        let method = host.header(HeaderMapKind::RequestHeaders, ":method").unwrap_or_default();
-        let path = host.header(HeaderMapKind::RequestHeaders, ":path").unwrap_or_default();
-        if !self.selected(host, &method, &path) {
+        // One read of the map for every header below (see shared::headers::first).
+        let map = host.headers(HeaderMapKind::RequestHeaders);
+        let method = first(&map, ":method").unwrap_or_default().to_vec();
+        let path = first(&map, ":path").unwrap_or_default().to_vec();
+        if !self.selected(host, &map, &method, &path) {
             return Action::Continue;
         }
+        let request_id = first(&map, "x-request-id").map(<[u8]>::to_vec);
         let c = self.config.clone();
-        let (request, request_headers) =
-            self.start_direction(host, HeaderMapKind::RequestHeaders, c.request_body, end_of_stream);
+        let (request, request_headers) = self.start_direction(map, c.request_body, end_of_stream);
         self.record = Some(Box::new(Record {
             start: host.now(),
             method,
             path,
-            request_id: host.header(HeaderMapKind::RequestHeaders, "x-request-id"),
+            request_id,
             status: None,
             request,
             response: Direction::default(),
@@ -521,9 +519,10 @@ impl HttpFilter for BodyLogger {
             return Action::Continue;
         }
         let c = self.config.clone();
-        let status = host.response_header(":status").and_then(|s| s.trim().parse().ok());
-        let (response, headers) =
-            self.start_direction(host, HeaderMapKind::ResponseHeaders, c.response_body, end_of_stream);
+        let map = host.headers(HeaderMapKind::ResponseHeaders);
+        let status =
+            first(&map, ":status").and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.trim().parse().ok());
+        let (response, headers) = self.start_direction(map, c.response_body, end_of_stream);
         if let Some(rec) = self.record.as_mut() {
             rec.status = status;
             rec.response = response;

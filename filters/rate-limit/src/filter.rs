@@ -225,12 +225,27 @@ enum Descriptor {
     Duplicate(String),
 }
 
-/// What rules read from the request, read once and only when a rule needs it.
+/// What rules read from the request, read once and only when a rule needs it (a rule that
+/// matches no path or method and keys on neither costs no host call for them).
+#[derive(Default)]
 struct RequestView {
-    path: String,
-    method: Vec<u8>,
+    path: Option<String>,
+    method: Option<Vec<u8>>,
     client: Option<Option<IpAddr>>,
     headers: Option<Vec<(String, Vec<u8>)>>,
+}
+
+impl RequestView {
+    fn path(&mut self, host: &dyn Host) -> &str {
+        self.path.get_or_insert_with(|| {
+            // Lossy: a non-UTF-8 path still matches the prefixes it starts with.
+            String::from_utf8_lossy(&host.header(RequestHeaders, ":path").unwrap_or_default()).into_owned()
+        })
+    }
+
+    fn method(&mut self, host: &dyn Host) -> &[u8] {
+        self.method.get_or_insert_with(|| host.header(RequestHeaders, ":method").unwrap_or_default())
+    }
 }
 
 pub struct RateLimit {
@@ -266,14 +281,17 @@ impl RateLimit {
         address::parse_ip(std::str::from_utf8(&source).ok()?)
     }
 
-    fn rule_matches(rule: &Rule, host: &dyn Host, path: &str, method: &[u8]) -> bool {
+    fn rule_matches(rule: &Rule, host: &dyn Host, view: &mut RequestView) -> bool {
         if let Some(m) = &rule.path {
-            if !m.matches(path) {
+            if !m.matches(view.path(host)) {
                 return false;
             }
         }
-        if !rule.methods.is_empty() && !rule.methods.iter().any(|m| m.as_bytes() == method) {
-            return false;
+        if !rule.methods.is_empty() {
+            let method = view.method(host);
+            if !rule.methods.iter().any(|m| m.as_bytes() == method) {
+                return false;
+            }
         }
         rule.headers.iter().all(|h| {
             let value = host.header(RequestHeaders, &h.name);
@@ -324,7 +342,7 @@ impl RateLimit {
                 }
                 Action::Generic { key, value } => entries.push((key.as_bytes().to_vec(), value.as_bytes().to_vec())),
                 Action::Path => {
-                    let p = shared::matching::path_without_query(&view.path);
+                    let p = shared::matching::path_without_query(view.path(host));
                     entries.push((b"path".to_vec(), p.as_bytes().to_vec()));
                 }
             }
@@ -705,12 +723,9 @@ impl RateLimit {
             .map(|h| (h.key.to_ascii_lowercase(), h.value_bytes().to_vec()))
             .collect();
         let mut denied = false;
-        for g in self.global.clone() {
-            if !g.over_limit {
-                continue;
-            }
-            let shadow = config.rules.get(g.rule).is_none_or(|r| r.shadow);
-            self.count_limited(host, g.rule, shadow);
+        for rule in self.global.iter().filter(|g| g.over_limit).map(|g| g.rule) {
+            let shadow = config.rules.get(rule).is_none_or(|r| r.shadow);
+            self.count_limited(host, rule, shadow);
             denied |= !shadow;
         }
         if denied {
@@ -734,18 +749,12 @@ impl RateLimit {
 impl HttpFilter for RateLimit {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> FilterAction {
         let config = self.config.clone();
-        let raw_path = host.header(RequestHeaders, ":path").unwrap_or_default();
-        let mut view = RequestView {
-            // Lossy: a non-UTF-8 path still matches the prefixes it starts with.
-            path: String::from_utf8_lossy(&raw_path).into_owned(),
-            method: host.header(RequestHeaders, ":method").unwrap_or_default(),
-            client: None,
-            headers: None,
-        };
-        let now = now_ns(host);
+        let mut view = RequestView::default();
+        // Read when a bucket needs it: a request that only global rules apply to needs no clock.
+        let mut now = None;
         let mut global = Vec::new();
         for (index, rule) in config.rules.iter().enumerate() {
-            if !Self::rule_matches(rule, host, &view.path, &view.method) {
+            if !Self::rule_matches(rule, host, &mut view) {
                 continue;
             }
             let entries = match self.descriptor(rule, host, &mut view) {
@@ -767,6 +776,7 @@ impl HttpFilter for RateLimit {
                 }
             };
             if let Some(limits) = rule.table_limits() {
+                let now = *now.get_or_insert_with(|| now_ns(host));
                 if let Some(eval) = self.take(host, index, limits, &entries, now) {
                     self.evals.push(eval);
                     if eval.limited {

@@ -201,8 +201,6 @@ pub struct GlobalEval {
 struct Pending {
     token: u32,
     rules: Vec<usize>,
-    /// When the call was made (Envoy's clock): a failure's log line says how long it took.
-    sent_ns: u64,
 }
 
 /// Why a reply is a denial, for its headers.
@@ -625,7 +623,7 @@ impl RateLimit {
         let order: Vec<usize> = rules.into_iter().map(|(i, _)| i).collect();
         match host.dispatch_grpc_call(&service.cluster, rls::SERVICE, rls::METHOD, &[], &message, service.timeout) {
             Ok(token) => {
-                self.pending = Some(Pending { token, rules: order, sent_ns: now_ns(host) });
+                self.pending = Some(Pending { token, rules: order });
                 FilterAction::Pause
             }
             Err(e) => {
@@ -665,11 +663,13 @@ impl RateLimit {
             if timed_out {
                 self.stats.rls_timeout.inc(host);
             }
+            // No clock read per call for this line: the status and the timeout say enough.
             host.log_with(LogLevel::Warn, || {
-                let elapsed_ms = now_ns(host).saturating_sub(pending.sent_ns) / 1_000_000;
                 let message = String::from_utf8_lossy(&message);
+                let timeout_ms = config.global.as_ref().map_or(0, |g| u64::try_from(g.timeout.as_millis()).unwrap_or(u64::MAX));
+                let kind = if timed_out { "timed out" } else { "failed" };
                 format!(
-                    "rate-limit: rate-limit service call failed after {elapsed_ms} ms: gRPC status {status} {message}"
+                    "rate-limit: rate-limit service call {kind} (timeout {timeout_ms} ms): gRPC status {status} {message}"
                 )
             });
             return self.service_failed(host, &pending.rules);

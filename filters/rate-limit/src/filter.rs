@@ -39,8 +39,10 @@ const GRPC_CANCELLED: u32 = 1;
 /// How a tonic-based service (Limitador among them) ends a call whose `grpc-timeout` (which
 /// Envoy sends with the filter's `timeout`) has passed on its side: `CANCELLED` with this
 /// message. The two deadlines run out at about the same moment, so on a loaded machine the
-/// service's answer can arrive before Envoy's own timeout does (seen in CI).
-const TONIC_TIMEOUT_MESSAGE: &[u8] = b"Timeout expired";
+/// service's answer can arrive before Envoy's own timeout does (seen in CI). Envoy hands the
+/// message over as the `grpc-message` trailer carries it, percent-encoded, with its details
+/// appended (`Timeout%20expired{via_upstream}`, seen on Envoy 1.40): both spellings count.
+const TONIC_TIMEOUT_MESSAGES: [&[u8]; 2] = [b"Timeout expired", b"Timeout%20expired"];
 
 /// Counters, as Envoy shows them under `wasmcustom.rate_limit.`.
 #[derive(Clone, Debug, Default)]
@@ -659,7 +661,7 @@ impl RateLimit {
             let message = host.call_status().map(|(_, m)| m).unwrap_or_default();
             let timed_out = status == GRPC_DEADLINE_EXCEEDED
                 || message.starts_with(ENVOY_TIMEOUT_MESSAGE)
-                || (status == GRPC_CANCELLED && message.starts_with(TONIC_TIMEOUT_MESSAGE));
+                || (status == GRPC_CANCELLED && TONIC_TIMEOUT_MESSAGES.iter().any(|m| message.starts_with(m)));
             if timed_out {
                 self.stats.rls_timeout.inc(host);
             }
@@ -1370,14 +1372,21 @@ mod global_tests {
         // "Timeout expired" just before Envoy's own timer fires; rls.timeout stayed 0.
         let p = proxy();
         let mut w: W = p.worker(&config("", ""));
-        let answers: [(u32, &[u8]); 3] = [(1, b"Timeout expired"), (1, b"client cancelled"), (14, b"Timeout expired")];
+        // Regression (e2e wasm_failure_mode_deny_*, loaded machine): a real Envoy 1.40 delivers
+        // the message percent-encoded with its details: `Timeout%20expired{via_upstream}`.
+        let answers: [(u32, &[u8]); 4] = [
+            (1, b"Timeout expired"),
+            (1, b"client cancelled"),
+            (14, b"Timeout expired"),
+            (1, b"Timeout%20expired{via_upstream}"),
+        ];
         for (i, (code, message)) in answers.into_iter().enumerate() {
             request(&mut w, "alice");
             let token = w.grpc_calls()[i].token;
             w.answer_grpc_call(token, code, message);
         }
-        assert_eq!(p.metric("rate_limit.rls.error"), Some(3));
-        assert_eq!(p.metric("rate_limit.rls.timeout"), Some(1), "only CANCELLED \"Timeout expired\"");
+        assert_eq!(p.metric("rate_limit.rls.error"), Some(4));
+        assert_eq!(p.metric("rate_limit.rls.timeout"), Some(2), "only CANCELLED \"Timeout expired\", either spelling");
     }
 
     #[test]

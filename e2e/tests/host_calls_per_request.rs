@@ -7,7 +7,8 @@
 //! What is counted: every host call a filter makes during one request's callbacks (request
 //! headers, response headers, response body, log), counted by `shared::proxytest` (the
 //! emulated proxy, through the same routing the SDK glue uses), after a warm-up request
-//! (jwt-auth's cache filled, token-fetch's token fetched). Not counted: the SDK's own calls
+//! (jwt-auth's cache filled, token-fetch's token fetched). The rate-limit global rule's count
+//! includes its `ShouldRateLimit` call and the callback of the service's answer. Not counted: the SDK's own calls
 //! around each callback, which the trivial filter's floor pays too.
 
 use e2e::jwt::{self, Alg};
@@ -96,6 +97,52 @@ fn measure<R: RootFilter + Default>(
     (calls, w, id)
 }
 
+/// The bench rate limit service's answer (Limitador's shape): OK, one status with the limit
+/// (10^9 an hour), what remains, and the time to reset.
+fn service_answer() -> Vec<u8> {
+    use prost::Message;
+    use rate_limit::rls;
+    rls::RateLimitResponse {
+        overall_code: rls::CODE_OK,
+        statuses: vec![rls::DescriptorStatus {
+            code: rls::CODE_OK,
+            current_limit: Some(rls::RateLimit { name: String::new(), requests_per_unit: 1_000_000_000, unit: 3 }),
+            limit_remaining: 999_999_999,
+            duration_until_reset: Some(rls::ProtoDuration { seconds: 3599, nanos: 0 }),
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// [`one_request`] for the global rule: the request pauses for its `ShouldRateLimit` call,
+/// which the emulated proxy answers; the answer's callback is counted with the request's.
+fn one_global_request(w: &mut Worker<rate_limit::filter::RateLimitRoot>) -> u32 {
+    let headers = request_headers(None);
+    let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let id = w.new_stream();
+    assert_eq!(w.request_headers(id, &pairs, true), Action::Pause, "global rule: waits for the service");
+    let call = w.grpc_calls().last().cloned().expect("a ShouldRateLimit call");
+    w.answer_grpc_call(call.token, 0, &service_answer());
+    assert!(!w.is_paused(id), "global rule: resumed by the answer");
+    assert_eq!(w.response_headers(id, RESPONSE, false), Action::Continue, "global rule: response headers");
+    assert_eq!(w.response_body(id, RESPONSE_BODY, true), Action::Continue, "global rule: response body");
+    w.complete(id);
+    assert!(w.local_reply(id).is_none(), "global rule: answered locally: {:?}", w.local_reply(id));
+    id
+}
+
+fn measure_global_rule() -> (HostCalls, Worker<rate_limit::filter::RateLimitRoot>, u32) {
+    let proxy = Proxy::new();
+    proxy.set_now(SystemTime::now());
+    proxy.set_log_level(LogLevel::Warn);
+    proxy.set_property(&["source", "address"], b"127.0.0.1:50000");
+    let mut w = proxy.worker(&plugin_config("bench/rate-limit-global.yaml", "rate-limit"));
+    one_global_request(&mut w);
+    let (id, calls) = proxy.count_host_calls(|| one_global_request(&mut w));
+    (calls, w, id)
+}
+
 #[test]
 fn host_calls_per_request_per_filter() {
     let mut all: BTreeMap<HostCall, u64> = BTreeMap::new();
@@ -121,6 +168,11 @@ fn host_calls_per_request_per_filter() {
     let (c, w, id) = measure::<rate_limit::filter::RateLimitRoot>("bench/rate-limit.yaml", None, |_| {});
     assert_eq!(w.response_header_values(id, "x-ratelimit-limit"), vec!["1000000000"], "rate-limit did its work");
     report("rate-limit", &c);
+
+    let (c, w, id) = measure_global_rule();
+    assert_eq!(w.response_header_values(id, "x-ratelimit-remaining"), vec!["999999999"], "the service's numbers");
+    // Not one of the five (all-five.yaml's rate-limit is the local rule): not in the sum.
+    println!("{:<18} {c}", "rate-limit global");
 
     let (c, w, id) = measure::<token_fetch::filter::TokenFetchRoot>("bench/token-fetch.yaml", None, |w| {
         w.tick();

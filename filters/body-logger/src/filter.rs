@@ -11,13 +11,15 @@
 
 use crate::config::{body_kind, is_encoded, media_essence, media_param, BodyKind, Compiled, Config};
 use crate::redact::escape_invalid_utf8;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 use shared::config::ConfigError;
 use shared::hash::{fnv1a, mix64};
+use shared::headers::first;
 use shared::host::{BodyKind as Buffer, HeaderMapKind, HostExt};
 use shared::stats::Counter;
 use shared::{Action, Host, HttpFilter, RootFilter};
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -181,15 +183,15 @@ struct BodyHeaders {
 }
 
 impl BodyHeaders {
-    fn read(host: &dyn Host, map: HeaderMapKind) -> BodyHeaders {
+    /// From the direction's header map, read once.
+    fn read(map: &[(String, Vec<u8>)]) -> BodyHeaders {
         BodyHeaders {
-            content_type: host.header(map, "content-type"),
+            content_type: first(map, "content-type").map(<[u8]>::to_vec),
             // Envoy joins repeated `content-encoding` headers into one value (`identity,br`):
             // the first value is all of them (e2e: the leak corpus's `br-second-header`).
-            content_encoding: host.header(map, "content-encoding"),
-            content_length: host
-                .header(map, "content-length")
-                .and_then(|v| std::str::from_utf8(&v).ok().and_then(|t| t.trim().parse().ok())),
+            content_encoding: first(map, "content-encoding").map(<[u8]>::to_vec),
+            content_length: first(map, "content-length")
+                .and_then(|v| std::str::from_utf8(v).ok().and_then(|t| t.trim().parse().ok())),
         }
     }
 }
@@ -309,7 +311,8 @@ impl Direction {
 }
 
 impl BodyLogger {
-    fn selected(&self, host: &dyn Host, method: &[u8], path: &[u8]) -> bool {
+    /// `request`: the request's header map.
+    fn selected(&self, host: &dyn Host, request: &[(String, Vec<u8>)], method: &[u8], path: &[u8]) -> bool {
         let c = &self.config;
         if !c.methods.is_empty() && !c.methods.iter().any(|m| m.as_bytes().eq_ignore_ascii_case(method)) {
             return false;
@@ -323,9 +326,9 @@ impl BodyLogger {
         if c.sample_all {
             return true;
         }
-        let id = if c.sample_by_request_id { host.header(HeaderMapKind::RequestHeaders, "x-request-id") } else { None };
+        let id = if c.sample_by_request_id { first(request, "x-request-id") } else { None };
         let value = match id {
-            Some(id) if !id.is_empty() => mix64(fnv1a(&id)),
+            Some(id) if !id.is_empty() => mix64(fnv1a(id)),
             _ => {
                 // xorshift64
                 let mut x = self.rng.get().max(1);
@@ -344,18 +347,12 @@ impl BodyLogger {
         }
     }
 
-    /// Start a direction: its headers, its capture, its share of the budget. The headers to
-    /// log (`None` when dropped for the budget).
-    fn start_direction(
-        &self,
-        host: &dyn Host,
-        map: HeaderMapKind,
-        enabled: bool,
-        end_of_stream: bool,
-    ) -> (Direction, Option<HeaderList>) {
+    /// Start a direction from its header map (read once): its capture, its share of the
+    /// budget. The headers to log (`None` when dropped for the budget).
+    fn start_direction(&self, map: HeaderList, enabled: bool, end_of_stream: bool) -> (Direction, Option<HeaderList>) {
         let c = &self.config;
-        let mut direction = Direction::start(c, enabled, BodyHeaders::read(host, map), end_of_stream);
-        let headers = if c.log_headers { host.headers(map) } else { Vec::new() };
+        let mut direction = Direction::start(c, enabled, BodyHeaders::read(&map), end_of_stream);
+        let headers = if c.log_headers { map } else { Vec::new() };
         let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
         if direction.reserve(&self.budget, header_bytes) {
             (direction, Some(headers))
@@ -365,7 +362,7 @@ impl BodyLogger {
     }
 
     fn emit(&mut self, host: &dyn Host) {
-        let Some(rec) = self.record.take() else { return };
+        let Some(mut rec) = self.record.take() else { return };
         let c = &self.config;
         let red = &c.redactor;
         let mut redactions = 0u32;
@@ -379,61 +376,53 @@ impl BodyLogger {
         let (path, n) = red.redact_path(&rec.path);
         redactions += n;
 
-        let mut direction = |d: &mut Direction| -> Value {
+        let stats = self.stats;
+        let mut direction = |d: &mut Direction| -> DirectionLine {
             d.sniff();
-            let mut m = Map::new();
-            m.insert("content_type".into(), d.content_type.clone().map_or(Value::Null, Value::String));
-            m.insert("bytes".into(), json!(d.seen));
-            m.insert("complete".into(), json!(d.complete));
+            let mut line = DirectionLine {
+                body: None,
+                bytes: d.seen,
+                captured_bytes: 0,
+                complete: d.complete,
+                content_type: d.content_type.take(),
+                skipped: None,
+                truncated: false,
+            };
             match d.skip {
                 None => {
                     let truncated = d.truncated();
                     if truncated {
-                        self.stats.truncated.inc(host);
+                        stats.truncated.inc(host);
                     }
                     let kind = d.kind.unwrap_or(BodyKind::Text);
                     let (text, n) = red.redact_body(&d.captured, kind, d.boundary.as_deref(), truncated);
                     redactions += n;
-                    m.insert("captured_bytes".into(), json!(d.captured.len()));
-                    m.insert("truncated".into(), json!(truncated));
-                    m.insert("body".into(), Value::String(text));
+                    line.captured_bytes = d.captured.len();
+                    line.truncated = truncated;
+                    line.body = Some(text);
                 }
                 Some(skip) => {
                     match skip {
-                        Skip::ContentType if d.seen > 0 => self.stats.skipped_content_type.inc(host),
-                        Skip::ContentEncoding if d.seen > 0 => self.stats.skipped_content_encoding.inc(host),
-                        Skip::Budget => self.stats.skipped_budget.inc(host),
+                        Skip::ContentType if d.seen > 0 => stats.skipped_content_type.inc(host),
+                        Skip::ContentEncoding if d.seen > 0 => stats.skipped_content_encoding.inc(host),
+                        Skip::Budget => stats.skipped_budget.inc(host),
                         _ => {}
                     }
                     if d.seen > 0 || skip == Skip::Budget {
-                        m.insert("skipped".into(), json!(skip.as_str()));
+                        line.skipped = Some(skip.as_str());
                     }
-                    m.insert("captured_bytes".into(), json!(0));
-                    m.insert("truncated".into(), json!(false));
-                    m.insert("body".into(), Value::Null);
                 }
             }
-            Value::Object(m)
+            line
         };
-        let mut rec = rec;
         let request = direction(&mut rec.request);
         let response = direction(&mut rec.response);
 
-        let mut line = Map::new();
-        line.insert(
-            "request_id".into(),
-            rec.request_id.as_deref().map_or(Value::Null, |v| json!(escape_invalid_utf8(v))),
-        );
-        line.insert("method".into(), json!(escape_invalid_utf8(&rec.method)));
-        line.insert("path".into(), json!(path));
-        line.insert("status".into(), status.map_or(Value::Null, |s| json!(s)));
-        line.insert("duration_ms".into(), json!(duration_ms));
-        line.insert("request".into(), request);
-        line.insert("response".into(), response);
+        let (mut request_headers, mut response_headers) = (None, None);
         if c.log_headers {
-            let mut headers = |list: Option<&[(String, Vec<u8>)]>| -> Value {
-                let Some(list) = list else { return Value::Null };
-                let mut m = Map::new();
+            let mut headers = |list: Option<&[(String, Vec<u8>)]>| -> Option<BTreeMap<String, String>> {
+                let list = list?;
+                let mut m: BTreeMap<String, String> = BTreeMap::new();
                 for (name, value) in list {
                     let text = if red.is_sensitive_header(name) {
                         redactions += 1;
@@ -445,24 +434,40 @@ impl BodyLogger {
                     };
                     // Repeated headers: joined as Envoy's access log does.
                     match m.get_mut(name.as_str()) {
-                        Some(Value::String(prev)) => {
+                        Some(prev) => {
                             prev.push(',');
                             prev.push_str(&text);
                         }
-                        _ => {
-                            m.insert(name.clone(), Value::String(text));
+                        None => {
+                            m.insert(name.clone(), text);
                         }
                     }
                 }
-                Value::Object(m)
+                Some(m)
             };
-            let req = headers(rec.request_headers.as_deref());
-            let resp = headers(rec.response_headers.as_deref());
-            line.insert("request_headers".into(), req);
-            line.insert("response_headers".into(), resp);
+            request_headers = Some(headers(rec.request_headers.as_deref()));
+            response_headers = Some(headers(rec.response_headers.as_deref()));
         }
-        line.insert("redactions".into(), json!(redactions));
-        let text = Value::Object(line).to_string();
+        let line = Line {
+            duration_ms,
+            method: escape_invalid_utf8(&rec.method),
+            path,
+            redactions,
+            request,
+            request_headers,
+            request_id: rec.request_id.as_deref().map(escape_invalid_utf8),
+            response,
+            response_headers,
+            status,
+        };
+        // Serialized straight from the structs: no JSON tree built, then walked.
+        let text = match serde_json::to_string(&line) {
+            Ok(t) => t,
+            Err(e) => {
+                host.log_with(shared::LogLevel::Warn, || format!("body-logger: cannot serialize the line: {e}"));
+                return;
+            }
+        };
 
         self.stats.redactions.add(host, u64::from(redactions));
         self.stats.logged.inc(host);
@@ -477,21 +482,55 @@ impl BodyLogger {
     }
 }
 
+/// The log line. Fields in alphabetical order: the order the line has always had (it was
+/// built as a `serde_json::Map`, which sorts its keys), so consumers see the same bytes.
+#[derive(Serialize)]
+struct Line {
+    duration_ms: f64,
+    method: String,
+    path: String,
+    redactions: u32,
+    request: DirectionLine,
+    /// Only with `log_headers`; `null` when dropped for the budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_headers: Option<Option<BTreeMap<String, String>>>,
+    request_id: Option<String>,
+    response: DirectionLine,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_headers: Option<Option<BTreeMap<String, String>>>,
+    status: Option<u64>,
+}
+
+/// One direction of the line (alphabetical, as [`Line`]).
+#[derive(Serialize)]
+struct DirectionLine {
+    body: Option<String>,
+    bytes: u64,
+    captured_bytes: usize,
+    complete: bool,
+    content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<&'static str>,
+    truncated: bool,
+}
+
 impl HttpFilter for BodyLogger {
     fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Action {
-        let method = host.header(HeaderMapKind::RequestHeaders, ":method").unwrap_or_default();
-        let path = host.header(HeaderMapKind::RequestHeaders, ":path").unwrap_or_default();
-        if !self.selected(host, &method, &path) {
+        // One read of the map for every header below (see shared::headers::first).
+        let map = host.headers(HeaderMapKind::RequestHeaders);
+        let method = first(&map, ":method").unwrap_or_default().to_vec();
+        let path = first(&map, ":path").unwrap_or_default().to_vec();
+        if !self.selected(host, &map, &method, &path) {
             return Action::Continue;
         }
+        let request_id = first(&map, "x-request-id").map(<[u8]>::to_vec);
         let c = self.config.clone();
-        let (request, request_headers) =
-            self.start_direction(host, HeaderMapKind::RequestHeaders, c.request_body, end_of_stream);
+        let (request, request_headers) = self.start_direction(map, c.request_body, end_of_stream);
         self.record = Some(Box::new(Record {
             start: host.now(),
             method,
             path,
-            request_id: host.header(HeaderMapKind::RequestHeaders, "x-request-id"),
+            request_id,
             status: None,
             request,
             response: Direction::default(),
@@ -521,9 +560,10 @@ impl HttpFilter for BodyLogger {
             return Action::Continue;
         }
         let c = self.config.clone();
-        let status = host.response_header(":status").and_then(|s| s.trim().parse().ok());
-        let (response, headers) =
-            self.start_direction(host, HeaderMapKind::ResponseHeaders, c.response_body, end_of_stream);
+        let map = host.headers(HeaderMapKind::ResponseHeaders);
+        let status =
+            first(&map, ":status").and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.trim().parse().ok());
+        let (response, headers) = self.start_direction(map, c.response_body, end_of_stream);
         if let Some(rec) = self.record.as_mut() {
             rec.status = status;
             rec.response = response;
@@ -558,6 +598,7 @@ mod corpus_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use shared::proxytest::{Proxy, Worker};
     use shared::LogLevel;
 
@@ -575,6 +616,25 @@ mod tests {
             .filter(|(_, m)| m.starts_with('{'))
             .map(|(_, m)| serde_json::from_str(&m).unwrap())
             .collect()
+    }
+
+    /// The line's exact bytes: keys in alphabetical order (the order it had when built as a
+    /// sorted `serde_json::Map`), `skipped` and the header objects only when they apply.
+    #[test]
+    fn line_bytes_are_stable() {
+        let (p, mut w) = make(r#"{"log_headers":true}"#);
+        p.set_log_level(LogLevel::Trace);
+        let req: &[(&str, &str)] = &[(":path", "/a?token=s"), (":method", "PUT"), ("x-a", "1"), ("x-a", "2")];
+        let id = w.new_stream();
+        w.request_headers(id, req, false);
+        w.request_body(id, b"\x1f\x8bzz", true);
+        w.response_headers(id, &[(":status", "204")], true);
+        w.complete(id);
+        let line = p.logs().into_iter().map(|(_, m)| m).find(|m| m.starts_with('{')).unwrap();
+        assert_eq!(
+            line,
+            r#"{"duration_ms":0.0,"method":"PUT","path":"/a?token=[REDACTED]","redactions":2,"request":{"body":null,"bytes":4,"captured_bytes":0,"complete":true,"content_type":null,"skipped":"content_type","truncated":false},"request_headers":{":method":"PUT",":path":"/a?token=[REDACTED]","x-a":"1,2"},"request_id":null,"response":{"body":null,"bytes":0,"captured_bytes":0,"complete":true,"content_type":null,"truncated":false},"response_headers":{":status":"204"},"status":204}"#
+        );
     }
 
     /// Drive one exchange through a new stream, up to (not including) its end; bodies are fed

@@ -98,9 +98,12 @@ pub fn downstream_is_tls(host: &dyn Host) -> bool {
 impl HttpFilter for SecurityHeaders {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Action {
         self.https = self.request_is_https(host);
-        // A path that is not UTF-8 cannot match a configured override: default policy.
-        let path = host.request_header(":path");
-        self.policy_index = path.and_then(|p| self.config.overrides.iter().position(|(m, _)| m.matches(&p)));
+        // Without overrides the path decides nothing: not read. A path that is not UTF-8
+        // cannot match a configured override: default policy.
+        if !self.config.overrides.is_empty() {
+            let path = host.request_header(":path");
+            self.policy_index = path.and_then(|p| self.config.overrides.iter().position(|(m, _)| m.matches(&p)));
+        }
         Action::Continue
     }
 

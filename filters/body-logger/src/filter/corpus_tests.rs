@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::corpus::{leak_corpus, readable_corpus, LeakCase};
+use serde_json::{json, Map, Value};
 use shared::mock::MockHost;
 use shared::proxytest::{Proxy, Worker};
 use std::io::Write;

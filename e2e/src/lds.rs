@@ -25,7 +25,7 @@ const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listen
 pub struct LdsEnvoy {
     pub envoy: Envoy,
     dir: PathBuf,
-    /// The listeners last pushed (accepted or not), ports substituted.
+    /// The listeners last accepted, ports substituted.
     listeners: Vec<Value>,
     version: u64,
 }
@@ -67,7 +67,7 @@ impl LdsEnvoy {
         Ok(LdsEnvoy { envoy, dir, listeners, version: 1 })
     }
 
-    /// The listeners as last pushed, to edit for the next push.
+    /// The listeners as last accepted (what Envoy serves), to edit for the next push.
     pub fn listeners(&self) -> Vec<Value> {
         self.listeners.clone()
     }
@@ -89,7 +89,6 @@ impl LdsEnvoy {
         }
         let before = self.lds_updates();
         write_lds(&self.dir, self.version, &listeners)?;
-        self.listeners = listeners;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let now = self.lds_updates();
@@ -97,6 +96,7 @@ impl LdsEnvoy {
                 return Ok(Push::Rejected);
             }
             if now.0 > before.0 {
+                self.listeners = listeners;
                 return Ok(Push::Accepted);
             }
             if Instant::now() > deadline {

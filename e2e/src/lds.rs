@@ -28,6 +28,7 @@ pub struct LdsEnvoy {
     /// The listeners last accepted, ports substituted.
     listeners: Vec<Value>,
     version: u64,
+    vms_before_first_push: Option<(u64, u64)>,
 }
 
 /// What Envoy did with a pushed listener file.
@@ -64,7 +65,7 @@ impl LdsEnvoy {
         let mut envoy = Envoy::spawn(config_name, &opts)?;
         let listeners = listeners.lock().map_err(|e| e.to_string())?.clone()?;
         envoy.wait_ready(opts.ready_timeout)?;
-        Ok(LdsEnvoy { envoy, dir, listeners, version: 1 })
+        Ok(LdsEnvoy { envoy, dir, listeners, version: 1, vms_before_first_push: None })
     }
 
     /// The listeners as last accepted (what Envoy serves), to edit for the next push.
@@ -80,6 +81,16 @@ impl LdsEnvoy {
         )
     }
 
+    /// Wasm VMs (V8) created since start and alive now (`wasm.envoy.wasm.runtime.v8.*`).
+    pub fn vms(&self) -> (u64, u64) {
+        (self.envoy.stat("wasm.envoy.wasm.runtime.v8.created"), self.envoy.stat("wasm.envoy.wasm.runtime.v8.active"))
+    }
+
+    /// [`LdsEnvoy::vms`] just before the first push.
+    pub fn vms_before_first_push(&self) -> Option<(u64, u64)> {
+        self.vms_before_first_push
+    }
+
     /// Replace the watched file with `listeners` (stamped with the next version) and wait until
     /// Envoy accepted or rejected it.
     pub fn push(&mut self, mut listeners: Vec<Value>) -> Result<Push, String> {
@@ -88,6 +99,9 @@ impl LdsEnvoy {
             stamp_version(l, self.version);
         }
         let before = self.lds_updates();
+        if self.vms_before_first_push.is_none() {
+            self.vms_before_first_push = Some(self.vms());
+        }
         write_lds(&self.dir, self.version, &listeners)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -76,6 +76,13 @@ fn check_and_report(filter: &str, envoy: &LdsEnvoy, outcomes: &[Outcome], good: 
     assert!(by_version.get(good).copied().unwrap_or(0) > 0, "{by_version:?}");
     assert_eq!(by_version.get(bad), None, "the rejected version served: {by_version:?}");
     assert_eq!(rejected, 1);
+    // No worker got a new VM: the VMs alive are those before the first push, and each push
+    // created one VM only (Envoy's check of the new plugin's configuration on the main
+    // thread), whatever the number of workers.
+    let (created, active) = envoy.vms();
+    let (created_before, active_before) = envoy.vms_before_first_push().unwrap();
+    assert_eq!(active, active_before);
+    assert_eq!(created - created_before, accepted - 1 + rejected, "VMs created by the pushes");
     // The rejected push left the previous listener serving: responses after it (the last
     // ones) are still stamped with the good version.
     let last = outcomes.iter().rev().find(|o| version(o) != "-").map(version);

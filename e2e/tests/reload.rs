@@ -289,3 +289,38 @@ fn count_by_text(values: impl Iterator<Item = Option<String>>) -> BTreeMap<Optio
         m
     })
 }
+
+/// The control for every "0 failed" above: the load generator does count a 5xx and a
+/// connection error as failures (a route answering 503, then the listener removed).
+#[test]
+fn the_load_generator_counts_5xx_and_connection_errors_as_failures() {
+    let (mut envoy, _upstream) = start("security-headers.yaml", EnvoyOptions::default());
+    let load = Load::start(envoy.envoy.port(LISTENER_PORT), 2, |n| Request::get(&format!("/r/{n}")));
+    load.wait_for(20);
+    let mut failing = envoy.listeners();
+    for l in &mut failing {
+        for chain in l["filter_chains"].as_array_mut().unwrap() {
+            for f in chain["filters"].as_array_mut().unwrap() {
+                for host in f["typed_config"]["route_config"]["virtual_hosts"].as_array_mut().unwrap() {
+                    host["routes"] = json!([{"match": {"prefix": "/"}, "direct_response": {"status": 503}}]);
+                }
+            }
+        }
+    }
+    assert_eq!(envoy.push(failing).unwrap(), Push::Accepted);
+    load.wait_for(50);
+    assert_eq!(envoy.push(Vec::new()).unwrap(), Push::Accepted);
+    load.wait_for(50);
+    let outcomes = load.stop();
+    let kinds = count_by(&outcomes, |o| match &o.result {
+        Ok(r) => format!("{} {}", version(o), r.status),
+        Err(_) => "connection error".to_string(),
+    });
+    eprintln!("control: {kinds:?}");
+    assert!(
+        kinds.contains_key("1 200") && kinds.contains_key("2 503") && kinds.contains_key("connection error"),
+        "{kinds:?}"
+    );
+    let failed = outcomes.iter().filter(|o| o.failed()).count();
+    assert_eq!(failed, outcomes.len() - kinds["1 200"], "{kinds:?}");
+}

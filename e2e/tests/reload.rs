@@ -359,3 +359,27 @@ fn a_reload_that_slows_a_rule_keeps_its_buckets_usable() {
     assert_eq!(fresh, API_KEY_BUDGET);
     assert!(admitted >= API_KEY_BUDGET - 1, "{admitted} of the {} left admitted after the reload", API_KEY_BUDGET - 1);
 }
+
+/// The way around the issue above, as the README gives it: a rule whose rate changes gets a new
+/// name, and its buckets start full under the new rate (the name is part of each key's hash).
+#[test]
+fn a_reload_that_renames_a_slowed_rule_starts_its_buckets_full() {
+    let (mut envoy, _upstream) = start("rate-limit.yaml", rate_limit_options());
+    let port = envoy.envoy.port(LISTENER_PORT);
+    let admitted = |from: u64| {
+        (from..from + 2 * API_KEY_BUDGET as u64).filter(|n| keyed(*n).send(port).unwrap().status == 200).count()
+    };
+    assert_eq!(admitted(0), API_KEY_BUDGET);
+    let slower = json!({"max_tokens": API_KEY_BUDGET, "tokens_per_fill": API_KEY_BUDGET, "fill_interval": "86400s"});
+    push(
+        &mut envoy,
+        "rate-limit",
+        |c| {
+            c["rules"][0]["name"] = json!("api_key_daily");
+            c["rules"][0]["token_bucket"] = slower;
+        },
+        Push::Accepted,
+    );
+    // Control for the 40 below: under the old rule the key had nothing left (the 80 above).
+    assert_eq!(admitted(1000), API_KEY_BUDGET);
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build every filter under filters/ for wasm32-wasip1 and write dist/<filter>.wasm plus
 # dist/SHA256SUMS, and dist/schemas/ (each configuration's JSON Schema) (and, never shipped:
-# the e2e suite's test-only dist/test/probe.wasm, the
+# the e2e suite's test-only dist/test/probe.wasm and dist/test/jwt-auth-trap.wasm, the
 # bench's trivial filter dist/bench/trivial-filter.wasm).
 # WASM_OPT=on also runs `wasm-opt -Oz` (Debian's binaryen) on the filters: off by default,
 # because measured in Envoy 1.40 it cut the file by 18% but raised Envoy's RSS by ~9 MB with no
@@ -52,6 +52,13 @@ done
 cargo build --release --locked --target "$target" -p probe
 mkdir -p dist/test
 cp "${CARGO_TARGET_DIR:-target}/$target/release/probe.wasm" dist/test/probe.wasm
+
+# jwt-auth with the `test-trap` feature (the shared glue traps on `x-test-trap`), for
+# e2e/tests/failure_policy.rs: Envoy's FAIL_RELOAD restarting a real filter. Its own target
+# directory, so the shipped build never shares (or rebuilds) artifacts with it; written to
+# dist/test/ like the probe, never shipped.
+cargo build --release --locked --target "$target" -p jwt-auth --features test-trap --target-dir "${CARGO_TARGET_DIR:-target}/test-trap"
+cp "${CARGO_TARGET_DIR:-target}/test-trap/$target/release/jwt_auth.wasm" dist/test/jwt-auth-trap.wasm
 
 # The bench's floor (bench/trivial-filter: an SDK-only filter, `make bench`'s "trivial filter"
 # row), with the filters' release profile and flags, in its own invocation for the same reason.

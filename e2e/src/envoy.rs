@@ -294,6 +294,16 @@ impl Envoy {
         self.stats_page(&format!("/stats?filter=^{pattern}$")).get(name).copied().unwrap_or(0)
     }
 
+    /// Connections each worker accepted on the listener at template port `template` (Envoy's
+    /// per-worker listener stats), worker 0 first: which workers a test's connections reached.
+    pub fn connections_per_worker(&self, template: u16) -> Vec<u64> {
+        let port = self.port(template);
+        let stats = self.stats();
+        (0..)
+            .map_while(|w| stats.get(&format!("listener.127.0.0.1_{port}.worker_{w}.downstream_cx_total")).copied())
+            .collect()
+    }
+
     /// Wait until `name` reaches at least `min`, and return it (the last value read when the
     /// generous deadline passes: a loaded CI machine must not turn into a false failure).
     pub fn wait_stat(&self, name: &str, min: u64) -> u64 {

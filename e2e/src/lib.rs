@@ -34,6 +34,18 @@ pub const JWKS_PORT: u16 = 18082;
 /// cluster `rate_limit_service`): [`rls_server::RlsServer`] in tests, limitador-server in compose.
 pub const RLS_PORT: u16 = 18083;
 
+/// Each filter's answer to a VM that traps, as its doc page ("Failure policy"), its Envoy
+/// configs and its WasmPlugin state it: `(filter, Envoy failure_policy, Istio failStrategy)`.
+/// Why each, and what each policy does (proved by e2e/tests/failure_policy.rs): docs/architecture.md,
+/// "When a VM traps anyway". configs.rs and deploy.rs hold the files to this table.
+pub const FAILURE_POLICIES: &[(&str, &str, &str)] = &[
+    ("body-logger", "FAIL_OPEN", "FAIL_OPEN"),
+    ("jwt-auth", "FAIL_RELOAD", "FAIL_RELOAD"),
+    ("rate-limit", "FAIL_RELOAD", "FAIL_OPEN"),
+    ("security-headers", "FAIL_RELOAD", "FAIL_OPEN"),
+    ("token-fetch", "FAIL_RELOAD", "FAIL_RELOAD"),
+];
+
 /// Default Envoy version; keep in step with the Makefile's `ENVOY_VERSION`.
 pub const DEFAULT_ENVOY_VERSION: &str = "1.40.0";
 

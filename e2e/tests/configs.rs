@@ -65,3 +65,63 @@ fn every_connection_manager_normalizes_paths() {
     }
     assert!(checked >= 20, "only {checked} connection managers found");
 }
+
+/// Every Wasm filter of the shipped configs (and the new-filter template) states its
+/// `failure_policy`, for ours the one `e2e::FAILURE_POLICIES` gives it (why: docs/architecture.md, "When
+/// a VM traps anyway"), never the deprecated `fail_open`; and each filter's README says so.
+#[test]
+fn every_wasm_filter_states_its_failure_policy() {
+    let policy_of = |filter: &str| e2e::FAILURE_POLICIES.iter().find(|(f, _, _)| *f == filter).map(|(_, p, _)| *p);
+    let template = e2e::repo_root().join("templates/filter/envoy.yaml.tmpl");
+    let sources = config_names()
+        .into_iter()
+        .filter(|name| !name.starts_with("bench/"))
+        .map(|name| (name.clone(), e2e::repo_root().join("envoy-configs").join(name)))
+        .chain([("templates/filter/envoy.yaml.tmpl".to_string(), template)]);
+    let mut checked = 0;
+    for (name, path) in sources {
+        let config: serde_json::Value = serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut wasm_filters = Vec::new();
+        collect_wasm_configs(&config, &mut wasm_filters);
+        for plugin in wasm_filters {
+            let filter = plugin["root_id"].as_str().unwrap_or_default().to_string();
+            assert!(plugin.get("fail_open").is_none(), "{name}: {filter} uses the deprecated fail_open");
+            let stated =
+                plugin["failure_policy"].as_str().unwrap_or_else(|| panic!("{name}: {filter} has no failure_policy"));
+            // A filter outside the table (one `make new-filter` made, in a fork) only has to state one.
+            let wanted = if name.starts_with("templates/") { Some("FAIL_RELOAD") } else { policy_of(&filter) };
+            if let Some(wanted) = wanted {
+                assert_eq!(stated, wanted, "{name}: {filter}'s failure_policy");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "only {checked} Wasm filters found");
+    for (filter, envoy, istio) in e2e::FAILURE_POLICIES {
+        let readme = std::fs::read_to_string(e2e::repo_root().join(format!("filters/{filter}/README.md"))).unwrap();
+        let section = readme
+            .split("\n### Failure policy\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{filter}: no Failure policy section"));
+        let section = section.split("\n## ").next().unwrap_or_default();
+        for stated in [format!("`failure_policy: {envoy}`"), format!("`failStrategy: {istio}`")] {
+            assert!(section.contains(&stated), "{filter}'s README, Failure policy: does not say {stated}");
+        }
+    }
+}
+
+/// Every `envoy.extensions.wasm.v3.PluginConfig` under an HTTP Wasm filter in `value`.
+fn collect_wasm_configs(value: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("@type").and_then(|t| t.as_str())
+                == Some("type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm")
+            {
+                out.push(map.get("config").cloned().unwrap_or_default());
+            }
+            map.values().for_each(|v| collect_wasm_configs(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_wasm_configs(v, out)),
+        _ => {}
+    }
+}

@@ -137,6 +137,10 @@ fn every_wasmplugin_has_the_api_shape_and_a_config_the_filter_accepts() {
         };
         one_of("phase", PHASES);
         one_of("failStrategy", FAIL_STRATEGIES);
+        // Each filter's choice, with its reasons in docs/architecture.md ("When a VM traps anyway").
+        if let Some((_, _, istio)) = e2e::FAILURE_POLICIES.iter().find(|(f, _, _)| *f == filter) {
+            assert_eq!(get_str(&spec, "failStrategy"), Some(*istio), "{name}: spec.failStrategy");
+        }
         one_of("imagePullPolicy", PULL_POLICIES);
         one_of("type", PLUGIN_TYPES);
         if let Some(p) = spec.get("priority") {

@@ -529,18 +529,41 @@ fn audience_not_allowed_is_403() {
 
 #[test]
 fn remote_jwks_is_fetched_once_per_proxy_not_per_worker() {
-    let s = start_with(Mode::Serve, 2, None);
+    jwks_once_per_proxy(2, 40);
+}
+
+/// The same at 16 workers (oversubscribed on a small machine: correctness only, no timing).
+#[test]
+fn remote_jwks_is_fetched_once_per_proxy_with_16_workers() {
+    jwks_once_per_proxy(16, 200);
+}
+
+/// `requests` on new connections (spread by the kernel over the workers) all verified with the
+/// remote JWKS: every worker that served one had the keys, and the proxy fetched them once.
+fn jwks_once_per_proxy(workers: u32, requests: u32) {
+    let s = start_with(Mode::Serve, workers, None);
     let t = token(Alg::ES256, &claims("once"));
-    // Many connections, so both workers serve some.
-    for i in 0..40 {
+    for i in 0..requests {
         let r = s.send(&bearer(&format!("/api/once/{i}"), &t));
         assert_eq!(r.status, 200, "{r}");
     }
+    let spread = s.envoy.connections_per_worker(LISTENER_PORT);
+    assert_eq!(spread.len(), workers as usize, "{spread:?}");
+    let served = spread.iter().filter(|n| **n > 0).count();
+    // Which worker takes a connection is the kernel's choice: most, not all, is what luck allows.
+    assert!(
+        served > workers as usize / 2,
+        "{requests} connections reached only {served} of {workers} workers: {spread:?}"
+    );
     assert_eq!(s.wait_stat("jwks_fetch_success", 1), 1, "one JWKS fetch for the proxy, whatever the workers");
     // Every other call was a retry of one that failed (on a loaded machine the 2-second
     // http_uri.timeout can pass before the answer is handled); a fetch per worker would be a
     // second success.
     assert_jwks_calls_are_one_success_plus_retries(&s);
+    eprintln!(
+        "--concurrency {workers}: {requests} requests verified, JWKS calls {}; connections per worker {spread:?}",
+        s.jwks.calls()
+    );
 }
 
 /// The JWKS server's calls are the successful fetches plus the failed ones, with one success:

@@ -199,13 +199,8 @@ fn exact_burst(concurrency: u32) {
     );
 }
 
-/// Connections each Envoy worker accepted on the listener (Envoy's per-worker listener stats).
 fn connections_per_worker(envoy: &Envoy) -> Vec<u64> {
-    let port = envoy.port(LISTENER_PORT);
-    let stats = envoy.stats();
-    (0..16)
-        .map_while(|w| stats.get(&format!("listener.127.0.0.1_{port}.worker_{w}.downstream_cx_total")).copied())
-        .collect()
+    envoy.connections_per_worker(LISTENER_PORT)
 }
 
 /// The same property under heavy CAS contention: the api_key bucket raised to 3000 tokens (a
@@ -245,6 +240,12 @@ fn concurrent_burst_admits_exactly_max_tokens_with_2_workers() {
 #[test]
 fn concurrent_burst_admits_exactly_max_tokens_with_4_workers() {
     exact_burst(4);
+}
+
+/// The same at 16 workers (oversubscribed on a small machine: correctness only, no timing).
+#[test]
+fn concurrent_burst_admits_exactly_max_tokens_with_16_workers() {
+    exact_burst(16);
 }
 
 #[test]

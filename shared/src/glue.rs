@@ -117,6 +117,10 @@ impl<F: HttpFilter + 'static> Context for HttpAdapter<F> {
 
 impl<F: HttpFilter + 'static> HttpContext for HttpAdapter<F> {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        #[cfg(all(feature = "test-trap", target_arch = "wasm32"))]
+        if ProxyWasmHost.header(crate::host::HeaderMapKind::RequestHeaders, "x-test-trap").is_some() {
+            core::arch::wasm32::unreachable();
+        }
         ROUTER.with(|r| self.stream.on_request_headers(r, &ProxyWasmHost, end_of_stream))
     }
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

@@ -34,6 +34,26 @@ pub const GRPC_CLUSTER: &str = "probe_grpc";
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 /// Largest `x-probe-random` served.
 pub const MAX_RANDOM: usize = 1 << 20;
+pub const TRAP: &str = "x-probe-trap";
+pub const VM: &str = "x-probe-vm";
+pub const VM_SERVED: &str = "x-probe-vm-served";
+
+/// Where `x-probe-trap` asks the probe to trap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trap {
+    RequestHeaders,
+    ResponseHeaders,
+}
+
+impl Trap {
+    pub fn from_header(value: Option<&str>) -> Option<Trap> {
+        match value? {
+            "request-headers" => Some(Trap::RequestHeaders),
+            "response-headers" => Some(Trap::ResponseHeaders),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Edit {
@@ -51,6 +71,10 @@ pub struct Probe {
     /// How many times the edit runs on each map (`x-probe-repeat`, for the cost loop).
     repeat: u32,
     grpc_token: Option<u32>,
+    /// Set from `x-probe-trap`; the wasm glue traps when the callback comes.
+    pub trap: Option<Trap>,
+    /// `x-probe-vm` asked: (this VM's id, requests it has seen).
+    pub vm: Option<(u64, u64)>,
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -114,7 +138,12 @@ fn reply(host: &dyn Host, status: u32, headers: &[(&str, String)]) -> Action {
 }
 
 impl Probe {
-    pub fn on_request_headers(&mut self, host: &dyn Host) -> Action {
+    /// `vm`: this VM instance's (id, requests seen including this one), from the glue.
+    pub fn on_request_headers(&mut self, host: &dyn Host, vm: (u64, u64)) -> Action {
+        self.trap = Trap::from_header(host.request_header(TRAP).as_deref());
+        if host.request_header(VM).is_some() {
+            self.vm = Some(vm);
+        }
         if let Some(n) = host.request_header("x-probe-random") {
             return self.random(host, n.trim().parse().unwrap_or(0));
         }
@@ -133,6 +162,10 @@ impl Probe {
     }
 
     pub fn on_response_headers(&mut self, host: &dyn Host) -> Action {
+        if let Some((id, served)) = self.vm {
+            let _ = host.set_header(HeaderMapKind::ResponseHeaders, VM, format!("{id:016x}").as_bytes());
+            let _ = host.set_header(HeaderMapKind::ResponseHeaders, VM_SERVED, served.to_string().as_bytes());
+        }
         self.edit_map(host, HeaderMapKind::ResponseHeaders, RESPONSE_DROP);
         Action::Continue
     }
@@ -215,11 +248,21 @@ impl Probe {
 /// `ProxyWasmHost` alone (gRPC answers reach an HTTP context directly), whatever the glue does.
 #[cfg(target_arch = "wasm32")]
 mod glue {
-    use super::Probe;
+    use super::{Probe, Trap};
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::ContextType;
     use shared::proxy::ProxyWasmHost;
-    use shared::Action;
+    use shared::{Action, Host};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// This VM instance's id (drawn once) and how many requests it has seen.
+    static VM_ID: AtomicU64 = AtomicU64::new(0);
+    static SERVED: AtomicU64 = AtomicU64::new(0);
+
+    /// A wasm `unreachable` instruction: the VM traps, as on a panic (`panic = "abort"`).
+    fn trap() -> ! {
+        core::arch::wasm32::unreachable()
+    }
 
     struct ProbeRoot;
 
@@ -227,6 +270,10 @@ mod glue {
 
     impl RootContext for ProbeRoot {
         fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+            let mut id = [0u8; 8];
+            if ProxyWasmHost.random(&mut id).is_ok() {
+                VM_ID.store(u64::from_le_bytes(id), Ordering::Relaxed);
+            }
             true
         }
         fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -247,9 +294,17 @@ mod glue {
 
     impl HttpContext for ProbeHttp {
         fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-            self.0.on_request_headers(&ProxyWasmHost)
+            let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+            let action = self.0.on_request_headers(&ProxyWasmHost, (VM_ID.load(Ordering::Relaxed), served));
+            if self.0.trap == Some(Trap::RequestHeaders) {
+                trap();
+            }
+            action
         }
         fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+            if self.0.trap == Some(Trap::ResponseHeaders) {
+                trap();
+            }
             self.0.on_response_headers(&ProxyWasmHost)
         }
     }
@@ -269,5 +324,9 @@ mod tests {
         assert_eq!(escape(b"not found: a%20b\n\xff"), "not found: a%20b%0A%FF");
         assert_eq!(health_check_request(""), b"");
         assert_eq!(health_check_request("probe"), b"\x0a\x05probe");
+        assert_eq!(Trap::from_header(Some("request-headers")), Some(Trap::RequestHeaders));
+        assert_eq!(Trap::from_header(Some("response-headers")), Some(Trap::ResponseHeaders));
+        assert_eq!(Trap::from_header(Some("yes")), None);
+        assert_eq!(Trap::from_header(None), None);
     }
 }

@@ -383,3 +383,39 @@ fn a_reload_that_renames_a_slowed_rule_starts_its_buckets_full() {
     // Control for the 40 below: under the old rule the key had nothing left (the 80 above).
     assert_eq!(admitted(1000), API_KEY_BUDGET);
 }
+
+/// A push that changes `vm_config` (here its `configuration`, part of Envoy's VM key; a new
+/// module version does the same) gets new VMs on every worker, and proxy-wasm shared data,
+/// which belongs to the `vm_id`, survives them: token-fetch's token is not fetched again.
+#[test]
+fn new_vms_for_the_same_vm_id_keep_shared_data() {
+    let tokens = TokenServer::start(0, 3600).unwrap();
+    let concurrency = 2;
+    let mut opts = EnvoyOptions { concurrency, ..EnvoyOptions::default() };
+    opts.preset_ports.insert(TOKEN_SERVER_PORT, tokens.port);
+    let (mut envoy, upstream) = start("token-fetch.yaml", opts);
+    let load = Load::start(envoy.envoy.port(LISTENER_PORT), 2, |n| Request::get(&format!("/r/{n}")));
+    load.wait_for(50);
+    let (created_before, _) = envoy.vms();
+    let mut next = envoy.listeners();
+    wasm_config(&mut next, "token-fetch").unwrap()["vm_config"]["configuration"] =
+        json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "reload-test"});
+    assert_eq!(envoy.push(next).unwrap(), Push::Accepted);
+    load.wait_for(150);
+    let outcomes = load.stop();
+    let failures = outcomes.iter().filter(|o| o.failed()).count();
+    let (created, _) = envoy.vms();
+    eprintln!(
+        "reload figures: token-fetch, new VMs: {} requests, {failures} failed, {} VMs created by the push",
+        outcomes.len(),
+        created - created_before
+    );
+    assert_eq!(failures, 0);
+    assert!(
+        created - created_before > u64::from(concurrency),
+        "every worker got a new VM: {created_before} → {created}"
+    );
+    assert!(count_by(&outcomes, version).contains_key("2"));
+    assert_eq!(tokens.issued(), 1, "new VMs fetched a token again");
+    assert!(upstream.requests().iter().all(|r| r.header_value("authorization").as_deref() == Some("Bearer tok-1")));
+}

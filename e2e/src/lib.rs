@@ -12,6 +12,8 @@ pub mod envoy;
 pub mod http;
 pub mod jwks_server;
 pub mod jwt;
+pub mod lds;
+pub mod load;
 pub mod loopback;
 pub mod redis;
 pub mod rls_server;

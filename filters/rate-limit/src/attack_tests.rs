@@ -123,7 +123,8 @@ fn seeded_group(p: &Proxy) -> impl Fn(&str) -> u64 {
     let seed = shared::seed::agree(&p.host()).unwrap();
     let key = seed.hash_key(crate::filter::TABLE_HASH_LABEL);
     move |user: &str| {
-        let h = shared::hash::keyed(&key, &[b"guess", b"user", user.as_bytes()]);
+        let limits = crate::bucket::Limits { max_tokens: 5, tokens_per_fill: 5, fill_interval_ns: 600_000_000_000 };
+        let h = crate::filter::bucket_hash(&key, "guess", &limits, &[(b"user".to_vec(), user.as_bytes().to_vec())]);
         u64::from(crate::table::place(h, 0, GROUPS as u32).0)
     }
 }

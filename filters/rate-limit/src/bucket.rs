@@ -71,8 +71,18 @@ impl Limits {
         x <= self.virtual_tokens(now_ns)
     }
 
+    /// `x` with at most `max_tokens` of debt. Taking a token never writes more, so a larger
+    /// state was not written under this shape: an entry of another rule's shape (a reload that
+    /// changed a rule, a rule index that now names another rule), or a clock stepped back.
+    /// Read as an empty bucket: strict, and it refills at this rule's rate. Unbounded, a rule
+    /// slowed by a reload read the states of its faster predecessor as decades of debt.
+    pub fn bounded(&self, x: u64, now_ns: u64) -> u64 {
+        x.min(self.virtual_tokens(now_ns).saturating_add(self.max_tokens))
+    }
+
     /// Nanoseconds from `now_ns` until the debt is at most `target`.
     pub fn ns_until_debt_at_most(&self, x: u64, target: u64, now_ns: u64) -> u64 {
+        let x = self.bounded(x, now_ns);
         let n = self.tokens_per_fill.max(1);
         let needed = x.saturating_sub(target);
         // First epoch k with k × n ≥ needed.
@@ -98,6 +108,7 @@ impl Limits {
 
     /// Take one token from a bucket in state `x` at `now_ns`.
     pub fn take(&self, x: u64, now_ns: u64) -> Decision {
+        let x = self.bounded(x, now_ns);
         let v = self.virtual_tokens(now_ns);
         let debt = x.saturating_sub(v);
         let next_fill_in_ns = self.next_fill_in_ns(now_ns);
@@ -262,6 +273,25 @@ mod tests {
         let x = l.take(l.take(0, t).x, t).x;
         assert!(!l.take(x, t - 5 * S).allowed);
         assert!(l.take(x, t + S).allowed);
+    }
+
+    #[test]
+    fn a_state_of_another_shape_is_at_worst_an_empty_bucket() {
+        // Regression (e2e reload.rs): 40 an hour, one token spent, then a reload made it 40 a
+        // day. The state, a point on the hourly clock, read as ~24 × 40 years of debt on the
+        // daily one: the key was denied for decades, with a Retry-After to match.
+        let now = 1_700_000_000 * S;
+        let hourly = limits(40, 40, 3_600 * S);
+        let daily = limits(40, 40, 86_400 * S);
+        let x = hourly.take(0, now).x;
+        let d = daily.take(x, now);
+        assert!(!d.allowed || d.remaining < 40);
+        assert!(d.retry_after_ns <= 86_400 * S, "{} s", d.retry_after_ns / S);
+        assert!(d.full_in_ns <= 86_400 * S);
+        assert_eq!(daily.peek(x, now).0, 0, "read as empty, never as more than max_tokens owed");
+        // A state this shape wrote is untouched.
+        let y = daily.take(0, now).x;
+        assert_eq!(daily.bounded(y, now), y);
     }
 
     #[test]

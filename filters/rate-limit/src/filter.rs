@@ -26,6 +26,23 @@ use std::rc::Rc;
 /// ([`shared::seed::Seed::hash_key`]): no other use of the seed shares it.
 pub const TABLE_HASH_LABEL: &str = "rate-limit/table";
 
+/// The hash that places a key's bucket in the table: the rule's name and bucket shape, then
+/// the descriptor entries. The shape is part of it because a bucket's state is a point on its
+/// shape's token clock (bucket.rs) and means nothing on another's: a reload that changes a
+/// rule's rate or size starts that rule's buckets full, as Envoy's local_ratelimit does on
+/// every reload, and one that keeps the rule's name and shape keeps them.
+pub(crate) fn bucket_hash(key: &HashKey, rule: &str, limits: &Limits, entries: &[(Vec<u8>, Vec<u8>)]) -> u64 {
+    let shape = [limits.max_tokens, limits.tokens_per_fill, limits.fill_interval_ns].map(u64::to_le_bytes);
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(4 + 2 * entries.len());
+    parts.push(rule.as_bytes());
+    parts.extend(shape.iter().map(|b| b.as_slice()));
+    for (k, v) in entries {
+        parts.push(k);
+        parts.push(v);
+    }
+    keyed(key, &parts)
+}
+
 /// gRPC status for a call whose deadline passed.
 const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 /// How Envoy (1.36 to 1.40 at least) ends a wasm gRPC call at its timeout: not
@@ -362,13 +379,8 @@ impl RateLimit {
     ) -> Option<Eval> {
         let config = &self.config;
         let rule = config.rules.get(index)?;
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * entries.len());
-        parts.push(rule.name.as_bytes());
-        for (k, v) in entries {
-            parts.push(k);
-            parts.push(v);
-        }
-        let (group, tag, tie) = table::place(keyed(&self.table.key, &parts), index, config.groups);
+        let hash = bucket_hash(&self.table.key, &rule.name, &limits, entries);
+        let (group, tag, tie) = table::place(hash, index, config.groups);
         let key = table::group_key(&self.table.prefix, group);
         let limits_of = |r: usize| config.rules.get(r).and_then(Rule::table_limits);
         let result = shared_cell::update(host, &key, config.cas_max_attempts, |bytes| {
@@ -931,6 +943,30 @@ mod tests {
         assert_eq!(p.metric("rate_limit.limited"), Some(3));
         assert_eq!(p.metric("rate_limit.rule.per_ip.limited"), Some(3));
         assert_eq!(p.metric("rate_limit.allowed"), Some(6));
+    }
+
+    #[test]
+    fn a_reload_keeps_a_rules_buckets_unless_its_shape_changes() {
+        // Regression (e2e reload.rs): a reload that made a rule slower (the same name, 4 an
+        // hour → 4 a day) read its buckets' states on the slower clock as decades of debt, and
+        // the keys were denied. A reload is a new configuration on the same shared data.
+        let rule = |interval: &str| {
+            format!(
+                r#"{{"rules":[{{"name":"per_ip","actions":[{{"remote_address":{{}}}}],
+                "token_bucket":{{"max_tokens":4,"tokens_per_fill":4,"fill_interval":"{interval}"}}}}]}}"#
+            )
+        };
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut hourly: W = p.worker(&rule("3600s"));
+        assert_eq!(send(&mut hourly, &[], "10.0.0.1:1").0, 200);
+        // The same rule again: the same bucket, one token spent.
+        let mut again: W = p.worker(&rule("3600s"));
+        let statuses: Vec<u32> = (0..4).map(|_| send(&mut again, &[], "10.0.0.1:1").0).collect();
+        assert_eq!(statuses, [200, 200, 200, 429]);
+        // Slower: a bucket of the new shape, full.
+        let mut daily: W = p.worker(&rule("86400s"));
+        let statuses: Vec<u32> = (0..5).map(|_| send(&mut daily, &[], "10.0.0.1:1").0).collect();
+        assert_eq!(statuses, [200, 200, 200, 200, 429]);
     }
 
     #[test]

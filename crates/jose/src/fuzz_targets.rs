@@ -53,10 +53,14 @@ pub fn x509_document(data: &[u8]) {
 
 /// The JSON dialect: never a panic; whatever parses comes back the same from its strict-JSON
 /// rendering (strict JSON is inside the dialect), which never holds more than 100 levels.
-/// "The same" allows a float one ULP apart: serde_json (without its `float_roundtrip`
-/// feature, which would grow every module) may round a number of more than 17 significant
-/// digits one ULP off, so the rendering of such a value can read back as its neighbour (found
-/// by this target: `22222222222222216111111`). Integers and every other value compare exactly.
+/// "The same" allows floats a few ULPs apart: serde_json without its `float_roundtrip`
+/// feature (which would grow every module) parses floats to "best-effort precision", so a
+/// value's rendering can read back one ULP off (found by this target:
+/// `22222222222222216111111`), and two ULPs off when its first reading was already off by one
+/// (found by CI's fuzz smoke: `1112222222222222222222222222222222222222`, read as
+/// 1.1122222222222221e39, rendered, read back as 1.1122222222222218e39). Nothing the filters
+/// decide on is such a float: times and sizes are integers, which compare exactly, as does
+/// every other value.
 pub fn json_document(data: &[u8]) {
     if let Ok(map) = json::parse_object(data) {
         let strict = serde_json::to_string(&map).unwrap_or_default();
@@ -66,12 +70,15 @@ pub fn json_document(data: &[u8]) {
     }
 }
 
-/// Equal, floats within one ULP (recursion bounded by the parser's 100 levels; test code only).
+/// How far apart two readings of one float may be ([`json_document`]).
+const FLOAT_ULPS: u64 = 4;
+
+/// Equal, floats within [`FLOAT_ULPS`] (recursion bounded by the parser's 100 levels; test code only).
 fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) if x.is_f64() && y.is_f64() => {
             let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
-            x == y || (x.signum() == y.signum() && x.to_bits().abs_diff(y.to_bits()) <= 1)
+            x == y || (x.signum() == y.signum() && x.to_bits().abs_diff(y.to_bits()) <= FLOAT_ULPS)
         }
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_value(x, y)),
         (Value::Object(x), Value::Object(y)) => {

@@ -122,6 +122,18 @@ fn json_target_allows_serde_json_rounding_a_long_number_one_ulp_off() {
     // and reads back one ULP away. The property failed on this input before it allowed that.
     json_document(b"{\"\":[\n2222222222222216111111,2222222222,222222]}");
     assert!(same_value(&serde_json::json!(1.0), &serde_json::json!(1.0000000000000002)));
-    assert!(!same_value(&serde_json::json!(1.0), &serde_json::json!(1.0000000000000004)));
+    assert!(!same_value(&serde_json::json!(1.0), &serde_json::json!(1.000000000000002)), "9 ULPs");
     assert!(!same_value(&serde_json::json!(1), &serde_json::json!(2)));
+}
+
+#[test]
+fn json_target_allows_two_readings_of_a_long_number_two_ulps_apart() {
+    // Found by CI's fuzz smoke: the 40-digit integer reads as 1.1122222222222221e39, which
+    // renders as such and reads back as 1.1122222222222218e39, two ULPs away. The property
+    // failed on this input while it allowed one ULP.
+    json_document(
+        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/jose_json_document/two-ulps-apart"))
+            .unwrap(),
+    );
+    assert!(same_value(&serde_json::json!(1.1122222222222221e39), &serde_json::json!(1.1122222222222218e39)));
 }

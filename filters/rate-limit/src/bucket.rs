@@ -84,8 +84,11 @@ impl Limits {
     /// `x` with at most `max_tokens` of debt. Taking a token never writes more, so a larger
     /// state was not written under this shape: an entry of another rule's shape (a reload that
     /// changed a rule, a rule index that now names another rule), or a clock stepped back.
-    /// Read as an empty bucket: strict, and it refills at this rule's rate. Unbounded, a rule
-    /// slowed by a reload read the states of its faster predecessor as decades of debt.
+    /// Read as an empty bucket by what the answer says (Retry-After, time to full, eviction
+    /// order): unbounded, those said decades. The decision is the same either way (a take is
+    /// allowed iff `x < V + max_tokens`) and a refusal writes nothing, so such a state is still
+    /// denied until this shape's clock reaches it; the table frees its slot instead
+    /// ([`Limits::is_reusable`]).
     pub fn bounded(&self, x: u64, now_ns: u64) -> u64 {
         x.min(self.virtual_tokens(now_ns).saturating_add(self.max_tokens))
     }

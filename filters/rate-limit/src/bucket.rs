@@ -71,11 +71,24 @@ impl Limits {
         x <= self.virtual_tokens(now_ns)
     }
 
+    /// Can a slot holding state `x` of this shape be reused? When the bucket is full (no
+    /// loss), or when `x` owes more than `max_tokens`, which no take under this shape writes:
+    /// an entry of another shape (a reload that slowed the rule) sits so far ahead of this
+    /// shape's clock that it would never read as full, and held its slot for decades. A clock
+    /// stepped back further than a bucket takes to fill reads live entries so too: they may
+    /// then be taken over, as a full one is.
+    pub fn is_reusable(&self, x: u64, now_ns: u64) -> bool {
+        self.is_full(x, now_ns) || x > self.virtual_tokens(now_ns).saturating_add(self.max_tokens)
+    }
+
     /// `x` with at most `max_tokens` of debt. Taking a token never writes more, so a larger
     /// state was not written under this shape: an entry of another rule's shape (a reload that
     /// changed a rule, a rule index that now names another rule), or a clock stepped back.
-    /// Read as an empty bucket: strict, and it refills at this rule's rate. Unbounded, a rule
-    /// slowed by a reload read the states of its faster predecessor as decades of debt.
+    /// Read as an empty bucket by what the answer says (Retry-After, time to full, eviction
+    /// order): unbounded, those said decades. The decision is the same either way (a take is
+    /// allowed iff `x < V + max_tokens`) and a refusal writes nothing, so such a state is still
+    /// denied until this shape's clock reaches it; the table frees its slot instead
+    /// ([`Limits::is_reusable`]).
     pub fn bounded(&self, x: u64, now_ns: u64) -> u64 {
         x.min(self.virtual_tokens(now_ns).saturating_add(self.max_tokens))
     }
@@ -292,6 +305,14 @@ mod tests {
         // A state this shape wrote is untouched.
         let y = daily.take(0, now).x;
         assert_eq!(daily.bounded(y, now), y);
+        // A slot: the other shape's state is reusable, one this shape wrote (empty) is not.
+        assert!(daily.is_reusable(x, now));
+        let mut z = 0;
+        for _ in 0..40 {
+            z = daily.take(z, now).x;
+        }
+        assert!(!daily.take(z, now).allowed);
+        assert!(!daily.is_reusable(z, now));
     }
 
     #[test]

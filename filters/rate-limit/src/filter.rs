@@ -970,6 +970,34 @@ mod tests {
     }
 
     #[test]
+    fn a_slowed_rules_old_entries_do_not_hold_the_table() {
+        // Found in review (review3): after a reload that slows a rule, the entries its old
+        // shape wrote sit far beyond the new shape's clock (decades of debt on it), so they are
+        // never free; a new key that had to evict one inherited that state and was denied, and
+        // with DENY the group stayed full. One group of 4: filled by the old shape, then 4 new
+        // keys of the new shape.
+        for on_full in ["EVICT", "DENY"] {
+            let rule = |interval: &str| {
+                format!(
+                    r#"{{"rules":[{{"name":"per_ip","actions":[{{"remote_address":{{}}}}],
+                    "token_bucket":{{"max_tokens":4,"tokens_per_fill":4,"fill_interval":"{interval}"}}}}],
+                    "table":{{"max_keys":4,"on_full":"{on_full}"}}}}"#
+                )
+            };
+            let p = proxy_at(T0 * 1_000_000_000);
+            let mut hourly: W = p.worker(&rule("3600s"));
+            for i in 1..=4 {
+                assert_eq!(send(&mut hourly, &[], &format!("10.0.0.{i}:1")).0, 200);
+            }
+            // An hour on, every old bucket is full again on its own clock.
+            p.advance(Duration::from_secs(3_600));
+            let mut daily: W = p.worker(&rule("86400s"));
+            let statuses: Vec<u32> = (5..=8).map(|i| send(&mut daily, &[], &format!("10.0.0.{i}:1")).0).collect();
+            assert_eq!(statuses, [200, 200, 200, 200], "{on_full}");
+        }
+    }
+
+    #[test]
     fn workers_share_one_budget() {
         // Two worker VMs (two roots) on one proxy's shared data: one budget.
         let p = proxy_at(T0 * 1_000_000_000);

@@ -135,7 +135,7 @@ pub fn find_slot(
     let is_free = |e: &Entry| match e.rule().map(limits) {
         None => true,       // empty
         Some(None) => true, // no such rule any more
-        Some(Some(l)) => l.is_full(e.x, now_ns),
+        Some(Some(l)) => l.is_reusable(e.x, now_ns),
     };
     let live = entries.iter().filter(|e| !is_free(e)).count();
     if let Some(i) = entries.iter().position(|e| e.tag == 0) {

@@ -135,10 +135,7 @@ impl Drop for LdsEnvoy {
 /// The Wasm plugin configuration (JSON) of HTTP filter `filter` in `listeners`, changed by
 /// `edit`; `false` when the filter is not there or its configuration is not JSON.
 pub fn edit_plugin(listeners: &mut [Value], filter: &str, edit: impl FnOnce(&mut Value)) -> bool {
-    let Some(config) = http_filters(listeners).find(|f| f["name"] == filter).map(|f| &mut f["typed_config"]["config"])
-    else {
-        return false;
-    };
+    let Some(config) = wasm_config(listeners, filter) else { return false };
     let Some(text) = config["configuration"]["value"].as_str() else { return false };
     let Ok(mut json) = serde_json::from_str::<Value>(text) else { return false };
     edit(&mut json);

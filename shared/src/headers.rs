@@ -57,9 +57,47 @@ pub fn first<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8
     headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
 }
 
+/// Append `n` in decimal. Header values are built on every request: `format!` and
+/// `to_string` go through `core::fmt` (padding, a trait object per argument), measured at
+/// several hundred instructions per number in the rate-limit headers; this is a loop.
+pub fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        // `n % 10` < 10: the digit is ASCII.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        out.push(char::from(*d));
+    }
+}
+
+/// `n` in decimal, as a new string.
+pub fn decimal(n: u64) -> String {
+    let mut s = String::with_capacity(20);
+    push_decimal(&mut s, n);
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_is_to_string() {
+        for n in [0, 1, 9, 10, 99, 100, 4_294_967_295, 1_000_000_007, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
+            let mut s = String::from("q=");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("q={n}"));
+        }
+    }
 
     #[test]
     fn first_value_of_a_read_map() {

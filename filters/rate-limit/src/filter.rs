@@ -13,12 +13,14 @@ use crate::rls;
 use crate::table::{self, Slot};
 use shared::config::ConfigError;
 use shared::hash::{keyed, HashKey};
+use shared::headers::{decimal, push_decimal};
 use shared::host::BodyKind;
 use shared::host::HeaderMapKind::{RequestHeaders, ResponseHeaders};
 use shared::host::HostExt;
 use shared::shared_cell::{self, CasError};
 use shared::stats::Counter;
 use shared::{Action as FilterAction, Host, HttpFilter, LogLevel, RootFilter};
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -277,6 +279,38 @@ pub struct RateLimit {
     replied: bool,
 }
 
+/// `"<name>"`, the start of an IETF `RateLimit`/`RateLimit-Policy` member (rule names are
+/// checked at load to need no escaping).
+fn quoted(name: &str) -> String {
+    let mut s = String::with_capacity(name.len() + 24);
+    s.push('"');
+    s.push_str(name);
+    s.push('"');
+    s
+}
+
+/// `"<name>";r=<remaining>;t=<seconds>`: a member of the IETF `RateLimit` header.
+fn state_member(name: &str, remaining: u64, t: u64) -> String {
+    let mut s = quoted(name);
+    s.push_str(";r=");
+    push_decimal(&mut s, remaining);
+    s.push_str(";t=");
+    push_decimal(&mut s, t);
+    s
+}
+
+/// The members of a structured-field list, `, `-separated.
+fn join<'a>(parts: impl Iterator<Item = &'a str>) -> String {
+    let mut s = String::new();
+    for (i, p) in parts.enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(p);
+    }
+    s
+}
+
 fn now_ns(host: &dyn Host) -> u64 {
     shared::time::nanos(host.now())
 }
@@ -474,20 +508,21 @@ impl RateLimit {
     /// service's statuses exactly as Envoy's ratelimit filter builds them when any global rule
     /// reported a limit, else from the most restrictive local bucket, as local_ratelimit), and
     /// on a denial `Retry-After` (and `x-envoy-ratelimited` for the service's).
-    fn headers(&self, denial: Denial) -> Vec<(String, String)> {
+    fn headers(&self, denial: Denial) -> Vec<(Cow<'static, str>, String)> {
         let config = &self.config;
-        let mut out = Vec::new();
+        let mut out: Vec<(Cow<'static, str>, String)> = Vec::new();
         if config.ratelimit_headers {
             // (rule index, policy member, state member), in rule order.
-            let mut members: Vec<(usize, String, String)> = Vec::new();
+            let mut members: Vec<(usize, Cow<'_, str>, String)> = Vec::new();
             for g in &self.global {
                 let (Some(rule), Some((quota, unit, _))) = (config.rules.get(g.rule), &g.limit) else { continue };
                 let t = g.reset.map_or(0, |r| r.1);
-                members.push((
-                    g.rule,
-                    format!("\"{}\";q={quota};w={}", rule.name, (*unit).max(1)),
-                    format!("\"{}\";r={};t={t}", rule.name, g.remaining),
-                ));
+                let mut policy = quoted(&rule.name);
+                policy.push_str(";q=");
+                push_decimal(&mut policy, u64::from(*quota));
+                policy.push_str(";w=");
+                push_decimal(&mut policy, (*unit).max(1));
+                members.push((g.rule, Cow::Owned(policy), state_member(&rule.name, u64::from(g.remaining), t)));
             }
             for e in &self.evals {
                 let Some(rule) = config.rules.get(e.rule) else { continue };
@@ -496,17 +531,14 @@ impl RateLimit {
                 }
                 members.push((
                     e.rule,
-                    rule.policy_header.clone(),
-                    format!("\"{}\";r={};t={}", rule.name, e.remaining, ceil_secs(e.full_in_ns)),
+                    Cow::Borrowed(rule.policy_header.as_str()),
+                    state_member(&rule.name, e.remaining, ceil_secs(e.full_in_ns)),
                 ));
             }
             members.sort_by_key(|m| m.0);
             if !members.is_empty() {
-                out.push((
-                    "ratelimit-policy".into(),
-                    members.iter().map(|m| m.1.as_str()).collect::<Vec<_>>().join(", "),
-                ));
-                out.push(("ratelimit".into(), members.iter().map(|m| m.2.as_str()).collect::<Vec<_>>().join(", ")));
+                out.push(("ratelimit-policy".into(), join(members.iter().map(|m| m.1.as_ref()))));
+                out.push(("ratelimit".into(), join(members.iter().map(|m| m.2.as_str()))));
             }
         }
         if config.x_ratelimit_headers {
@@ -515,21 +547,21 @@ impl RateLimit {
             } else if let Some(e) = self.evals.iter().min_by_key(|e| e.remaining) {
                 // As local_ratelimit: the most restrictive bucket (fewest tokens left).
                 if let Some(limits) = config.rules.get(e.rule).and_then(Rule::table_limits) {
-                    out.push(("x-ratelimit-limit".into(), limits.max_tokens.to_string()));
-                    out.push(("x-ratelimit-remaining".into(), e.remaining.to_string()));
-                    out.push(("x-ratelimit-reset".into(), ceil_secs(e.next_fill_in_ns).to_string()));
+                    out.push(("x-ratelimit-limit".into(), decimal(limits.max_tokens)));
+                    out.push(("x-ratelimit-remaining".into(), decimal(e.remaining)));
+                    out.push(("x-ratelimit-reset".into(), decimal(ceil_secs(e.next_fill_in_ns))));
                 }
             }
         }
         match denial {
             Denial::None => {}
-            Denial::Local(d) => out.push(("retry-after".into(), ceil_secs(d.retry_after_ns).max(1).to_string())),
+            Denial::Local(d) => out.push(("retry-after".into(), decimal(ceil_secs(d.retry_after_ns).max(1)))),
             Denial::Global => {
                 let enforcing_over =
                     |g: &&GlobalEval| g.over_limit && config.rules.get(g.rule).is_some_and(|r| !r.shadow);
                 if let Some(wait) = self.global.iter().filter(enforcing_over).filter_map(|g| g.reset.map(|r| r.1)).max()
                 {
-                    out.push(("retry-after".into(), wait.max(1).to_string()));
+                    out.push(("retry-after".into(), decimal(wait.max(1))));
                 }
                 if config.global.as_ref().is_some_and(|g| g.x_envoy_ratelimited) {
                     out.push(("x-envoy-ratelimited".into(), "true".into()));
@@ -543,7 +575,7 @@ impl RateLimit {
     /// status with the fewest remaining (first on ties) among those with a limit gives
     /// `remaining` and `reset` (whole seconds); `limit` is its quota followed by
     /// `, <quota>;w=<unit seconds>[;name="<limit name>"]` for every status with a known unit.
-    fn x_ratelimit_from_service(&self) -> Option<Vec<(String, String)>> {
+    fn x_ratelimit_from_service(&self) -> Option<Vec<(Cow<'static, str>, String)>> {
         let mut min: Option<&GlobalEval> = None;
         let mut policy = String::new();
         for g in &self.global {
@@ -552,33 +584,45 @@ impl RateLimit {
                 min = Some(g);
             }
             if *unit > 0 {
-                policy.push_str(&format!(", {quota};w={unit}"));
+                policy.push_str(", ");
+                push_decimal(&mut policy, u64::from(*quota));
+                policy.push_str(";w=");
+                push_decimal(&mut policy, *unit);
                 // The service's limit name goes into a quoted string: only when it can be one
                 // (a CR or LF would split the header; found by the rate_limit_rls_answer fuzz
                 // target).
                 if !name.is_empty() && name.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
-                    policy.push_str(&format!(";name=\"{name}\""));
+                    policy.push_str(";name=\"");
+                    policy.push_str(name);
+                    policy.push('"');
                 }
             }
         }
         let m = min?;
-        let quota = m.limit.as_ref().map_or(0, |l| l.0);
+        let mut limit = decimal(u64::from(m.limit.as_ref().map_or(0, |l| l.0)));
+        limit.push_str(&policy);
         Some(vec![
-            ("x-ratelimit-limit".into(), format!("{quota}{policy}")),
-            ("x-ratelimit-remaining".into(), m.remaining.to_string()),
-            ("x-ratelimit-reset".into(), m.reset.map_or(0, |r| r.0).to_string()),
+            ("x-ratelimit-limit".into(), limit),
+            ("x-ratelimit-remaining".into(), decimal(u64::from(m.remaining))),
+            ("x-ratelimit-reset".into(), decimal(m.reset.map_or(0, |r| r.0))),
         ])
     }
 
     /// Answer the request now: a denial, with its headers. `Pause` either way: a reply the
     /// host refuses leaves the request paused (denied by reset), never passed on.
-    fn reply(&mut self, host: &dyn Host, status: u32, body: &[u8], headers: Vec<(String, String)>) -> FilterAction {
+    fn reply(
+        &mut self,
+        host: &dyn Host,
+        status: u32,
+        body: &[u8],
+        headers: Vec<(Cow<'static, str>, String)>,
+    ) -> FilterAction {
         self.replied = true;
         let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
             all.push(("content-type", "text/plain"));
         }
-        all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        all.extend(headers.iter().map(|(k, v)| (k.as_ref(), v.as_str())));
         if host.send_local_response(status, &all, body).is_err() {
             self.stats.host_errors.inc(host);
             host.log(LogLevel::Error, "rate-limit: the host refused the local reply; the request is denied by reset");
@@ -745,7 +789,9 @@ impl RateLimit {
         if denied {
             let mut headers = self.headers(Denial::Global);
             headers.extend(
-                self.response_headers_to_add.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())),
+                self.response_headers_to_add
+                    .iter()
+                    .map(|(k, v)| (Cow::Owned(k.clone()), String::from_utf8_lossy(v).into_owned())),
             );
             let body = if response.raw_body.is_empty() { b"rate limited".to_vec() } else { response.raw_body };
             return self.reply(host, config.status, &body, headers);

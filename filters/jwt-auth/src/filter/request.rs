@@ -7,6 +7,7 @@ use crate::extract::RequestHeaders;
 use crate::token::Status;
 use jose::jwks::Jwks;
 use shared::host::HeaderMapKind;
+use shared::matching::RouteName;
 use shared::time::{duration_ms, millis};
 use shared::{reply, Action, Host, LogLevel};
 use std::cell::RefCell;
@@ -33,6 +34,8 @@ impl shared::waiting::Waiter for Waiter {
 /// What a paused stream waits for (kept by the stream, read when it is woken).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Wait {
+    /// The request's rule (matched once, at the first decision).
+    rule: usize,
     provider: usize,
     /// It asked for a refetch (unknown `kid`).
     refetch: bool,
@@ -101,13 +104,13 @@ impl Worker {
             self.stats.allowed.inc(host);
             return Decision::Done(Action::Continue);
         }
-        if self.engine.requirement(request.get_str(":path")).is_none() {
+        let Some(rule) = self.engine.rule(request.get_str(":path"), &RouteName::of(host)) else {
             self.stats.allowed.inc(host);
             return Decision::Done(Action::Continue);
-        }
+        };
         // Keys another worker published since this worker's last tick.
         self.take_missing_keys(host);
-        self.decide(host, context_id, &request, Settled::default())
+        self.decide(host, context_id, &request, rule, Settled::default())
     }
 
     /// `on_wake`: decide again, with what this wait taught.
@@ -124,14 +127,21 @@ impl Worker {
         // in case a removal failed.
         let mut request = RequestHeaders(host.headers(HeaderMapKind::RequestHeaders));
         apply(host, &self.engine.sanitize(&mut request));
-        self.decide(host, context_id, &request, settled)
+        self.decide(host, context_id, &request, wait.rule, settled)
     }
 
     /// Evaluate until decided or waiting. A wait that cannot be registered (wait list full, no
     /// refetch to be had) is settled and the request evaluated again: each round settles one
     /// more provider, so this ends; the bound is a guard.
-    fn decide(&self, host: &dyn Host, context_id: u32, request: &RequestHeaders, mut settled: Settled) -> Decision {
-        let Some(requirement) = self.engine.requirement(request.get_str(":path")) else {
+    fn decide(
+        &self,
+        host: &dyn Host,
+        context_id: u32,
+        request: &RequestHeaders,
+        rule: usize,
+        mut settled: Settled,
+    ) -> Decision {
+        let Some(requirement) = self.engine.requirement_of(rule) else {
             self.stats.allowed.inc(host);
             return Decision::Done(Action::Continue);
         };
@@ -159,7 +169,7 @@ impl Worker {
                     return Decision::Done(Action::Pause);
                 }
                 Verdict::Wait { provider, refetch } => {
-                    if let Some(wait) = self.enqueue(host, context_id, provider, refetch, now, &settled) {
+                    if let Some(wait) = self.enqueue(host, context_id, rule, provider, refetch, now, &settled) {
                         return Decision::Wait(wait);
                     }
                     // No wait: decide with the keys there are.
@@ -182,6 +192,7 @@ impl Worker {
         &self,
         host: &dyn Host,
         context_id: u32,
+        rule: usize,
         provider: usize,
         refetch: bool,
         now: SystemTime,
@@ -202,7 +213,7 @@ impl Worker {
         let deadline_ms = now_ms.saturating_add(duration_ms(remote.timeout + WAIT_MARGIN));
         // Not full (checked above; nothing else runs in between).
         self.waiting.push(Waiter { context_id, provider, records_taken: remote.records_taken(), deadline_ms });
-        Some(Wait { provider, refetch, deadline_ms, failures: remote.failures(), settled: settled.clone() })
+        Some(Wait { rule, provider, refetch, deadline_ms, failures: remote.failures(), settled: settled.clone() })
     }
 
     fn deny(&self, host: &dyn Host, status: Status, request: &RequestHeaders) {

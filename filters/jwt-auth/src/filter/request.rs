@@ -169,8 +169,9 @@ impl Worker {
                     return Decision::Done(Action::Pause);
                 }
                 Verdict::Wait { provider, refetch } => {
-                    if let Some(wait) = self.enqueue(host, context_id, rule, provider, refetch, now, &settled) {
-                        return Decision::Wait(wait);
+                    if let Some((deadline_ms, failures)) = self.enqueue(host, context_id, provider, refetch, now) {
+                        let settled = settled.clone();
+                        return Decision::Wait(Wait { rule, provider, refetch, deadline_ms, failures, settled });
                     }
                     // No wait: decide with the keys there are.
                     if refetch {
@@ -187,17 +188,16 @@ impl Worker {
     }
 
     /// Register a wait for `provider`'s keys (claiming the proxy's refetch for an unknown
-    /// `kid`); `None` when the request cannot wait.
+    /// `kid`): the wait's deadline and the provider's failed fetches so far; `None` when the
+    /// request cannot wait.
     fn enqueue(
         &self,
         host: &dyn Host,
         context_id: u32,
-        rule: usize,
         provider: usize,
         refetch: bool,
         now: SystemTime,
-        settled: &Settled,
-    ) -> Option<Wait> {
+    ) -> Option<(u64, u64)> {
         let remote = self.providers.get(provider)?.remote.as_ref()?;
         if self.waiting.is_full() || remote.timeout.is_zero() {
             return None;
@@ -213,7 +213,7 @@ impl Worker {
         let deadline_ms = now_ms.saturating_add(duration_ms(remote.timeout + WAIT_MARGIN));
         // Not full (checked above; nothing else runs in between).
         self.waiting.push(Waiter { context_id, provider, records_taken: remote.records_taken(), deadline_ms });
-        Some(Wait { rule, provider, refetch, deadline_ms, failures: remote.failures(), settled: settled.clone() })
+        Some((deadline_ms, remote.failures()))
     }
 
     fn deny(&self, host: &dyn Host, status: Status, request: &RequestHeaders) {

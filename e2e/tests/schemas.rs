@@ -474,6 +474,17 @@ fn refused_by_both() -> Vec<(&'static str, String)> {
         ("body-logger", r(r#"{"content_types":["json"]}"#)),
         ("body-logger", r(r#"{"methods":["G3T"]}"#)),
         ("body-logger", r(r#"{"paths":[{"prefix":"/a","safe_regex":{"regex":"/b"}}]}"#)),
+        ("body-logger", r(r#"{"paths":[{"prefix":"/a","route_name":"a"}]}"#)),
+        ("body-logger", r(r#"{"paths":[{"route_name":""}]}"#)),
+        ("security-headers", r(r#"{"path_overrides":[{"match":{"route_name":"a\u0007b"}}]}"#)),
+        ("jwt-auth", r(r#"{"rules":[{"match":{"route_name":7}}]}"#)),
+        (
+            "rate-limit",
+            format!(
+                r#"{{"rules":[{}]}}"#,
+                RULE.replace(r#""name":"r","#, r#""name":"r","match":{"path":"/a","route_name":"a"},"#)
+            ),
+        ),
         ("body-logger", r(r#"{"redact":{"fields":["--"]}}"#)),
         ("body-logger", r(r#"{"redact":{"headers":["x y"]}}"#)),
         ("body-logger", r(r#"{"redact":{"replacement":"a\"b"}}"#)),
@@ -593,6 +604,10 @@ fn accepted_by_both() -> Vec<(&'static str, String)> {
         ("rate-limit", format!(r#"{{"rules":[{}]}}"#, RULE.replace(r#"{"remote_address":{}}"#, r#"{"remote_address":null,"request_headers":{"header_name":":Path","descriptor_key":"p"}}"#))),
         ("rate-limit", format!(r#"{{"rules":[{}]}}"#, RULE.replace(r#""name":"r","#, r#""name":"r","match":{"prefix":null,"headers":[{"name":"x","exact_match":null,"present_match":false}]},"#))),
         ("jwt-auth", r("{}")),
+        ("jwt-auth", r(r#"{"rules":[{"match":{"route_name":"admin","prefix":null}},{"match":{"route_name":"ünïcode route/1"}}]}"#)),
+        ("security-headers", r(r#"{"path_overrides":[{"match":{"route_name":"docs"}}]}"#)),
+        ("body-logger", r(r#"{"paths":[{"route_name":"api"},{"prefix":"/b"}]}"#)),
+        ("rate-limit", format!(r#"{{"rules":[{}]}}"#, RULE.replace(r#""name":"r","#, r#""name":"r","match":{"route_name":"admin","methods":["GET"]},"#))),
         ("jwt-auth", r(r#"{"providers":{"p":{"local_jwks":{"inline_string":""},"remote_jwks":null,"from_cookies":["s!d"]}},"rules":[{"match":{"prefix":"/"},"requires":{}}]}"#)),
         ("jwt-auth", r(r#"{"providers":{"p":{"remote_jwks":{"http_uri":{"uri":"https://idp:8443/a/b@c?x=1","cluster":"c","timeout":"1.5s"}}}}}"#)),
         ("token-fetch", r(r#"{"http_get":{"token_endpoint":{"cluster":"c","uri":"https://t:1?x"},"token_json_field":"t","token_lifetime":"60s"},"oauth2":null,"header_prefix":"","refresh_fraction":1}"#)),

@@ -15,6 +15,7 @@
 #![no_main]
 
 use security_headers::config::{Config, Policy};
+use shared::matching::RouteName;
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -96,7 +97,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     };
 
     let expected = overrides.iter().position(|(kind, lit)| model_matches(*kind, lit, path)).map(|i| i.to_string());
-    assert_eq!(marker(compiled.policy_for(Some(path))), expected, "path {path:?}, overrides {overrides:?}");
+    assert_eq!(marker(compiled.policy_for(Some(path), &RouteName::known(None))), expected, "path {path:?}, overrides {overrides:?}");
     // No path (`:path` absent or not UTF-8): the top level.
-    assert_eq!(marker(compiled.policy_for(None)), None);
+    assert_eq!(marker(compiled.policy_for(None, &RouteName::known(None))), None);
 });

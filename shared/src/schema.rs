@@ -80,18 +80,37 @@ impl JsonSchema for PathMatchConfig {
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let mut schema = json_schema!({
             "type": "object",
-            "description": "Envoy's route match on the path (query string ignored): exactly one of `prefix`, `path` (exact), `safe_regex` (whole path).",
+            "description": "Envoy's route match on the path (query string ignored), or the route Envoy picked: exactly one of `prefix`, `path` (exact), `safe_regex` (whole path), `route_name` (the route's `name`, exact; `xds.route_name`).",
             "properties": {
                 "prefix": path_literal(),
                 "path": path_literal(),
                 "safe_regex": generator.subschema_for::<Option<RegexMatcherConfig>>(),
+                "route_name": route_name(),
             },
             "additionalProperties": false
         });
-        exactly_one_of(&["prefix", "path", "safe_regex"])(&mut schema);
+        exactly_one_of(PATH_MATCH)(&mut schema);
         schema
     }
 }
+
+/// The fields of a path match, exactly one of which is set.
+pub const PATH_MATCH: &[&str] = &["prefix", "path", "safe_regex", "route_name"];
+
+/// A `route_name`: the exact name of an Envoy route (`matching::check_route_name`); `null`
+/// reads as absent.
+pub fn route_name() -> Value {
+    json!({
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": crate::matching::MAX_ROUTE_NAME_LEN,
+        "pattern": ROUTE_NAME_PATTERN,
+        "description": "The name of the route Envoy picked for the request (its `name` in the route table, `xds.route_name`), compared exactly. A request without a route, or whose route has no name, never matches."
+    })
+}
+
+/// See [`route_name`]: no control characters (C0, DEL, C1).
+pub const ROUTE_NAME_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]+$";
 
 /// A `prefix` / `path` literal: starts with `/`, no query, fragment, space or control
 /// character (`matching::check_path_literal`); `null` reads as absent.

@@ -572,6 +572,8 @@ mod tests {
             (r#"{"content_types":["json"]}"#, "content_types[0]"),
             (r#"{"content_types":["application/json","a/b c"]}"#, "content_types[1]"),
             (r#"{"paths":[{"prefix":"api"}]}"#, "paths[0].prefix"),
+            (r#"{"paths":[{"prefix":"/a"},{"route_name":""}]}"#, "paths[1].route_name"),
+            (r#"{"paths":[{"route_name":"a","safe_regex":{"regex":"/a"}}]}"#, "paths[0]"),
             (r#"{"methods":["GET","P OST"]}"#, "methods[1]"),
             (r#"{"log_level":"loud"}"#, "log_level"),
             (r#"{"filter_state_name":"a b"}"#, "filter_state_name"),

@@ -16,6 +16,7 @@ use shared::config::ConfigError;
 use shared::hash::{fnv1a, mix64};
 use shared::headers::first;
 use shared::host::{BodyKind as Buffer, HeaderMapKind, HostExt};
+use shared::matching::RouteName;
 use shared::stats::Counter;
 use shared::{Action, Host, HttpFilter, RootFilter};
 use std::cell::Cell;
@@ -319,7 +320,8 @@ impl BodyLogger {
         }
         if !c.paths.is_empty() {
             let path = String::from_utf8_lossy(path);
-            if !c.paths.iter().any(|m| m.matches(&path)) {
+            let route = RouteName::of(host);
+            if !c.paths.iter().any(|m| m.matches(Some(&path), &route)) {
                 return false;
             }
         }
@@ -777,6 +779,31 @@ mod tests {
             let (p, mut w) = make(r#"{"paths":[{"prefix":"/api"}],"methods":["post"]}"#);
             exchange(&mut w, (&[(":method", method), (":path", path)], b""), (&[(":status", "200")], b""), 1);
             assert_eq!(lines(&p).len(), usize::from(logged), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn match_rules_on_the_route_name_read_it_once_and_only_when_tried() {
+        let json = r#"{"paths":[{"prefix":"/api"},{"route_name":"admin"}]}"#;
+        for (route, path, logged, reads) in [
+            (Some("admin"), "/ADMIN/x", true, 1),
+            (Some("admin"), "/api/x", true, 0),
+            (Some("other"), "/ADMIN/x", false, 1),
+            (Some(""), "/ADMIN/x", false, 1),
+            (None, "/ADMIN/x", false, 1),
+        ] {
+            let (p, mut w) = make(json);
+            let id = w.new_stream();
+            if let Some(r) = route {
+                w.set_property(id, &["xds", "route_name"], r.as_bytes());
+            }
+            let (action, calls) =
+                p.count_host_calls(|| w.request_headers(id, &[(":method", "GET"), (":path", path)], true));
+            assert_eq!(action, Action::Continue);
+            assert_eq!(calls.get(shared::proxytest::HostCall::GetProperty), reads, "{route:?} {path}");
+            w.response_headers(id, &[(":status", "200")], true);
+            w.complete(id);
+            assert_eq!(lines(&p).len(), usize::from(logged), "{route:?} {path}");
         }
     }
 

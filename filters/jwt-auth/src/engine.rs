@@ -14,6 +14,7 @@ use crate::extract::{Extractor, Found, Place, RequestHeaders};
 use crate::token::{self, Jwt, Status};
 use jose::jwks::{Jwks, VerifyError};
 use sha2::{Digest, Sha256};
+use shared::matching::RouteName;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
@@ -186,10 +187,20 @@ impl Engine {
         ops
     }
 
-    /// The requirement for this request: the first rule whose path matches; `None` = no JWT
-    /// needed (no rule matched).
-    pub fn requirement(&self, path: &str) -> Option<&Requirement> {
-        self.config.rules.iter().find(|r| r.matcher.matches(path)).map(|r| &r.requirement)
+    /// The rule for this request: the first whose `match` holds for its path or route (read
+    /// from `route` only when a rule names one); `None` = no JWT needed (no rule matched).
+    pub fn rule(&self, path: &str, route: &RouteName) -> Option<usize> {
+        self.config.rules.iter().position(|r| r.matcher.matches(Some(path), route))
+    }
+
+    /// The requirement of rule `index` (from [`rule`](Engine::rule)).
+    pub fn requirement_of(&self, index: usize) -> Option<&Requirement> {
+        self.config.rules.get(index).map(|r| &r.requirement)
+    }
+
+    /// The requirement for this request: its rule's.
+    pub fn requirement(&self, path: &str, route: &RouteName) -> Option<&Requirement> {
+        self.rule(path, route).and_then(|i| self.requirement_of(i))
     }
 
     /// Decide `requirement` for `request` (already [`sanitized`](Engine::sanitize)).

@@ -214,6 +214,13 @@ pub struct MatchConfig {
     pub path: Option<String>,
     #[serde(default)]
     pub safe_regex: Option<RegexMatcherConfig>,
+    /// The name of the route Envoy picked (`xds.route_name`), exact; instead of a path.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = shared::schema::ROUTE_NAME_PATTERN), length(min = 1, max = shared::matching::MAX_ROUTE_NAME_LEN))
+    )]
+    pub route_name: Option<String>,
     /// Upper-case HTTP methods.
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(inner(regex(pattern = r"^[A-Z_-]+$"))))]
@@ -444,12 +451,14 @@ type CompiledMatch = (Option<PathMatcher>, Vec<String>, Vec<HeaderMatch>);
 
 impl MatchConfig {
     fn compile(&self) -> Result<CompiledMatch, ConfigError> {
-        let any_path = self.prefix.is_some() || self.path.is_some() || self.safe_regex.is_some();
+        let any_path =
+            self.prefix.is_some() || self.path.is_some() || self.safe_regex.is_some() || self.route_name.is_some();
         let path = if any_path {
             let p = PathMatchConfig {
                 prefix: self.prefix.clone(),
                 path: self.path.clone(),
                 safe_regex: self.safe_regex.clone(),
+                route_name: self.route_name.clone(),
             };
             Some(p.compile()?)
         } else {
@@ -723,7 +732,7 @@ mod schema {
     /// A header name (RFC 9110 token) or one of the pseudo-headers a descriptor may read.
     pub const HEADER_OR_PSEUDO: &str = r"^(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|:[Pp][Aa][Tt][Hh]|:[Aa][Uu][Tt][Hh][Oo][Rr][Ii][Tt][Yy]|:[Mm][Ee][Tt][Hh][Oo][Dd]|:[Ss][Cc][Hh][Ee][Mm][Ee])$";
     pub const RULE_KIND: &[&str] = &["token_bucket", "global"];
-    pub const PATH_MATCH: &[&str] = &["prefix", "path", "safe_regex"];
+    pub use shared::schema::PATH_MATCH;
     pub const HEADER_MATCH: &[&str] = &["exact_match", "present_match"];
     pub const ACTION: &[&str] = &["remote_address", "masked_remote_address", "request_headers", "generic_key", "path"];
     /// 1 to 128 visible ASCII characters.
@@ -860,6 +869,20 @@ mod tests {
             (format!(r#"{{"rules":[{RULE}],"table":{{"max_keys":2000000}}}}"#), "table.max_keys"),
             (format!(r#"{{"rules":[{RULE}],"table":{{"on_full":"DROP"}}}}"#), "table.on_full"),
             (format!(r#"{{"rules":[{RULE}],"cas":{{"max_attempts":0}}}}"#), "cas.max_attempts"),
+            (
+                format!(
+                    r#"{{"rules":[{}]}}"#,
+                    RULE.replace(r#""name":"r","#, r#""name":"r","match":{"route_name":"a","path":"/a"},"#)
+                ),
+                "rules[0].match",
+            ),
+            (
+                format!(
+                    r#"{{"rules":[{}]}}"#,
+                    RULE.replace(r#""name":"r","#, r#""name":"r","match":{"route_name":""},"#)
+                ),
+                "rules[0].match.route_name",
+            ),
             (
                 format!(r#"{{"rules":[{RULE}],"enable_x_ratelimit_headers":"DRAFT_VERSION_04"}}"#),
                 "enable_x_ratelimit_headers",

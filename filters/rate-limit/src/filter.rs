@@ -17,6 +17,7 @@ use shared::headers::{decimal, push_decimal};
 use shared::host::BodyKind;
 use shared::host::HeaderMapKind::{RequestHeaders, ResponseHeaders};
 use shared::host::HostExt;
+use shared::matching::RouteName;
 use shared::shared_cell::{self, CasError};
 use shared::stats::Counter;
 use shared::{Action as FilterAction, Host, HttpFilter, LogLevel, RootFilter};
@@ -245,21 +246,27 @@ enum Descriptor {
 }
 
 /// What rules read from the request, read once and only when a rule needs it (a rule that
-/// matches no path or method and keys on neither costs no host call for them).
-#[derive(Default)]
-struct RequestView {
+/// matches no path, route or method and keys on neither costs no host call for them).
+struct RequestView<'h> {
     path: Option<String>,
     method: Option<Vec<u8>>,
     client: Option<Option<IpAddr>>,
     headers: Option<Vec<(String, Vec<u8>)>>,
+    route: RouteName<'h>,
 }
 
-impl RequestView {
+/// Lossy: a non-UTF-8 path still matches the prefixes it starts with.
+fn request_path(host: &dyn Host) -> String {
+    String::from_utf8_lossy(&host.header(RequestHeaders, ":path").unwrap_or_default()).into_owned()
+}
+
+impl<'h> RequestView<'h> {
+    fn new(host: &'h dyn Host) -> Self {
+        RequestView { path: None, method: None, client: None, headers: None, route: RouteName::of(host) }
+    }
+
     fn path(&mut self, host: &dyn Host) -> &str {
-        self.path.get_or_insert_with(|| {
-            // Lossy: a non-UTF-8 path still matches the prefixes it starts with.
-            String::from_utf8_lossy(&host.header(RequestHeaders, ":path").unwrap_or_default()).into_owned()
-        })
+        self.path.get_or_insert_with(|| request_path(host))
     }
 
     fn method(&mut self, host: &dyn Host) -> &[u8] {
@@ -332,9 +339,15 @@ impl RateLimit {
         address::parse_ip(std::str::from_utf8(&source).ok()?)
     }
 
-    fn rule_matches(rule: &Rule, host: &dyn Host, view: &mut RequestView) -> bool {
+    fn rule_matches(rule: &Rule, host: &dyn Host, view: &mut RequestView<'_>) -> bool {
         if let Some(m) = &rule.path {
-            if !m.matches(view.path(host)) {
+            let RequestView { path, route, .. } = view;
+            // Moves the borrow of the cached path in, so the path read outlives the closure.
+            let path = move || {
+                let path = path;
+                Some(path.get_or_insert_with(|| request_path(host)).as_str())
+            };
+            if !m.matches_with(path, route) {
                 return false;
             }
         }
@@ -357,7 +370,7 @@ impl RateLimit {
     /// The descriptor entries `(key, value)` of a rule for this request, with the values
     /// Envoy's route actions give: `remote_address` the address, `masked_remote_address` the
     /// masked address as a CIDR (`10.1.2.0/24`), `request_headers` the header's only value.
-    fn descriptor(&self, rule: &Rule, host: &dyn Host, view: &mut RequestView) -> Descriptor {
+    fn descriptor(&self, rule: &Rule, host: &dyn Host, view: &mut RequestView<'_>) -> Descriptor {
         let mut entries = Vec::with_capacity(rule.actions.len());
         for action in &rule.actions {
             match action {
@@ -809,7 +822,7 @@ impl RateLimit {
 impl HttpFilter for RateLimit {
     fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> FilterAction {
         let config = self.config.clone();
-        let mut view = RequestView::default();
+        let mut view = RequestView::new(host);
         // Read when a bucket needs it: a request that only global rules apply to needs no clock.
         let mut now = None;
         let mut global = Vec::new();
@@ -1159,6 +1172,55 @@ mod tests {
         let (_, h) = send(&mut w, &k("c", "/api/z"), ip);
         assert_eq!(header(&h, "ratelimit-policy"), Some("\"key\";q=2;w=120, \"all\";q=100;w=60"));
         assert!(header(&h, "ratelimit").unwrap().starts_with("\"key\";r=1;t=60, \"all\";r="), "{h:?}");
+    }
+
+    /// One request on route `route` (`xds.route_name`; `None`: no route): its status and the
+    /// `get_property` calls it made.
+    fn send_on_route(w: &mut W, route: Option<&str>, headers: &[(&str, &str)]) -> (u32, u64) {
+        let id = w.new_stream();
+        if let Some(r) = route {
+            w.set_property(id, &["xds", "route_name"], r.as_bytes());
+        }
+        let proxy = w.proxy().clone();
+        let (action, calls) = proxy.count_host_calls(|| w.request_headers(id, headers, true));
+        let status = match action {
+            FilterAction::Pause => w.local_reply(id).map_or(0, |r| r.status),
+            _ => 200,
+        };
+        (status, calls.get(shared::proxytest::HostCall::GetProperty))
+    }
+
+    #[test]
+    fn route_name_rules_follow_the_route_read_once_and_only_when_needed() {
+        let json = r#"{"rules":[
+          {"name":"admin","match":{"route_name":"admin","methods":["POST"]},"actions":[{"generic_key":{"descriptor_value":"a"}}],
+           "token_bucket":{"max_tokens":1,"fill_interval":"60s"}},
+          {"name":"also","match":{"route_name":"admin"},"actions":[{"generic_key":{"descriptor_value":"b"}}],
+           "token_bucket":{"max_tokens":100,"tokens_per_fill":100,"fill_interval":"60s"}}]}"#;
+        let p = proxy_at(T0 * 1_000_000_000);
+        let mut w: W = p.worker(json);
+        let post = |path: &'static str| [(":method", "POST"), (":path", path)];
+        assert_eq!(send_on_route(&mut w, Some("admin"), &post("/admin")), (200, 1), "two route rules, one read");
+        for path in ["/ADMIN", "/%61dmin/x", "/"] {
+            assert_eq!(send_on_route(&mut w, Some("admin"), &post(path)).0, 429, "{path}: the route's bucket");
+        }
+        assert_eq!(send_on_route(&mut w, Some("admin"), &[(":method", "GET"), (":path", "/admin")]).0, 200);
+        for route in [Some("other"), Some(""), None] {
+            assert_eq!(send_on_route(&mut w, route, &post("/admin")).0, 200, "route {route:?}");
+        }
+        assert_eq!(p.metric("rate_limit.rule.admin.limited"), Some(3));
+
+        // Rules on paths, methods or headers alone read no route name.
+        let json = r#"{"rules":[{"name":"p","match":{"prefix":"/admin","methods":["POST"]},
+          "actions":[{"generic_key":{"descriptor_value":"a"}}],"token_bucket":{"max_tokens":1,"fill_interval":"60s"}}]}"#;
+        let mut w: W = p.worker(json);
+        assert_eq!(send_on_route(&mut w, Some("admin"), &post("/admin")), (200, 0));
+        assert_eq!(send_on_route(&mut w, Some("admin"), &post("/admin")), (429, 0));
+        assert_eq!(
+            send_on_route(&mut w, Some("admin"), &post("/ADMIN")),
+            (200, 0),
+            "the control: a spelling slips past a path rule"
+        );
     }
 
     #[test]

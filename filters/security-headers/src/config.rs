@@ -6,7 +6,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use shared::config::ConfigError;
 use shared::headers::{normalize_header_name, validate_header_value};
-use shared::matching::{PathMatchConfig, PathMatcher};
+use shared::matching::{PathMatchConfig, PathMatcher, RouteName};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -173,9 +173,15 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// The policy for a request path (`:path`, query ignored).
-    pub fn policy_for(&self, path: Option<&str>) -> &Policy {
-        path.and_then(|p| self.overrides.iter().find(|(m, _)| m.matches(p)))
+    /// The override for a request path (`:path`, query ignored) or route; `None`: the default.
+    pub fn override_for(&self, path: Option<&str>, route: &RouteName) -> Option<usize> {
+        self.overrides.iter().position(|(m, _)| m.matches(path, route))
+    }
+
+    /// The policy for a request path (`:path`, query ignored) or route.
+    pub fn policy_for(&self, path: Option<&str>, route: &RouteName) -> &Policy {
+        self.override_for(path, route)
+            .and_then(|i| self.overrides.get(i))
             .map_or(&self.default_policy, |(_, policy)| policy)
     }
 }
@@ -472,15 +478,15 @@ mod tests {
                  {"match":{"path":"/embed"},"headers":{"x-frame-options":"SAMEORIGIN"}}]}"#,
         )
         .unwrap();
-        let docs = c.policy_for(Some("/docs/index.html?x=1"));
+        let docs = c.policy_for(Some("/docs/index.html?x=1"), &RouteName::known(None));
         assert!(value_of(docs, CSP).is_none());
         assert_eq!(value_of(docs, CSP_REPORT_ONLY).unwrap().value, "default-src 'self'");
-        let embed = c.policy_for(Some("/embed"));
+        let embed = c.policy_for(Some("/embed"), &RouteName::known(None));
         assert_eq!(value_of(embed, "x-frame-options").unwrap().value, "SAMEORIGIN");
         assert_eq!(value_of(embed, CSP).unwrap().value, "default-src 'none'; frame-ancestors 'none'");
-        let other = c.policy_for(Some("/api"));
+        let other = c.policy_for(Some("/api"), &RouteName::known(None));
         assert_eq!(value_of(other, "x-frame-options").unwrap().value, "DENY");
-        assert_eq!(c.policy_for(None), &c.default_policy);
+        assert_eq!(c.policy_for(None, &RouteName::known(None)), &c.default_policy);
     }
 
     #[test]
@@ -510,6 +516,8 @@ mod tests {
                 "path_overrides[0].match.safe_regex.regex",
             ),
             (r#"{"path_overrides":[{"match":{}}]}"#, "path_overrides[0].match"),
+            (r#"{"path_overrides":[{"match":{"route_name":"a","path":"/a"}}]}"#, "path_overrides[0].match"),
+            (r#"{"path_overrides":[{"match":{"route_name":"a\u0000"}}]}"#, "path_overrides[0].match.route_name"),
             (
                 r#"{"path_overrides":[{"match":{"prefix":"/a"},"headers":{"x\u00e9":"1"}}]}"#,
                 "path_overrides[0].headers.xé",

@@ -4,6 +4,7 @@
 use crate::config::{AppendAction, Compiled, Config, Policy};
 use shared::config::ConfigError;
 use shared::host::{HeaderMapKind::ResponseHeaders, HostExt};
+use shared::matching::RouteName;
 use shared::stats::Counter;
 use shared::{Action, Host, HttpFilter, LogLevel, RootFilter};
 use std::rc::Rc;
@@ -102,7 +103,7 @@ impl HttpFilter for SecurityHeaders {
         // cannot match a configured override: default policy.
         if !self.config.overrides.is_empty() {
             let path = host.request_header(":path");
-            self.policy_index = path.and_then(|p| self.config.overrides.iter().position(|(m, _)| m.matches(&p)));
+            self.policy_index = self.config.override_for(path.as_deref(), &RouteName::of(host));
         }
         Action::Continue
     }
@@ -310,6 +311,46 @@ mod tests {
         let id = exchange(&mut w, &[(":scheme", "http"), (":path", "/api")], &[(":status", "200")]);
         assert_eq!(w.response_header_values(id, "content-security-policy").len(), 1);
         assert_eq!(w.response_header_values(id, "x-frame-options"), vec!["DENY"]);
+    }
+
+    /// One exchange on route `route` (`xds.route_name`; `None`: no route): its id and the
+    /// `get_property` calls its request headers made.
+    fn exchange_on_route(w: &mut W, route: Option<&str>, path: &str) -> (u32, u64) {
+        let id = w.new_stream();
+        if let Some(r) = route {
+            w.set_property(id, &["xds", "route_name"], r.as_bytes());
+        }
+        let proxy = w.proxy().clone();
+        let (action, calls) =
+            proxy.count_host_calls(|| w.request_headers(id, &[(":scheme", "http"), (":path", path)], true));
+        assert_eq!(action, Action::Continue);
+        assert_eq!(w.response_headers(id, &[(":status", "200")], false), Action::Continue);
+        (id, calls.get(shared::proxytest::HostCall::GetProperty))
+    }
+
+    #[test]
+    fn route_name_override_follows_the_route_and_is_read_only_when_tried() {
+        let relaxed = r#""headers":{"x-frame-options":null}"#;
+        let (_p, mut w) = root(&format!(
+            r#"{{"path_overrides":[{{"match":{{"prefix":"/docs"}},{relaxed}}},{{"match":{{"route_name":"embed"}},{relaxed}}}]}}"#
+        ));
+        let frames = |w: &W, id: u32| w.response_header_values(id, "x-frame-options").is_empty();
+        // The path override matches first: the route name is not read (one read: tls_version).
+        let (id, reads) = exchange_on_route(&mut w, Some("embed"), "/docs/a");
+        assert!(frames(&w, id));
+        assert_eq!(reads, 1, "tls_version only");
+        for path in ["/embed", "/EMBED/x", "/"] {
+            let (id, reads) = exchange_on_route(&mut w, Some("embed"), path);
+            assert!(frames(&w, id), "{path} on the embed route");
+            assert_eq!(reads, 2, "tls_version and the route name, once");
+        }
+        for route in [Some("other"), Some(""), None] {
+            let (id, _) = exchange_on_route(&mut w, route, "/embed");
+            assert_eq!(w.response_header_values(id, "x-frame-options"), vec!["DENY"], "route {route:?}");
+        }
+        // Path overrides only: no route name read, whatever the route.
+        let (_p, mut w) = root(&format!(r#"{{"path_overrides":[{{"match":{{"prefix":"/docs"}},{relaxed}}}]}}"#));
+        assert_eq!(exchange_on_route(&mut w, Some("embed"), "/embed").1, 1);
     }
 
     #[test]

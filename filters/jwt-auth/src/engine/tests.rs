@@ -65,7 +65,7 @@ fn eval(e: &Engine, path: &str, h: &[(&str, &str)], keys: &dyn KeyView, settled:
     let mut pairs = vec![(":path", path)];
     pairs.extend_from_slice(h);
     let request = headers(&pairs);
-    let requirement = e.requirement(path).expect("a rule");
+    let requirement = e.requirement(path, &RouteName::known(None)).expect("a rule");
     e.evaluate(requirement, &request, keys, settled, NOW).0
 }
 

@@ -7,6 +7,7 @@ use crate::extract::RequestHeaders;
 use crate::token::Status;
 use jose::jwks::Jwks;
 use shared::host::HeaderMapKind;
+use shared::matching::RouteName;
 use shared::time::{duration_ms, millis};
 use shared::{reply, Action, Host, LogLevel};
 use std::cell::RefCell;
@@ -33,6 +34,8 @@ impl shared::waiting::Waiter for Waiter {
 /// What a paused stream waits for (kept by the stream, read when it is woken).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Wait {
+    /// The request's rule (matched once, at the first decision).
+    rule: usize,
     provider: usize,
     /// It asked for a refetch (unknown `kid`).
     refetch: bool,
@@ -101,13 +104,13 @@ impl Worker {
             self.stats.allowed.inc(host);
             return Decision::Done(Action::Continue);
         }
-        if self.engine.requirement(request.get_str(":path")).is_none() {
+        let Some(rule) = self.engine.rule(request.get_str(":path"), &RouteName::of(host)) else {
             self.stats.allowed.inc(host);
             return Decision::Done(Action::Continue);
-        }
+        };
         // Keys another worker published since this worker's last tick.
         self.take_missing_keys(host);
-        self.decide(host, context_id, &request, Settled::default())
+        self.decide(host, context_id, &request, rule, Settled::default())
     }
 
     /// `on_wake`: decide again, with what this wait taught.
@@ -124,14 +127,21 @@ impl Worker {
         // in case a removal failed.
         let mut request = RequestHeaders(host.headers(HeaderMapKind::RequestHeaders));
         apply(host, &self.engine.sanitize(&mut request));
-        self.decide(host, context_id, &request, settled)
+        self.decide(host, context_id, &request, wait.rule, settled)
     }
 
     /// Evaluate until decided or waiting. A wait that cannot be registered (wait list full, no
     /// refetch to be had) is settled and the request evaluated again: each round settles one
     /// more provider, so this ends; the bound is a guard.
-    fn decide(&self, host: &dyn Host, context_id: u32, request: &RequestHeaders, mut settled: Settled) -> Decision {
-        let Some(requirement) = self.engine.requirement(request.get_str(":path")) else {
+    fn decide(
+        &self,
+        host: &dyn Host,
+        context_id: u32,
+        request: &RequestHeaders,
+        rule: usize,
+        mut settled: Settled,
+    ) -> Decision {
+        let Some(requirement) = self.engine.requirement_of(rule) else {
             self.stats.allowed.inc(host);
             return Decision::Done(Action::Continue);
         };
@@ -159,8 +169,9 @@ impl Worker {
                     return Decision::Done(Action::Pause);
                 }
                 Verdict::Wait { provider, refetch } => {
-                    if let Some(wait) = self.enqueue(host, context_id, provider, refetch, now, &settled) {
-                        return Decision::Wait(wait);
+                    if let Some((deadline_ms, failures)) = self.enqueue(host, context_id, provider, refetch, now) {
+                        let settled = settled.clone();
+                        return Decision::Wait(Wait { rule, provider, refetch, deadline_ms, failures, settled });
                     }
                     // No wait: decide with the keys there are.
                     if refetch {
@@ -177,7 +188,8 @@ impl Worker {
     }
 
     /// Register a wait for `provider`'s keys (claiming the proxy's refetch for an unknown
-    /// `kid`); `None` when the request cannot wait.
+    /// `kid`): the wait's deadline and the provider's failed fetches so far; `None` when the
+    /// request cannot wait.
     fn enqueue(
         &self,
         host: &dyn Host,
@@ -185,8 +197,7 @@ impl Worker {
         provider: usize,
         refetch: bool,
         now: SystemTime,
-        settled: &Settled,
-    ) -> Option<Wait> {
+    ) -> Option<(u64, u64)> {
         let remote = self.providers.get(provider)?.remote.as_ref()?;
         if self.waiting.is_full() || remote.timeout.is_zero() {
             return None;
@@ -202,7 +213,7 @@ impl Worker {
         let deadline_ms = now_ms.saturating_add(duration_ms(remote.timeout + WAIT_MARGIN));
         // Not full (checked above; nothing else runs in between).
         self.waiting.push(Waiter { context_id, provider, records_taken: remote.records_taken(), deadline_ms });
-        Some(Wait { provider, refetch, deadline_ms, failures: remote.failures(), settled: settled.clone() })
+        Some((deadline_ms, remote.failures()))
     }
 
     fn deny(&self, host: &dyn Host, status: Status, request: &RequestHeaders) {

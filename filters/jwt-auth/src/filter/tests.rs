@@ -447,6 +447,8 @@ fn bad_configs_name_the_field() {
         ),
         (r#"{"max_token_bytes":1}"#, "max_token_bytes"),
         (r#"{"rules":[{"match":{"prefix":"/","headers":[]}}]}"#, "rules[0].match"),
+        (r#"{"rules":[{"match":{"route_name":""}}]}"#, "rules[0].match.route_name"),
+        (r#"{"rules":[{"match":{"route_name":"a","prefix":"/a"}}]}"#, "rules[0].match"),
     ];
     for (json, field) in cases {
         let mut r = JwtAuthRoot::default();
@@ -546,4 +548,72 @@ fn require_kid_refuses_tokens_without_kid() {
     // Off (the default): the same kid-less token is tried on every key, as jwt_authn.
     let mut w: W = p.worker(&inline_config(&jwks("h1"), ""));
     assert_eq!(request(&mut w, "/api", Some(&no_kid)).1, Action::Continue);
+}
+
+/// A request on route `route` (`xds.route_name`; `None`: no route), with the host calls it made.
+fn request_on_route(w: &mut W, route: Option<&str>, path: &str, auth: Option<&str>) -> (u32, Action, u64) {
+    let bearer = auth.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![(":path", path), (":authority", "api.test"), (":method", "GET")];
+    if let Some(b) = &bearer {
+        headers.push(("authorization", b.as_str()));
+    }
+    let id = w.new_stream();
+    if let Some(r) = route {
+        w.set_property(id, &["xds", "route_name"], r.as_bytes());
+    }
+    let proxy = w.proxy().clone();
+    let (action, calls) = proxy.count_host_calls(|| w.request_headers(id, &headers, true));
+    (id, action, calls.get(shared::proxytest::HostCall::GetProperty))
+}
+
+const ROUTE_RULES: &str =
+    r#"[{"match":{"route_name":"admin"},"requires":{"provider_name":"p"}},{"match":{"prefix":"/"}}]"#;
+
+#[test]
+fn route_name_rules_follow_the_route_not_the_path_spelling() {
+    let p = proxy();
+    let mut w: W = p.worker(&local_config("", ROUTE_RULES));
+    for path in ["/admin", "/ADMIN/x", "/%61dmin", "/anything"] {
+        let (id, action, reads) = request_on_route(&mut w, Some("admin"), path, None);
+        assert_eq!(action, Action::Pause, "{path} on the admin route");
+        assert_eq!(reply(&w, id).0, 401, "{path}");
+        assert_eq!(reads, 1, "the route name read once");
+    }
+    let token = hs(&valid_payload());
+    assert_eq!(request_on_route(&mut w, Some("admin"), "/ADMIN", Some(&token)).1, Action::Continue);
+    // Another route, an unnamed one (empty name) and no route at all: the rule does not hold.
+    for route in [Some("admin2"), Some("Admin"), Some(""), None] {
+        let (id, action, _) = request_on_route(&mut w, route, "/admin", None);
+        assert_eq!(action, Action::Continue, "route {route:?}");
+        assert!(w.local_reply(id).is_none());
+    }
+}
+
+#[test]
+fn a_path_only_config_reads_no_route_name() {
+    let p = proxy();
+    let mut w: W = p.worker(&local_config("", RULES));
+    let (id, action, reads) = request_on_route(&mut w, Some("admin"), "/admin", None);
+    assert_eq!((action, reply(&w, id).0), (Action::Pause, 401));
+    assert_eq!(reads, 0);
+    // A route rule after the matching path rule is not evaluated either.
+    let rules = r#"[{"match":{"prefix":"/"},"requires":{"provider_name":"p"}},{"match":{"route_name":"admin"}}]"#;
+    let mut w: W = p.worker(&local_config("", rules));
+    assert_eq!(request_on_route(&mut w, Some("admin"), "/admin", None).2, 0);
+}
+
+#[test]
+fn a_request_waiting_for_keys_keeps_its_route_rule_and_reads_the_name_once() {
+    let p = proxy();
+    let cfg = remote_config().replace(r#"{"match":{"prefix":"/"},"#, r#"{"match":{"route_name":"admin"},"#);
+    let mut w: W = p.worker(&cfg);
+    let token = hs(r#"{"iss":"https://iss"}"#);
+    let (id, action, reads) = request_on_route(&mut w, Some("admin"), "/ADMIN", Some(&token));
+    assert_eq!((action, reads), (Action::Pause, 1));
+    w.tick();
+    let (_, calls) = p.count_host_calls(|| answer(&mut w, "200", &jwks("h1")));
+    assert_eq!(w.resumes(), vec![(id, Phase::Request)]);
+    assert_eq!(calls.get(shared::proxytest::HostCall::GetProperty), 0, "not read again on resume");
+    // Off the route: no rule, no wait.
+    assert_eq!(request_on_route(&mut w, Some("public"), "/ADMIN", None).1, Action::Continue);
 }

@@ -346,20 +346,42 @@ fn body_logger_summarises_grpc_frames() {
     let lines = wait_lines(&envoy, 2);
     let unary = lines.iter().find(|l| l["path"] == UNARY).expect("unary line");
     let stream = lines.iter().find(|l| l["path"] == STREAM).expect("stream line");
-    let summary = |l: &Value, d: &str| l[d]["grpc"].clone();
-    // "hello": a 7-byte message (field 1, length 5); the replies add `index` when non-zero.
-    assert_eq!(summary(unary, "request")["messages"], 1, "{unary}");
-    assert_eq!(summary(unary, "response")["messages"], 1, "{unary}");
-    assert_eq!(summary(stream, "response")["messages"], 5, "{stream}");
+    let summary = |l: &Value, d: &str| {
+        let g = &l[d]["grpc"];
+        (g["messages"].as_u64(), g["message_bytes"].as_u64(), l[d]["bytes"].as_u64())
+    };
+    // Protobuf sizes: `text` is tag, length, bytes; `count` and `index` 2 bytes when not 0.
+    // Unary: "hello" both ways (7 bytes). Stream: "item" and count 5 (8 bytes) up; "item 0"
+    // (8), then "item 1".."item 4" with their index (10 each) down. Each message adds a 5-byte
+    // prefix to the direction's `bytes`.
+    assert_eq!(summary(unary, "request"), (Some(1), Some(7), Some(12)), "{unary}");
+    assert_eq!(summary(unary, "response"), (Some(1), Some(7), Some(12)), "{unary}");
+    assert_eq!(summary(stream, "request"), (Some(1), Some(8), Some(13)), "{stream}");
+    assert_eq!(summary(stream, "response"), (Some(5), Some(48), Some(73)), "{stream}");
     for l in [unary, stream] {
         for d in ["request", "response"] {
             assert_eq!(l[d]["body"], Value::Null, "{l}");
-            assert_eq!(summary(l, d)["partial"], false, "{l}");
-            assert_eq!(summary(l, d)["compressed"], 0, "{l}");
+            assert_eq!(l[d]["grpc"]["partial"], false, "{l}");
+            assert_eq!(l[d]["grpc"]["compressed"], 0, "{l}");
             assert_eq!(l[d]["complete"], true, "{l}");
         }
         assert!(!l.to_string().contains("hello") && !l.to_string().contains("item "), "{l}");
     }
+    drop(envoy);
+
+    // Control: `grpc_frames` off and `application/*` listed, the messages are logged as text.
+    let edit = |text: String| {
+        edit_plugin_config(&text, "body-logger", |c| {
+            c["grpc_frames"] = false.into();
+            c["content_types"] = json!(["application/*"]);
+        })
+        .unwrap()
+    };
+    let (envoy, _upstream) = start("body-logger.yaml", Some(Box::new(edit)), &[]);
+    assert!(matches!(client(&envoy).unary("hello", &[]), Outcome::Ok { .. }));
+    let line = wait_lines(&envoy, 1).remove(0);
+    assert!(line["request"]["grpc"].is_null(), "{line}");
+    assert!(line["request"]["body"].as_str().is_some_and(|b| b.contains("hello")), "{line}");
 }
 
 /// The filter's lines in Envoy's log, waiting (bounded) for at least `n`.

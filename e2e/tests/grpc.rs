@@ -197,6 +197,8 @@ fn rate_limit_local_denials_are_grpc_statuses_like_local_ratelimit() {
         let s = outcome.status();
         assert_eq!(meta(s, "x-ratelimit-limit").as_deref(), Some("2"), "{s:?}");
         assert_eq!(meta(s, "x-ratelimit-remaining").as_deref(), Some("0"), "{s:?}");
+        assert!(meta(s, "retry-after").is_some_and(|v| v.parse::<u64>().is_ok_and(|n| n > 0)), "{s:?}");
+        assert!(meta(s, "ratelimit").is_some(), "{s:?}");
     }
     assert_eq!(upstream.calls().len(), 2, "the denied calls never reached the upstream");
     // Two values of the header a rule reads: 400 → INTERNAL.

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod demo;
 pub mod doc_configs;
 pub mod envoy;
+pub mod grpc_server;
 pub mod http;
 pub mod jwks_server;
 pub mod jwt;

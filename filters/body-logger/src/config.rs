@@ -105,6 +105,11 @@ pub struct Config {
     #[serde(default = "default_content_types")]
     #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIST), inner(regex(pattern = schema::MEDIA_RANGE))))]
     pub content_types: Vec<String>,
+    /// gRPC (`application/grpc`, `application/grpc+*`): log a summary of the message framing
+    /// (count, bytes, compressed flags) instead of the body, whatever `content_types` says;
+    /// `false` treats gRPC like any other content type.
+    #[serde(default = "default_true")]
+    pub grpc_frames: bool,
     #[serde(default)]
     pub paths: Vec<PathMatchConfig>,
     #[serde(default)]
@@ -138,6 +143,7 @@ impl Default for Config {
             request_body: true,
             response_body: true,
             content_types: default_content_types(),
+            grpc_frames: true,
             paths: vec![],
             methods: vec![],
             sample_rate: 1.0,
@@ -308,6 +314,13 @@ pub fn body_kind(essence: &str) -> BodyKind {
     }
 }
 
+/// Whether a media type essence (lowercase, no parameters) is gRPC's HTTP/2 framing:
+/// `application/grpc` or `application/grpc+<codec>` (`+proto`, `+json`). Not gRPC-Web
+/// (`application/grpc-web*`), whose body also carries trailer frames.
+pub fn is_grpc(essence: &str) -> bool {
+    essence == "application/grpc" || essence.starts_with("application/grpc+")
+}
+
 /// A parameter of a content-type (`boundary` of `multipart/form-data; boundary="x"`), quotes
 /// removed; the parameter name is case-insensitive.
 pub fn media_param(content_type: &[u8], name: &str) -> Option<Vec<u8>> {
@@ -343,6 +356,7 @@ pub struct Compiled {
     pub request_body: bool,
     pub response_body: bool,
     pub content_types: Vec<MediaRange>,
+    pub grpc_frames: bool,
     pub paths: Vec<PathMatcher>,
     /// Uppercased.
     pub methods: Vec<String>,
@@ -471,6 +485,7 @@ impl Config {
             request_body: self.request_body,
             response_body: self.response_body,
             content_types,
+            grpc_frames: self.grpc_frames,
             paths,
             methods,
             sample_threshold,

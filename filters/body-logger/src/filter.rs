@@ -9,7 +9,8 @@
 //! worker's [`Budget`] when its direction starts; a direction that does not fit is not
 //! captured (`"skipped": "budget"`), and the reservation is released with the stream.
 
-use crate::config::{body_kind, is_encoded, media_essence, media_param, BodyKind, Compiled, Config};
+use crate::config::{body_kind, is_encoded, is_grpc, media_essence, media_param, BodyKind, Compiled, Config};
+use crate::grpc::{Frames, Summary};
 use crate::redact::escape_invalid_utf8;
 use serde::Serialize;
 use shared::config::ConfigError;
@@ -162,6 +163,8 @@ enum Skip {
     ContentEncoding,
     /// The worker's `capture_budget_bytes` is in use by other streams.
     Budget,
+    /// gRPC: the framing is summarised instead (`grpc_frames`); not a skip in the line.
+    Grpc,
 }
 
 impl Skip {
@@ -171,6 +174,7 @@ impl Skip {
             Skip::ContentType => "content_type",
             Skip::ContentEncoding => "content_encoding",
             Skip::Budget => "budget",
+            Skip::Grpc => "grpc",
         }
     }
 }
@@ -203,6 +207,8 @@ struct Direction {
     content_type: Option<String>,
     kind: Option<BodyKind>,
     boundary: Option<Vec<u8>>,
+    /// gRPC framing, counted instead of captured (`skip` is `Grpc`).
+    grpc: Option<Frames>,
     seen: u64,
     captured: Vec<u8>,
     /// Bytes this direction may capture: `max_bytes`, or less when `content-length` says so.
@@ -220,6 +226,7 @@ impl Default for Direction {
             content_type: None,
             kind: None,
             boundary: None,
+            grpc: None,
             seen: 0,
             captured: Vec::new(),
             limit: 0,
@@ -237,8 +244,12 @@ impl Direction {
     fn start(config: &Compiled, enabled: bool, headers: BodyHeaders, end_of_stream: bool) -> Direction {
         let essence = headers.content_type.as_deref().map(media_essence);
         let allowed = essence.as_deref().is_some_and(|e| config.content_types.iter().any(|m| m.matches(e)));
+        let grpc = config.grpc_frames && essence.as_deref().is_some_and(is_grpc);
         let skip = if !enabled {
             Some(Skip::Disabled)
+        } else if grpc {
+            // Checked before content_types: binary frames never reach the text scanners.
+            Some(Skip::Grpc)
         } else if !allowed {
             Some(Skip::ContentType)
         } else if headers.content_encoding.as_deref().is_some_and(is_encoded) {
@@ -255,6 +266,7 @@ impl Direction {
             skip,
             kind: essence.as_deref().map(body_kind),
             boundary: headers.content_type.as_deref().and_then(|c| media_param(c, "boundary")),
+            grpc: (skip == Some(Skip::Grpc)).then(Frames::default),
             content_type: headers.content_type.map(|c| escape_invalid_utf8(&c)),
             limit,
             complete: end_of_stream,
@@ -285,6 +297,10 @@ impl Direction {
     /// Count the chunk; copy only the bytes the capture still lacks.
     fn chunk(&mut self, host: &dyn Host, buffer: Buffer, size: usize) {
         self.seen = self.seen.saturating_add(size as u64);
+        if let Some(frames) = self.grpc.as_mut() {
+            frames.chunk(host, buffer, size);
+            return;
+        }
         if self.skip.is_some() || self.captured.len() >= self.limit || size == 0 {
             return;
         }
@@ -387,6 +403,7 @@ impl BodyLogger {
                 captured_bytes: 0,
                 complete: d.complete,
                 content_type: d.content_type.take(),
+                grpc: None,
                 skipped: None,
                 truncated: false,
             };
@@ -403,6 +420,7 @@ impl BodyLogger {
                     line.truncated = truncated;
                     line.body = Some(text);
                 }
+                Some(Skip::Grpc) => line.grpc = d.grpc.as_ref().map(Frames::summary),
                 Some(skip) => {
                     match skip {
                         Skip::ContentType if d.seen > 0 => stats.skipped_content_type.inc(host),
@@ -511,6 +529,9 @@ struct DirectionLine {
     captured_bytes: usize,
     complete: bool,
     content_type: Option<String>,
+    /// gRPC: the framing summary (the body is never logged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc: Option<Summary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<&'static str>,
     truncated: bool,
@@ -882,5 +903,132 @@ mod tests {
         w.complete(id); // no request headers seen (e.g. a local reply before this filter)
         assert!(p.logs().iter().all(|(_, m)| !m.starts_with('{')));
         assert_eq!(p.metric("body_logger.logged"), Some(0));
+    }
+
+    /// One gRPC message: flag, big-endian length, bytes.
+    fn grpc_frame(flag: u8, message: &[u8]) -> Vec<u8> {
+        let mut out = vec![flag];
+        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        out.extend_from_slice(message);
+        out
+    }
+
+    const GRPC_REQ: &[(&str, &str)] =
+        &[(":method", "POST"), (":path", "/e2e.Echo/Unary"), ("content-type", "application/grpc"), ("te", "trailers")];
+    const GRPC_RESP: &[(&str, &str)] = &[(":status", "200"), ("content-type", "application/grpc+proto")];
+    /// Protobuf-ish bytes around text a text scanner would log (and not redact).
+    const MARKER: &[u8] = b"\x0a\x0cmarker-12345\x10\x07";
+
+    /// A unary call: request and response framing summarised at any chunking, the messages
+    /// never in the line, end of stream on the response trailers. Control: with `grpc_frames`
+    /// off and `application/*` listed, the same frames are logged as text.
+    #[test]
+    fn grpc_framing_is_summarised_never_logged() {
+        let request = grpc_frame(0, MARKER);
+        let response = [grpc_frame(0, MARKER), grpc_frame(1, b"zz")].concat();
+        for chunk in 1..=response.len() {
+            let (p, mut w) = make(r#"{"content_types":["application/*"]}"#);
+            let id = w.new_stream();
+            w.request_headers(id, GRPC_REQ, false);
+            for piece in request.chunks(chunk) {
+                w.request_body(id, piece, false);
+            }
+            w.request_body(id, &[], true);
+            w.response_headers(id, GRPC_RESP, false);
+            let pieces: Vec<&[u8]> = response.chunks(chunk).collect();
+            for piece in pieces {
+                w.response_body(id, piece, false);
+            }
+            w.response_trailers(id, &[("grpc-status", "0")]);
+            w.complete(id);
+            let l = &lines(&p)[0];
+            let want_req = serde_json::json!({"messages":1,"message_bytes":MARKER.len(),"compressed":0,
+                "max_message_bytes":MARKER.len(),"partial":false,"invalid":false});
+            assert_eq!(l["request"]["grpc"], want_req, "chunk {chunk}");
+            let want_resp = serde_json::json!({"messages":2,"message_bytes":MARKER.len() + 2,"compressed":1,
+                "max_message_bytes":MARKER.len(),"partial":false,"invalid":false});
+            assert_eq!(l["response"]["grpc"], want_resp, "chunk {chunk}");
+            assert_eq!(
+                (l["response"]["complete"].as_bool(), l["response"]["bytes"].as_u64()),
+                (Some(true), Some(response.len() as u64))
+            );
+            assert_eq!(l["response"]["body"], Value::Null);
+            assert!(l["response"].get("skipped").is_none());
+            assert!(!l.to_string().contains("marker"), "{l}");
+        }
+        let (p, mut w) = make(r#"{"content_types":["application/*"],"grpc_frames":false}"#);
+        exchange(&mut w, (GRPC_REQ, &request), (GRPC_RESP, &response), 4);
+        let l = &lines(&p)[0];
+        assert!(l["request"]["body"].as_str().unwrap().contains("marker-12345"), "{l}");
+        assert!(l["request"].get("grpc").is_none());
+        // And by default (grpc_frames on, application/grpc not in content_types): summarised too.
+        let (p, mut w) = make("{}");
+        exchange(&mut w, (GRPC_REQ, &request), (GRPC_RESP, &response), 4);
+        assert_eq!(lines(&p)[0]["response"]["grpc"]["messages"], 2);
+    }
+
+    /// Without trailers the response is not complete: end of stream came on the trailers above.
+    #[test]
+    fn grpc_stream_cut_inside_a_frame_is_partial_and_incomplete() {
+        let (p, mut w) = make("{}");
+        let response = [grpc_frame(0, b"first"), grpc_frame(0, b"second")].concat();
+        let id = w.new_stream();
+        w.request_headers(id, GRPC_REQ, false);
+        w.request_body(id, &grpc_frame(0, b"q"), true);
+        w.response_headers(id, GRPC_RESP, false);
+        w.response_body(id, &response[..response.len() - 2], false);
+        w.complete(id); // reset: no more body, no trailers
+        let g = &lines(&p)[0]["response"];
+        assert_eq!((g["grpc"]["messages"].as_u64(), g["grpc"]["partial"].as_bool()), (Some(1), Some(true)));
+        assert_eq!(g["complete"], false);
+    }
+
+    /// A prefix declaring more than `max_bytes` (here 4 GiB - 1 against 64) reserves nothing and
+    /// keeps nothing: the message is counted down as its bytes pass.
+    #[test]
+    fn grpc_length_prefix_beyond_the_limit_holds_nothing() {
+        let (p, mut w) = make(r#"{"max_bytes":64,"capture_budget_bytes":64}"#);
+        let id = w.new_stream();
+        w.request_headers(id, GRPC_REQ, false);
+        assert_eq!(w.root().budget.used(), 0, "no capture reserved for gRPC");
+        let mut body = vec![0, 0xff, 0xff, 0xff, 0xff];
+        body.extend_from_slice(&[b'x'; 1000]);
+        w.request_body(id, &body, false);
+        w.request_body(id, &[b'y'; 3000], false);
+        // A second stream still gets the whole budget for a JSON capture.
+        let other = w.new_stream();
+        w.request_headers(other, JSON_REQ, false);
+        assert_eq!(w.root().budget.used(), 64);
+        w.complete(other);
+        w.complete(id);
+        let l = lines(&p);
+        let g = &l.iter().find(|l| l["path"] == "/e2e.Echo/Unary").unwrap()["request"];
+        assert_eq!(g["grpc"]["max_message_bytes"], u32::MAX);
+        assert_eq!((g["grpc"]["messages"].as_u64(), g["grpc"]["partial"].as_bool()), (Some(0), Some(true)));
+        assert_eq!(g["bytes"], 4005);
+        assert_eq!(w.root().budget.used(), 0);
+    }
+
+    /// Many small messages in one chunk larger than a read window; a bad flag stops counting.
+    #[test]
+    fn grpc_many_messages_in_one_chunk_and_a_bad_flag() {
+        let (p, mut w) = make("{}");
+        let body: Vec<u8> = (0..3000u32).flat_map(|i| grpc_frame(0, &i.to_be_bytes()[2..])).collect();
+        assert!(body.len() > 3 * crate::grpc::WINDOW);
+        exchange(
+            &mut w,
+            (GRPC_REQ, &body),
+            (GRPC_RESP, &[grpc_frame(0, b"ok"), vec![0x80, 0, 0, 0, 0]].concat()),
+            body.len(),
+        );
+        let l = &lines(&p)[0];
+        assert_eq!(
+            (l["request"]["grpc"]["messages"].as_u64(), l["request"]["grpc"]["message_bytes"].as_u64()),
+            (Some(3000), Some(6000))
+        );
+        assert_eq!(
+            (l["response"]["grpc"]["messages"].as_u64(), l["response"]["grpc"]["invalid"].as_bool()),
+            (Some(1), Some(true))
+        );
     }
 }

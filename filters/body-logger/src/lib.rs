@@ -3,6 +3,7 @@
 pub mod config;
 pub mod corpus;
 pub mod filter;
+pub mod grpc;
 pub mod names;
 pub mod redact;
 

@@ -108,21 +108,74 @@ fn all_in_one_bundle_is_all_in_one_from_the_bundle() {
     assert_eq!(body(&read("all-in-one-bundle.yaml")), expected);
 }
 
-/// Every filter of `config` (all-in-one.yaml or its bundle form) does its job on live traffic.
-fn serves_with_every_filter(config: &str) -> Envoy {
+/// An all-in-one Envoy (`config`, with `opts`) and the servers it calls, once the service token
+/// and the JWKS are in: the requests before them wait (up to 3 s and 2.5 s), which
+/// token_fetch.rs and jwt_auth.rs test; these tests are about what serves after.
+struct AllInOne {
+    envoy: Envoy,
+    upstream: Upstream,
+    tokens: TokenServer,
+    jwks: JwksServer,
+}
+
+fn start(config: &str, mut opts: EnvoyOptions) -> AllInOne {
     // token-fetch's token server (cluster token-server), before Envoy: it fetches at start.
     let tokens = TokenServer::start(0, 60).unwrap();
     // jwt-auth's JWKS server (cluster jwks), before Envoy for the same reason.
     let jwks = JwksServer::start(0, &jwt::jwks(&jwt::REMOTE_KEYS)).unwrap();
-    let mut opts = EnvoyOptions::default();
     opts.preset_ports.insert(TOKEN_SERVER_PORT, tokens.port);
     opts.preset_ports.insert(JWKS_PORT, jwks.port);
     let envoy = Envoy::start_with(config, opts).unwrap();
     let upstream = Upstream::start(envoy.port(UPSTREAM_PORT)).unwrap();
-    // The service token and the JWKS are fetched at start; requests before them wait (up to
-    // 3 s and 2.5 s), which token_fetch.rs and jwt_auth.rs test. Here: what serves after.
     assert!(envoy.wait_stat("wasmcustom.token_fetch.fetch_success", 1) >= 1, "the service token");
     assert!(envoy.wait_stat("wasmcustom.jwt_auth.jwks_fetch_success", 1) >= 1, "the JWKS");
+    AllInOne { envoy, upstream, tokens, jwks }
+}
+
+/// Shared fate, from outside: one worker, every plugin FAIL_OPEN (so a dead VM shows as its
+/// filters' work missing rather than as 503s), and a request carrying `x-test-trap`, on which
+/// the test-only builds trap (shared's `test-trap`). Returns what the next requests got:
+/// whether security-headers' and rate-limit's response headers were there, and the status of
+/// /admin without a token (401 while jwt-auth runs).
+fn after_a_trap(config: &str, modules: &'static [(&'static str, &'static str)]) -> (bool, bool, u16) {
+    let opts = EnvoyOptions {
+        concurrency: 1,
+        edit: Some(Box::new(move |mut config: String| {
+            for (module, test_build) in modules {
+                assert!(config.contains(module), "{module} not in the config");
+                config = config.replace(module, test_build);
+            }
+            config.replace("failure_policy: FAIL_RELOAD", "failure_policy: FAIL_OPEN")
+        })),
+        ..EnvoyOptions::default()
+    };
+    let all = start(config, opts);
+    let port = all.envoy.port(LISTENER_PORT);
+    let r = Request::get("/api/items").send(port).unwrap();
+    assert!(r.status == 200 && r.has_header("x-content-type-options") && r.has_header("ratelimit-policy"), "{r}");
+    let r = Request::get("/api/items").header("x-test-trap", "1").send(port).unwrap();
+    assert_eq!(r.status, 503, "the trap: {r}");
+    let r = Request::get("/api/items").send(port).unwrap();
+    assert_eq!(r.status, 200, "{r}");
+    let admin = Request::get("/admin/users").send(port).unwrap();
+    (r.has_header("x-content-type-options"), r.has_header("ratelimit-policy"), admin.status)
+}
+
+/// A trap in any filter of the bundle takes the VM all of them share: after security-headers
+/// (the first to see the request) traps, jwt-auth and rate-limit are gone from that worker too.
+/// The control: five modules, the trap in jwt-auth's (dist/test/jwt-auth-trap.wasm) takes
+/// jwt-auth alone, security-headers and rate-limit go on.
+#[test]
+fn a_trap_in_one_filter_of_the_bundle_takes_every_filter_of_that_vm() {
+    const BUNDLE: &[(&str, &str)] = &[("dist/collection.wasm", "dist/test/collection-trap.wasm")];
+    assert_eq!(after_a_trap("all-in-one-bundle.yaml", BUNDLE), (false, false, 200), "the bundle");
+    const MODULES: &[(&str, &str)] = &[("dist/jwt-auth.wasm", "dist/test/jwt-auth-trap.wasm")];
+    assert_eq!(after_a_trap("all-in-one.yaml", MODULES), (true, true, 200), "five modules");
+}
+
+/// Every filter of `config` (all-in-one.yaml or its bundle form) does its job on live traffic.
+fn serves_with_every_filter(config: &str) -> Envoy {
+    let AllInOne { envoy, upstream, tokens, jwks } = start(config, EnvoyOptions::default());
     let r = Request::get("/api/items").send(envoy.port(LISTENER_PORT)).unwrap();
     assert_eq!(r.status, 200, "{r}");
     // security-headers

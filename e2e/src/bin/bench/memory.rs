@@ -154,8 +154,9 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         assert_eq!(istio, expected);
+        let istio_config = read("all-five-bundle-istio.yaml");
         let versions: std::collections::BTreeSet<&str> =
-            read("all-five-bundle-istio.yaml").lines().filter(|l| l.contains("RESOURCE_VERSION: ")).collect();
+            istio_config.lines().filter(|l| l.contains("RESOURCE_VERSION: ")).collect();
         assert_eq!(versions.len(), 5, "one distinct value per plugin");
     }
 }

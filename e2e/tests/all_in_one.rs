@@ -28,7 +28,8 @@ fn all_in_one_serves_with_every_filter() {
 
 /// The five filters from dist/collection.wasm under one vm_id: every check above passes, and
 /// Envoy runs one VM per worker for all five (measured on 1.40: `concurrency + 2` VMs in all,
-/// the two being the main thread's, against `5 × (concurrency + 2)` for all-in-one.yaml).
+/// two of them outside the workers, 3 at --concurrency 1 and 5 at 3; `5 × (concurrency + 2)`
+/// for all-in-one.yaml).
 #[test]
 fn all_in_one_bundle_serves_with_every_filter_from_one_vm_per_worker() {
     let envoy = serves_with_every_filter("all-in-one-bundle.yaml");
@@ -36,7 +37,7 @@ fn all_in_one_bundle_serves_with_every_filter_from_one_vm_per_worker() {
     let active = envoy.stat(ACTIVE_VMS);
     assert!(
         (concurrency..=concurrency + 2).contains(&active),
-        "{active} wasm VMs for one bundle on {concurrency} workers: want one per worker (+ the main thread's)"
+        "{active} wasm VMs for one bundle on {concurrency} workers: want one per worker (+ the two outside the workers)"
     );
     eprintln!("all-in-one-bundle.yaml: {active} wasm VMs at --concurrency {concurrency}");
     // Every plugin was configured by its own filter, picked by root_id.

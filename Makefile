@@ -14,7 +14,7 @@ help:
 	@echo
 	@echo "Variables: ENVOY_VERSION (default $(ENVOY_VERSION)), ENVOY_BIN, E2E_CONCURRENCY, E2E_TESTS, WASM_OPT=on, BENCH_*, FUZZ_* (README, Make targets)"
 
-## build: every filter to dist/<filter>.wasm and dist/SHA256SUMS, their config JSON Schemas to dist/schemas/
+## build: every filter to dist/<filter>.wasm, all of them in dist/collection.wasm, dist/SHA256SUMS, their config JSON Schemas to dist/schemas/
 build:
 	scripts/build.sh
 
@@ -44,17 +44,19 @@ e2e: build envoy
 	cargo test --locked -p e2e $(foreach t,$(E2E_TESTS),--test $(t))
 
 ## lint: rustfmt check, clippy (no-panic lints) for native and wasm targets, and make doc
-# wasm32: every crate that ends up in a module (filters/*, crates/*, shared), not e2e.
+# wasm32: every crate that ends up in a module (filters/*, crates/*, shared, collection), not e2e;
+# collection alone, so that its filters' `bundled` feature never reaches the first invocation.
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo clippy --target wasm32-wasip1 --locked $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared -p probe -p trivial-filter -- -D warnings
+	cargo clippy --target wasm32-wasip1 --locked -p collection -- -D warnings
 	$(MAKE) --no-print-directory doc
 
 ## doc: rustdoc with warnings as errors (broken links, bad HTML), natively and for wasm32
 doc:
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
-	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --target wasm32-wasip1 $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --target wasm32-wasip1 $(foreach f,$(notdir $(wildcard filters/* crates/*)),-p $(f)) -p shared -p collection
 
 ## fmt: cargo fmt --all
 fmt:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build every filter under filters/ for wasm32-wasip1 and write dist/<filter>.wasm plus
-# dist/SHA256SUMS, and dist/schemas/ (each configuration's JSON Schema) (and, never shipped:
-# the e2e suite's test-only dist/test/probe.wasm and dist/test/jwt-auth-trap.wasm, the
+# Build every filter under filters/ for wasm32-wasip1 and write dist/<filter>.wasm, the bundle
+# of them all dist/collection.wasm (collection/), dist/SHA256SUMS, and dist/schemas/ (each
+# configuration's JSON Schema) (and, never shipped: the e2e suite's test-only dist/test/probe.wasm,
+# dist/test/jwt-auth-trap.wasm and dist/test/collection-trap.wasm, the
 # bench's trivial filter dist/bench/trivial-filter.wasm).
 # WASM_OPT=on also runs `wasm-opt -Oz` (Debian's binaryen) on the filters: off by default,
 # because measured in Envoy 1.40 it cut the file by 18% but raised Envoy's RSS by ~9 MB with no
@@ -44,6 +45,19 @@ for f in "${filters[@]}"; do
     cp "$src" "dist/$f.wasm"
   fi
 done
+
+# The bundle (collection/: every filter under its own root_id, one VM for all of them). Its
+# filters are built with their `bundled` feature (no `proxy_wasm::main!` of their own): its own
+# cargo invocation, so that feature never reaches the modules above, and its own target
+# directory, because each filter's cdylib would otherwise be rebuilt without its entry points
+# under the same file name as the standalone one.
+cargo build --release --locked --target "$target" -p collection --target-dir "${CARGO_TARGET_DIR:-target}/bundle"
+src="${CARGO_TARGET_DIR:-target}/bundle/$target/release/collection.wasm"
+if [ "$use_wasm_opt" = yes ]; then
+  wasm-opt "${wasm_opt_flags[@]}" "$src" -o dist/collection.wasm
+else
+  cp "$src" dist/collection.wasm
+fi
 (cd dist && sha256sum ./*.wasm | sed 's# \./# #' > SHA256SUMS)
 
 # The end-to-end suite's test-only module (e2e/probe, host capabilities in a real Envoy). Its own
@@ -59,6 +73,12 @@ cp "${CARGO_TARGET_DIR:-target}/$target/release/probe.wasm" dist/test/probe.wasm
 # dist/test/ like the probe, never shipped.
 cargo build --release --locked --target "$target" -p jwt-auth --features test-trap --target-dir "${CARGO_TARGET_DIR:-target}/test-trap"
 cp "${CARGO_TARGET_DIR:-target}/test-trap/$target/release/jwt_auth.wasm" dist/test/jwt-auth-trap.wasm
+
+# The bundle with the same `test-trap` (the first filter to see a request carrying `x-test-trap`
+# traps the VM all of them share), for e2e/tests/failure_policy.rs's shared-fate test. Its own
+# target directory, for the reasons above.
+cargo build --release --locked --target "$target" -p collection --features test-trap --target-dir "${CARGO_TARGET_DIR:-target}/bundle-trap"
+cp "${CARGO_TARGET_DIR:-target}/bundle-trap/$target/release/collection.wasm" dist/test/collection-trap.wasm
 
 # The bench's floor (bench/trivial-filter: an SDK-only filter, `make bench`'s "trivial filter"
 # row), with the filters' release profile and flags, in its own invocation for the same reason.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create a new, complete filter from templates/filter/: crate in the workspace (filters/<name>),
-# config with validation, unit tests, an end-to-end test, a doc page, an Envoy config, and an
-# Istio WasmPlugin. It compiles, loads in Envoy and passes its tests as generated.
+# config with validation, unit tests, an end-to-end test, a doc page, an Envoy config, an
+# Istio WasmPlugin, and its place in the bundle module (collection/). It compiles, loads in
+# Envoy and passes its tests as generated.
 #   scripts/new-filter.sh <name>        (make new-filter NAME=<name>)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -42,6 +43,12 @@ sed -i "s|^    // new filters above this line|    (\"$name\", schema_of::<$snake
 echo "$name = { path = \"../filters/$name\", features = [\"schema\"] }" >> schemas/Cargo.toml
 grep -q "\"$name\", schema_of" schemas/src/lib.rs || { echo "could not add $name to schemas/src/lib.rs" >&2; exit 1; }
 
+# The bundle module (collection/, dist/collection.wasm) serves it too, under root_id "$name".
+sed -i "s|^# new filters above this line|$name = { path = \"../filters/$name\", features = [\"bundled\"] }\n&|" collection/Cargo.toml
+sed -i -e "s|^    // new filters above this line|    $snake::filter::${camel}Root::NAME,\n&|" \
+  -e "s|^        // new filters above this line|        member::<$snake::filter::${camel}Root>(),\n&|" collection/src/lib.rs
+[ "$(grep -c "$snake::filter::${camel}Root" collection/src/lib.rs)" = 2 ] || { echo "could not add $name to collection/src/lib.rs" >&2; exit 1; }
+
 # Record the new workspace member in Cargo.lock (it uses only dependencies already locked).
 # `update --workspace` touches workspace members only and needs the registry index, not the
 # crates themselves (`cargo metadata` would download every locked crate, even those of other
@@ -51,7 +58,8 @@ cargo update --workspace --offline --quiet 2>/dev/null || cargo update --workspa
 cat <<MSG
 Created filter '$name':
   filters/$name/ (crate, README.md), envoy-configs/$name.yaml, e2e/tests/$snake.rs, deploy/istio/$name.yaml,
-  its JSON Schema in schemas/ (written by make build)
+  its JSON Schema in schemas/ (written by make build), and a member of the bundle (collection/,
+  dist/collection.wasm, root_id "$name")
 Next:
   make build                                   # dist/$name.wasm, and its digest in deploy/istio/$name.yaml
   cargo test -p $name && cargo test -p e2e --test $snake

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A CycloneDX 1.5 SBOM per shipped module: every crate compiled into dist/<filter>.wasm
+# A CycloneDX 1.5 SBOM per shipped module: every crate compiled into dist/<filter>.wasm (and
+# dist/collection.wasm)
 # (wasm32-wasip1 dependencies only, build-time-only crates left out), with versions, licenses
 # and package URLs, written by cargo-cyclonedx (installed into tools/cargo at a pinned version).
 #   scripts/sbom.sh <out-dir>        -> <out-dir>/<filter>.cdx.json
@@ -15,7 +16,8 @@ stamp="$(mktemp)"
 trap cleanup EXIT
 tools/cargo/bin/cargo-cyclonedx cyclonedx --quiet --format json --spec-version 1.5 \
   --target wasm32-wasip1 --no-build-deps --describe crate
-for dir in filters/*/; do
+# The filters, and the bundle of them all (collection/: dist/collection.wasm).
+for dir in filters/*/ collection/; do
   name="$(basename "$dir")"
   [ -f "$dir/$name.cdx.json" ] || { echo "sbom: no SBOM for $name" >&2; exit 1; }
   # Paths of this checkout say nothing about the module: make them repository-relative.

@@ -88,10 +88,13 @@ fn release_artifacts_are_versioned_pinned_and_reproducible() {
             !components.iter().any(|c| c.starts_with("schemars@")),
             "{name}: SBOM lists schemars, which is not in the module: {components:?}"
         );
-        // The configuration's JSON Schema ships with the module.
-        let schema = std::fs::read_to_string(a.join("schemas").join(format!("{name}.schema.json")))
-            .unwrap_or_else(|e| panic!("{name}: no schema in the release: {e}"));
-        assert!(schema.contains("https://json-schema.org/draft/2020-12/schema"), "{name}");
+        // The configuration's JSON Schema ships with the module (the bundle has none of its
+        // own: each plugin's configuration is its filter's, whose schema ships).
+        if name != "collection" {
+            let schema = std::fs::read_to_string(a.join("schemas").join(format!("{name}.schema.json")))
+                .unwrap_or_else(|e| panic!("{name}: no schema in the release: {e}"));
+            assert!(schema.contains("https://json-schema.org/draft/2020-12/schema"), "{name}");
+        }
         assert!(
             sbom["components"]
                 .as_array()

@@ -66,6 +66,10 @@ fn new_filter_builds_loads_in_envoy_and_passes_its_tests() {
     }
     run(&copy, "make", &["build"]);
     assert!(copy.join("dist/demo-x.wasm").is_file(), "dist/demo-x.wasm not built");
+    // A member of the bundle module too (served under root_id "demo-x").
+    let bundle = std::fs::read_to_string(copy.join("collection/src/lib.rs")).unwrap();
+    assert!(bundle.contains("member::<demo_x::filter::DemoXRoot>()"), "demo-x is not in the bundle:\n{bundle}");
+    assert!(copy.join("dist/collection.wasm").is_file(), "dist/collection.wasm not built");
     // Its configuration's JSON Schema, generated from the template's types by the build.
     for schema in ["schemas/demo-x.schema.json", "dist/schemas/demo-x.wasmplugin.schema.json"] {
         assert!(copy.join(schema).is_file(), "{schema} not generated");

@@ -28,8 +28,8 @@ pub fn start<R: RootFilter + Default + 'static>() {
 }
 
 /// A panic should never happen (clippy denies the usual sources), but if one does the VM is
-/// dead: say so loudly, with the filter's name, at critical.
-fn install_panic_hook(name: &'static str) {
+/// dead: say so loudly, with the filter's (or the bundle's) name, at critical.
+pub fn install_panic_hook(name: &'static str) {
     std::panic::set_hook(Box::new(move |info| {
         let _ = abi::log(LogLevel::Critical, &format!("{name}: panic, this VM can no longer serve requests: {info}"));
     }));
@@ -37,6 +37,30 @@ fn install_panic_hook(name: &'static str) {
 
 fn new_root<R: RootFilter + Default + 'static>(_context_id: u32) -> Box<dyn RootContext> {
     Box::new(RootAdapter { filter: R::default() })
+}
+
+/// One filter of a bundle module (the `collection` crate, [`crate::bundle`]): served to plugins
+/// whose `root_id` is its [`RootFilter::NAME`].
+#[derive(Clone, Copy)]
+pub struct Member {
+    root_id: &'static str,
+    new_root: fn(u32) -> Box<dyn RootContext>,
+}
+
+impl Member {
+    pub fn root_id(&self) -> &'static str {
+        self.root_id
+    }
+
+    /// This filter's root context, exactly as its own module's `start` registers it.
+    pub fn new_root(&self, context_id: u32) -> Box<dyn RootContext> {
+        (self.new_root)(context_id)
+    }
+}
+
+/// `R` as a member of a bundle, under the `root_id` `R::NAME`.
+pub const fn member<R: RootFilter + Default + 'static>() -> Member {
+    Member { root_id: R::NAME, new_root: new_root::<R> }
 }
 
 struct RootAdapter<R> {

@@ -27,6 +27,7 @@
 
 pub mod abi;
 pub mod base64;
+pub mod bundle;
 pub mod config;
 pub mod fetch;
 pub mod hash;

@@ -7,7 +7,8 @@ pub mod grpc;
 pub mod names;
 pub mod redact;
 
-#[cfg(target_arch = "wasm32")]
+// Not in the bundle (collection/, feature `bundled`): it registers every filter itself.
+#[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
 proxy_wasm::main! {{
     shared::glue::start::<filter::BodyLoggerRoot>();
 }}

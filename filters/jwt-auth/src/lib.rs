@@ -6,7 +6,8 @@ pub mod extract;
 pub mod filter;
 pub mod token;
 
-#[cfg(target_arch = "wasm32")]
+// Not in the bundle (collection/, feature `bundled`): it registers every filter itself.
+#[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
 proxy_wasm::main! {{
     shared::glue::start::<filter::JwtAuthRoot>();
 }}

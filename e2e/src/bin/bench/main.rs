@@ -26,7 +26,7 @@
 //! (memory/start-up starts per config; default BENCH_ROUNDS), BENCH_LATENCY (on|off),
 //! BENCH_RATE (500 requests/s), BENCH_LATENCY_CONNECTIONS (8), BENCH_INSTRUCTIONS
 //! (off|on|only; `make bench-instructions` = only), BENCH_INSTRUCTION_REQUESTS (200 per
-//! window), BENCH_BEFORE (a directory of another build's modules, e.g. an older commit's
+//! window), BENCH_MEMORY (on|only: the memory/start-up table alone, to target/bench/memory.md), BENCH_BEFORE (a directory of another build's modules, e.g. an older commit's
 //! dist/: each wasm row runs again with them, `[before]`, in the same rounds; not published). CI's smoke run (`BENCH_ROUNDS=1 BENCH_SECONDS=1`) runs every phase but the
 //! instruction counts, once each.
 //!
@@ -431,6 +431,8 @@ pub(crate) struct Settings {
     /// BENCH_BEFORE: a directory of modules from another build (e.g. an older commit's dist/);
     /// every wasm row selected is measured again with them, in the same rounds.
     before: Option<&'static str>,
+    /// BENCH_MEMORY=only: the memory/start-up table alone (no CPU, latency or instructions).
+    memory_only: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -489,6 +491,7 @@ impl Settings {
             instructions,
             instruction_requests: env_count("BENCH_INSTRUCTION_REQUESTS", 200)?,
             before: before_dir()?,
+            memory_only: env_word("BENCH_MEMORY", "on", &["on", "only"])? == "only",
         })
     }
 
@@ -521,7 +524,7 @@ impl Settings {
     /// A full run (every variant, at least 5 rounds, this build only) is published: its table
     /// and chart are copied to docs/bench/, which README shows.
     fn publishes(&self) -> bool {
-        self.only.is_empty() && self.rounds >= 5 && self.before.is_none()
+        self.only.is_empty() && self.rounds >= 5 && self.before.is_none() && !self.memory_only
     }
 }
 
@@ -540,6 +543,7 @@ impl Settings {
             instructions: InstructionMode::Off,
             instruction_requests: 200,
             before: None,
+            memory_only: false,
         }
     }
 }
@@ -1510,6 +1514,12 @@ fn run() -> Result<(), String> {
 
     let memory_md = memory::run(&settings, servers, &all_cpus)?;
     println!("\n{memory_md}");
+    if settings.memory_only {
+        ctx.load_after = loadavg();
+        let md = format!("# make bench (memory/start-up only)\n\n{memory_md}\n{}", footer(&ctx));
+        write_outputs(&settings, &[("memory.md", &md)]);
+        return Ok(());
+    }
 
     let mut proxies = start_proxies(&variants, servers, pinning.map(|p| p.envoy_cpu), &repeated_jwt)?;
     let samples = cpu_rounds(&settings, pinning, clk_tck, &mut proxies)?;

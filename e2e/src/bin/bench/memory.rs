@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 /// The configs of the table (envoy-configs/bench/): router-only, the floor, each filter as the
-/// CPU rows configure it, all five, the native chain.
-const CONFIGS: &[(&str, &str)] = &[
+/// CPU rows configure it, all five (five modules; the bundle; the bundle Istio-shaped), the
+/// native chain.
+pub(crate) const CONFIGS: &[(&str, &str)] = &[
     ("router-only", "bench/router-only.yaml"),
     ("trivial filter (SDK only)", "bench/trivial-filter.yaml"),
     ("security-headers", "bench/security-headers.yaml"),
@@ -19,6 +20,11 @@ const CONFIGS: &[(&str, &str)] = &[
     ("token-fetch", "bench/token-fetch.yaml"),
     ("body-logger", "bench/body-logger.yaml"),
     ("all five (wasm)", "bench/all-five.yaml"),
+    // The same five from the bundle module under one vm_id: one VM per worker instead of five.
+    ("all five, bundle (one VM)", "bench/all-five-bundle.yaml"),
+    // The bundle as Istio would configure it: each plugin's vm_config with its own
+    // ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION.
+    ("all five, bundle, Istio-shaped vm_config", "bench/all-five-bundle-istio.yaml"),
     ("native chain", "bench/native-chain.yaml"),
 ];
 
@@ -122,4 +128,35 @@ pub(crate) fn run(settings: &Settings, servers: Servers, all_cpus: &str) -> Resu
         SETTLE.as_millis()
     );
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use e2e::repo_root;
+
+    /// The bundle rows measure all-five.yaml's filters and configurations: below `admin:` their
+    /// configs are all-five.yaml with each plugin's vm_id and module changed, and (Istio-shaped)
+    /// one environment variable per plugin added.
+    #[test]
+    fn the_bundle_configs_are_all_five_from_the_bundle() {
+        let read = |name: &str| std::fs::read_to_string(repo_root().join("envoy-configs/bench").join(name)).unwrap();
+        let body = |text: &str| text.split_once("\nadmin:").map(|(_, b)| b.to_string()).unwrap();
+        let mut expected = body(&read("all-five.yaml"));
+        for filter in ["security-headers", "jwt-auth", "rate-limit", "token-fetch", "body-logger"] {
+            expected = expected
+                .replace(&format!("vm_id: {filter}\n"), "vm_id: collection\n")
+                .replace(&format!("dist/{filter}.wasm"), "dist/collection.wasm");
+        }
+        assert_eq!(body(&read("all-five-bundle.yaml")), expected);
+        let istio: String = body(&read("all-five-bundle-istio.yaml"))
+            .lines()
+            .filter(|l| !l.contains("environment_variables:") && !l.contains("ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(istio, expected);
+        let istio_config = read("all-five-bundle-istio.yaml");
+        let versions: std::collections::BTreeSet<&str> =
+            istio_config.lines().filter(|l| l.contains("RESOURCE_VERSION: ")).collect();
+        assert_eq!(versions.len(), 5, "one distinct value per plugin");
+    }
 }

@@ -1116,4 +1116,16 @@ mod tests {
             (Some(true), Some(true))
         );
     }
+
+    /// `request_body: false` turns the request's summary off too (as the README says).
+    /// Control: the response, still on, has its summary.
+    #[test]
+    fn grpc_direction_turned_off_has_no_summary() {
+        let (p, mut w) = make(r#"{"request_body":false}"#);
+        exchange(&mut w, (GRPC_REQ, &grpc_frame(0, MARKER)), (GRPC_RESP, &grpc_frame(0, MARKER)), 4);
+        let l = &lines(&p)[0];
+        assert_eq!((l["request"].get("grpc"), l["request"]["skipped"].as_str()), (None, Some("disabled")));
+        assert_eq!(l["response"]["grpc"]["messages"], 1);
+        assert!(!l.to_string().contains("marker"), "{l}");
+    }
 }

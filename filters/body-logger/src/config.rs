@@ -105,9 +105,10 @@ pub struct Config {
     #[serde(default = "default_content_types")]
     #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIST), inner(regex(pattern = schema::MEDIA_RANGE))))]
     pub content_types: Vec<String>,
-    /// gRPC (`application/grpc`, `application/grpc+*`): log a summary of the message framing
-    /// (count, bytes, compressed flags) instead of the body, whatever `content_types` says;
-    /// `false` treats gRPC like any other content type.
+    /// gRPC (`application/grpc`, `application/grpc+*`, in any `content-type` value): log a
+    /// summary of the message framing (count, bytes, compressed flags) instead of the body,
+    /// whatever `content_types` says; gRPC-Web (`application/grpc-web*`) is never captured.
+    /// `false` treats both like any other content type.
     #[serde(default = "default_true")]
     pub grpc_frames: bool,
     #[serde(default)]
@@ -314,11 +315,34 @@ pub fn body_kind(essence: &str) -> BodyKind {
     }
 }
 
-/// Whether a media type essence (lowercase, no parameters) is gRPC's HTTP/2 framing:
-/// `application/grpc` or `application/grpc+<codec>` (`+proto`, `+json`). Not gRPC-Web
-/// (`application/grpc-web*`), whose body also carries trailer frames.
-pub fn is_grpc(essence: &str) -> bool {
-    essence == "application/grpc" || essence.starts_with("application/grpc+")
+/// Which gRPC a body's content-type claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Grpc {
+    /// gRPC-Web (`application/grpc-web`, `+<codec>`, `-text`): the same binary messages, plus
+    /// trailer frames (or base64 in `-text`), not walked: never captured.
+    Web,
+    /// gRPC's HTTP/2 framing: `application/grpc` or `application/grpc+<codec>` (`+proto`,
+    /// `+json`): summarised.
+    Framed,
+}
+
+/// Which gRPC a media type essence (lowercase, no parameters) is, if any.
+pub fn grpc_essence(essence: &str) -> Option<Grpc> {
+    if essence == "application/grpc" || essence.starts_with("application/grpc+") {
+        Some(Grpc::Framed)
+    } else if essence.starts_with("application/grpc-web") {
+        Some(Grpc::Web)
+    } else {
+        None
+    }
+}
+
+/// Which gRPC any element of a content-type value claims: Envoy joins repeated `content-type`
+/// headers into one value (`text/plain,application/grpc`), and a server may act on any of
+/// them, so each `,`-separated element counts (`Framed` over `Web`). A comma inside a quoted
+/// parameter can only add a claim: a body wrongly taken for gRPC is not captured.
+pub fn grpc_of(content_type: &[u8]) -> Option<Grpc> {
+    content_type.split(|b| *b == b',').filter_map(|e| grpc_essence(&media_essence(e))).max()
 }
 
 /// A parameter of a content-type (`boundary` of `multipart/form-data; boundary="x"`), quotes

@@ -9,7 +9,7 @@
 //! worker's [`Budget`] when its direction starts; a direction that does not fit is not
 //! captured (`"skipped": "budget"`), and the reservation is released with the stream.
 
-use crate::config::{body_kind, is_encoded, is_grpc, media_essence, media_param, BodyKind, Compiled, Config};
+use crate::config::{body_kind, grpc_of, is_encoded, media_essence, media_param, BodyKind, Compiled, Config, Grpc};
 use crate::grpc::{Frames, Summary};
 use crate::redact::escape_invalid_utf8;
 use serde::Serialize;
@@ -185,6 +185,8 @@ struct BodyHeaders {
     content_type: Option<Vec<u8>>,
     content_encoding: Option<Vec<u8>>,
     content_length: Option<u64>,
+    /// The gRPC any `content-type` value claims (all of them, not only the first).
+    grpc: Option<Grpc>,
 }
 
 impl BodyHeaders {
@@ -197,6 +199,11 @@ impl BodyHeaders {
             content_encoding: first(map, "content-encoding").map(<[u8]>::to_vec),
             content_length: first(map, "content-length")
                 .and_then(|v| std::str::from_utf8(v).ok().and_then(|t| t.trim().parse().ok())),
+            grpc: map
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                .filter_map(|(_, v)| grpc_of(v))
+                .max(),
         }
     }
 }
@@ -244,13 +251,13 @@ impl Direction {
     fn start(config: &Compiled, enabled: bool, headers: BodyHeaders, end_of_stream: bool) -> Direction {
         let essence = headers.content_type.as_deref().map(media_essence);
         let allowed = essence.as_deref().is_some_and(|e| config.content_types.iter().any(|m| m.matches(e)));
-        let grpc = config.grpc_frames && essence.as_deref().is_some_and(is_grpc);
+        let grpc = if config.grpc_frames { headers.grpc } else { None };
         let skip = if !enabled {
             Some(Skip::Disabled)
-        } else if grpc {
+        } else if grpc == Some(Grpc::Framed) {
             // Checked before content_types: binary frames never reach the text scanners.
             Some(Skip::Grpc)
-        } else if !allowed {
+        } else if grpc == Some(Grpc::Web) || !allowed {
             Some(Skip::ContentType)
         } else if headers.content_encoding.as_deref().is_some_and(is_encoded) {
             Some(Skip::ContentEncoding)
@@ -1030,5 +1037,95 @@ mod tests {
             (l["response"]["grpc"]["messages"].as_u64(), l["response"]["grpc"]["invalid"].as_bool()),
             (Some(1), Some(true))
         );
+    }
+
+    /// A request whose `content-type` names gRPC anywhere — in a second header (kept apart, or
+    /// joined by Envoy into `text/plain,application/grpc`), in any case, with parameters — is
+    /// summarised, never captured: the frames may reach a gRPC server, and a text scanner cannot
+    /// redact them. Control: `text/plain` alone captures the same bytes.
+    #[test]
+    fn grpc_named_in_any_content_type_value_is_never_logged() {
+        let body = grpc_frame(0, MARKER);
+        let cases: &[&[(&str, &str)]] = &[
+            &[("content-type", "text/plain,application/grpc")],
+            &[("content-type", "text/plain, Application/GRPC+proto")],
+            &[("content-type", "text/plain"), ("content-type", "application/grpc")],
+            &[("content-type", "APPLICATION/GRPC ; charset=utf-8")],
+        ];
+        for ct in cases {
+            let (p, mut w) = make("{}");
+            let req: Vec<(&str, &str)> =
+                [(":method", "POST"), (":path", "/s.S/M")].into_iter().chain(ct.iter().copied()).collect();
+            exchange(&mut w, (&req, &body), (GRPC_RESP, &body), 3);
+            let l = &lines(&p)[0];
+            assert!(!l.to_string().contains("marker"), "{ct:?}: {l}");
+            assert_eq!(l["request"]["grpc"]["messages"], 1, "{ct:?}: {l}");
+        }
+        let (p, mut w) = make("{}");
+        let req: &[(&str, &str)] = &[(":method", "POST"), (":path", "/s.S/M"), ("content-type", "text/plain")];
+        exchange(&mut w, (req, &body), (GRPC_RESP, &body), 3);
+        assert!(lines(&p)[0]["request"]["body"].as_str().unwrap().contains("marker-12345"));
+    }
+
+    /// gRPC-Web carries the same binary messages: never captured while `grpc_frames` is on,
+    /// even under `application/*` (`"skipped": "content_type"`, no summary: its trailer frames
+    /// and base64 `-text` form are not walked). Control: `grpc_frames` off logs them as text.
+    #[test]
+    fn grpc_web_is_never_captured() {
+        let body = grpc_frame(0, MARKER);
+        for ct in [
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "Application/GRPC-Web-Text; x=y",
+            "text/plain,application/grpc-web",
+        ] {
+            let (p, mut w) = make(r#"{"content_types":["application/*","text/*"]}"#);
+            let req: &[(&str, &str)] = &[(":method", "POST"), (":path", "/s.S/M"), ("content-type", ct)];
+            let resp: &[(&str, &str)] = &[(":status", "200"), ("content-type", ct)];
+            exchange(&mut w, (req, &body), (resp, &body), 3);
+            let l = &lines(&p)[0];
+            assert!(!l.to_string().contains("marker"), "{ct}: {l}");
+            for d in ["request", "response"] {
+                assert_eq!((l[d]["skipped"].as_str(), l[d].get("grpc")), (Some("content_type"), None), "{ct} {d}: {l}");
+            }
+        }
+        let (p, mut w) = make(r#"{"content_types":["application/*"],"grpc_frames":false}"#);
+        let req: &[(&str, &str)] =
+            &[(":method", "POST"), (":path", "/s.S/M"), ("content-type", "application/grpc-web")];
+        exchange(&mut w, (req, &body), (GRPC_RESP, &body), 3);
+        assert!(lines(&p)[0]["request"]["body"].as_str().unwrap().contains("marker-12345"));
+    }
+
+    /// A trailers-only answer (`grpc-status` in the response headers, end of stream there):
+    /// complete, zero messages, not partial. Control: a response cut inside its one message.
+    #[test]
+    fn grpc_trailers_only_answer_is_complete_and_empty() {
+        let (p, mut w) = make("{}");
+        let resp: &[(&str, &str)] = &[(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "12")];
+        exchange(&mut w, (GRPC_REQ, &grpc_frame(0, b"q")), (resp, b""), 1);
+        let want = serde_json::json!({"messages":0,"message_bytes":0,"compressed":0,
+            "max_message_bytes":0,"partial":false,"invalid":false});
+        let r = &lines(&p)[0]["response"];
+        assert_eq!((&r["grpc"], r["complete"].as_bool(), r["bytes"].as_u64()), (&want, Some(true), Some(0)));
+        let (p, mut w) = make("{}");
+        let id = exchange_open(&mut w, (GRPC_REQ, b"\0\0\0\0\x01"), (resp, &[0, 0, 0, 0, 9, 1]), 1);
+        w.complete(id);
+        let l = &lines(&p)[0];
+        assert_eq!(
+            (l["request"]["grpc"]["partial"].as_bool(), l["response"]["grpc"]["partial"].as_bool()),
+            (Some(true), Some(true))
+        );
+    }
+
+    /// `request_body: false` turns the request's summary off too (as the README says).
+    /// Control: the response, still on, has its summary.
+    #[test]
+    fn grpc_direction_turned_off_has_no_summary() {
+        let (p, mut w) = make(r#"{"request_body":false}"#);
+        exchange(&mut w, (GRPC_REQ, &grpc_frame(0, MARKER)), (GRPC_RESP, &grpc_frame(0, MARKER)), 4);
+        let l = &lines(&p)[0];
+        assert_eq!((l["request"].get("grpc"), l["request"]["skipped"].as_str()), (None, Some("disabled")));
+        assert_eq!(l["response"]["grpc"]["messages"], 1);
+        assert!(!l.to_string().contains("marker"), "{l}");
     }
 }

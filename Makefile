@@ -31,8 +31,14 @@ envoy:
 	scripts/install-envoy.sh $(ENVOY_VERSION)
 
 ## test: lint, unit tests, and every end-to-end test in a real Envoy
+# Doctests first: rustdoc builds them after every test has run, against the rlibs in
+# target/debug/deps, and e2e/tests/scaffold.rs rebuilds the workspace crates of its scratch
+# copy into that same directory (cargo names a path crate's files by its path relative to the
+# workspace, so the copy's libshared-*.rlib replaces ours): a doctest compiled after it found
+# a `shared` that e2e was not built against (E0460, seen in a fresh-clone run).
 test: deps build envoy lint
-	cargo test --workspace --locked
+	cargo test --workspace --locked --doc
+	cargo test --workspace --locked --lib --bins --tests --examples
 
 ## unit: native unit tests only (no Envoy needed)
 unit:

@@ -580,7 +580,7 @@ impl TokenBucketConfig {
 fn policy_header(name: &str, l: &Limits) -> String {
     let fills = l.max_tokens.div_ceil(l.tokens_per_fill);
     let w = crate::bucket::ceil_secs(fills.saturating_mul(l.fill_interval_ns)).max(1);
-    format!("\"{name}\";q={};w={w}", l.max_tokens)
+    crate::filter::policy_member(name, l.max_tokens, w)
 }
 
 impl Config {

@@ -296,6 +296,18 @@ fn quoted(name: &str) -> String {
     s
 }
 
+/// `"<name>";q=<quota>;w=<window seconds>`: a member of the IETF `RateLimit-Policy` header,
+/// for a global rule's service-reported limit here and for a local rule's bucket at load
+/// (`config::policy_header`).
+pub(crate) fn policy_member(name: &str, quota: u64, window: u64) -> String {
+    let mut s = quoted(name);
+    s.push_str(";q=");
+    push_decimal(&mut s, quota);
+    s.push_str(";w=");
+    push_decimal(&mut s, window);
+    s
+}
+
 /// `"<name>";r=<remaining>;t=<seconds>`: a member of the IETF `RateLimit` header.
 fn state_member(name: &str, remaining: u64, t: u64) -> String {
     let mut s = quoted(name);
@@ -303,18 +315,6 @@ fn state_member(name: &str, remaining: u64, t: u64) -> String {
     push_decimal(&mut s, remaining);
     s.push_str(";t=");
     push_decimal(&mut s, t);
-    s
-}
-
-/// The members of a structured-field list, `, `-separated.
-fn join<'a>(parts: impl Iterator<Item = &'a str>) -> String {
-    let mut s = String::new();
-    for (i, p) in parts.enumerate() {
-        if i > 0 {
-            s.push_str(", ");
-        }
-        s.push_str(p);
-    }
     s
 }
 
@@ -530,11 +530,7 @@ impl RateLimit {
             for g in &self.global {
                 let (Some(rule), Some((quota, unit, _))) = (config.rules.get(g.rule), &g.limit) else { continue };
                 let t = g.reset.map_or(0, |r| r.1);
-                let mut policy = quoted(&rule.name);
-                policy.push_str(";q=");
-                push_decimal(&mut policy, u64::from(*quota));
-                policy.push_str(";w=");
-                push_decimal(&mut policy, (*unit).max(1));
+                let policy = policy_member(&rule.name, u64::from(*quota), (*unit).max(1));
                 members.push((g.rule, Cow::Owned(policy), state_member(&rule.name, u64::from(g.remaining), t)));
             }
             for e in &self.evals {
@@ -550,8 +546,11 @@ impl RateLimit {
             }
             members.sort_by_key(|m| m.0);
             if !members.is_empty() {
-                out.push(("ratelimit-policy".into(), join(members.iter().map(|m| m.1.as_ref()))));
-                out.push(("ratelimit".into(), join(members.iter().map(|m| m.2.as_str()))));
+                out.push((
+                    "ratelimit-policy".into(),
+                    members.iter().map(|m| m.1.as_ref()).collect::<Vec<_>>().join(", "),
+                ));
+                out.push(("ratelimit".into(), members.iter().map(|m| m.2.as_str()).collect::<Vec<_>>().join(", ")));
             }
         }
         if config.x_ratelimit_headers {

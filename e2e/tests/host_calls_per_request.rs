@@ -98,19 +98,47 @@ fn measure<R: RootFilter + Default>(
 }
 
 /// The bench rate limit service's answer (Limitador's shape): OK, one status with the limit
-/// (10^9 an hour), what remains, and the time to reset.
+/// (10^9 an hour), what remains, and the time to reset. Written with prost, as a service would.
 fn service_answer() -> Vec<u8> {
     use prost::Message;
-    use rate_limit::rls;
-    rls::RateLimitResponse {
-        overall_code: rls::CODE_OK,
-        statuses: vec![rls::DescriptorStatus {
-            code: rls::CODE_OK,
-            current_limit: Some(rls::RateLimit { name: String::new(), requests_per_unit: 1_000_000_000, unit: 3 }),
+    #[derive(Clone, PartialEq, Message)]
+    struct RateLimitResponse {
+        #[prost(int32, tag = "1")]
+        overall_code: i32,
+        #[prost(message, repeated, tag = "2")]
+        statuses: Vec<DescriptorStatus>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct DescriptorStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(message, optional, tag = "2")]
+        current_limit: Option<RateLimit>,
+        #[prost(uint32, tag = "3")]
+        limit_remaining: u32,
+        #[prost(message, optional, tag = "4")]
+        duration_until_reset: Option<Duration>,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct RateLimit {
+        #[prost(uint32, tag = "1")]
+        requests_per_unit: u32,
+        #[prost(int32, tag = "2")]
+        unit: i32,
+    }
+    #[derive(Clone, PartialEq, Message)]
+    struct Duration {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+    }
+    RateLimitResponse {
+        overall_code: rate_limit::rls::CODE_OK,
+        statuses: vec![DescriptorStatus {
+            code: rate_limit::rls::CODE_OK,
+            current_limit: Some(RateLimit { requests_per_unit: 1_000_000_000, unit: 3 }),
             limit_remaining: 999_999_999,
-            duration_until_reset: Some(rls::ProtoDuration { seconds: 3599, nanos: 0 }),
+            duration_until_reset: Some(Duration { seconds: 3599 }),
         }],
-        ..Default::default()
     }
     .encode_to_vec()
 }

@@ -7,6 +7,7 @@
 
 use crate::filter::RateLimitRoot;
 use shared::proxytest::{Proxy, Worker};
+use std::borrow::Cow;
 use std::time::{Duration, UNIX_EPOCH};
 
 type W = Worker<RateLimitRoot>;
@@ -124,7 +125,12 @@ fn seeded_group(p: &Proxy) -> impl Fn(&str) -> u64 {
     let key = seed.hash_key(crate::filter::TABLE_HASH_LABEL);
     move |user: &str| {
         let limits = crate::bucket::Limits { max_tokens: 5, tokens_per_fill: 5, fill_interval_ns: 600_000_000_000 };
-        let h = crate::filter::bucket_hash(&key, "guess", &limits, &[(b"user".to_vec(), user.as_bytes().to_vec())]);
+        let h = crate::filter::bucket_hash(
+            &key,
+            "guess",
+            &limits,
+            &[(Cow::Borrowed(&b"user"[..]), Cow::Borrowed(user.as_bytes()))],
+        );
         u64::from(crate::table::place(h, 0, GROUPS as u32).0)
     }
 }

@@ -13,7 +13,7 @@ use crate::rls;
 use crate::table::{self, Slot};
 use shared::config::ConfigError;
 use shared::hash::{keyed, HashKey};
-use shared::headers::{decimal, push_decimal};
+use shared::headers::push_decimal;
 use shared::host::BodyKind;
 use shared::host::HeaderMapKind::{RequestHeaders, ResponseHeaders};
 use shared::host::HostExt;
@@ -34,7 +34,7 @@ pub const TABLE_HASH_LABEL: &str = "rate-limit/table";
 /// shape's token clock (bucket.rs) and means nothing on another's: a reload that changes a
 /// rule's rate or size starts that rule's buckets full, as Envoy's local_ratelimit does on
 /// every reload, and one that keeps the rule's name and shape keeps them.
-pub(crate) fn bucket_hash(key: &HashKey, rule: &str, limits: &Limits, entries: &[(Vec<u8>, Vec<u8>)]) -> u64 {
+pub(crate) fn bucket_hash(key: &HashKey, rule: &str, limits: &Limits, entries: &[Entry<'_>]) -> u64 {
     let shape = [limits.max_tokens, limits.tokens_per_fill, limits.fill_interval_ns].map(u64::to_le_bytes);
     let mut parts: Vec<&[u8]> = Vec::with_capacity(4 + 2 * entries.len());
     parts.push(rule.as_bytes());
@@ -233,12 +233,16 @@ enum Denial<'a> {
     Global,
 }
 
-/// A descriptor's entries, `(key, value)`.
-type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+/// A descriptor entry, `(key, value)`: borrowed from the configuration where it is fixed (every
+/// key, a `generic_key` value), read from the request otherwise.
+pub(crate) type Entry<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
+/// A descriptor's entries.
+type Entries<'a> = Vec<Entry<'a>>;
 
 /// What a rule's descriptor came to for this request.
-enum Descriptor {
-    Entries(Entries),
+enum Descriptor<'a> {
+    Entries(Entries<'a>),
     /// An entry is missing: the rule does not apply, as in Envoy.
     Missing,
     /// A `request_headers` header appears more than once (R3): the rule refuses the request.
@@ -370,7 +374,7 @@ impl RateLimit {
     /// The descriptor entries `(key, value)` of a rule for this request, with the values
     /// Envoy's route actions give: `remote_address` the address, `masked_remote_address` the
     /// masked address as a CIDR (`10.1.2.0/24`), `request_headers` the header's only value.
-    fn descriptor(&self, rule: &Rule, host: &dyn Host, view: &mut RequestView<'_>) -> Descriptor {
+    fn descriptor<'c>(&self, rule: &'c Rule, host: &dyn Host, view: &mut RequestView<'_>) -> Descriptor<'c> {
         let mut entries = Vec::with_capacity(rule.actions.len());
         for action in &rule.actions {
             match action {
@@ -383,7 +387,7 @@ impl RateLimit {
                     } else {
                         ip.to_string()
                     };
-                    entries.push((key.as_bytes().to_vec(), value.into_bytes()));
+                    entries.push((Cow::Borrowed(key.as_bytes()), Cow::Owned(value.into_bytes())));
                 }
                 Action::RequestHeader { name, key, skip_if_absent } => {
                     let value = if name.starts_with(':') {
@@ -399,15 +403,17 @@ impl RateLimit {
                         first
                     };
                     match value {
-                        Some(v) => entries.push((key.as_bytes().to_vec(), v)),
+                        Some(v) => entries.push((Cow::Borrowed(key.as_bytes()), Cow::Owned(v))),
                         None if *skip_if_absent => {}
                         None => return Descriptor::Missing,
                     }
                 }
-                Action::Generic { key, value } => entries.push((key.as_bytes().to_vec(), value.as_bytes().to_vec())),
+                Action::Generic { key, value } => {
+                    entries.push((Cow::Borrowed(key.as_bytes()), Cow::Borrowed(value.as_bytes())))
+                }
                 Action::Path => {
                     let p = shared::matching::path_without_query(view.path(host));
-                    entries.push((b"path".to_vec(), p.as_bytes().to_vec()));
+                    entries.push((Cow::Borrowed(&b"path"[..]), Cow::Owned(p.as_bytes().to_vec())));
                 }
             }
         }
@@ -416,14 +422,7 @@ impl RateLimit {
 
     /// Take one token from the bucket of `rule` for `entries`. `None`: the rule is skipped
     /// (a failure the configuration says to allow).
-    fn take(
-        &self,
-        host: &dyn Host,
-        index: usize,
-        limits: Limits,
-        entries: &[(Vec<u8>, Vec<u8>)],
-        now: u64,
-    ) -> Option<Eval> {
+    fn take(&self, host: &dyn Host, index: usize, limits: Limits, entries: &[Entry<'_>], now: u64) -> Option<Eval> {
         let config = &self.config;
         let rule = config.rules.get(index)?;
         let hash = bucket_hash(&self.table.key, &rule.name, &limits, entries);
@@ -522,8 +521,21 @@ impl RateLimit {
     /// reported a limit, else from the most restrictive local bucket, as local_ratelimit), and
     /// on a denial `Retry-After` (and `x-envoy-ratelimited` for the service's).
     fn headers(&self, denial: Denial) -> Vec<(Cow<'static, str>, String)> {
-        let config = &self.config;
         let mut out: Vec<(Cow<'static, str>, String)> = Vec::new();
+        self.each_header(denial, &mut |name, value| out.push((Cow::Borrowed(name), value.to_owned())));
+        out
+    }
+
+    /// [`RateLimit::headers`], handed to `emit` one by one as they are built (the response
+    /// path writes each at once: no list, and the values share one buffer).
+    fn each_header(&self, denial: Denial, emit: &mut dyn FnMut(&'static str, &str)) {
+        let config = &self.config;
+        let mut scratch = String::new();
+        let mut number = |name: &'static str, n: u64, emit: &mut dyn FnMut(&'static str, &str)| {
+            scratch.clear();
+            push_decimal(&mut scratch, n);
+            emit(name, &scratch);
+        };
         if config.ratelimit_headers {
             // (rule index, policy member, state member), in rule order.
             let mut members: Vec<(usize, Cow<'_, str>, String)> = Vec::new();
@@ -546,78 +558,76 @@ impl RateLimit {
             }
             members.sort_by_key(|m| m.0);
             if !members.is_empty() {
-                out.push((
-                    "ratelimit-policy".into(),
-                    members.iter().map(|m| m.1.as_ref()).collect::<Vec<_>>().join(", "),
-                ));
-                out.push(("ratelimit".into(), members.iter().map(|m| m.2.as_str()).collect::<Vec<_>>().join(", ")));
+                emit("ratelimit-policy", &members.iter().map(|m| m.1.as_ref()).collect::<Vec<_>>().join(", "));
+                emit("ratelimit", &members.iter().map(|m| m.2.as_str()).collect::<Vec<_>>().join(", "));
             }
         }
-        if config.x_ratelimit_headers {
-            if let Some(x) = self.x_ratelimit_from_service() {
-                out.extend(x);
-            } else if let Some(e) = self.evals.iter().min_by_key(|e| e.remaining) {
+        if config.x_ratelimit_headers && !self.x_ratelimit_from_service(emit) {
+            if let Some(e) = self.evals.iter().min_by_key(|e| e.remaining) {
                 // As local_ratelimit: the most restrictive bucket (fewest tokens left).
                 if let Some(limits) = config.rules.get(e.rule).and_then(Rule::table_limits) {
-                    out.push(("x-ratelimit-limit".into(), decimal(limits.max_tokens)));
-                    out.push(("x-ratelimit-remaining".into(), decimal(e.remaining)));
-                    out.push(("x-ratelimit-reset".into(), decimal(ceil_secs(e.next_fill_in_ns))));
+                    number("x-ratelimit-limit", limits.max_tokens, emit);
+                    number("x-ratelimit-remaining", e.remaining, emit);
+                    number("x-ratelimit-reset", ceil_secs(e.next_fill_in_ns), emit);
                 }
             }
         }
         match denial {
             Denial::None => {}
-            Denial::Local(d) => out.push(("retry-after".into(), decimal(ceil_secs(d.retry_after_ns).max(1)))),
+            Denial::Local(d) => number("retry-after", ceil_secs(d.retry_after_ns).max(1), emit),
             Denial::Global => {
                 let enforcing_over =
                     |g: &&GlobalEval| g.over_limit && config.rules.get(g.rule).is_some_and(|r| !r.shadow);
                 if let Some(wait) = self.global.iter().filter(enforcing_over).filter_map(|g| g.reset.map(|r| r.1)).max()
                 {
-                    out.push(("retry-after".into(), decimal(wait.max(1))));
+                    number("retry-after", wait.max(1), emit);
                 }
                 if config.global.as_ref().is_some_and(|g| g.x_envoy_ratelimited) {
-                    out.push(("x-envoy-ratelimited".into(), "true".into()));
+                    emit("x-envoy-ratelimited", "true");
                 }
             }
         }
-        out
     }
 
     /// `x-ratelimit-*` as Envoy's ratelimit filter (`XRateLimitHeaderUtils::create`): the
     /// status with the fewest remaining (first on ties) among those with a limit gives
     /// `remaining` and `reset` (whole seconds); `limit` is its quota followed by
     /// `, <quota>;w=<unit seconds>[;name="<limit name>"]` for every status with a known unit.
-    fn x_ratelimit_from_service(&self) -> Option<Vec<(Cow<'static, str>, String)>> {
+    fn x_ratelimit_from_service(&self, emit: &mut dyn FnMut(&'static str, &str)) -> bool {
         let mut min: Option<&GlobalEval> = None;
-        let mut policy = String::new();
         for g in &self.global {
-            let Some((quota, unit, name)) = &g.limit else { continue };
-            if min.is_none_or(|m| g.remaining < m.remaining) {
+            if g.limit.is_some() && min.is_none_or(|m| g.remaining < m.remaining) {
                 min = Some(g);
             }
+        }
+        let Some(m) = min else { return false };
+        let mut value = String::with_capacity(64);
+        push_decimal(&mut value, u64::from(m.limit.as_ref().map_or(0, |l| l.0)));
+        for g in &self.global {
+            let Some((quota, unit, name)) = &g.limit else { continue };
             if *unit > 0 {
-                policy.push_str(", ");
-                push_decimal(&mut policy, u64::from(*quota));
-                policy.push_str(";w=");
-                push_decimal(&mut policy, *unit);
+                value.push_str(", ");
+                push_decimal(&mut value, u64::from(*quota));
+                value.push_str(";w=");
+                push_decimal(&mut value, *unit);
                 // The service's limit name goes into a quoted string: only when it can be one
                 // (a CR or LF would split the header; found by the rate_limit_rls_answer fuzz
                 // target).
                 if !name.is_empty() && name.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
-                    policy.push_str(";name=\"");
-                    policy.push_str(name);
-                    policy.push('"');
+                    value.push_str(";name=\"");
+                    value.push_str(name);
+                    value.push('"');
                 }
             }
         }
-        let m = min?;
-        let mut limit = decimal(u64::from(m.limit.as_ref().map_or(0, |l| l.0)));
-        limit.push_str(&policy);
-        Some(vec![
-            ("x-ratelimit-limit".into(), limit),
-            ("x-ratelimit-remaining".into(), decimal(u64::from(m.remaining))),
-            ("x-ratelimit-reset".into(), decimal(m.reset.map_or(0, |r| r.0))),
-        ])
+        emit("x-ratelimit-limit", &value);
+        value.clear();
+        push_decimal(&mut value, u64::from(m.remaining));
+        emit("x-ratelimit-remaining", &value);
+        value.clear();
+        push_decimal(&mut value, m.reset.map_or(0, |r| r.0));
+        emit("x-ratelimit-reset", &value);
+        true
     }
 
     /// Answer the request now: a denial, with its headers. `Pause` either way: a reply the
@@ -656,40 +666,22 @@ impl RateLimit {
 
     /// One `ShouldRateLimit` call with the descriptors of the global rules that applied; the
     /// request waits for it.
-    fn call_service(&mut self, host: &dyn Host, rules: Vec<(usize, Entries)>) -> FilterAction {
+    fn call_service(&mut self, host: &dyn Host, rules: Vec<(usize, Entries<'_>)>) -> FilterAction {
         let config = self.config.clone();
         let Some(service) = &config.global else { return FilterAction::Continue };
-        let hits: Vec<u32> = rules
-            .iter()
-            .map(|(i, _)| match config.rules.get(*i).map(|r| r.kind) {
-                Some(crate::config::RuleKind::Global { hits_addend, .. }) => hits_addend,
-                _ => 1,
-            })
-            .collect();
+        let hits_of = |i: usize| match config.rules.get(i).map(|r| r.kind) {
+            Some(crate::config::RuleKind::Global { hits_addend, .. }) => hits_addend,
+            _ => 1,
+        };
         // One hits_addend for all: the request's field (what every service reads); different
         // ones: each descriptor's own.
-        let common = hits.iter().all(|h| Some(h) == hits.first());
-        let request = rls::RateLimitRequest {
-            domain: service.domain.clone(),
-            hits_addend: if common { hits.first().copied().filter(|h| *h != 1).unwrap_or(0) } else { 0 },
-            descriptors: rules
-                .iter()
-                .zip(&hits)
-                .map(|((_, entries), h)| rls::RateLimitDescriptor {
-                    // protobuf strings are UTF-8: other bytes become U+FFFD, which can only
-                    // merge keys (stricter), never split one.
-                    entries: entries
-                        .iter()
-                        .map(|(k, v)| rls::Entry {
-                            key: String::from_utf8_lossy(k).into_owned(),
-                            value: String::from_utf8_lossy(v).into_owned(),
-                        })
-                        .collect(),
-                    hits_addend: (!common).then_some(rls::UInt64Value { value: u64::from(*h) }),
-                })
-                .collect(),
-        };
-        let message = rls::encode_request(&request);
+        let first = rules.first().map(|(i, _)| hits_of(*i));
+        let common = rules.iter().all(|(i, _)| Some(hits_of(*i)) == first);
+        let message = rls::encode_request(
+            &service.domain,
+            rules.iter().map(|(i, entries)| (entries.as_slice(), (!common).then(|| u64::from(hits_of(*i))))),
+            if common { first.filter(|h| *h != 1).unwrap_or(0) } else { 0 },
+        );
         let order: Vec<usize> = rules.into_iter().map(|(i, _)| i).collect();
         match host.dispatch_grpc_call(&service.cluster, rls::SERVICE, rls::METHOD, &[], &message, service.timeout) {
             Ok(token) => {
@@ -780,7 +772,7 @@ impl RateLimit {
                 over_limit: overall_over && (!marked || status.is_some_and(|s| s.code == rls::CODE_OVER_LIMIT)),
                 limit: status
                     .and_then(|s| s.current_limit.as_ref())
-                    .map(|l| (l.requests_per_unit, rls::unit_seconds(l.unit), l.name.clone())),
+                    .map(|l| (l.requests_per_unit, rls::unit_seconds(l.unit), l.name.to_owned())),
                 remaining: status.map_or(0, |s| s.limit_remaining),
                 reset: status
                     .and_then(|s| s.duration_until_reset.as_ref())
@@ -805,11 +797,11 @@ impl RateLimit {
                     .iter()
                     .map(|(k, v)| (Cow::Owned(k.clone()), String::from_utf8_lossy(v).into_owned())),
             );
-            let body = if response.raw_body.is_empty() { b"rate limited".to_vec() } else { response.raw_body };
-            return self.reply(host, config.status, &body, headers);
+            let body: &[u8] = if response.raw_body.is_empty() { b"rate limited" } else { response.raw_body };
+            return self.reply(host, config.status, body, headers);
         }
         for h in &response.request_headers_to_add {
-            if host.add_header(RequestHeaders, &h.key, h.value_bytes()).is_err() {
+            if host.add_header(RequestHeaders, h.key, h.value_bytes()).is_err() {
                 self.stats.host_errors.inc(host);
             }
         }
@@ -893,11 +885,11 @@ impl HttpFilter for RateLimit {
         if self.replied {
             return FilterAction::Continue;
         }
-        for (name, value) in self.headers(Denial::None) {
-            if host.set_header(ResponseHeaders, &name, value.as_bytes()).is_err() {
+        self.each_header(Denial::None, &mut |name, value| {
+            if host.set_header(ResponseHeaders, name, value.as_bytes()).is_err() {
                 self.stats.host_errors.inc(host);
             }
-        }
+        });
         // As Envoy's ratelimit filter: appended, the upstream's own values kept.
         for (name, value) in &self.response_headers_to_add {
             if host.add_header(ResponseHeaders, name, value).is_err() {
@@ -1337,7 +1329,8 @@ mod tests {
 mod global_tests {
     //! Global rules on the emulated proxy: the call the filter makes, and every kind of answer.
     use super::*;
-    use crate::rls::{self, DescriptorStatus, HeaderValue, ProtoDuration, RateLimitResponse};
+    use crate::rls;
+    use crate::rls::proto::{DescriptorStatus, HeaderValue, ProtoDuration, RateLimitRequest, RateLimitResponse};
     use prost::Message;
     use shared::proxytest::{Phase, Proxy, Worker};
 
@@ -1365,7 +1358,7 @@ mod global_tests {
     fn status(code: i32, quota: u32, unit: i32, name: &str, remaining: u32, reset: i64) -> DescriptorStatus {
         DescriptorStatus {
             code,
-            current_limit: Some(rls::RateLimit { name: name.into(), requests_per_unit: quota, unit }),
+            current_limit: Some(rls::proto::RateLimit { name: name.into(), requests_per_unit: quota, unit }),
             limit_remaining: remaining,
             duration_until_reset: Some(ProtoDuration { seconds: reset, nanos: 0 }),
         }
@@ -1398,7 +1391,7 @@ mod global_tests {
             ("rls", rls::SERVICE, rls::METHOD)
         );
         assert_eq!(call.timeout, std::time::Duration::from_millis(100), "the documented default");
-        let sent = rls::RateLimitRequest::decode(call.message.as_slice()).unwrap();
+        let sent = RateLimitRequest::decode(call.message.as_slice()).unwrap();
         assert_eq!(sent.domain, "edge");
         assert_eq!(sent.hits_addend, 0);
         let entries: Vec<(&str, &str)> =
@@ -1657,7 +1650,7 @@ mod global_tests {
             let p = proxy();
             let mut w: W = p.worker(&two.replace("HA", a).replace("HB", b));
             w.request(&[(":method", "GET"), (":path", "/")]);
-            let sent = rls::RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
+            let sent = RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
             assert_eq!(sent.hits_addend, request_level);
             let got: Vec<Option<u64>> =
                 sent.descriptors.iter().map(|d| d.hits_addend.as_ref().map(|h| h.value)).collect();
@@ -1675,7 +1668,7 @@ mod global_tests {
         let p = proxy();
         let mut w: W = p.worker(json);
         let (id, _) = w.request(&[(":method", "GET"), (":path", "/")]);
-        let sent = rls::RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
+        let sent = RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
         assert_eq!(sent.descriptors.len(), 1, "only the global rule's descriptor");
         assert_eq!(sent.descriptors[0].entries[0].value, "10.0.0.1");
         w.answer_grpc_call(w.grpc_calls()[0].token, 0, &answer(rls::CODE_OK, vec![status(1, 100, 3, "", 99, 3599)]));
@@ -1701,7 +1694,7 @@ mod global_tests {
         let mut w: W = p.worker(&config("", ""));
         let id = w.new_stream();
         w.request_headers_bytes(id, &[(":method", b"GET"), (":path", b"/"), ("x-user", b"al\xffice")], true);
-        let sent = rls::RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
+        let sent = RateLimitRequest::decode(w.grpc_calls()[0].message.as_slice()).unwrap();
         assert_eq!(sent.descriptors[0].entries[0].value, "al\u{fffd}ice");
     }
 }

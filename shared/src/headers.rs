@@ -73,9 +73,9 @@ pub fn push_decimal(out: &mut String, n: u64) {
             break;
         }
     }
-    for d in &digits[i..] {
-        out.push(char::from(*d));
-    }
+    // One append of ASCII digits (a `char` push per digit re-checks capacity and encodes
+    // UTF-8 each time).
+    out.push_str(std::str::from_utf8(digits.get(i..).unwrap_or_default()).unwrap_or_default());
 }
 
 /// `n` in decimal, as a new string.

@@ -1,0 +1,94 @@
+//! rate-limit's hand-written RLS codec (`rate_limit::rls`) against prost, the library it
+//! replaced, on the same bytes. Input: the 1st byte picks the direction; the rest is an answer
+//! to decode, or the makings of a request to encode. Properties:
+//! - `decode_response` never panics, and accepts exactly what prost accepts, with the same
+//!   field values (unknown fields and groups skipped, prost's nesting limit, a message field
+//!   seen twice merged, the last scalar winning, strings UTF-8);
+//! - `encode_request` writes exactly the bytes prost writes for the same `RateLimitRequest`
+//!   (non-UTF-8 descriptor bytes as U+FFFD), and prost reads them back.
+#![no_main]
+
+use prost::Message;
+use rate_limit::rls::{self, proto};
+use std::borrow::Cow;
+
+fn as_proto(r: &rls::RateLimitResponse<'_>) -> proto::RateLimitResponse {
+    let header = |h: &rls::HeaderValue<'_>| proto::HeaderValue {
+        key: h.key.into(),
+        value: h.value.into(),
+        raw_value: h.raw_value.to_vec(),
+    };
+    proto::RateLimitResponse {
+        overall_code: r.overall_code,
+        statuses: r
+            .statuses
+            .iter()
+            .map(|s| proto::DescriptorStatus {
+                code: s.code,
+                current_limit: s.current_limit.as_ref().map(|l| proto::RateLimit {
+                    name: l.name.into(),
+                    requests_per_unit: l.requests_per_unit,
+                    unit: l.unit,
+                }),
+                limit_remaining: s.limit_remaining,
+                duration_until_reset: s
+                    .duration_until_reset
+                    .map(|d| proto::ProtoDuration { seconds: d.seconds, nanos: d.nanos }),
+            })
+            .collect(),
+        response_headers_to_add: r.response_headers_to_add.iter().map(header).collect(),
+        request_headers_to_add: r.request_headers_to_add.iter().map(header).collect(),
+        raw_body: r.raw_body.to_vec(),
+    }
+}
+
+/// Splits `data` into descriptors of entries: 0xff ends an entry's key or value, 0xfe a
+/// descriptor; a descriptor's first byte, if odd, gives it its own `hits_addend`.
+fn descriptors(data: &[u8]) -> Vec<(Vec<(Cow<'_, [u8]>, Cow<'_, [u8]>)>, Option<u64>)> {
+    data.split(|b| *b == 0xfe)
+        .map(|d| {
+            let hits = d.first().filter(|b| *b % 2 == 1).map(|b| u64::from(*b) << 40);
+            let parts: Vec<&[u8]> = d.split(|b| *b == 0xff).collect();
+            let entries = parts.chunks(2).map(|kv| (Cow::Borrowed(kv[0]), Cow::Borrowed(*kv.get(1).unwrap_or(&&[][..])))).collect();
+            (entries, hits)
+        })
+        .collect()
+}
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let [mode, rest @ ..] = data else { return };
+    if mode % 2 == 0 {
+        let ours = rls::decode_response(rest);
+        let theirs = proto::RateLimitResponse::decode(rest);
+        match (&ours, &theirs) {
+            (Ok(o), Ok(t)) => assert_eq!(&as_proto(o), t),
+            (Err(_), Err(_)) => {}
+            _ => panic!("ours {ours:?}, prost {theirs:?}"),
+        }
+        return;
+    }
+    let (domain, rest) = rest.split_at(rest.iter().position(|b| *b == 0xfd).unwrap_or(0));
+    let domain = String::from_utf8_lossy(domain);
+    let hits_addend = u32::from(mode >> 1) * 1000;
+    let descriptors = descriptors(rest);
+    let ours = rls::encode_request(&domain, descriptors.iter().map(|(e, h)| (e.as_slice(), *h)), hits_addend);
+    let theirs = proto::RateLimitRequest {
+        domain: domain.to_string(),
+        hits_addend,
+        descriptors: descriptors
+            .iter()
+            .map(|(entries, hits)| proto::RateLimitDescriptor {
+                entries: entries
+                    .iter()
+                    .map(|(k, v)| proto::Entry {
+                        key: String::from_utf8_lossy(k).into_owned(),
+                        value: String::from_utf8_lossy(v).into_owned(),
+                    })
+                    .collect(),
+                hits_addend: hits.map(|value| proto::UInt64Value { value }),
+            })
+            .collect(),
+    };
+    assert_eq!(ours, theirs.encode_to_vec());
+    assert_eq!(proto::RateLimitRequest::decode(ours.as_slice()).as_ref(), Ok(&theirs));
+});

@@ -49,7 +49,10 @@ fn descriptors(data: &[u8]) -> Vec<(Vec<(Cow<'_, [u8]>, Cow<'_, [u8]>)>, Option<
         .map(|d| {
             let hits = d.first().filter(|b| *b % 2 == 1).map(|b| u64::from(*b) << 40);
             let parts: Vec<&[u8]> = d.split(|b| *b == 0xff).collect();
-            let entries = parts.chunks(2).map(|kv| (Cow::Borrowed(kv[0]), Cow::Borrowed(*kv.get(1).unwrap_or(&&[][..])))).collect();
+            let entries = parts
+                .chunks(2)
+                .map(|kv| (Cow::Borrowed(kv[0]), Cow::Borrowed(*kv.get(1).unwrap_or(&&[][..]))))
+                .collect();
             (entries, hits)
         })
         .collect()

@@ -352,9 +352,10 @@ pub fn unit_seconds(unit: i32) -> u64 {
 pub type DescriptorRef<'a> = (&'a [(Cow<'a, [u8]>, Cow<'a, [u8]>)], Option<u64>);
 
 /// A `RateLimitRequest` in protobuf wire format, written straight from the filter's descriptors:
-/// exactly the bytes prost writes for the [`RateLimitRequest`] with these fields (unit test
-/// `the_encoder_writes_what_prost_writes`), without building that message first (its
-/// `String`s and `Vec`s were most of the call's allocations). protobuf strings are UTF-8:
+/// exactly the bytes prost writes for a `RateLimitRequest` with these fields (unit test
+/// `the_encoder_writes_what_prost_writes`, fuzz target `rate_limit_rls_codec`), without building
+/// that message first (its `String`s and `Vec`s were most of the call's allocations). protobuf
+/// strings are UTF-8:
 /// other bytes become U+FFFD, which can only merge keys (stricter), never split one.
 /// `hits_addend` 0 is left out (the service reads 1). Every tag here is below 16: one byte.
 pub fn encode_request<'a, I>(domain: &str, descriptors: I, hits_addend: u32) -> Vec<u8>

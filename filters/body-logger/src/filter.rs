@@ -10,9 +10,9 @@
 //! captured (`"skipped": "budget"`), and the reservation is released with the stream.
 
 use crate::config::{body_kind, grpc_of, is_encoded, media_essence, media_param, BodyKind, Compiled, Config, Grpc};
-use crate::grpc::{Frames, Summary};
+use crate::grpc::Frames;
+use crate::line::{DirectionLine, Line};
 use crate::redact::escape_invalid_utf8;
-use serde::Serialize;
 use shared::config::ConfigError;
 use shared::hash::{fnv1a, mix64};
 use shared::headers::first;
@@ -487,14 +487,8 @@ impl BodyLogger {
             response_headers,
             status,
         };
-        // Serialized straight from the structs: no JSON tree built, then walked.
-        let text = match serde_json::to_string(&line) {
-            Ok(t) => t,
-            Err(e) => {
-                host.log_with(shared::LogLevel::Warn, || format!("body-logger: cannot serialize the line: {e}"));
-                return;
-            }
-        };
+        // Written straight from the structs: no JSON tree built, then walked.
+        let text = line.to_json();
 
         self.stats.redactions.add(host, u64::from(redactions));
         self.stats.logged.inc(host);
@@ -507,41 +501,6 @@ impl BodyLogger {
             }
         }
     }
-}
-
-/// The log line. Fields in alphabetical order: the order the line has always had (it was
-/// built as a `serde_json::Map`, which sorts its keys), so consumers see the same bytes.
-#[derive(Serialize)]
-struct Line {
-    duration_ms: f64,
-    method: String,
-    path: String,
-    redactions: u32,
-    request: DirectionLine,
-    /// Only with `log_headers`; `null` when dropped for the budget.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_headers: Option<Option<BTreeMap<String, String>>>,
-    request_id: Option<String>,
-    response: DirectionLine,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_headers: Option<Option<BTreeMap<String, String>>>,
-    status: Option<u64>,
-}
-
-/// One direction of the line (alphabetical, as [`Line`]).
-#[derive(Serialize)]
-struct DirectionLine {
-    body: Option<String>,
-    bytes: u64,
-    captured_bytes: usize,
-    complete: bool,
-    content_type: Option<String>,
-    /// gRPC: the framing summary (the body is never logged).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    grpc: Option<Summary>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    skipped: Option<&'static str>,
-    truncated: bool,
 }
 
 impl HttpFilter for BodyLogger {

@@ -76,6 +76,11 @@ impl HeaderPairs {
         HeaderPairs(crate::abi::serialize_pairs(pairs).unwrap_or_default())
     }
 
+    /// The buffer itself (the pairs' slices point into it).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Every pair, in order.
     pub fn pairs(&self) -> Vec<(&[u8], &[u8])> {
         crate::abi::parse_pairs(&self.0).unwrap_or_default()

@@ -61,7 +61,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let Some((&selector, value)) = line.split_first() else { continue };
         headers.push((NAMES[usize::from(selector) % NAMES.len()].to_string(), value.to_vec()));
     }
-    let request = RequestHeaders(headers);
+    let request = RequestHeaders::new(headers);
     let query = path.iter().position(|b| *b == b'?').map(|i| percent_decoded(&path[i + 1..]));
     EXTRACTOR.with(|extractor| {
         let found = extractor.extract(&request);

@@ -428,6 +428,16 @@ mod host_calls {
         Ok(parse_pairs(&data)?.into_iter().map(|(name, value)| (name.to_vec(), value.to_vec())).collect())
     }
 
+    /// A header map's pairs buffer as the host wrote it (see [`parse_pairs`]); empty when the
+    /// host returned none.
+    pub fn header_map_buffer(map: MapType) -> Result<Vec<u8>, HostError> {
+        // SAFETY: `proxy_get_header_map_pairs` returns a host-allocated buffer as
+        // `with_host_buffer` requires.
+        let (raw, data) = unsafe { with_host_buffer(|data, size| proxy_get_header_map_pairs(map as u32, data, size)) };
+        check(raw)?;
+        Ok(data.unwrap_or_default())
+    }
+
     /// Replace the whole map with `pairs`, in order (Envoy removes every entry, adds these and,
     /// for request headers, clears the route cache). `BadArgument` beyond the host's pairs limits.
     pub fn set_header_map_pairs(map: MapType, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {

@@ -57,6 +57,41 @@ pub fn first<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8
     headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
 }
 
+/// A header map read whole as the host's one pairs buffer ([`crate::Host::header_pairs`]),
+/// looked at borrowed: one allocation for the map where [`crate::Host::headers`] makes two per
+/// pair (a name `String` and a value `Vec`), then frees them. Names are bytes as the host gave
+/// them (lowercase in Envoy). A buffer that does not parse reads as an empty map, as
+/// `headers()` does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderPairs(Vec<u8>);
+
+impl HeaderPairs {
+    /// The host's serialized buffer (`proxy_get_header_map_pairs`'s format).
+    pub fn from_buffer(buffer: Vec<u8>) -> HeaderPairs {
+        HeaderPairs(buffer)
+    }
+
+    /// Serialize `pairs` (what a host without a raw buffer answers).
+    pub fn from_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> HeaderPairs {
+        HeaderPairs(crate::abi::serialize_pairs(pairs).unwrap_or_default())
+    }
+
+    /// The buffer itself (the pairs' slices point into it).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Every pair, in order.
+    pub fn pairs(&self) -> Vec<(&[u8], &[u8])> {
+        crate::abi::parse_pairs(&self.0).unwrap_or_default()
+    }
+
+    /// The first value of `name`, ASCII-case-insensitively (see [`first`]).
+    pub fn first<'a>(pairs: &[(&'a [u8], &'a [u8])], name: &str) -> Option<&'a [u8]> {
+        pairs.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v)
+    }
+}
+
 /// Append `n` in decimal. Header values are built on every request: `format!` and
 /// `to_string` go through `core::fmt` (padding, a trait object per argument), measured at
 /// several hundred instructions per number in the rate-limit headers; this is a loop.
@@ -88,6 +123,26 @@ pub fn decimal(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_pairs_read_back_in_order_and_find_the_first_value() {
+        let map: Vec<(String, Vec<u8>)> = vec![
+            (":status".into(), b"200".to_vec()),
+            ("set-cookie".into(), b"a=1".to_vec()),
+            ("Set-Cookie".into(), b"b=\xff".to_vec()),
+            ("empty".into(), Vec::new()),
+        ];
+        let raw = HeaderPairs::from_pairs(&map);
+        let pairs = raw.pairs();
+        let back: Vec<(&[u8], &[u8])> = map.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())).collect();
+        assert_eq!(pairs, back);
+        assert_eq!(HeaderPairs::first(&pairs, "SET-COOKIE"), Some(&b"a=1"[..]));
+        assert_eq!(HeaderPairs::first(&pairs, "empty"), Some(&b""[..]));
+        assert_eq!(HeaderPairs::first(&pairs, "absent"), None);
+        // Not a pairs buffer: an empty map, as `headers()` reads it.
+        assert!(HeaderPairs::from_buffer(b"junk".to_vec()).pairs().is_empty());
+        assert!(HeaderPairs::default().pairs().is_empty());
+    }
 
     #[test]
     fn decimal_is_to_string() {

@@ -1,5 +1,6 @@
 //! Host access behind one trait, so filter logic runs unchanged in Envoy and in native tests.
 
+use crate::headers::HeaderPairs;
 use std::time::{Duration, SystemTime};
 
 /// Which header map a call addresses. Names follow proxy-wasm's `MapType`.
@@ -80,6 +81,12 @@ pub trait Host {
 
     fn header(&self, map: HeaderMapKind, name: &str) -> Option<Vec<u8>>;
     fn headers(&self, map: HeaderMapKind) -> Vec<(String, Vec<u8>)>;
+    /// The same read (one `get_header_map_pairs` call) kept as the host's one buffer, for a
+    /// filter that only looks at the pairs: no allocation per pair. The default serializes
+    /// [`Host::headers`].
+    fn header_pairs(&self, map: HeaderMapKind) -> HeaderPairs {
+        HeaderPairs::from_pairs(&self.headers(map))
+    }
     /// Replace every value of `name` with `value`.
     fn set_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError>;
     /// Append a value, keeping existing ones.
@@ -196,6 +203,9 @@ impl<W: HostWrapper> Host for W {
     }
     fn headers(&self, map: HeaderMapKind) -> Vec<(String, Vec<u8>)> {
         self.inner().headers(map)
+    }
+    fn header_pairs(&self, map: HeaderMapKind) -> HeaderPairs {
+        self.inner().header_pairs(map)
     }
     fn set_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
         self.inner().set_header(map, name, value)

@@ -4,6 +4,7 @@
 //! [`crate::glue`].
 
 use crate::abi;
+use crate::headers::HeaderPairs;
 use crate::host::{BodyKind, HeaderMapKind, Host, HostError, LogLevel, MetricKind};
 use proxy_wasm::types::{BufferType, MapType, MetricType, StreamType};
 use std::time::{Duration, SystemTime};
@@ -57,6 +58,10 @@ impl Host for ProxyWasmHost {
                 (name, value)
             })
             .collect()
+    }
+
+    fn header_pairs(&self, map: HeaderMapKind) -> HeaderPairs {
+        HeaderPairs::from_buffer(abi::header_map_buffer(map_type(map)).unwrap_or_default())
     }
 
     fn set_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {

@@ -10,12 +10,12 @@
 //! captured (`"skipped": "budget"`), and the reservation is released with the stream.
 
 use crate::config::{body_kind, grpc_of, is_encoded, media_essence, media_param, BodyKind, Compiled, Config, Grpc};
-use crate::grpc::{Frames, Summary};
+use crate::grpc::Frames;
+use crate::line::{DirectionLine, Line};
 use crate::redact::escape_invalid_utf8;
-use serde::Serialize;
 use shared::config::ConfigError;
 use shared::hash::{fnv1a, mix64};
-use shared::headers::first;
+use shared::headers::HeaderPairs;
 use shared::host::{BodyKind as Buffer, HeaderMapKind, HostExt};
 use shared::matching::RouteName;
 use shared::stats::Counter;
@@ -137,6 +137,44 @@ pub struct BodyLogger {
 }
 
 type HeaderList = Vec<(String, Vec<u8>)>;
+type Pair<'a> = (&'a [u8], &'a [u8]);
+
+/// The first value of `name` in a map's pairs (Envoy's `get_header_map_value` answer).
+fn first<'a>(map: &[Pair<'a>], name: &str) -> Option<&'a [u8]> {
+    HeaderPairs::first(map, name)
+}
+
+/// A direction's header map, read once: owned when its headers are logged (`log_headers`),
+/// else the host's buffer read borrowed (no allocation per header).
+enum MapRead {
+    Logged(HeaderList),
+    Raw(HeaderPairs),
+}
+
+impl MapRead {
+    fn of(host: &dyn Host, kind: HeaderMapKind, log_headers: bool) -> MapRead {
+        if log_headers {
+            MapRead::Logged(host.headers(kind))
+        } else {
+            MapRead::Raw(host.header_pairs(kind))
+        }
+    }
+
+    fn pairs(&self) -> Vec<Pair<'_>> {
+        match self {
+            MapRead::Logged(list) => list.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())).collect(),
+            MapRead::Raw(raw) => raw.pairs(),
+        }
+    }
+
+    /// The headers to log: none unless `log_headers`.
+    fn logged(self) -> HeaderList {
+        match self {
+            MapRead::Logged(list) => list,
+            MapRead::Raw(_) => Vec::new(),
+        }
+    }
+}
 
 struct Record {
     start: SystemTime,
@@ -191,7 +229,7 @@ struct BodyHeaders {
 
 impl BodyHeaders {
     /// From the direction's header map, read once.
-    fn read(map: &[(String, Vec<u8>)]) -> BodyHeaders {
+    fn read(map: &[Pair]) -> BodyHeaders {
         BodyHeaders {
             content_type: first(map, "content-type").map(<[u8]>::to_vec),
             // Envoy joins repeated `content-encoding` headers into one value (`identity,br`):
@@ -201,7 +239,7 @@ impl BodyHeaders {
                 .and_then(|v| std::str::from_utf8(v).ok().and_then(|t| t.trim().parse().ok())),
             grpc: map
                 .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                .filter(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
                 .filter_map(|(_, v)| grpc_of(v))
                 .max(),
         }
@@ -336,7 +374,7 @@ impl Direction {
 
 impl BodyLogger {
     /// `request`: the request's header map.
-    fn selected(&self, host: &dyn Host, request: &[(String, Vec<u8>)], method: &[u8], path: &[u8]) -> bool {
+    fn selected(&self, host: &dyn Host, request: &[Pair], method: &[u8], path: &[u8]) -> bool {
         let c = &self.config;
         if !c.methods.is_empty() && !c.methods.iter().any(|m| m.as_bytes().eq_ignore_ascii_case(method)) {
             return false;
@@ -372,12 +410,18 @@ impl BodyLogger {
         }
     }
 
-    /// Start a direction from its header map (read once): its capture, its share of the
-    /// budget. The headers to log (`None` when dropped for the budget).
-    fn start_direction(&self, map: HeaderList, enabled: bool, end_of_stream: bool) -> (Direction, Option<HeaderList>) {
+    /// Start a direction from what its header map says: its capture, its share of the budget.
+    /// The headers to log (`None` when dropped for the budget).
+    fn start_direction(
+        &self,
+        body: BodyHeaders,
+        logged: HeaderList,
+        enabled: bool,
+        end_of_stream: bool,
+    ) -> (Direction, Option<HeaderList>) {
         let c = &self.config;
-        let mut direction = Direction::start(c, enabled, BodyHeaders::read(&map), end_of_stream);
-        let headers = if c.log_headers { map } else { Vec::new() };
+        let mut direction = Direction::start(c, enabled, body, end_of_stream);
+        let headers = logged;
         let header_bytes = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
         if direction.reserve(&self.budget, header_bytes) {
             (direction, Some(headers))
@@ -487,14 +531,8 @@ impl BodyLogger {
             response_headers,
             status,
         };
-        // Serialized straight from the structs: no JSON tree built, then walked.
-        let text = match serde_json::to_string(&line) {
-            Ok(t) => t,
-            Err(e) => {
-                host.log_with(shared::LogLevel::Warn, || format!("body-logger: cannot serialize the line: {e}"));
-                return;
-            }
-        };
+        // Written straight from the structs: no JSON tree built, then walked.
+        let text = line.to_json();
 
         self.stats.redactions.add(host, u64::from(redactions));
         self.stats.logged.inc(host);
@@ -509,53 +547,21 @@ impl BodyLogger {
     }
 }
 
-/// The log line. Fields in alphabetical order: the order the line has always had (it was
-/// built as a `serde_json::Map`, which sorts its keys), so consumers see the same bytes.
-#[derive(Serialize)]
-struct Line {
-    duration_ms: f64,
-    method: String,
-    path: String,
-    redactions: u32,
-    request: DirectionLine,
-    /// Only with `log_headers`; `null` when dropped for the budget.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_headers: Option<Option<BTreeMap<String, String>>>,
-    request_id: Option<String>,
-    response: DirectionLine,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_headers: Option<Option<BTreeMap<String, String>>>,
-    status: Option<u64>,
-}
-
-/// One direction of the line (alphabetical, as [`Line`]).
-#[derive(Serialize)]
-struct DirectionLine {
-    body: Option<String>,
-    bytes: u64,
-    captured_bytes: usize,
-    complete: bool,
-    content_type: Option<String>,
-    /// gRPC: the framing summary (the body is never logged).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    grpc: Option<Summary>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    skipped: Option<&'static str>,
-    truncated: bool,
-}
-
 impl HttpFilter for BodyLogger {
     fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> Action {
-        // One read of the map for every header below (see shared::headers::first).
-        let map = host.headers(HeaderMapKind::RequestHeaders);
-        let method = first(&map, ":method").unwrap_or_default().to_vec();
-        let path = first(&map, ":path").unwrap_or_default().to_vec();
-        if !self.selected(host, &map, &method, &path) {
+        // One read of the map for every header below.
+        let map = MapRead::of(host, HeaderMapKind::RequestHeaders, self.config.log_headers);
+        let pairs = map.pairs();
+        let method = first(&pairs, ":method").unwrap_or_default().to_vec();
+        let path = first(&pairs, ":path").unwrap_or_default().to_vec();
+        if !self.selected(host, &pairs, &method, &path) {
             return Action::Continue;
         }
-        let request_id = first(&map, "x-request-id").map(<[u8]>::to_vec);
+        let request_id = first(&pairs, "x-request-id").map(<[u8]>::to_vec);
+        let body = BodyHeaders::read(&pairs);
+        drop(pairs);
         let c = self.config.clone();
-        let (request, request_headers) = self.start_direction(map, c.request_body, end_of_stream);
+        let (request, request_headers) = self.start_direction(body, map.logged(), c.request_body, end_of_stream);
         self.record = Some(Box::new(Record {
             start: host.now(),
             method,
@@ -590,10 +596,13 @@ impl HttpFilter for BodyLogger {
             return Action::Continue;
         }
         let c = self.config.clone();
-        let map = host.headers(HeaderMapKind::ResponseHeaders);
+        let map = MapRead::of(host, HeaderMapKind::ResponseHeaders, c.log_headers);
+        let pairs = map.pairs();
         let status =
-            first(&map, ":status").and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.trim().parse().ok());
-        let (response, headers) = self.start_direction(map, c.response_body, end_of_stream);
+            first(&pairs, ":status").and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.trim().parse().ok());
+        let body = BodyHeaders::read(&pairs);
+        drop(pairs);
+        let (response, headers) = self.start_direction(body, map.logged(), c.response_body, end_of_stream);
         if let Some(rec) = self.record.as_mut() {
             rec.status = status;
             rec.response = response;

@@ -4,6 +4,7 @@ pub mod config;
 pub mod corpus;
 pub mod filter;
 pub mod grpc;
+mod line;
 pub mod names;
 pub mod redact;
 

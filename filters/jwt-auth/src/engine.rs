@@ -14,6 +14,7 @@ use crate::extract::{Extractor, Found, Place, RequestHeaders};
 use crate::token::{self, Jwt, Status};
 use jose::jwks::{Jwks, VerifyError};
 use sha2::{Digest, Sha256};
+use shared::hash::{keyed128, HashKey};
 use shared::matching::RouteName;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -85,18 +86,41 @@ pub struct Counts {
 }
 
 /// Per-worker verified-token cache of one provider (jwt_authn's `JwtCache`): bounded, keyed by
-/// the SHA-256 of the token (tokens are not kept), oldest entry evicted first, and an entry past
-/// its `exp` is never served.
+/// a 128-bit digest of the token (tokens are not kept), oldest entry evicted first, and an
+/// entry past its `exp` is never served. The digest is SipHash-2-4-128 under this worker's
+/// random key ([`TokenCache::keyed`]): nobody without the key can aim a token at another's
+/// entry; without a key (the host gave no random bytes) it is SHA-256, several times costlier
+/// in wasm.
 #[derive(Debug, Default)]
 pub struct TokenCache {
     capacity: usize,
+    key: Option<HashKey>,
     map: BTreeMap<[u8; 32], Rc<Jwt>>,
     order: VecDeque<[u8; 32]>,
 }
 
 impl TokenCache {
     pub fn new(capacity: usize) -> TokenCache {
-        TokenCache { capacity, map: BTreeMap::new(), order: VecDeque::new() }
+        TokenCache { capacity, key: None, map: BTreeMap::new(), order: VecDeque::new() }
+    }
+
+    /// Digest tokens with SipHash-2-4-128 under `key` (secret, random per worker).
+    pub fn keyed(mut self, key: HashKey) -> TokenCache {
+        self.key = Some(key);
+        self
+    }
+
+    /// The entry key of `token`.
+    fn digest(&self, token: &[u8]) -> [u8; 32] {
+        match &self.key {
+            Some(key) => {
+                let mut out = [0u8; 32];
+                let (head, _) = out.split_at_mut(16);
+                head.copy_from_slice(&keyed128(key, token));
+                out
+            }
+            None => Sha256::digest(token).into(),
+        }
     }
 
     fn lookup(&mut self, key: &[u8; 32], now: u64) -> Option<Rc<Jwt>> {
@@ -357,7 +381,7 @@ impl<'a> Run<'a> {
         let engine = self.engine;
         let max = engine.config.max_token_bytes;
         let cache = provider.and_then(|i| self.keys.cache(i)).filter(|c| c.borrow().capacity > 0);
-        let cache_key = cache.filter(|_| t.token.len() <= max).map(|c| (c, <[u8; 32]>::from(Sha256::digest(&t.token))));
+        let cache_key = cache.filter(|_| t.token.len() <= max).map(|c| (c, c.borrow().digest(&t.token)));
         let cached = cache_key.as_ref().and_then(|(c, key)| c.borrow_mut().lookup(key, self.now));
         if cache_key.is_some() {
             if cached.is_some() {

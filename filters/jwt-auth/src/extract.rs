@@ -4,6 +4,7 @@
 //! location's token starts at the first token character after its prefix's first occurrence.
 
 use crate::config::{Location, Provider};
+use shared::headers::HeaderPairs;
 use std::collections::BTreeMap;
 
 /// The issuers whose providers named a location (jwt_authn `JwtIssuerChecker`): a provider
@@ -148,13 +149,43 @@ impl Extractor {
     }
 }
 
-/// The request's headers, read once (one host call) and looked up many times.
+/// The request's headers, read once (one host call, [`Host::header_pairs`]) and looked up many
+/// times: the host's buffer and where each name and value lie in it, so the read costs no
+/// allocation per header. Names compare exactly (Envoy's are lowercase).
+///
+/// [`Host::header_pairs`]: shared::Host::header_pairs
 #[derive(Clone, Debug, Default)]
-pub struct RequestHeaders(pub Vec<(String, Vec<u8>)>);
+pub struct RequestHeaders {
+    raw: HeaderPairs,
+    /// Name and value of each header still in the map, in order: (start, length) in `raw`.
+    spans: Vec<[(usize, usize); 2]>,
+}
 
 impl RequestHeaders {
+    /// From owned pairs (tests, fuzzing).
+    pub fn new(pairs: Vec<(String, Vec<u8>)>) -> RequestHeaders {
+        RequestHeaders::from_raw(HeaderPairs::from_pairs(&pairs))
+    }
+
+    /// From the host's buffer.
+    pub fn from_raw(raw: HeaderPairs) -> RequestHeaders {
+        let base = raw.as_bytes().as_ptr() as usize;
+        let span = |s: &[u8]| ((s.as_ptr() as usize).wrapping_sub(base), s.len());
+        let spans = raw.pairs().iter().map(|(n, v)| [span(n), span(v)]).collect();
+        RequestHeaders { raw, spans }
+    }
+
+    fn slice(&self, (start, len): (usize, usize)) -> &[u8] {
+        start.checked_add(len).and_then(|end| self.raw.as_bytes().get(start..end)).unwrap_or_default()
+    }
+
+    /// Every header, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans.iter().map(|[n, v]| (self.slice(*n), self.slice(*v)))
+    }
+
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+        self.iter().find(|(k, _)| *k == name.as_bytes()).map(|(_, v)| v)
     }
 
     pub fn get_str(&self, name: &str) -> &str {
@@ -163,7 +194,7 @@ impl RequestHeaders {
 
     /// All values of a header joined by `,` (Envoy's `getAllOfHeaderAsString`).
     pub fn joined(&self, name: &str) -> Option<Vec<u8>> {
-        let mut values = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_slice());
+        let mut values = self.iter().filter(|(k, _)| *k == name.as_bytes()).map(|(_, v)| v);
         let first = values.next()?;
         let mut out = first.to_vec();
         for v in values {
@@ -174,7 +205,10 @@ impl RequestHeaders {
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.0.retain(|(k, _)| k != name);
+        let raw = self.raw.as_bytes();
+        self.spans.retain(|[(start, len), _]| {
+            start.checked_add(*len).and_then(|end| raw.get(*start..end)) != Some(name.as_bytes())
+        });
     }
 
     /// `:path` without the query pairs whose percent-decoded name is one of `names` (all of
@@ -216,7 +250,7 @@ impl RequestHeaders {
     pub fn cookies_without(&self, names: &[&str]) -> Option<Vec<Vec<u8>>> {
         let mut removed = false;
         let mut out = Vec::new();
-        for (_, v) in self.0.iter().filter(|(k, _)| k == "cookie") {
+        for (_, v) in self.iter().filter(|(k, _)| *k == b"cookie") {
             let kept: Vec<&[u8]> = v
                 .split(|b| *b == b';')
                 .map(<[u8]>::trim_ascii)
@@ -238,7 +272,7 @@ impl RequestHeaders {
     /// of surrounding double quotes (Envoy's `parseCookies`).
     fn cookies(&self) -> Vec<(&[u8], &[u8])> {
         let mut out = Vec::new();
-        for (_, v) in self.0.iter().filter(|(k, _)| k == "cookie") {
+        for (_, v) in self.iter().filter(|(k, _)| *k == b"cookie") {
             for pair in v.split(|b| *b == b';') {
                 let pair = pair.trim_ascii();
                 let Some(eq) = pair.iter().position(|b| *b == b'=') else { continue };
@@ -308,7 +342,7 @@ mod tests {
         assert_eq!(q[1], (b"access_token".to_vec(), b"x.y".to_vec()));
         assert_eq!(q[3], (b"flag".to_vec(), Vec::new()));
         assert_eq!(percent_decode(b"%zz%4"), b"%zz%4");
-        let h = RequestHeaders(vec![
+        let h = RequestHeaders::new(vec![
             ("cookie".into(), b"a=1; jwt=\"t.o.k\"; jwt=second".to_vec()),
             ("cookie".into(), b"b=2".to_vec()),
         ]);
@@ -318,8 +352,11 @@ mod tests {
 
     #[test]
     fn joined_values() {
-        let h =
-            RequestHeaders(vec![("x".into(), b"1".to_vec()), ("y".into(), b"2".to_vec()), ("x".into(), b"3".to_vec())]);
+        let h = RequestHeaders::new(vec![
+            ("x".into(), b"1".to_vec()),
+            ("y".into(), b"2".to_vec()),
+            ("x".into(), b"3".to_vec()),
+        ]);
         assert_eq!(h.joined("x").unwrap(), b"1,3");
         assert_eq!(h.joined("z"), None);
     }

@@ -24,10 +24,11 @@ use keys::ProviderState;
 use request::{Wait, Waiter};
 use shared::config::ConfigError;
 use shared::fetch::Ticker;
+use shared::hash::HashKey;
 use shared::lease::holder_id;
 use shared::stats::{Counter, Gauge};
 use shared::waiting::WaitList;
-use shared::{Action, Host, HttpFilter, RootFilter};
+use shared::{Action, Host, HttpFilter, LogLevel, RootFilter};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -88,14 +89,31 @@ impl Worker {
     fn new(host: &dyn Host, config: Compiled, max_waiting: usize) -> Result<Worker, ConfigError> {
         let holder = holder_id(0, host.now());
         let engine = Engine::new(config);
+        let cache_key = cache_key(host);
         let providers = (0..engine.config.providers.len())
-            .map(|i| ProviderState::new(host, &engine, i, holder))
+            .map(|i| ProviderState::new(host, &engine, i, holder, cache_key))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Worker { stats: Stats::define(host), providers, waiting: WaitList::new(max_waiting), engine })
     }
 
     fn has_remote(&self) -> bool {
         self.providers.iter().any(|p| p.remote.is_some())
+    }
+}
+
+/// This worker's secret key for the verified-token cache's digests: 16 random bytes from the
+/// host. Without them the cache digests with SHA-256 (the same cache, a costlier digest).
+fn cache_key(host: &dyn Host) -> Option<HashKey> {
+    let mut bytes = [0u8; 16];
+    match host.random(&mut bytes) {
+        Ok(()) => Some(HashKey::new(bytes)),
+        Err(e) => {
+            host.log(
+                LogLevel::Warn,
+                &format!("{NAME}: no random bytes from the host ({e}): the token cache digests with SHA-256"),
+            );
+            None
+        }
     }
 }
 

@@ -116,13 +116,15 @@ impl HttpFilter for SecurityHeaders {
         // header names, lowercased.
         // With each name, whether the upstream gave it a value: a blank one (an unset template
         // variable) sets nothing a browser applies, so it counts as absent and ours replaces it.
-        let present: Vec<(String, bool)> = host
-            .headers(ResponseHeaders)
-            .into_iter()
-            .map(|(name, value)| (name, value.iter().any(|b| !b.is_ascii_whitespace())))
-            .collect();
-        let is_present = |name: &str| present.iter().any(|(p, _)| p.eq_ignore_ascii_case(name));
-        let has_value = |name: &str| present.iter().any(|(p, v)| *v && p.eq_ignore_ascii_case(name));
+        // Read borrowed from the host's buffer: no allocation per header.
+        let raw = host.header_pairs(ResponseHeaders);
+        let present = raw.pairs();
+        let is_present = |name: &str| present.iter().any(|(p, _)| p.eq_ignore_ascii_case(name.as_bytes()));
+        let has_value = |name: &str| {
+            present
+                .iter()
+                .any(|(p, v)| p.eq_ignore_ascii_case(name.as_bytes()) && v.iter().any(|b| !b.is_ascii_whitespace()))
+        };
 
         for name in self.config.remove.iter().filter(|n| is_present(n)) {
             match host.remove_header(ResponseHeaders, name) {

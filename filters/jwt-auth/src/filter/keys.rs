@@ -21,6 +21,7 @@ use jose::jwks::Jwks;
 use sha2::{Digest, Sha256};
 use shared::config::ConfigError;
 use shared::fetch::{FetchPolicy, FetchResult, Fetcher, Outcome, Published};
+use shared::hash::HashKey;
 use shared::host::{BodyKind, HeaderMapKind, HostExt};
 use shared::shared_cell;
 use shared::{Host, LogLevel};
@@ -70,9 +71,20 @@ struct KeysInUse {
 
 impl ProviderState {
     /// From `configure`: the provider's state, its shared-data keys created.
-    pub fn new(host: &dyn Host, engine: &Engine, index: usize, holder: u64) -> Result<ProviderState, ConfigError> {
+    /// `cache_key`: this worker's key for the verified-token cache's digests.
+    pub fn new(
+        host: &dyn Host,
+        engine: &Engine,
+        index: usize,
+        holder: u64,
+        cache_key: Option<HashKey>,
+    ) -> Result<ProviderState, ConfigError> {
         let config = &engine.config;
-        let cache = RefCell::new(engine.new_cache(index));
+        let cache = engine.new_cache(index);
+        let cache = RefCell::new(match cache_key {
+            Some(key) => cache.keyed(key),
+            None => cache,
+        });
         let Some(p) = config.providers.get(index) else {
             return Ok(ProviderState { cache, remote: None });
         };

@@ -91,7 +91,7 @@ fn unix_seconds(t: SystemTime) -> u64 {
 impl Worker {
     /// `on_request_headers`: the request's first decision.
     pub(super) fn start(&self, host: &dyn Host, context_id: u32) -> Decision {
-        let mut request = RequestHeaders(host.headers(HeaderMapKind::RequestHeaders));
+        let mut request = RequestHeaders::from_raw(host.header_pairs(HeaderMapKind::RequestHeaders));
         // Before anything else, on every request (no rule, CORS preflight included): the
         // headers only this filter may set.
         apply(host, &self.engine.sanitize(&mut request));
@@ -125,7 +125,7 @@ impl Worker {
         }
         // The forged headers went at the first decision (Envoy's map, as edited then); again
         // in case a removal failed.
-        let mut request = RequestHeaders(host.headers(HeaderMapKind::RequestHeaders));
+        let mut request = RequestHeaders::from_raw(host.header_pairs(HeaderMapKind::RequestHeaders));
         apply(host, &self.engine.sanitize(&mut request));
         self.decide(host, context_id, &request, wait.rule, settled)
     }

@@ -165,6 +165,34 @@ fn cache_hits_but_never_past_exp() {
     assert_eq!(p.metric("jwt_auth.jwt_cache_hit"), Some(2));
 }
 
+/// The cache's digest: SipHash-2-4-128 under the worker's random key, or SHA-256 when the host
+/// gives no random bytes (said at warn). Either way a hit needs the very same token: one with
+/// a single signature byte changed is verified, and fails.
+#[test]
+fn cache_digests_keyed_or_sha256_and_serve_only_the_same_token() {
+    for no_random in [false, true] {
+        let p = proxy();
+        p.fail_random(no_random);
+        let mut w: W = p.worker(&local_config("", RULES));
+        let warned = p.logs().iter().any(|(l, m)| *l == LogLevel::Warn && m.contains("digests with SHA-256"));
+        assert_eq!(warned, no_random, "no_random={no_random}");
+        let token = hs(&valid_payload());
+        for _ in 0..3 {
+            assert_eq!(request(&mut w, "/api", Some(&token)).1, Action::Continue);
+        }
+        assert_eq!((p.metric("jwt_auth.jwt_cache_miss"), p.metric("jwt_auth.jwt_cache_hit")), (Some(1), Some(2)));
+        let mut forged = token.clone().into_bytes();
+        if let Some(last) = forged.last_mut() {
+            *last = if *last == b'A' { b'B' } else { b'A' };
+        }
+        let forged = String::from_utf8(forged).unwrap();
+        let (id, a) = request(&mut w, "/api", Some(&forged));
+        assert_eq!(a, Action::Pause, "no_random={no_random}");
+        assert_eq!(reply(&w, id).1, "Jwt verification fails");
+        assert_eq!((p.metric("jwt_auth.jwt_cache_miss"), p.metric("jwt_auth.jwt_cache_hit")), (Some(2), Some(2)));
+    }
+}
+
 #[test]
 fn requirement_trees() {
     let p = proxy();

@@ -17,6 +17,9 @@ const ACTIVE_VMS: &str = "wasm.envoy.wasm.runtime.v8.active";
 
 #[test]
 fn all_in_one_serves_with_every_filter() {
+    if e2e::chain::skip_via_chain("counts one VM per module") {
+        return;
+    }
     let envoy = serves_with_every_filter("all-in-one.yaml");
     // The control for the bundle's test below: five modules (five vm_ids), so five VMs on each
     // worker (and Envoy's main-thread ones besides).
@@ -54,6 +57,9 @@ fn all_in_one_bundle_serves_with_every_filter_from_one_vm_per_worker() {
 /// this test fails and the README's advice (one WasmPlugin per VM) is to be revisited.
 #[test]
 fn an_istio_shaped_vm_config_splits_the_bundle_on_envoy_1_40_not_on_1_36() {
+    if e2e::chain::skip_via_chain("counts VMs per plugin; the chain is one plugin") {
+        return;
+    }
     let mut opts = EnvoyOptions::default();
     let concurrency = u64::from(opts.concurrency);
     opts.edit = Some(Box::new(|config: String| {
@@ -86,6 +92,9 @@ fn an_istio_shaped_vm_config_splits_the_bundle_on_envoy_1_40_not_on_1_36() {
 /// test above, the same file with the right root_id.
 #[test]
 fn the_bundle_refuses_an_unknown_root_id_naming_the_known_ones() {
+    if e2e::chain::skip_via_chain("the chain names an unknown member in its own words (chain_refuses_a_bad_member)") {
+        return;
+    }
     let opts = EnvoyOptions {
         edit: Some(Box::new(|c: String| c.replacen("root_id: rate-limit\n", "root_id: ratelimit\n", 1))),
         ..EnvoyOptions::default()
@@ -126,6 +135,100 @@ fn body_logger_policy(config: &str) -> String {
     let end = rest.find("failure_policy: ").unwrap();
     let end = end + rest[end..].find('\n').unwrap() + 1;
     rest["                root_id: body-logger\n".len()..end].to_string()
+}
+
+/// all-in-one-chain.yaml: every filter of all-in-one.yaml in one `chain` plugin (one stream
+/// context per request): every check passes, and each member says it was configured.
+#[test]
+fn all_in_one_chain_serves_with_every_filter_from_one_plugin() {
+    let envoy = serves_with_every_filter("all-in-one-chain.yaml");
+    let log = envoy.log();
+    for filter in ["chain", "security-headers", "jwt-auth", "rate-limit", "token-fetch", "body-logger"] {
+        let started = format!("{filter} {}: configured", env!("CARGO_PKG_VERSION"));
+        assert!(log.contains(&started), "{started:?} not logged:\n{log}");
+    }
+    // One plugin: Envoy knows a single wasm filter config (its stats name it).
+    let stats = envoy.stats();
+    assert!(stats.keys().any(|k| k.starts_with("wasm.chain.")), "no wasm.chain.* stat");
+    assert!(!stats.keys().any(|k| k.starts_with("wasm.jwt-auth.")), "a separate jwt-auth plugin");
+}
+
+/// all-in-one-chain.yaml (below `admin:`) is what the harness's chain mode (`E2E_VIA_CHAIN`,
+/// e2e/src/chain.rs) makes of all-in-one.yaml, so the shipped file and the mode cannot drift
+/// apart. `UPDATE_CHAIN_CONFIG=1` rewrites the file's body.
+#[test]
+fn all_in_one_chain_is_all_in_one_through_the_chain() {
+    let dir = e2e::repo_root().join("envoy-configs");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let chain = read("all-in-one-chain.yaml");
+    let (head, body) = chain.split_once("\nadmin:").unwrap();
+    let expected = e2e::chain::into_chain(&read("all-in-one.yaml"));
+    let expected = expected.split_once("\nadmin:").unwrap().1;
+    if std::env::var("UPDATE_CHAIN_CONFIG").is_ok() {
+        std::fs::write(dir.join("all-in-one-chain.yaml"), format!("{head}\nadmin:{expected}")).unwrap();
+        return;
+    }
+    assert_eq!(body, expected, "run with UPDATE_CHAIN_CONFIG=1 to regenerate");
+}
+
+/// A 429 of rate-limit, inside the chain, goes back through the members before it:
+/// security-headers (first) decorates it as it does with separate filters. The control: the
+/// same chain with security-headers last, after rate-limit, never sees the refused request and
+/// leaves the 429 bare (while it still decorates the 200s).
+#[test]
+fn security_headers_decorates_a_rate_limit_429_from_inside_the_chain() {
+    for (security_headers_first, decorated) in [(true, true), (false, false)] {
+        let mut opts = EnvoyOptions::default();
+        if !security_headers_first {
+            opts.edit = Some(Box::new(|c: String| {
+                e2e::envoy::edit_plugin_config(&c, "chain", |j| {
+                    let filters = j["filters"].as_array_mut().unwrap();
+                    let first = filters.remove(0);
+                    assert_eq!(first["root_id"], "security-headers");
+                    filters.push(first);
+                })
+                .unwrap()
+            }));
+        }
+        let all = start("all-in-one-chain.yaml", opts);
+        let port = all.envoy.port(LISTENER_PORT);
+        let login = || Request::get("/login").method("POST").body(b"{}").send(port).unwrap();
+        // The login rule: 3 tokens, one per 20 s.
+        let statuses: Vec<u16> = (0..3).map(|_| login().status).collect();
+        assert_eq!(statuses, [200, 200, 200]);
+        let r = login();
+        assert_eq!(r.status, 429, "{r}");
+        assert_eq!(
+            r.has_header("x-content-type-options"),
+            decorated,
+            "security-headers first: {security_headers_first}: {r}"
+        );
+        let ok = Request::get("/items").send(port).unwrap();
+        assert!(ok.status == 200 && ok.has_header("x-content-type-options"), "{ok}");
+    }
+}
+
+/// A member's bad configuration refuses the chain (Envoy exits on a static listener), the log
+/// naming the member and the field within it; the control is the serving test above.
+#[test]
+fn the_chain_refuses_a_bad_member_naming_its_field() {
+    let opts = EnvoyOptions {
+        edit: Some(Box::new(|c: String| {
+            e2e::envoy::edit_plugin_config(&c, "chain", |j| j["filters"][2]["configuration"]["bogus"] = true.into())
+                .unwrap()
+        })),
+        ..EnvoyOptions::default()
+    };
+    let mut envoy = Envoy::spawn("all-in-one-chain.yaml", &opts).unwrap();
+    let status = envoy.wait_exit(Duration::from_secs(60));
+    let log = envoy.log();
+    assert!(status.is_some_and(|s| !s.success()), "Envoy kept running:\n{log}");
+    let expected =
+        "chain: invalid configuration, refusing to start: field `filters[2].configuration.bogus`: unknown field";
+    assert!(log.contains(expected), "log should contain {expected:?}:\n{log}");
+    // ... and the member's own line, as the filter alone logs it.
+    let own = "rate-limit: invalid configuration, refusing to start: field `bogus`: unknown field";
+    assert!(log.contains(own), "log should contain {own:?}:\n{log}");
 }
 
 /// An all-in-one Envoy (`config`, with `opts`) and the servers it calls, once the service token

@@ -171,20 +171,22 @@ pub fn into_chain(config: &str) -> String {
         }
         i += 1;
         // The list's items: `- ` lines at the first item's indentation.
-        let Some(first) = lines[i..].iter().position(|l| !l.trim().is_empty()) else { continue };
+        let skip = |l: &str| l.trim().is_empty() || l.trim_start().starts_with('#');
+        let Some(first) = lines[i..].iter().position(|l| !skip(l)) else { continue };
         let item_indent = indent_of(lines[i + first]);
         if !lines[i + first].trim_start().starts_with("- ") {
             continue;
         }
         let mut run: Vec<Member> = Vec::new();
         loop {
-            let Some(start) = (i..lines.len()).find(|&k| !lines[k].trim().is_empty()) else { break };
+            // Comments before an item go with it (a member's are dropped).
+            let Some(start) = (i..lines.len()).find(|&k| !skip(lines[k])) else { break };
             let l = lines[start];
             if indent_of(l) != item_indent || !l.trim_start().starts_with("- ") {
                 break;
             }
             let end = (start + 1..lines.len())
-                .find(|&k| !lines[k].trim().is_empty() && indent_of(lines[k]) <= item_indent)
+                .find(|&k| !skip(lines[k]) && indent_of(lines[k]) <= item_indent)
                 .unwrap_or(lines.len());
             let item = &lines[start..end];
             match read_member(item) {
@@ -254,5 +256,17 @@ mod tests {
         // Control: a config without filters of ours is unchanged.
         let other = CONFIG.replace("dist/jwt-auth.wasm", "dist/test/probe.wasm").replace("dist/collection.wasm", "x");
         assert_eq!(into_chain(&other), other);
+    }
+
+    /// Every shipped config with filters of ours runs them as a chain in chain mode (else the
+    /// suites would prove nothing about it).
+    #[test]
+    fn every_shipped_config_of_ours_is_rewritten() {
+        for name in ["jwt-auth", "security-headers", "rate-limit", "rate-limit-global", "token-fetch", "body-logger"] {
+            let path = crate::repo_root().join(format!("envoy-configs/{name}.yaml"));
+            let out = into_chain(&std::fs::read_to_string(path).unwrap());
+            assert_eq!(out.matches("root_id: chain\n").count(), 1, "{name}");
+            assert!(!out.contains(&format!("dist/{name}.wasm")), "{name}: {out}");
+        }
     }
 }

@@ -154,21 +154,27 @@ fn all_in_one_chain_serves_with_every_filter_from_one_plugin() {
 }
 
 /// all-in-one-chain.yaml (below `admin:`) is what the harness's chain mode (`E2E_VIA_CHAIN`,
-/// e2e/src/chain.rs) makes of all-in-one.yaml, so the shipped file and the mode cannot drift
-/// apart. `UPDATE_CHAIN_CONFIG=1` rewrites the file's body.
+/// e2e/src/chain.rs) makes of all-in-one.yaml, and bench/all-five-chain.yaml of
+/// bench/all-five.yaml, so the shipped files and the mode cannot drift apart.
+/// `UPDATE_CHAIN_CONFIG=1` rewrites the files' bodies.
 #[test]
 fn all_in_one_chain_is_all_in_one_through_the_chain() {
     let dir = e2e::repo_root().join("envoy-configs");
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
-    let chain = read("all-in-one-chain.yaml");
-    let (head, body) = chain.split_once("\nadmin:").unwrap();
-    let expected = e2e::chain::into_chain(&read("all-in-one.yaml"));
-    let expected = expected.split_once("\nadmin:").unwrap().1;
-    if std::env::var("UPDATE_CHAIN_CONFIG").is_ok() {
-        std::fs::write(dir.join("all-in-one-chain.yaml"), format!("{head}\nadmin:{expected}")).unwrap();
-        return;
+    for (separate, chained) in
+        [("all-in-one.yaml", "all-in-one-chain.yaml"), ("bench/all-five.yaml", "bench/all-five-chain.yaml")]
+    {
+        let chain = read(chained);
+        let (head, body) = chain.split_once("\nadmin:").unwrap();
+        let expected = e2e::chain::into_chain(&read(separate));
+        let expected = expected.split_once("\nadmin:").unwrap().1;
+        if std::env::var("UPDATE_CHAIN_CONFIG").is_ok() {
+            std::fs::write(dir.join(chained), format!("{head}\nadmin:{expected}")).unwrap();
+            continue;
+        }
+        assert_eq!(body, expected, "{chained}: run with UPDATE_CHAIN_CONFIG=1 to regenerate");
+        assert_eq!(expected.matches("root_id: chain\n").count(), 1, "{chained}: one chain");
     }
-    assert_eq!(body, expected, "run with UPDATE_CHAIN_CONFIG=1 to regenerate");
 }
 
 /// A 429 of rate-limit, inside the chain, goes back through the members before it:

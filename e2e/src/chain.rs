@@ -178,9 +178,8 @@ pub fn into_chain(config: &str) -> String {
             continue;
         }
         let mut run: Vec<Member> = Vec::new();
-        loop {
-            // Comments before an item go with it (a member's are dropped).
-            let Some(start) = (i..lines.len()).find(|&k| !skip(lines[k])) else { break };
+        // Comments before an item go with it (a member's are dropped).
+        while let Some(start) = (i..lines.len()).find(|&k| !skip(lines[k])) {
             let l = lines[start];
             if indent_of(l) != item_indent || !l.trim_start().starts_with("- ") {
                 break;

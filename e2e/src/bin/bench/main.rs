@@ -139,7 +139,9 @@ const VARIANTS: &[Variant] = &[
     // All five with their request work (a verified RS256 token, a rule that never limits, a
     // token injected, a line built) against the native filters doing the same jobs.
     row("all five (wasm)", "bench/all-five.yaml", "/", all_five_applied, Kind::Wasm),
-    // The same five as one `chain` plugin of the bundle: one stream context instead of five.
+    // The same five from the bundle module under one vm_id (five plugins, one VM), and as one
+    // `chain` plugin of the bundle: one stream context instead of five.
+    row("all five (bundle)", "bench/all-five-bundle.yaml", "/", all_five_applied, Kind::Wasm),
     row("all five (chain)", "bench/all-five-chain.yaml", "/", all_five_applied, Kind::Wasm),
     row("native chain", "bench/native-chain.yaml", "/", native_chain_applied, Kind::Native),
 ];
@@ -169,6 +171,7 @@ const INSTRUCTION_EXTRA: &[&str] = &[
     "native request header add",
     "rate-limit, global rule",
     "native ratelimit (RLS)",
+    "all five (bundle)",
 ];
 
 /// The floor row: every row's added CPU is also given as a multiple of this one's.
@@ -181,6 +184,7 @@ const STAT_CHECKS: &[(&str, &str)] = &[
     ("body-logger, 1 KiB POST", "wasmcustom.body_logger.logged"),
     ("body-logger, 64 KiB POST", "wasmcustom.body_logger.logged"),
     ("all five (wasm)", "wasmcustom.body_logger.logged"),
+    ("all five (bundle)", "wasmcustom.body_logger.logged"),
     ("all five (chain)", "wasmcustom.body_logger.logged"),
 ];
 
@@ -194,6 +198,7 @@ enum Tokens {
 
 const JWT_TOKENS: &[(&str, Tokens)] = &[
     ("all five (wasm)", Tokens::RepeatedRs256),
+    ("all five (bundle)", Tokens::RepeatedRs256),
     ("all five (chain)", Tokens::RepeatedRs256),
     ("native chain", Tokens::RepeatedRs256),
     ("jwt-auth, RS256 repeated", Tokens::RepeatedRs256),

@@ -104,7 +104,7 @@ fn the_bundle_refuses_an_unknown_root_id_naming_the_known_ones() {
     let log = envoy.log();
     assert!(status.is_some_and(|s| !s.success()), "Envoy kept running:\n{log}");
     let expected = "collection: root_id \"ratelimit\" is none of this module's filters; set it to one of: \
-                    security-headers, jwt-auth, rate-limit, token-fetch, body-logger; refusing to start";
+                    security-headers, jwt-auth, rate-limit, token-fetch, body-logger, chain; refusing to start";
     assert!(log.contains(expected), "log should contain {expected:?}:\n{log}");
 }
 

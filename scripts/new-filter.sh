@@ -48,6 +48,9 @@ sed -i "s|^# new filters above this line|$name = { path = \"../filters/$name\", 
 sed -i -e "s|^    // new filters above this line|    $snake::filter::${camel}Root::NAME,\n&|" \
   -e "s|^        // new filters above this line|        member::<$snake::filter::${camel}Root>(),\n&|" collection/src/lib.rs
 [ "$(grep -c "$snake::filter::${camel}Root" collection/src/lib.rs)" = 2 ] || { echo "could not add $name to collection/src/lib.rs" >&2; exit 1; }
+# ... and may run it as a member of a `chain` plugin (collection/src/chain.rs).
+sed -i "s|^        // new filters above this line|        factory::<$snake::filter::${camel}Root>(),\n&|" collection/src/chain.rs
+grep -q "factory::<$snake::filter::${camel}Root>" collection/src/chain.rs || { echo "could not add $name to collection/src/chain.rs" >&2; exit 1; }
 
 # Record the new workspace member in Cargo.lock (it uses only dependencies already locked).
 # `update --workspace` touches workspace members only and needs the registry index, not the

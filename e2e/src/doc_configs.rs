@@ -336,7 +336,7 @@ fn filter_of_module(reference: &str) -> Option<String> {
 /// Depth-first, in document order. Recursion is bounded by the documentation's own nesting.
 fn walk(v: &Yaml, default_filter: Option<&str>, found: &mut Vec<Found>) {
     match v {
-        Yaml::Mapping(map) => {
+        Yaml::Mapping(_) => {
             // An Envoy wasm filter's PluginConfig: { name, root_id, configuration, vm_config }.
             if let Some(configuration) = v.get("configuration") {
                 let is_string_value =
@@ -348,6 +348,19 @@ fn walk(v: &Yaml, default_filter: Option<&str>, found: &mut Vec<Found>) {
                         .or_else(|| str_at(v, &["vm_config", "vm_id"]).map(str::to_string))
                         .or_else(|| default_filter.map(str::to_string));
                     let result = match (filter, str_at(configuration, &["value"])) {
+                        (Some(filter), Some(json)) if filter == "chain" => {
+                            // A chain (collection/src/chain.rs): each member's configuration is
+                            // its filter's.
+                            match chain_members(json) {
+                                Ok(members) => {
+                                    for m in members {
+                                        found.push(Found { origin: Origin::EnvoyStringValue, result: Ok(m) });
+                                    }
+                                    return walk_children(v, default_filter, found);
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
                         (Some(filter), Some(json)) => Ok((filter, json.to_string())),
                         (None, _) => Err("an Envoy wasm configuration with no root_id, filename or vm_id".to_string()),
                         (_, None) => Err("a StringValue configuration without a string `value`".to_string()),
@@ -363,7 +376,37 @@ fn walk(v: &Yaml, default_filter: Option<&str>, found: &mut Vec<Found>) {
                     result: plugin_config_json(plugin_config, filter),
                 });
             }
-            let is_wasm_plugin = str_at(v, &["kind"]) == Some("WasmPlugin");
+            walk_children(v, default_filter, found);
+        }
+        Yaml::Sequence(items) => items.iter().for_each(|item| walk(item, default_filter, found)),
+        Yaml::Tagged(tagged) => walk(&tagged.value, default_filter, found),
+        _ => {}
+    }
+}
+
+/// `(root_id, configuration)` of each member of a `chain` plugin's configuration.
+fn chain_members(json: &str) -> Result<Vec<(String, String)>, String> {
+    let chain: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("a chain configuration: {e}"))?;
+    let members = chain["filters"].as_array().ok_or("a chain configuration without `filters`")?;
+    members
+        .iter()
+        .map(|m| {
+            let root_id = m["root_id"].as_str().ok_or("a chain member without `root_id`")?;
+            let config = match &m["configuration"] {
+                serde_json::Value::Null => "{}".to_string(),
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            Ok((root_id.to_string(), config))
+        })
+        .collect()
+}
+
+/// The children of a mapping, for [`walk`].
+fn walk_children(v: &Yaml, default_filter: Option<&str>, found: &mut Vec<Found>) {
+    if let Yaml::Mapping(map) = v {
+        let is_wasm_plugin = str_at(v, &["kind"]) == Some("WasmPlugin");
+        {
             for (key, child) in map {
                 if is_wasm_plugin && key.as_str() == Some("spec") {
                     let filter = str_at(v, &["metadata", "name"])
@@ -376,9 +419,6 @@ fn walk(v: &Yaml, default_filter: Option<&str>, found: &mut Vec<Found>) {
                 }
             }
         }
-        Yaml::Sequence(items) => items.iter().for_each(|item| walk(item, default_filter, found)),
-        Yaml::Tagged(tagged) => walk(&tagged.value, default_filter, found),
-        _ => {}
     }
 }
 

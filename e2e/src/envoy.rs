@@ -157,6 +157,9 @@ impl Envoy {
         if let Some(edit) = &opts.edit {
             config = edit(config);
         }
+        if crate::chain::via_chain() {
+            config = crate::chain::into_chain(&config);
+        }
         let workdir = std::env::temp_dir().join(format!("e2e-envoy-{}-{}", std::process::id(), free_port()));
         fs::create_dir_all(&workdir).map_err(|e| e.to_string())?;
         let config_path = workdir.join(config_file_name(&template_path.to_string_lossy()));

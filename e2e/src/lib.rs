@@ -6,6 +6,7 @@
 //! Paths in configs are relative to the repository root, which is Envoy's working directory.
 
 pub mod browser;
+pub mod chain;
 pub mod demo;
 pub mod doc_configs;
 pub mod envoy;

@@ -28,8 +28,10 @@ const BUDGETS: &[(&str, u64)] = &[
     ("jwt-auth", 852 * 1024),
     // Every filter in one module (collection/): 1,096,164 bytes when it came, against 2.64 MB
     // for the five modules (one copy of the SDK, shared/, serde_json, the allocator). It grows
-    // with any filter: the headroom is ~1% of that.
-    ("collection", 1080 * 1024),
+    // with any filter: the headroom is ~1% of that. The chain root (collection/src/chain.rs:
+    // every filter behind a dyn root, its host wrapper, its configuration with serde_json's
+    // RawValue) brought it from 1,101,501 to 1,151,314 bytes (+49 KB).
+    ("collection", 1130 * 1024),
 ];
 
 /// The bundle module (collection/): every filter in one `.wasm`, each under its own root_id.

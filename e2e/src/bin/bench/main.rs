@@ -139,6 +139,10 @@ const VARIANTS: &[Variant] = &[
     // All five with their request work (a verified RS256 token, a rule that never limits, a
     // token injected, a line built) against the native filters doing the same jobs.
     row("all five (wasm)", "bench/all-five.yaml", "/", all_five_applied, Kind::Wasm),
+    // The same five from the bundle module under one vm_id (five plugins, one VM), and as one
+    // `chain` plugin of the bundle: one stream context instead of five.
+    row("all five (bundle)", "bench/all-five-bundle.yaml", "/", all_five_applied, Kind::Wasm),
+    row("all five (chain)", "bench/all-five-chain.yaml", "/", all_five_applied, Kind::Wasm),
     row("native chain", "bench/native-chain.yaml", "/", native_chain_applied, Kind::Native),
 ];
 
@@ -154,6 +158,7 @@ const HEADLINE: &[(&str, &str)] = &[
     ("token-fetch (injecting)", "the fetched OAuth2 token injected as `authorization`"),
     ("body-logger, GET", "defaults, a GET without body: one JSON line built and set in filter state"),
     ("all five (wasm)", "the five rows above chained in all-in-one order, five VMs"),
+    ("all five (chain)", "the same five as one `chain` plugin of the bundle: one VM, one stream context"),
     ("native chain", "header_mutation ×2, jwt_authn with `jwt_cache_config`, local_ratelimit"),
 ];
 
@@ -166,6 +171,7 @@ const INSTRUCTION_EXTRA: &[&str] = &[
     "native request header add",
     "rate-limit, global rule",
     "native ratelimit (RLS)",
+    "all five (bundle)",
 ];
 
 /// The floor row: every row's added CPU is also given as a multiple of this one's.
@@ -178,6 +184,8 @@ const STAT_CHECKS: &[(&str, &str)] = &[
     ("body-logger, 1 KiB POST", "wasmcustom.body_logger.logged"),
     ("body-logger, 64 KiB POST", "wasmcustom.body_logger.logged"),
     ("all five (wasm)", "wasmcustom.body_logger.logged"),
+    ("all five (bundle)", "wasmcustom.body_logger.logged"),
+    ("all five (chain)", "wasmcustom.body_logger.logged"),
 ];
 
 /// The JWT variants' tokens: one repeated, or a cycled list of distinct ones.
@@ -190,6 +198,8 @@ enum Tokens {
 
 const JWT_TOKENS: &[(&str, Tokens)] = &[
     ("all five (wasm)", Tokens::RepeatedRs256),
+    ("all five (bundle)", Tokens::RepeatedRs256),
+    ("all five (chain)", Tokens::RepeatedRs256),
     ("native chain", Tokens::RepeatedRs256),
     ("jwt-auth, RS256 repeated", Tokens::RepeatedRs256),
     ("jwt_authn, RS256 repeated", Tokens::RepeatedRs256),
@@ -306,6 +316,7 @@ const COMPARISONS: &[Comparison] = &[
     Comparison { wasm: "jwt-auth, RS256 unique", native: "jwt_authn, RS256 unique" },
     Comparison { wasm: "jwt-auth, ES256 unique", native: "jwt_authn, ES256 unique" },
     Comparison { wasm: "all five (wasm)", native: "native chain" },
+    Comparison { wasm: "all five (chain)", native: "native chain" },
 ];
 
 // ---- response checks ----

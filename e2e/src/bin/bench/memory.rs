@@ -25,6 +25,8 @@ pub(crate) const CONFIGS: &[(&str, &str)] = &[
     // The bundle as Istio would configure it: each plugin's vm_config with its own
     // ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION.
     ("all five, bundle, Istio-shaped vm_config", "bench/all-five-bundle-istio.yaml"),
+    // The same five as one `chain` plugin of the bundle: one VM, one plugin.
+    ("all five (chain)", "bench/all-five-chain.yaml"),
     ("native chain", "bench/native-chain.yaml"),
 ];
 

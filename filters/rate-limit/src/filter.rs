@@ -13,7 +13,7 @@ use crate::rls;
 use crate::table::{self, Slot};
 use shared::config::ConfigError;
 use shared::hash::{keyed, HashKey};
-use shared::headers::push_decimal;
+use shared::headers::{is_addable_header, push_decimal};
 use shared::host::BodyKind;
 use shared::host::HeaderMapKind::{RequestHeaders, ResponseHeaders};
 use shared::host::HostExt;
@@ -779,9 +779,22 @@ impl RateLimit {
                     .map(|d| (d.whole_seconds(), d.ceil_seconds())),
             });
         }
+        // The service's headers go to Envoy only when they are headers it may add (a CR or LF
+        // would split the message, a `:status` on the denial change its status, a `host` or
+        // `content-length` misroute or misframe it): the rest is dropped and logged.
+        let addable = |h: &rls::HeaderValue<'_>| {
+            let ok = is_addable_header(h.key, h.value_bytes());
+            if !ok {
+                host.log_with(LogLevel::Warn, || {
+                    format!("rate-limit: dropped the rate-limit service's header {:?}: not one it may add", h.key)
+                });
+            }
+            ok
+        };
         self.response_headers_to_add = response
             .response_headers_to_add
             .iter()
+            .filter(|h| addable(h))
             .map(|h| (h.key.to_ascii_lowercase(), h.value_bytes().to_vec()))
             .collect();
         let mut denied = false;
@@ -800,7 +813,7 @@ impl RateLimit {
             let body: &[u8] = if response.raw_body.is_empty() { b"rate limited" } else { response.raw_body };
             return self.reply(host, config.status, body, headers);
         }
-        for h in &response.request_headers_to_add {
+        for h in response.request_headers_to_add.iter().filter(|h| addable(h)) {
             if host.add_header(RequestHeaders, h.key, h.value_bytes()).is_err() {
                 self.stats.host_errors.inc(host);
             }
@@ -1686,6 +1699,97 @@ mod global_tests {
         let (id, _) = request(&mut w, "a");
         w.complete(id);
         assert!(w.pending_calls().is_empty(), "Envoy cancels the call with the stream");
+    }
+
+    /// What a service (or anything answering on its cluster) sends in `response_headers_to_add` /
+    /// `request_headers_to_add`, and what of it reaches Envoy: the headers it may add, not a CR
+    /// or LF that splits the message, a pseudo-header (`:status` on the denial, `:authority`),
+    /// or a header that frames the message or belongs to the connection.
+    fn hostile_headers() -> Vec<HeaderValue> {
+        let h = |key: &str, value: &str, raw: &[u8]| HeaderValue {
+            key: key.into(),
+            value: value.into(),
+            raw_value: raw.to_vec(),
+        };
+        vec![
+            h("X-Kept", "caf\u{e9}\tok", b""),
+            h("x-split", "1\r\nset-cookie: a=b", b""),
+            h("x-lf", "", b"1\nx-injected: 1"),
+            h("x-nul", "", b"a\0b"),
+            h("x-bell", "a\x07b", b""),
+            h("x-a\r\nx-b", "1", b""),
+            h("x y", "1", b""),
+            h("", "1", b""),
+            h(":status", "200", b""),
+            h(":authority", "evil.example", b""),
+            h(":path", "/admin", b""),
+            h("Host", "evil.example", b""),
+            h("content-length", "0", b""),
+            h("transfer-encoding", "chunked", b""),
+            h("connection", "close", b""),
+        ]
+    }
+
+    fn names(h: &[(String, String)]) -> Vec<String> {
+        let mut n: Vec<String> = h.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn only_headers_the_service_may_add_reach_envoy() {
+        let filtered = |h: &[(String, String)]| -> Vec<(String, String)> {
+            h.iter().filter(|(k, _)| !k.starts_with("x-ratelimit") && !k.starts_with("ratelimit")).cloned().collect()
+        };
+        // Allowed: the request goes on with the service's request and response headers.
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let before =
+            names(&w.headers(id, RequestHeaders).into_iter().map(|(k, _)| (k, String::new())).collect::<Vec<_>>());
+        let response = RateLimitResponse {
+            overall_code: rls::CODE_OK,
+            response_headers_to_add: hostile_headers(),
+            request_headers_to_add: hostile_headers(),
+            ..Default::default()
+        };
+        w.answer_grpc_call(w.grpc_calls()[0].token, 0, &response.encode_to_vec());
+        assert_eq!(w.resumes(), [(id, Phase::Request)], "an OK answer still admits");
+        let request_headers: Vec<(String, String)> = w
+            .headers(id, RequestHeaders)
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        let mut want = before.clone();
+        want.push("x-kept".into());
+        want.sort();
+        assert_eq!(names(&request_headers), want, "{request_headers:?}");
+        assert_eq!(w.request_header_values(id, "x-kept"), ["caf\u{e9}\tok"]);
+        let dropped = |p: &Proxy| {
+            p.logs()
+                .iter()
+                .filter(|(l, m)| *l == LogLevel::Warn && m.contains("dropped the rate-limit service's header"))
+                .count()
+        };
+        assert_eq!(dropped(&p), 2 * (hostile_headers().len() - 1), "each dropped header is logged");
+        let h = filtered(&response_headers(&mut w, id));
+        assert_eq!(
+            h,
+            [(":status".to_string(), "200".to_string()), ("x-kept".to_string(), "caf\u{e9}\tok".to_string())]
+        );
+
+        // Denied: the local reply carries the service's headers, and its status stays 429.
+        let (id, _) = request(&mut w, "alice");
+        let response = RateLimitResponse {
+            overall_code: rls::CODE_OVER_LIMIT,
+            response_headers_to_add: hostile_headers(),
+            ..Default::default()
+        };
+        w.answer_grpc_call(w.grpc_calls()[1].token, 0, &response.encode_to_vec());
+        let r = w.local_reply(id).unwrap();
+        assert_eq!(r.status, 429);
+        let h = filtered(&r.headers);
+        assert_eq!(names(&h), ["content-type", "x-envoy-ratelimited", "x-kept"], "{h:?}");
     }
 
     #[test]

@@ -1793,6 +1793,26 @@ mod global_tests {
     }
 
     #[test]
+    fn a_flood_of_statuses_and_headers_is_bounded_and_decides_as_the_overall_code() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let response = RateLimitResponse {
+            overall_code: rls::CODE_OVER_LIMIT,
+            statuses: vec![status(rls::CODE_OK, 10, 2, "", 7, 30); 1000],
+            response_headers_to_add: vec![
+                HeaderValue { key: "x-a".into(), value: "1".into(), raw_value: vec![] };
+                1000
+            ],
+            ..Default::default()
+        };
+        w.answer_grpc_call(w.grpc_calls()[0].token, 0, &response.encode_to_vec());
+        let r = w.local_reply(id).unwrap();
+        assert_eq!(r.status, 429, "not one status per descriptor: the overall code stands for the rule");
+        assert_eq!(r.headers.iter().filter(|(k, _)| k == "x-a").count(), rls::MAX_REPEATED);
+    }
+
+    #[test]
     fn non_utf8_values_merge_never_split() {
         let p = proxy();
         let mut w: W = p.worker(&config("", ""));

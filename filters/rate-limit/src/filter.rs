@@ -56,6 +56,12 @@ const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 const ENVOY_TIMEOUT_MESSAGE: &[u8] = b"upstream request timeout";
 /// gRPC status `CANCELLED`.
 const GRPC_CANCELLED: u32 = 1;
+
+/// The largest service answer read, in bytes. A real one is a few hundred bytes (one status per
+/// descriptor, a few headers, maybe a body); Envoy's gRPC client sets no size limit, and the
+/// whole answer is copied into the VM's memory before it is decoded. A larger one is an
+/// unreadable answer (`rls.error`, then `failure_mode_deny`).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// How a tonic-based service (Limitador among them) ends a call whose `grpc-timeout` (which
 /// Envoy sends with the filter's `timeout`) has passed on its side: `CANCELLED` with this
 /// message. The two deadlines run out at about the same moment, so on a loaded machine the
@@ -732,6 +738,15 @@ impl RateLimit {
                 let kind = if timed_out { "timed out" } else { "failed" };
                 format!(
                     "rate-limit: rate-limit service call {kind} (timeout {timeout_ms} ms): gRPC status {status} {message}"
+                )
+            });
+            return self.service_failed(host, &pending.rules);
+        }
+        if size > MAX_ANSWER_BYTES {
+            self.stats.rls_error.inc(host);
+            host.log_with(LogLevel::Warn, || {
+                format!(
+                    "rate-limit: rate-limit service answer of {size} bytes, larger than {MAX_ANSWER_BYTES}: not read"
                 )
             });
             return self.service_failed(host, &pending.rules);
@@ -1810,6 +1825,32 @@ mod global_tests {
         let r = w.local_reply(id).unwrap();
         assert_eq!(r.status, 429, "not one status per descriptor: the overall code stands for the rule");
         assert_eq!(r.headers.iter().filter(|(k, _)| k == "x-a").count(), rls::MAX_REPEATED);
+    }
+
+    #[test]
+    fn an_answer_larger_than_the_bound_is_not_read_and_fails_per_failure_mode_deny() {
+        for (extra, want) in [("", None), (r#","failure_mode_deny":true"#, Some(500))] {
+            let p = proxy();
+            let mut w: W = p.worker(&config(extra, ""));
+            let (id, _) = request(&mut w, "alice");
+            let response = RateLimitResponse {
+                overall_code: rls::CODE_OVER_LIMIT,
+                raw_body: vec![b'x'; MAX_ANSWER_BYTES],
+                ..Default::default()
+            };
+            w.answer_grpc_call(w.grpc_calls()[0].token, 0, &response.encode_to_vec());
+            assert_eq!(w.local_reply(id).map(|r| r.status), want, "{extra}");
+            assert_eq!(p.metric("rate_limit.rls.error"), Some(1));
+            assert!(p.logs().iter().any(|(_, m)| m.contains("larger than")), "{:?}", p.logs());
+        }
+        // Control: just under the bound, the answer decides.
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let response =
+            RateLimitResponse { overall_code: rls::CODE_OVER_LIMIT, raw_body: vec![b'x'; 1000], ..Default::default() };
+        w.answer_grpc_call(w.grpc_calls()[0].token, 0, &response.encode_to_vec());
+        assert_eq!(w.local_reply(id).map(|r| r.status), Some(429));
     }
 
     #[test]

@@ -11,12 +11,17 @@
 //!   denies; an unusable answer never denies without `failure_mode_deny`;
 //! - `Retry-After`, when sent, is a whole number of seconds, at least 1;
 //! - no header the filter builds (`ratelimit*`, `x-ratelimit-*`, `retry-after`) carries a
-//!   control character, whatever the service put in its limit names.
+//!   control character, whatever the service put in its limit names;
+//! - every header that reaches Envoy from the answer (`response_headers_to_add` on the reply or
+//!   the response, `request_headers_to_add` on the request) is one the service may add
+//!   (`shared::headers::is_addable_header`: no CR, LF or NUL, no pseudo-header, no framing or
+//!   connection header).
 #![no_main]
 
 use rate_limit::filter::RateLimitRoot;
 use rate_limit::rls::{decode_response, CODE_OK, CODE_OVER_LIMIT};
-use shared::host::HeaderMapKind::ResponseHeaders;
+use shared::headers::is_addable_header;
+use shared::host::HeaderMapKind::{RequestHeaders, ResponseHeaders};
 use shared::proxytest::{Proxy, Worker};
 
 fn config(failure_mode_deny: bool, two_rules: bool, shadow: bool) -> String {
@@ -94,6 +99,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 .collect()
         }
     };
+    // The harness's own `:status` on the response is the only header not added by the filter.
+    let added = headers.iter().filter(|(n, _)| reply.is_some() || n != ":status");
+    for (name, value) in added {
+        assert!(is_addable_header(name, value.as_bytes()), "{name:?}: {value:?} reached Envoy");
+    }
+    // The request's own three headers, then what the service's answer added.
+    for (name, value) in w.headers(id, RequestHeaders).iter().skip(3) {
+        assert!(is_addable_header(name, value), "{name:?}: {value:?} added to the request");
+    }
     for (name, value) in &headers {
         if built_by_the_filter(name) {
             assert!(clean(value), "control character in {name}: {value:?}");

@@ -48,6 +48,18 @@ pub fn validate_header_value(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// May a header that arrives at run time from a peer (a rate-limit service's
+/// `response_headers_to_add`, say), not from configuration, be added to a message? Its name a
+/// token (RFC 9110 §5.1: so no pseudo-header, no CR, LF or NUL) and not one of
+/// [`FRAMING_AND_CONNECTION_HEADERS`]; its value field content (§5.5: no control character but
+/// HTAB, so nothing that splits or ends the header; bytes above 0x7f allowed, as obs-text).
+pub fn is_addable_header(name: &str, value: &[u8]) -> bool {
+    !name.is_empty()
+        && name.bytes().all(is_tchar)
+        && !FRAMING_AND_CONNECTION_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+        && value.iter().all(|b| *b == b'\t' || !b.is_ascii_control())
+}
+
 /// The first value of `name` in a map read whole with [`crate::Host::headers`]: what
 /// [`crate::Host::header`] answers (Envoy's `get_header_map_value` gives the first value too),
 /// without a host call per header. A filter that reads several headers of a map reads it once
@@ -176,6 +188,30 @@ mod tests {
     fn framing_headers() {
         assert!(is_framing_or_connection_header("transfer-encoding") && is_framing_or_connection_header("host"));
         assert!(!is_framing_or_connection_header("x-frame-options"));
+    }
+
+    #[test]
+    fn addable_headers() {
+        for (name, value) in [("x-a", &b"1"[..]), ("X-A", b"caf\xc3\xa9\tok"), ("content-type", b"a/b"), ("x", b"")] {
+            assert!(is_addable_header(name, value), "{name:?} {value:?}");
+        }
+        for (name, value) in [
+            ("x-a", &b"1\r\nx-b: 2"[..]),
+            ("x-a", b"1\n"),
+            ("x-a", b"a\0b"),
+            ("x-a", b"a\x7f"),
+            ("", b"1"),
+            ("x a", b"1"),
+            ("x\r\ny", b"1"),
+            (":status", b"200"),
+            (":authority", b"a"),
+            ("Host", b"a"),
+            ("Content-Length", b"0"),
+            ("transfer-encoding", b"chunked"),
+            ("connection", b"close"),
+        ] {
+            assert!(!is_addable_header(name, value), "{name:?} {value:?}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::rls;
 use crate::table::{self, Slot};
 use shared::config::ConfigError;
 use shared::hash::{keyed, HashKey};
-use shared::headers::push_decimal;
+use shared::headers::{is_addable_header, push_decimal};
 use shared::host::BodyKind;
 use shared::host::HeaderMapKind::{RequestHeaders, ResponseHeaders};
 use shared::host::HostExt;
@@ -56,6 +56,12 @@ const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 const ENVOY_TIMEOUT_MESSAGE: &[u8] = b"upstream request timeout";
 /// gRPC status `CANCELLED`.
 const GRPC_CANCELLED: u32 = 1;
+
+/// The largest service answer read, in bytes. A real one is a few hundred bytes (one status per
+/// descriptor, a few headers, maybe a body); Envoy's gRPC client sets no size limit, and the
+/// whole answer is copied into the VM's memory before it is decoded. A larger one is an
+/// unreadable answer (`rls.error`, then `failure_mode_deny`).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// How a tonic-based service (Limitador among them) ends a call whose `grpc-timeout` (which
 /// Envoy sends with the filter's `timeout`) has passed on its side: `CANCELLED` with this
 /// message. The two deadlines run out at about the same moment, so on a loaded machine the
@@ -736,6 +742,15 @@ impl RateLimit {
             });
             return self.service_failed(host, &pending.rules);
         }
+        if size > MAX_ANSWER_BYTES {
+            self.stats.rls_error.inc(host);
+            host.log_with(LogLevel::Warn, || {
+                format!(
+                    "rate-limit: rate-limit service answer of {size} bytes, larger than {MAX_ANSWER_BYTES}: not read"
+                )
+            });
+            return self.service_failed(host, &pending.rules);
+        }
         let bytes = host.body(BodyKind::GrpcReceive, 0, size).unwrap_or_default();
         let response = match rls::decode_response(&bytes) {
             Ok(r) if r.overall_code == rls::CODE_OK || r.overall_code == rls::CODE_OVER_LIMIT => r,
@@ -779,9 +794,22 @@ impl RateLimit {
                     .map(|d| (d.whole_seconds(), d.ceil_seconds())),
             });
         }
+        // The service's headers go to Envoy only when they are headers it may add (a CR or LF
+        // would split the message, a `:status` on the denial change its status, a `host` or
+        // `content-length` misroute or misframe it): the rest is dropped and logged.
+        let addable = |h: &rls::HeaderValue<'_>| {
+            let ok = is_addable_header(h.key, h.value_bytes());
+            if !ok {
+                host.log_with(LogLevel::Warn, || {
+                    format!("rate-limit: dropped the rate-limit service's header {:?}: not one it may add", h.key)
+                });
+            }
+            ok
+        };
         self.response_headers_to_add = response
             .response_headers_to_add
             .iter()
+            .filter(|h| addable(h))
             .map(|h| (h.key.to_ascii_lowercase(), h.value_bytes().to_vec()))
             .collect();
         let mut denied = false;
@@ -800,7 +828,7 @@ impl RateLimit {
             let body: &[u8] = if response.raw_body.is_empty() { b"rate limited" } else { response.raw_body };
             return self.reply(host, config.status, body, headers);
         }
-        for h in &response.request_headers_to_add {
+        for h in response.request_headers_to_add.iter().filter(|h| addable(h)) {
             if host.add_header(RequestHeaders, h.key, h.value_bytes()).is_err() {
                 self.stats.host_errors.inc(host);
             }
@@ -1686,6 +1714,143 @@ mod global_tests {
         let (id, _) = request(&mut w, "a");
         w.complete(id);
         assert!(w.pending_calls().is_empty(), "Envoy cancels the call with the stream");
+    }
+
+    /// What a service (or anything answering on its cluster) sends in `response_headers_to_add` /
+    /// `request_headers_to_add`, and what of it reaches Envoy: the headers it may add, not a CR
+    /// or LF that splits the message, a pseudo-header (`:status` on the denial, `:authority`),
+    /// or a header that frames the message or belongs to the connection.
+    fn hostile_headers() -> Vec<HeaderValue> {
+        let h = |key: &str, value: &str, raw: &[u8]| HeaderValue {
+            key: key.into(),
+            value: value.into(),
+            raw_value: raw.to_vec(),
+        };
+        vec![
+            h("X-Kept", "caf\u{e9}\tok", b""),
+            h("x-split", "1\r\nset-cookie: a=b", b""),
+            h("x-lf", "", b"1\nx-injected: 1"),
+            h("x-nul", "", b"a\0b"),
+            h("x-bell", "a\x07b", b""),
+            h("x-a\r\nx-b", "1", b""),
+            h("x y", "1", b""),
+            h("", "1", b""),
+            h(":status", "200", b""),
+            h(":authority", "evil.example", b""),
+            h(":path", "/admin", b""),
+            h("Host", "evil.example", b""),
+            h("content-length", "0", b""),
+            h("transfer-encoding", "chunked", b""),
+            h("connection", "close", b""),
+        ]
+    }
+
+    fn names(h: &[(String, String)]) -> Vec<String> {
+        let mut n: Vec<String> = h.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn only_headers_the_service_may_add_reach_envoy() {
+        let filtered = |h: &[(String, String)]| -> Vec<(String, String)> {
+            h.iter().filter(|(k, _)| !k.starts_with("x-ratelimit") && !k.starts_with("ratelimit")).cloned().collect()
+        };
+        // Allowed: the request goes on with the service's request and response headers.
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let before =
+            names(&w.headers(id, RequestHeaders).into_iter().map(|(k, _)| (k, String::new())).collect::<Vec<_>>());
+        let response = RateLimitResponse {
+            overall_code: rls::CODE_OK,
+            response_headers_to_add: hostile_headers(),
+            request_headers_to_add: hostile_headers(),
+            ..Default::default()
+        };
+        w.answer_grpc_call(w.grpc_calls()[0].token, 0, &response.encode_to_vec());
+        assert_eq!(w.resumes(), [(id, Phase::Request)], "an OK answer still admits");
+        let request_headers: Vec<(String, String)> = w
+            .headers(id, RequestHeaders)
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        let mut want = before.clone();
+        want.push("x-kept".into());
+        want.sort();
+        assert_eq!(names(&request_headers), want, "{request_headers:?}");
+        assert_eq!(w.request_header_values(id, "x-kept"), ["caf\u{e9}\tok"]);
+        let dropped = |p: &Proxy| {
+            p.logs()
+                .iter()
+                .filter(|(l, m)| *l == LogLevel::Warn && m.contains("dropped the rate-limit service's header"))
+                .count()
+        };
+        assert_eq!(dropped(&p), 2 * (hostile_headers().len() - 1), "each dropped header is logged");
+        let h = filtered(&response_headers(&mut w, id));
+        assert_eq!(
+            h,
+            [(":status".to_string(), "200".to_string()), ("x-kept".to_string(), "caf\u{e9}\tok".to_string())]
+        );
+
+        // Denied: the local reply carries the service's headers, and its status stays 429.
+        let (id, _) = request(&mut w, "alice");
+        let response = RateLimitResponse {
+            overall_code: rls::CODE_OVER_LIMIT,
+            response_headers_to_add: hostile_headers(),
+            ..Default::default()
+        };
+        w.answer_grpc_call(w.grpc_calls()[1].token, 0, &response.encode_to_vec());
+        let r = w.local_reply(id).unwrap();
+        assert_eq!(r.status, 429);
+        let h = filtered(&r.headers);
+        assert_eq!(names(&h), ["content-type", "x-envoy-ratelimited", "x-kept"], "{h:?}");
+    }
+
+    #[test]
+    fn a_flood_of_statuses_and_headers_is_bounded_and_decides_as_the_overall_code() {
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let response = RateLimitResponse {
+            overall_code: rls::CODE_OVER_LIMIT,
+            statuses: vec![status(rls::CODE_OK, 10, 2, "", 7, 30); 1000],
+            response_headers_to_add: vec![
+                HeaderValue { key: "x-a".into(), value: "1".into(), raw_value: vec![] };
+                1000
+            ],
+            ..Default::default()
+        };
+        w.answer_grpc_call(w.grpc_calls()[0].token, 0, &response.encode_to_vec());
+        let r = w.local_reply(id).unwrap();
+        assert_eq!(r.status, 429, "not one status per descriptor: the overall code stands for the rule");
+        assert_eq!(r.headers.iter().filter(|(k, _)| k == "x-a").count(), rls::MAX_REPEATED);
+    }
+
+    #[test]
+    fn an_answer_larger_than_the_bound_is_not_read_and_fails_per_failure_mode_deny() {
+        for (extra, want) in [("", None), (r#","failure_mode_deny":true"#, Some(500))] {
+            let p = proxy();
+            let mut w: W = p.worker(&config(extra, ""));
+            let (id, _) = request(&mut w, "alice");
+            let response = RateLimitResponse {
+                overall_code: rls::CODE_OVER_LIMIT,
+                raw_body: vec![b'x'; MAX_ANSWER_BYTES],
+                ..Default::default()
+            };
+            w.answer_grpc_call(w.grpc_calls()[0].token, 0, &response.encode_to_vec());
+            assert_eq!(w.local_reply(id).map(|r| r.status), want, "{extra}");
+            assert_eq!(p.metric("rate_limit.rls.error"), Some(1));
+            assert!(p.logs().iter().any(|(_, m)| m.contains("larger than")), "{:?}", p.logs());
+        }
+        // Control: just under the bound, the answer decides.
+        let p = proxy();
+        let mut w: W = p.worker(&config("", ""));
+        let (id, _) = request(&mut w, "alice");
+        let response =
+            RateLimitResponse { overall_code: rls::CODE_OVER_LIMIT, raw_body: vec![b'x'; 1000], ..Default::default() };
+        w.answer_grpc_call(w.grpc_calls()[0].token, 0, &response.encode_to_vec());
+        assert_eq!(w.local_reply(id).map(|r| r.status), Some(429));
     }
 
     #[test]

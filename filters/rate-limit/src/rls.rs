@@ -8,7 +8,8 @@
 //! the same work with a message built first and every string copied. The decoder accepts and
 //! refuses exactly what prost 0.14 does for these messages (unknown fields and groups skipped,
 //! prost's nesting limit, a repeated message field merged, the last scalar winning, strings
-//! UTF-8), which the differential tests check against prost on every input they generate.
+//! UTF-8), which the differential tests check against prost on every input they generate; it
+//! keeps only the first [`MAX_REPEATED`] entries of a repeated field, where prost keeps all.
 //! Enums are plain `int32`, so an unknown value decodes instead of failing.
 
 use std::borrow::Cow;
@@ -255,8 +256,18 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Of each repeated field of an answer (`statuses`, `response_headers_to_add`,
+/// `request_headers_to_add`) the first this many entries are kept; the rest are read (an error
+/// in them is still an error, as in prost) but not stored. A status takes 2 bytes on the wire
+/// and about 60 in memory: without a bound, an answer of a few MB (Envoy's gRPC client sets no
+/// size limit) would grow the VM's memory thirtyfold, up to a trap. More than the filter can
+/// use: a call has at most `config::MAX_RULES` (64) descriptors, so a kept list this long is
+/// never one status per descriptor (the statuses are then ignored, as without the bound).
+pub const MAX_REPEATED: usize = 128;
+const _: () = assert!(MAX_REPEATED > crate::config::MAX_RULES);
+
 /// A service answer, or why it is not one. Never panics, whatever the bytes; allocates only
-/// for the repeated fields present (one status per descriptor).
+/// for the repeated fields present (one status per descriptor), at most [`MAX_REPEATED`] each.
 pub fn decode_response(bytes: &[u8]) -> Result<RateLimitResponse<'_>, DecodeError> {
     let mut r = Reader { bytes };
     let mut out = RateLimitResponse::default();
@@ -269,13 +280,18 @@ pub fn decode_response(bytes: &[u8]) -> Result<RateLimitResponse<'_>, DecodeErro
                 let mut m = r.message(wt, budget)?;
                 let mut status = DescriptorStatus::default();
                 merge_status(&mut m, &mut status, budget - 1)?;
-                out.statuses.push(status);
+                if out.statuses.len() < MAX_REPEATED {
+                    out.statuses.push(status);
+                }
             }
             3 | 4 => {
                 let mut m = r.message(wt, budget)?;
                 let mut header = HeaderValue::default();
                 merge_header(&mut m, &mut header, budget - 1)?;
-                if tag == 3 { &mut out.response_headers_to_add } else { &mut out.request_headers_to_add }.push(header);
+                let list = if tag == 3 { &mut out.response_headers_to_add } else { &mut out.request_headers_to_add };
+                if list.len() < MAX_REPEATED {
+                    list.push(header);
+                }
             }
             5 => out.raw_body = r.bytes(wt)?,
             _ => r.skip(wt, tag, budget)?,
@@ -720,7 +736,13 @@ mod tests {
         let ours = decode_response(bytes);
         let theirs = proto::RateLimitResponse::decode(bytes);
         match (&ours, &theirs) {
-            (Ok(o), Ok(t)) => assert_eq!(&as_proto(o), t, "{bytes:02x?}"),
+            (Ok(o), Ok(t)) => {
+                let mut t = t.clone();
+                t.statuses.truncate(MAX_REPEATED);
+                t.response_headers_to_add.truncate(MAX_REPEATED);
+                t.request_headers_to_add.truncate(MAX_REPEATED);
+                assert_eq!(as_proto(o), t, "{bytes:02x?}")
+            }
             (Err(_), Err(_)) => {}
             _ => panic!("ours {ours:?}, prost {theirs:?}, on {bytes:02x?}"),
         }
@@ -824,6 +846,31 @@ mod tests {
             }
             same_as_prost(&bytes);
         }
+    }
+
+    /// A service answer of 2-byte statuses and 5-byte headers: with no bound on what is kept, a
+    /// few MB of them grew the VM's memory thirtyfold. The first `MAX_REPEATED` are kept, the
+    /// rest still read (an error in one is an error, as prost).
+    #[test]
+    fn the_entries_kept_of_a_repeated_field_are_bounded() {
+        let n = 10 * MAX_REPEATED;
+        let mut bytes = vec![0x08, 2];
+        for _ in 0..n {
+            bytes.extend([0x12, 0x00, 0x1a, 0x03, 0x0a, 0x01, b'a', 0x22, 0x03, 0x0a, 0x01, b'b']);
+        }
+        let theirs = proto::RateLimitResponse::decode(bytes.as_slice()).unwrap();
+        assert_eq!(theirs.statuses.len(), n, "prost keeps every one");
+        let r = decode_response(&bytes).unwrap();
+        assert_eq!(r.overall_code, CODE_OVER_LIMIT);
+        assert_eq!(
+            (r.statuses.len(), r.response_headers_to_add.len(), r.request_headers_to_add.len()),
+            (MAX_REPEATED, MAX_REPEATED, MAX_REPEATED)
+        );
+        same_as_prost(&bytes);
+        // An error past the bound is still an error.
+        bytes.extend([0x12, 0x03, 0x1a, 0x01, 0xff]);
+        assert!(decode_response(&bytes).is_err());
+        same_as_prost(&bytes);
     }
 
     /// prost's nesting limit, at its edge: 100 nested groups in an unknown field decode, 101

@@ -18,7 +18,9 @@
 //! tick period, so that:
 //!
 //! - a member that pauses holds the members after it; its wake or callout answer of `Continue`
-//!   runs them (the chain answers `Continue` to the glue only when all have gone on);
+//!   runs them (the chain answers `Continue` to the glue only when all have gone on). A
+//!   response held after the request stopped is resumed by the chain alone, never with the
+//!   request;
 //! - a callout answer goes to the member (root or stream) that made the call;
 //! - each member root that set a tick period gets its `on_tick` at about that period (the
 //!   chain ticks at the smallest one and calls a member once its own period has elapsed, less
@@ -484,6 +486,13 @@ impl ChainStream {
             phase.at = phase.at.saturating_add(1);
         }
         self.drive(host, which);
+        if which == Which::Response && !self.response.holds() && self.request.holds() {
+            // The request stopped for good (a local reply, or the response began before it got
+            // through) and Envoy still holds it: `Continue` would have the glue resume it along
+            // with the response. Resume the response alone; the request stays where it stopped.
+            let _ = host.resume_response();
+            return Action::Pause;
+        }
         self.answer()
     }
 
@@ -742,6 +751,8 @@ mod tests {
         root_call: bool,
         /// Refuse the configuration.
         refuse: bool,
+        /// On response headers: pause until the root's next tick wakes the stream.
+        wait_response: bool,
     }
 
     #[derive(Default)]
@@ -830,6 +841,10 @@ mod tests {
         fn on_response_headers(&mut self, host: &dyn Host, _eos: bool) -> Action {
             self.log(host, "response_headers");
             host.add_header(HeaderMapKind::ResponseHeaders, "x-seen", self.name.as_bytes()).unwrap();
+            if self.config.wait_response {
+                self.waiting.borrow_mut().push(self.id);
+                return Action::Pause;
+            }
             Action::Continue
         }
         fn on_response_body(&mut self, host: &dyn Host, _size: usize, eos: bool) -> Action {
@@ -1025,6 +1040,46 @@ mod tests {
         assert_eq!(w.request_header_values(id, "x-seen"), ["a", "b"]);
         assert_eq!(w.response_headers(id, &[(":status", "429")], true), Action::Continue);
         assert_eq!(w.response_header_values(id, "x-seen"), ["b", "a"]);
+    }
+
+    #[test]
+    fn a_member_holding_a_denials_reply_resumes_the_response_alone() {
+        use shared::proxytest::Phase as Envoy;
+        // Control: a request that got through; a holds its response until its root's tick.
+        let p = Proxy::new();
+        let mut w = chain(&p, &members(&[("a", r#"{"wait_response": true, "tick": 1}"#), ("b", "{}")])).unwrap();
+        let id = w.new_stream();
+        assert_eq!(w.request_headers(id, &[(":path", "/")], true), Action::Continue);
+        assert_eq!(w.response_headers(id, &[(":status", "200")], true), Action::Pause);
+        w.tick();
+        assert_eq!(w.resumes(), [(id, Envoy::Response)]);
+        // b denies: its 401 goes back through b, then a, which holds it the same way. Once a
+        // goes on, the reply must reach the client, and the denied request still never goes on.
+        let p = Proxy::new();
+        let config =
+            members(&[("a", r#"{"wait_response": true, "tick": 1}"#), ("b", r#"{"reply": 401}"#), ("c", "{}")]);
+        let mut w = chain(&p, &config).unwrap();
+        let id = w.new_stream();
+        assert_eq!(w.request_headers(id, &[(":path", "/")], true), Action::Pause);
+        assert_eq!(w.response_headers(id, &[(":status", "401")], true), Action::Pause);
+        w.tick();
+        assert_eq!(w.resumes(), [(id, Envoy::Response)]);
+        assert_eq!(w.request_header_values(id, "x-seen"), ["a", "b"]);
+        // The same when Envoy answers (a timeout) while b still waits for its callout: the
+        // response goes on, and b's late answer neither resumes the request nor runs c.
+        let p = Proxy::new();
+        let config =
+            members(&[("a", r#"{"wait_response": true, "tick": 1}"#), ("b", r#"{"call": true}"#), ("c", "{}")]);
+        let mut w = chain(&p, &config).unwrap();
+        let id = w.new_stream();
+        assert_eq!(w.request_headers(id, &[(":path", "/")], true), Action::Pause);
+        assert_eq!(w.response_headers(id, &[(":status", "504")], true), Action::Pause);
+        w.tick();
+        assert_eq!(w.resumes(), [(id, Envoy::Response)]);
+        let token = w.last_http_call().token;
+        w.answer_http_call(token, &[(":status", "200")], b"");
+        assert_eq!(w.resumes(), [(id, Envoy::Response)]);
+        assert_eq!(w.request_header_values(id, "x-seen"), ["a", "b"]);
     }
 
     #[test]

@@ -18,9 +18,10 @@
 //! tick period, so that:
 //!
 //! - a member that pauses holds the members after it; its wake or callout answer of `Continue`
-//!   runs them (the chain answers `Continue` to the glue only when all have gone on). A
-//!   response held after the request stopped is resumed by the chain alone, never with the
-//!   request;
+//!   runs them (the chain answers `Continue` to the glue only when all have gone on). A wake
+//!   never goes to a member waiting for its own callout's answer (the members share one
+//!   context id: the wake is another member's); a response held after the request stopped is
+//!   resumed by the chain alone, never with the request;
 //! - a callout answer goes to the member (root or stream) that made the call;
 //! - each member root that set a tick period gets its `on_tick` at about that period (the
 //!   chain ticks at the smallest one and calls a member once its own period has elapsed, less
@@ -585,8 +586,16 @@ impl HttpFilter for ChainStream {
         let Some(m) = self.ctx.calls.borrow_mut().remove(&token) else { return self.answer() };
         self.deliver(host, Some(m), |f, h| f.on_grpc_call_response(h, token, status_code, message_size))
     }
-    /// A wake is for the member that holds the chain (a root wakes a stream that waits).
+    /// A wake is for the member that holds the chain (a root wakes a stream that waits),
+    /// unless that member waits for the answer to a callout of its own: every member's root
+    /// wakes by this one context id, so the wake is another member's (a stale one), and a
+    /// member that never asked for wakes answers `Continue` to one (the trait's default),
+    /// which would let the request past it undecided. Its answer decides for it.
     fn on_wake(&mut self, host: &dyn Host) -> Action {
+        let paused = [Which::Request, Which::Response].into_iter().find_map(|w| self.paused_member(w));
+        if paused.is_some_and(|p| self.ctx.calls.borrow().values().any(|m| *m == p)) {
+            return self.answer();
+        }
         self.deliver(host, None, |f, h| f.on_wake(h))
     }
     fn on_log(&mut self, host: &dyn Host) {
@@ -753,6 +762,9 @@ mod tests {
         refuse: bool,
         /// On response headers: pause until the root's next tick wakes the stream.
         wait_response: bool,
+        /// The root keeps the streams it woke and wakes them again at every tick (a stale
+        /// wait list).
+        stale: bool,
     }
 
     #[derive(Default)]
@@ -796,7 +808,12 @@ mod tests {
         }
         fn on_tick(&mut self, host: &dyn Host) {
             host.log(LogLevel::Info, &format!("{} tick", self.name));
-            for id in self.waiting.borrow_mut().drain(..) {
+            let ids: Vec<u32> = if self.config.stale {
+                self.waiting.borrow().clone()
+            } else {
+                self.waiting.borrow_mut().drain(..).collect()
+            };
+            for id in ids {
                 host.wake(id).unwrap();
             }
         }
@@ -1080,6 +1097,32 @@ mod tests {
         w.answer_http_call(token, &[(":status", "200")], b"");
         assert_eq!(w.resumes(), [(id, Envoy::Response)]);
         assert_eq!(w.request_header_values(id, "x-seen"), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_wake_from_another_members_root_does_not_move_a_member_waiting_for_its_callout() {
+        // a's root keeps waking the streams that once waited on it (a stale wait list); the
+        // members share the stream's context id, so its wakes reach whichever member waits.
+        let p = Proxy::new();
+        let config =
+            members(&[("a", r#"{"wait": true, "tick": 1, "stale": true}"#), ("b", r#"{"call": true}"#), ("c", "{}")]);
+        let mut w = chain(&p, &config).unwrap();
+        let mut seen = 0;
+        let id = w.new_stream();
+        assert_eq!(w.request_headers(id, &[(":path", "/")], true), Action::Pause);
+        assert_eq!(take(&p, &mut seen), ["a request_headers"]);
+        w.tick();
+        assert_eq!(take(&p, &mut seen), ["a tick", "a wake", "b request_headers"]);
+        p.advance(Duration::from_secs(1));
+        w.tick();
+        // b waits for its callout's answer, not for a wake: c must not see the request yet.
+        assert_eq!(take(&p, &mut seen), ["a tick"]);
+        assert!(w.resumes().is_empty());
+        // Control: the answer b waits for runs c and resumes Envoy once.
+        let token = w.last_http_call().token;
+        w.answer_http_call(token, &[(":status", "200")], b"");
+        assert_eq!(take(&p, &mut seen), ["b answer", "c request_headers"]);
+        assert_eq!(w.resumes().len(), 1);
     }
 
     #[test]

@@ -352,7 +352,7 @@ struct StreamCtx {
     identities: Rc<[Identity]>,
     /// Callout token → member that made it.
     calls: RefCell<BTreeMap<u32, usize>>,
-    /// A member sent a local reply.
+    /// A member sent (or tried to send) a local reply.
     replied: Cell<bool>,
 }
 
@@ -655,13 +655,12 @@ impl Host for MemberHost<'_> {
         self.host.body(body, start, max_size)
     }
     fn send_local_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
-        let r = self.host.send_local_response(status, headers, body);
-        if r.is_ok() {
-            if let Some(replied) = self.replied {
-                replied.set(true);
-            }
+        // A member that sends a local reply denies the request: the chain stops it there even
+        // if the host refuses the reply, so that no later wake or answer can take it further.
+        if let Some(replied) = self.replied {
+            replied.set(true);
         }
-        r
+        self.host.send_local_response(status, headers, body)
     }
     /// The chain resumes Envoy when every member went on; a member never does.
     fn resume_request(&self) -> Result<(), HostError> {
@@ -841,7 +840,7 @@ mod tests {
                 return Action::Pause;
             }
             if let Some(status) = self.config.reply {
-                host.send_local_response(status, &[], b"no").unwrap();
+                let _ = host.send_local_response(status, &[], b"no");
                 return Action::Pause;
             }
             Action::Continue
@@ -875,7 +874,7 @@ mod tests {
         fn on_http_call_response(&mut self, host: &dyn Host, _t: u32, _h: usize, _b: usize, _tr: usize) -> Action {
             self.log(host, "answer");
             if let Some(status) = self.config.reply {
-                host.send_local_response(status, &[], b"no").unwrap();
+                let _ = host.send_local_response(status, &[], b"no");
                 return Action::Pause;
             }
             Action::Continue
@@ -1122,6 +1121,34 @@ mod tests {
         let token = w.last_http_call().token;
         w.answer_http_call(token, &[(":status", "200")], b"");
         assert_eq!(take(&p, &mut seen), ["b answer", "c request_headers"]);
+        assert_eq!(w.resumes().len(), 1);
+    }
+
+    #[test]
+    fn a_member_whose_local_reply_is_refused_still_stops_the_request() {
+        // b denies but the host refuses its reply (here: a reply already stands on the stream);
+        // b answers `Pause`. A stray wake (a's stale root) must not take the request past it.
+        let p = Proxy::new();
+        let config =
+            members(&[("a", r#"{"wait": true, "tick": 1, "stale": true}"#), ("b", r#"{"reply": 401}"#), ("c", "{}")]);
+        let mut w = chain(&p, &config).unwrap();
+        let id = w.new_stream();
+        w.host(id).send_local_response(503, &[], b"first").unwrap();
+        assert_eq!(w.request_headers(id, &[(":path", "/")], true), Action::Pause);
+        w.tick();
+        assert_eq!(w.request_header_values(id, "x-seen"), ["a", "b"]);
+        p.advance(Duration::from_secs(1));
+        w.tick();
+        assert_eq!(w.request_header_values(id, "x-seen"), ["a", "b"]);
+        assert!(w.resumes().is_empty());
+        // Control: b accepting the request, the same wakes let it through to c.
+        let p = Proxy::new();
+        let config = members(&[("a", r#"{"wait": true, "tick": 1, "stale": true}"#), ("b", "{}"), ("c", "{}")]);
+        let mut w = chain(&p, &config).unwrap();
+        let id = w.new_stream();
+        assert_eq!(w.request_headers(id, &[(":path", "/")], true), Action::Pause);
+        w.tick();
+        assert_eq!(w.request_header_values(id, "x-seen"), ["a", "b", "c"]);
         assert_eq!(w.resumes().len(), 1);
     }
 

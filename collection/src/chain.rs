@@ -36,6 +36,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use shared::config::ConfigError;
+use shared::headers::HeaderPairs;
 use shared::host::{BodyKind, HeaderMapKind, Host, HostError, LogLevel, MetricKind};
 use shared::{Action, HttpFilter, RootFilter};
 use std::cell::{Cell, RefCell};
@@ -641,6 +642,10 @@ impl Host for MemberHost<'_> {
     }
     fn headers(&self, map: HeaderMapKind) -> Vec<(String, Vec<u8>)> {
         self.host.headers(map)
+    }
+    /// Passed through: the default would copy every pair for each member.
+    fn header_pairs(&self, map: HeaderMapKind) -> HeaderPairs {
+        self.host.header_pairs(map)
     }
     fn set_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
         self.host.set_header(map, name, value)

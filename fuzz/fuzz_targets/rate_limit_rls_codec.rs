@@ -13,36 +13,6 @@ use prost::Message;
 use rate_limit::rls::{self, proto};
 use std::borrow::Cow;
 
-fn as_proto(r: &rls::RateLimitResponse<'_>) -> proto::RateLimitResponse {
-    let header = |h: &rls::HeaderValue<'_>| proto::HeaderValue {
-        key: h.key.into(),
-        value: h.value.into(),
-        raw_value: h.raw_value.to_vec(),
-    };
-    proto::RateLimitResponse {
-        overall_code: r.overall_code,
-        statuses: r
-            .statuses
-            .iter()
-            .map(|s| proto::DescriptorStatus {
-                code: s.code,
-                current_limit: s.current_limit.as_ref().map(|l| proto::RateLimit {
-                    name: l.name.into(),
-                    requests_per_unit: l.requests_per_unit,
-                    unit: l.unit,
-                }),
-                limit_remaining: s.limit_remaining,
-                duration_until_reset: s
-                    .duration_until_reset
-                    .map(|d| proto::ProtoDuration { seconds: d.seconds, nanos: d.nanos }),
-            })
-            .collect(),
-        response_headers_to_add: r.response_headers_to_add.iter().map(header).collect(),
-        request_headers_to_add: r.request_headers_to_add.iter().map(header).collect(),
-        raw_body: r.raw_body.to_vec(),
-    }
-}
-
 /// prost's answer as ours keeps it: the first `rls::MAX_REPEATED` entries of each repeated field.
 fn kept(mut t: proto::RateLimitResponse) -> proto::RateLimitResponse {
     t.statuses.truncate(rls::MAX_REPEATED);
@@ -73,7 +43,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let ours = rls::decode_response(rest);
         let theirs = proto::RateLimitResponse::decode(rest);
         match (&ours, &theirs) {
-            (Ok(o), Ok(t)) => assert_eq!(as_proto(o), kept(t.clone())),
+            (Ok(o), Ok(t)) => assert_eq!(proto::from_answer(o), kept(t.clone())),
             (Err(_), Err(_)) => {}
             _ => panic!("ours {ours:?}, prost {theirs:?}"),
         }

@@ -593,6 +593,38 @@ pub mod proto {
             self.whole_seconds().saturating_add(u64::from(self.nanos > 0))
         }
     }
+
+    /// Our decoded answer as prost's message, to compare the two decoders (unit tests and the
+    /// `rate_limit_rls_codec` fuzz target).
+    pub fn from_answer(r: &super::RateLimitResponse<'_>) -> RateLimitResponse {
+        let header = |h: &super::HeaderValue<'_>| HeaderValue {
+            key: h.key.into(),
+            value: h.value.into(),
+            raw_value: h.raw_value.to_vec(),
+        };
+        RateLimitResponse {
+            overall_code: r.overall_code,
+            statuses: r
+                .statuses
+                .iter()
+                .map(|s| DescriptorStatus {
+                    code: s.code,
+                    current_limit: s.current_limit.as_ref().map(|l| RateLimit {
+                        name: l.name.into(),
+                        requests_per_unit: l.requests_per_unit,
+                        unit: l.unit,
+                    }),
+                    limit_remaining: s.limit_remaining,
+                    duration_until_reset: s
+                        .duration_until_reset
+                        .map(|d| ProtoDuration { seconds: d.seconds, nanos: d.nanos }),
+                })
+                .collect(),
+            response_headers_to_add: r.response_headers_to_add.iter().map(header).collect(),
+            request_headers_to_add: r.request_headers_to_add.iter().map(header).collect(),
+            raw_body: r.raw_body.to_vec(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -700,37 +732,6 @@ mod tests {
         assert_eq!(decode_response(&[]).unwrap().overall_code, CODE_UNKNOWN);
     }
 
-    /// Ours as prost's message, to compare the two decoders.
-    fn as_proto(r: &RateLimitResponse<'_>) -> proto::RateLimitResponse {
-        let header = |h: &HeaderValue<'_>| proto::HeaderValue {
-            key: h.key.into(),
-            value: h.value.into(),
-            raw_value: h.raw_value.to_vec(),
-        };
-        proto::RateLimitResponse {
-            overall_code: r.overall_code,
-            statuses: r
-                .statuses
-                .iter()
-                .map(|s| proto::DescriptorStatus {
-                    code: s.code,
-                    current_limit: s.current_limit.as_ref().map(|l| proto::RateLimit {
-                        name: l.name.into(),
-                        requests_per_unit: l.requests_per_unit,
-                        unit: l.unit,
-                    }),
-                    limit_remaining: s.limit_remaining,
-                    duration_until_reset: s
-                        .duration_until_reset
-                        .map(|d| proto::ProtoDuration { seconds: d.seconds, nanos: d.nanos }),
-                })
-                .collect(),
-            response_headers_to_add: r.response_headers_to_add.iter().map(header).collect(),
-            request_headers_to_add: r.request_headers_to_add.iter().map(header).collect(),
-            raw_body: r.raw_body.to_vec(),
-        }
-    }
-
     /// Both decoders on `bytes`: the same answer or both an error.
     fn same_as_prost(bytes: &[u8]) {
         let ours = decode_response(bytes);
@@ -741,7 +742,7 @@ mod tests {
                 t.statuses.truncate(MAX_REPEATED);
                 t.response_headers_to_add.truncate(MAX_REPEATED);
                 t.request_headers_to_add.truncate(MAX_REPEATED);
-                assert_eq!(as_proto(o), t, "{bytes:02x?}")
+                assert_eq!(proto::from_answer(o), t, "{bytes:02x?}")
             }
             (Err(_), Err(_)) => {}
             _ => panic!("ours {ours:?}, prost {theirs:?}, on {bytes:02x?}"),

@@ -36,8 +36,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use shared::config::ConfigError;
-use shared::headers::HeaderPairs;
-use shared::host::{BodyKind, HeaderMapKind, Host, HostError, LogLevel, MetricKind};
+use shared::host::{Host, HostError, HostWrapper, LogLevel};
 use shared::{Action, HttpFilter, RootFilter};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -618,133 +617,41 @@ pub struct MemberHost<'a> {
     replied: Option<&'a Cell<bool>>,
 }
 
-impl MemberHost<'_> {
-    fn callout(&self, r: Result<u32, HostError>) -> Result<u32, HostError> {
-        if let Ok(token) = r {
-            self.calls.borrow_mut().insert(token, self.index);
+impl HostWrapper for MemberHost<'_> {
+    fn inner(&self) -> &dyn Host {
+        self.host
+    }
+    fn on_callout(&self, token: u32) {
+        self.calls.borrow_mut().insert(token, self.index);
+    }
+    fn property_override(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let id = self.identity?;
+        match path {
+            ["plugin_name"] => Some(id.name.as_bytes().to_vec()),
+            ["plugin_root_id"] => Some(id.root_id.as_bytes().to_vec()),
+            _ => None,
         }
-        r
     }
-}
-
-impl Host for MemberHost<'_> {
-    fn now(&self) -> SystemTime {
-        self.host.now()
-    }
-    fn log(&self, level: LogLevel, message: &str) {
-        self.host.log(level, message);
-    }
-    fn log_level(&self) -> LogLevel {
-        self.host.log_level()
-    }
-    fn header(&self, map: HeaderMapKind, name: &str) -> Option<Vec<u8>> {
-        self.host.header(map, name)
-    }
-    fn headers(&self, map: HeaderMapKind) -> Vec<(String, Vec<u8>)> {
-        self.host.headers(map)
-    }
-    /// Passed through: the default would copy every pair for each member.
-    fn header_pairs(&self, map: HeaderMapKind) -> HeaderPairs {
-        self.host.header_pairs(map)
-    }
-    fn set_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.host.set_header(map, name, value)
-    }
-    fn add_header(&self, map: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.host.add_header(map, name, value)
-    }
-    fn remove_header(&self, map: HeaderMapKind, name: &str) -> Result<(), HostError> {
-        self.host.remove_header(map, name)
-    }
-    fn body(&self, body: BodyKind, start: usize, max_size: usize) -> Option<Vec<u8>> {
-        self.host.body(body, start, max_size)
-    }
-    fn send_local_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
-        // A member that sends a local reply denies the request: the chain stops it there even
-        // if the host refuses the reply, so that no later wake or answer can take it further.
+    /// A member that sends a local reply denies the request: the chain stops it there even if
+    /// the host refuses the reply, so that no later wake or answer can take it further.
+    fn before_local_response(&self) {
         if let Some(replied) = self.replied {
             replied.set(true);
         }
-        self.host.send_local_response(status, headers, body)
     }
     /// The chain resumes Envoy when every member went on; a member never does.
-    fn resume_request(&self) -> Result<(), HostError> {
-        Err(HostError::Failure)
+    fn may_resume(&self) -> bool {
+        false
     }
-    fn resume_response(&self) -> Result<(), HostError> {
-        Err(HostError::Failure)
-    }
-    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
-        self.host.set_effective_context(context_id)
-    }
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        match (path, self.identity) {
-            (["plugin_name"], Some(id)) => Some(id.name.as_bytes().to_vec()),
-            (["plugin_root_id"], Some(id)) => Some(id.root_id.as_bytes().to_vec()),
-            _ => self.host.property(path),
-        }
-    }
-    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
-        self.host.set_property(path, value)
-    }
-    fn shared_data(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        self.host.shared_data(key)
-    }
-    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
-        self.host.set_shared_data(key, value, cas)
-    }
-    fn dispatch_http_call(
-        &self,
-        cluster: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        self.callout(self.host.dispatch_http_call(cluster, headers, body, timeout))
-    }
-    fn dispatch_grpc_call(
-        &self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        self.callout(self.host.dispatch_grpc_call(cluster, service, method, initial_metadata, message, timeout))
-    }
-    fn call_status(&self) -> Result<(u32, Vec<u8>), HostError> {
-        self.host.call_status()
-    }
-    fn set_headers(&self, map: HeaderMapKind, pairs: &[(&str, &[u8])]) -> Result<(), HostError> {
-        self.host.set_headers(map, pairs)
-    }
-    fn random(&self, buf: &mut [u8]) -> Result<(), HostError> {
-        self.host.random(buf)
-    }
-    fn wake(&self, context_id: u32) -> Result<(), HostError> {
-        self.host.wake(context_id)
-    }
-    fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
-        match self.root {
-            Some(root) => root.set_tick_period(self.host, self.index, period),
-            None => self.host.set_tick_period(period),
-        }
-    }
-    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
-        self.host.define_metric(kind, name)
-    }
-    fn increment_metric(&self, id: u32, delta: i64) {
-        self.host.increment_metric(id, delta);
-    }
-    fn record_metric(&self, id: u32, value: u64) {
-        self.host.record_metric(id, value);
+    fn tick_period_override(&self, period: Duration) -> Option<Result<(), HostError>> {
+        self.root.map(|root| root.set_tick_period(self.host, self.index, period))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::host::{BodyKind, HeaderMapKind};
     use shared::proxytest::{Proxy, Worker};
 
     /// A test filter, configured by JSON: it logs `<plugin_name> <callback>` for every callback
@@ -769,6 +676,9 @@ mod tests {
         /// The root keeps the streams it woke and wakes them again at every tick (a stale
         /// wait list).
         stale: bool,
+        /// On wake: log its `plugin_root_id` and what resuming the request itself returns, and
+        /// pause again.
+        resume: bool,
     }
 
     #[derive(Default)]
@@ -886,6 +796,12 @@ mod tests {
         }
         fn on_wake(&mut self, host: &dyn Host) -> Action {
             self.log(host, "wake");
+            if self.config.resume {
+                let root_id = host.property(&["plugin_root_id"]).unwrap_or_default();
+                let resumed = host.resume_request();
+                self.log(host, &format!("{} {resumed:?}", String::from_utf8_lossy(&root_id)));
+                return Action::Pause;
+            }
             Action::Continue
         }
         fn on_log(&mut self, host: &dyn Host) {
@@ -1167,6 +1083,21 @@ mod tests {
         assert_eq!(w.request_header_values(id, "x-seen"), ["probe", "two"]);
         // Control: the chain itself reads the plugin's own name.
         assert_eq!(w.host(id).property(&["plugin_name"]).unwrap(), b"the-chain");
+    }
+
+    #[test]
+    fn a_member_reads_its_own_root_id_and_never_resumes_envoy() {
+        let p = Proxy::new();
+        p.set_property(&["plugin_root_id"], b"chain");
+        let mut w = chain(&p, &members(&[("a", r#"{"wait": true, "tick": 1, "resume": true}"#), ("b", "{}")])).unwrap();
+        let (id, _) = w.request(&[(":path", "/")]);
+        w.tick();
+        // a, woken while Envoy holds the request, tries to resume it: refused, and b still waits.
+        assert_eq!(lines(&p), ["a request_headers", "a tick", "a wake", "a probe Err(Failure)"]);
+        assert!(w.resumes().is_empty(), "{:?}", w.resumes());
+        assert_eq!(w.request_header_values(id, "x-seen"), ["a"]);
+        // Control: the chain itself reads the plugin's own root id.
+        assert_eq!(w.host(id).property(&["plugin_root_id"]).unwrap(), b"chain");
     }
 
     #[test]

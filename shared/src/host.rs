@@ -178,14 +178,33 @@ pub trait Host {
 
 /// A [`Host`] made of another one: implement this and the type is a `Host` whose every call
 /// goes to [`HostWrapper::inner`], plus what its hooks add. The one forwarding list of the
-/// crate (routing's `Tracking`, `MockHost`): a wrapper states only what it changes. A wrapper
-/// that must change another call gets a hook here, so the list stays one.
+/// crate (routing's `Tracking`, `MockHost`, the collection chain's `MemberHost`): a wrapper
+/// states only what it changes. A wrapper that must change another call gets a hook here, so
+/// the list stays one.
 pub trait HostWrapper {
     /// The host every call goes to.
     fn inner(&self) -> &dyn Host;
 
     /// A callout (HTTP or gRPC) just went out through this host with `token`.
     fn on_callout(&self, _token: u32) {}
+
+    /// A property the wrapper answers itself (a chain member's own `plugin_name`); `None` forwards.
+    fn property_override(&self, _path: &[&str]) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// A local reply is about to go out: the request is answered even if the host refuses it.
+    fn before_local_response(&self) {}
+
+    /// `false`: resuming fails without reaching the host (a chain member; the chain resumes).
+    fn may_resume(&self) -> bool {
+        true
+    }
+
+    /// A tick period the wrapper sets itself (a chain member root's, merged); `None` forwards.
+    fn tick_period_override(&self, _period: Duration) -> Option<Result<(), HostError>> {
+        None
+    }
 }
 
 impl<W: HostWrapper> Host for W {
@@ -220,19 +239,26 @@ impl<W: HostWrapper> Host for W {
         self.inner().body(body, start, max_size)
     }
     fn send_local_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
+        self.before_local_response();
         self.inner().send_local_response(status, headers, body)
     }
     fn resume_request(&self) -> Result<(), HostError> {
+        if !self.may_resume() {
+            return Err(HostError::Failure);
+        }
         self.inner().resume_request()
     }
     fn resume_response(&self) -> Result<(), HostError> {
+        if !self.may_resume() {
+            return Err(HostError::Failure);
+        }
         self.inner().resume_response()
     }
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
         self.inner().set_effective_context(context_id)
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.inner().property(path)
+        self.property_override(path).or_else(|| self.inner().property(path))
     }
     fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
         self.inner().set_property(path, value)
@@ -280,7 +306,7 @@ impl<W: HostWrapper> Host for W {
         self.inner().wake(context_id)
     }
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
-        self.inner().set_tick_period(period)
+        self.tick_period_override(period).unwrap_or_else(|| self.inner().set_tick_period(period))
     }
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
         self.inner().define_metric(kind, name)

@@ -521,3 +521,45 @@ fn every_host_method_reaches_the_host_through_the_routers_wrapper_and_mock_host(
         assert!(through_mock.get(kind) >= 1, "{} not forwarded by MockHost", kind.abi_name());
     }
 }
+
+/// A wrapper that uses every [`crate::host::HostWrapper`] hook, as the chain's `MemberHost` does.
+struct Hooked<'a> {
+    host: &'a dyn Host,
+    replied: Cell<bool>,
+}
+impl crate::host::HostWrapper for Hooked<'_> {
+    fn inner(&self) -> &dyn Host {
+        self.host
+    }
+    fn property_override(&self, path: &[&str]) -> Option<Vec<u8>> {
+        (path == ["own"]).then(|| b"mine".to_vec())
+    }
+    fn before_local_response(&self) {
+        self.replied.set(true);
+    }
+    fn may_resume(&self) -> bool {
+        false
+    }
+    fn tick_period_override(&self, _period: Duration) -> Option<Result<(), HostError>> {
+        Some(Ok(()))
+    }
+}
+
+#[test]
+fn a_wrappers_hooks_change_only_their_own_call() {
+    let proxy = Proxy::new();
+    let mock = crate::mock::MockHost::on(&proxy);
+    let hooked = Hooked { host: &mock, replied: Cell::new(false) };
+    let (_, calls) = proxy.count_host_calls(|| call_every_host_method(&hooked));
+    // Resuming and the tick period are the hooks' own; every other call still reaches the host
+    // (the property `a` too, and the local reply after its hook).
+    let kept = [HostCall::ContinueStream, HostCall::SetTickPeriodMilliseconds];
+    for kind in HostCall::ALL {
+        assert_eq!(calls.get(kind) >= 1, !kept.contains(&kind), "{}", kind.abi_name());
+    }
+    assert!(hooked.replied.get(), "before_local_response not called");
+    assert_eq!(hooked.resume_request(), Err(HostError::Failure));
+    let (own, calls) = proxy.count_host_calls(|| hooked.property(&["own"]));
+    assert_eq!(own.as_deref(), Some(&b"mine"[..]));
+    assert_eq!(calls.total(), 0, "an overridden property still asked the host");
+}

@@ -4,8 +4,9 @@
 #   sbom/<filter>.cdx.json (CycloneDX SBOM of the crates in each module, scripts/sbom.sh),
 #   schemas/<filter>.schema.json and <filter>.wasmplugin.schema.json (the configuration's JSON
 #   Schema and the WasmPlugin wrapper, from make build's dist/schemas/),
-#   istio/<filter>.yaml (the deploy/istio manifest pinned to that image: url tag + spec.sha256
-#   = the image's manifest digest, which is what Istio checks for oci:// urls),
+#   istio/<manifest>.yaml (each deploy/istio manifest pinned to the image its url names: url tag
+#   + spec.sha256 = the image's manifest digest, which is what Istio checks for oci:// urls;
+#   chain.yaml names the collection image),
 # and a CHANGELOG.md entry for the version when it has none yet (edit it before tagging).
 #   scripts/release.sh [--out DIR] [--changelog FILE]     REGISTRY=ghcr.io/you/envoy-wasm-filters
 set -euo pipefail
@@ -33,23 +34,32 @@ for wasm in dist/*.wasm; do
   cp "$wasm" "$out/$name-$version.wasm"
   digest="$(python3 scripts/oci-layout.py --wasm "$wasm" --tag "$version" --out "$out/oci/$name" | awk '{print $2}')"
   digests+=("$name $digest")
-  manifest="deploy/istio/$name.yaml"
-  if [ -f "$manifest" ]; then
-    # Pin: the registry, the version tag, and the image's manifest digest (no `sha256:` prefix).
-    sed -E \
-      -e "s#^(  url: oci://).*/$name:.*#\1$registry/$name:$version#" \
-      -e "s#^  \# sha256: .*#  sha256: ${digest#sha256:}#" \
-      -e "s#^  sha256: .*#  sha256: ${digest#sha256:}#" \
-      "$manifest" > "$out/istio/$name.yaml"
-    if ! grep -q "^  sha256: ${digest#sha256:}$" "$out/istio/$name.yaml"; then
-      # No sha256 line in the manifest: add one right after spec.url.
-      awk -v sha="${digest#sha256:}" '{ print } /^  url: oci:\/\// { print "  sha256: " sha }' \
-        "$out/istio/$name.yaml" > "$out/istio/$name.yaml.tmp"
-      mv "$out/istio/$name.yaml.tmp" "$out/istio/$name.yaml"
-    fi
-    [ "$(grep -c "^  sha256: ${digest#sha256:}$" "$out/istio/$name.yaml")" = 1 ] ||
-      { echo "$manifest: could not pin spec.sha256 (needs one '  url: oci://…' line)" >&2; exit 1; }
+done
+# Each deploy/istio manifest pinned to the image its url names (`oci://…/<module>:<tag>`; a
+# manifest's module need not be its file name: chain.yaml runs the collection image).
+for manifest in deploy/istio/*.yaml; do
+  [ -f "$manifest" ] || continue
+  stem="$(basename "$manifest" .yaml)"
+  name="$(sed -nE 's#^  url: oci://.*/([^/:@]+)[:@].*#\1#p' "$manifest" | head -n 1)"
+  digest=""
+  for d in "${digests[@]}"; do
+    [ "${d%% *}" = "$name" ] && digest="${d#* }"
+  done
+  [ -n "$digest" ] || { echo "$manifest: url names no module of dist/ (${name:-no '  url: oci://…' line})" >&2; exit 1; }
+  # Pin: the registry, the version tag, and the image's manifest digest (no `sha256:` prefix).
+  sed -E \
+    -e "s#^(  url: oci://).*/$name:.*#\1$registry/$name:$version#" \
+    -e "s#^  \# sha256: .*#  sha256: ${digest#sha256:}#" \
+    -e "s#^  sha256: .*#  sha256: ${digest#sha256:}#" \
+    "$manifest" > "$out/istio/$stem.yaml"
+  if ! grep -q "^  sha256: ${digest#sha256:}$" "$out/istio/$stem.yaml"; then
+    # No sha256 line in the manifest: add one right after spec.url.
+    awk -v sha="${digest#sha256:}" '{ print } /^  url: oci:\/\// { print "  sha256: " sha }' \
+      "$out/istio/$stem.yaml" > "$out/istio/$stem.yaml.tmp"
+    mv "$out/istio/$stem.yaml.tmp" "$out/istio/$stem.yaml"
   fi
+  [ "$(grep -c "^  sha256: ${digest#sha256:}$" "$out/istio/$stem.yaml")" = 1 ] ||
+    { echo "$manifest: could not pin spec.sha256 (needs one '  url: oci://…' line)" >&2; exit 1; }
 done
 [ -d dist/schemas ] || { echo "dist/schemas missing: run make build" >&2; exit 1; }
 mkdir -p "$out/schemas"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Write each filter's wasm SHA-256 from dist/SHA256SUMS into deploy/istio/<filter>.yaml, in the
-# `envoy-wasm-filters/wasm-sha256:` annotation (why not spec.sha256: see that file). Idempotent:
-# files already up to date are left untouched. Run after `make build`.
+# Write each manifest's wasm SHA-256 from dist/SHA256SUMS into deploy/istio/*.yaml, in the
+# `envoy-wasm-filters/wasm-sha256:` annotation (why not spec.sha256: see security-headers.yaml).
+# A manifest ships the module its image is named after (`url: oci://…/<module>:<tag>`:
+# chain.yaml's is collection), else the one named like the file. Idempotent: files already up
+# to date are left untouched. Run after `make build`.
 #   scripts/update-deploy-digests.sh           rewrite the manifests
 #   scripts/update-deploy-digests.sh --check   change nothing; exit 1 if any manifest is stale
 set -euo pipefail
@@ -36,10 +38,11 @@ fi
 
 stale=0
 for manifest in "${manifests[@]}"; do
-  filter="$(basename "$manifest" .yaml)"
+  filter="$(sed -nE 's#^  url: oci://.*/([^/:@]+)[:@].*#\1#p' "$manifest" | head -n 1)"
+  filter="${filter:-$(basename "$manifest" .yaml)}"
   digest="$(awk -v f="$filter.wasm" '$2 == f || $2 == "*" f { print $1 }' "$sums")"
   if ! [[ "$digest" =~ ^[0-9a-f]{64}$ ]]; then
-    echo "error: no digest for $filter.wasm in $sums (is filters/$filter built?)" >&2
+    echo "error: no digest for $filter.wasm in $sums ($manifest; is $filter built?)" >&2
     exit 1
   fi
   count="$(grep -cE "^[[:space:]]*${key}:" "$manifest" || true)"

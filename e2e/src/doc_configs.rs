@@ -10,9 +10,15 @@
 //!   and every Istio `pluginConfig` (YAML, converted to the JSON Istio hands the filter).
 //!
 //! Which filter a configuration is for: the `root_id` (else the `dist/<filter>.wasm` file
-//! name, else `vm_id`) of the Envoy snippet; a WasmPlugin's `metadata.name`; otherwise the
-//! page's location (`filters/<filter>/…`); otherwise a `<!-- filter: <name> -->` comment on
-//! the last non-blank line before the fence (which also overrides the others).
+//! name, else `vm_id`) of the Envoy snippet; a WasmPlugin's `pluginName` (its root_id), else
+//! its `metadata.name`; otherwise the page's location (`filters/<filter>/…`); otherwise a
+//! `<!-- filter: <name> -->` comment on the last non-blank line before the fence (which also
+//! overrides the others).
+//!
+//! A `chain` configuration (root_id `chain`, collection/src/chain.rs), in either YAML form, is
+//! one configuration of filter `chain` followed by each member's configuration as its own
+//! filter's ([`DocConfig::member_of_chain`]): the chain checks the whole, each filter (and its
+//! schema) its part, a member configuration given as a JSON string included.
 //!
 //! A block that is not a complete configuration (a part of one, a log line, a sketch with
 //! `…`) is marked by `<!-- fragment -->` (or `<!-- fragment: why -->`) on the last
@@ -51,6 +57,8 @@ pub struct DocConfig {
     pub origin: Origin,
     /// The configuration exactly as the filter receives it.
     pub json: String,
+    /// A member of the `chain` configuration just before it (same line), not a plugin's own.
+    pub member_of_chain: bool,
 }
 
 impl DocConfig {
@@ -228,6 +236,7 @@ pub fn extract_markdown(page: &Path, text: &str) -> Extracted {
                     filter,
                     origin: Origin::JsonBlock,
                     json: block.content,
+                    member_of_chain: false,
                 }),
                 None => out.problems.push(Problem {
                     file: page.to_path_buf(),
@@ -291,24 +300,27 @@ pub fn extract_yaml(file: &Path, text: &str, first_line: usize, default_filter: 
     };
     let string_value_lines = lines_with("google.protobuf.StringValue");
     let plugin_config_lines = lines_with("pluginConfig:");
-    let (mut n_string_value, mut n_plugin_config) = (0, 0);
+    let (mut n_string_value, mut n_plugin_config) = (0usize, 0usize);
     for item in found {
-        let line = match item.origin {
-            Origin::EnvoyStringValue => {
-                n_string_value += 1;
-                string_value_lines.get(n_string_value - 1)
-            }
-            _ => {
-                n_plugin_config += 1;
-                plugin_config_lines.get(n_plugin_config - 1)
-            }
+        // A chain's members are at its line.
+        let n = match item.origin {
+            Origin::EnvoyStringValue => &mut n_string_value,
+            _ => &mut n_plugin_config,
+        };
+        if !item.member_of_chain {
+            *n += 1;
         }
-        .copied()
-        .unwrap_or(first_line);
+        let lines = if item.origin == Origin::EnvoyStringValue { &string_value_lines } else { &plugin_config_lines };
+        let line = (*n).checked_sub(1).and_then(|i| lines.get(i)).copied().unwrap_or(first_line);
         match item.result {
-            Ok((filter, json)) => {
-                out.configs.push(DocConfig { file: file.to_path_buf(), line, filter, origin: item.origin, json })
-            }
+            Ok((filter, json)) => out.configs.push(DocConfig {
+                file: file.to_path_buf(),
+                line,
+                filter,
+                origin: item.origin,
+                json,
+                member_of_chain: item.member_of_chain,
+            }),
             Err(message) => out.problems.push(Problem { file: file.to_path_buf(), line, message }),
         }
     }
@@ -320,6 +332,29 @@ struct Found {
     origin: Origin,
     /// `(filter, json)`, or why not.
     result: Result<(String, String), String>,
+    member_of_chain: bool,
+}
+
+impl Found {
+    fn plugin(origin: Origin, result: Result<(String, String), String>) -> Found {
+        Found { origin, result, member_of_chain: false }
+    }
+
+    /// A plugin's configuration: a chain's is itself, then each of its members.
+    fn push_plugin(found: &mut Vec<Found>, origin: Origin, result: Result<(String, String), String>) {
+        let members = match &result {
+            Ok((filter, json)) if filter == crate::CHAIN => Some(chain_members(json)),
+            _ => None,
+        };
+        found.push(Found::plugin(origin, result));
+        match members {
+            Some(Ok(members)) => {
+                found.extend(members.into_iter().map(|m| Found { origin, result: Ok(m), member_of_chain: true }))
+            }
+            Some(Err(e)) => found.push(Found { origin, result: Err(e), member_of_chain: true }),
+            None => {}
+        }
+    }
 }
 
 fn str_at<'a>(v: &'a Yaml, path: &[&str]) -> Option<&'a str> {
@@ -348,33 +383,17 @@ fn walk(v: &Yaml, default_filter: Option<&str>, found: &mut Vec<Found>) {
                         .or_else(|| str_at(v, &["vm_config", "vm_id"]).map(str::to_string))
                         .or_else(|| default_filter.map(str::to_string));
                     let result = match (filter, str_at(configuration, &["value"])) {
-                        (Some(filter), Some(json)) if filter == "chain" => {
-                            // A chain (collection/src/chain.rs): each member's configuration is
-                            // its filter's.
-                            match chain_members(json) {
-                                Ok(members) => {
-                                    for m in members {
-                                        found.push(Found { origin: Origin::EnvoyStringValue, result: Ok(m) });
-                                    }
-                                    return walk_children(v, default_filter, found);
-                                }
-                                Err(e) => Err(e),
-                            }
-                        }
                         (Some(filter), Some(json)) => Ok((filter, json.to_string())),
                         (None, _) => Err("an Envoy wasm configuration with no root_id, filename or vm_id".to_string()),
                         (_, None) => Err("a StringValue configuration without a string `value`".to_string()),
                     };
-                    found.push(Found { origin: Origin::EnvoyStringValue, result });
+                    Found::push_plugin(found, Origin::EnvoyStringValue, result);
                 }
             }
             // An Istio WasmPlugin (whole manifest, or a `spec` snippet with `pluginConfig`).
             if let Some(plugin_config) = v.get("pluginConfig") {
                 let filter = default_filter.map(str::to_string);
-                found.push(Found {
-                    origin: Origin::IstioPluginConfig,
-                    result: plugin_config_json(plugin_config, filter),
-                });
+                Found::push_plugin(found, Origin::IstioPluginConfig, plugin_config_json(plugin_config, filter));
             }
             walk_children(v, default_filter, found);
         }
@@ -409,7 +428,8 @@ fn walk_children(v: &Yaml, default_filter: Option<&str>, found: &mut Vec<Found>)
         {
             for (key, child) in map {
                 if is_wasm_plugin && key.as_str() == Some("spec") {
-                    let filter = str_at(v, &["metadata", "name"])
+                    let filter = str_at(child, &["pluginName"])
+                        .or_else(|| str_at(v, &["metadata", "name"]))
                         .map(str::to_string)
                         .or_else(|| str_at(child, &["url"]).and_then(filter_of_module))
                         .or_else(|| default_filter.map(str::to_string));
@@ -528,6 +548,68 @@ http_filters:
         );
     }
 
+    /// A chain, in either form, is the chain's configuration then each member's as its filter's
+    /// (an object member as its JSON, a string member as its text, an absent one as `{}`), all
+    /// at the chain's line; the next plugin keeps its own line.
+    #[test]
+    fn a_chain_is_itself_then_its_members_in_both_forms() {
+        let text = r#"```yaml
+http_filters:
+- name: chain
+  typed_config:
+    config:
+      root_id: chain
+      configuration:
+        "@type": type.googleapis.com/google.protobuf.StringValue
+        value: |
+          {"filters": [{"root_id": "jwt-auth", "configuration": {"rules": []}},
+                       {"root_id": "rate-limit", "name": "b", "configuration": "{\"rules\": []}"},
+                       {"root_id": "body-logger"}]}
+- name: after
+  typed_config:
+    config:
+      root_id: security-headers
+      configuration:
+        "@type": type.googleapis.com/google.protobuf.StringValue
+        value: '{}'
+```
+
+```yaml
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata:
+  name: gateway
+spec:
+  url: oci://r/collection:1
+  pluginName: chain
+  pluginConfig:
+    filters:
+    - root_id: security-headers
+      configuration:
+        headers: {}
+```
+"#;
+        let out = extract_markdown(Path::new("docs/x.md"), text);
+        assert_eq!(out.problems, vec![]);
+        let got: Vec<_> =
+            out.configs.iter().map(|c| (c.filter.as_str(), c.line, c.json.trim(), c.member_of_chain)).collect();
+        let chain_json = r#"{"filters":[{"configuration":{"headers":{}},"root_id":"security-headers"}]}"#;
+        assert_eq!(
+            got,
+            vec![
+                ("chain", 8, got[0].2, false),
+                ("jwt-auth", 8, r#"{"rules":[]}"#, true),
+                ("rate-limit", 8, r#"{"rules": []}"#, true),
+                ("body-logger", 8, "{}", true),
+                ("security-headers", 18, "{}", false),
+                ("chain", 30, chain_json, false),
+                ("security-headers", 30, r#"{"headers":{}}"#, true),
+            ]
+        );
+        assert!(got[0].2.starts_with(r#"{"filters": [{"root_id": "jwt-auth""#), "{}", got[0].2);
+        assert_eq!(out.configs[5].origin, Origin::IstioPluginConfig);
+    }
+
     #[test]
     fn yaml_that_does_not_parse_is_a_problem_unless_marked() {
         let bad = "```yaml\nkey: [unclosed\n```\n";
@@ -558,11 +640,11 @@ http_filters:
             let text = std::fs::read_to_string(root.join(&file)).unwrap();
             let out = extract_yaml(&file, &text, 1, None);
             assert_eq!(out.problems, vec![], "{}", file.display());
-            // One configuration per StringValue, except a chain's, which stands for its members.
-            let chains = text.matches("root_id: chain").count();
+            // One configuration per StringValue, and a chain's members after it.
             let members = text.matches("\"root_id\":").count();
-            let expected = text.matches("google.protobuf.StringValue").count() - chains + members;
+            let expected = text.matches("google.protobuf.StringValue").count() + members;
             assert_eq!(out.configs.len(), expected, "{}", file.display());
+            assert_eq!(out.configs.iter().filter(|c| c.member_of_chain).count(), members, "{}", file.display());
             string_values += out.configs.len();
         }
         assert!(string_values >= 5, "{string_values}");
@@ -570,9 +652,19 @@ http_filters:
             let text = std::fs::read_to_string(root.join(&file)).unwrap();
             let out = extract_yaml(&file, &text, 1, None);
             let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
-            let got: Vec<_> = out.configs.iter().map(|c| (c.filter.as_str(), c.origin)).collect();
-            assert_eq!(got, vec![(stem.as_str(), Origin::IstioPluginConfig)], "{}", file.display());
-            assert!(out.configs[0].value().unwrap().is_object());
+            // The manifest's own pluginConfig, named after the file; a chain's members after it.
+            let got: Vec<_> = out.configs.iter().map(|c| (c.filter.as_str(), c.origin, c.member_of_chain)).collect();
+            let mut expected = vec![(stem.as_str(), Origin::IstioPluginConfig, false)];
+            let value = out.configs[0].value().unwrap();
+            assert!(value.is_object());
+            if stem == crate::CHAIN {
+                let members = value["filters"].as_array().unwrap();
+                assert!(members.len() >= 2, "{}", file.display());
+                for m in members {
+                    expected.push((m["root_id"].as_str().unwrap(), Origin::IstioPluginConfig, true));
+                }
+            }
+            assert_eq!(got, expected, "{}", file.display());
         }
     }
 

@@ -432,10 +432,11 @@ pub fn validate_text(config: &str, file_name: &str) -> Result<String, String> {
 }
 
 /// Run a filter's own configuration validation, inside Envoy, on `plugin_config` (JSON): the
-/// module `dist/<filter>.wasm` behind a minimal listener, checked with `--mode validate`.
+/// module `dist/<filter>.wasm` (the chain's: `dist/collection.wasm`, [`crate::module_of`])
+/// under root_id `filter`, behind a minimal listener, checked with `--mode validate`.
 /// `Err` carries the field path and message the filter logged when it refused.
 pub fn validate_plugin_config(filter: &str, plugin_config: &str) -> Result<(), (String, String)> {
-    let wasm = crate::dist_dir().join(format!("{filter}.wasm"));
+    let wasm = crate::dist_dir().join(format!("{}.wasm", crate::module_of(filter)));
     if !wasm.exists() {
         return Err((String::new(), format!("{} does not exist: run `make build` first", wasm.display())));
     }
@@ -465,9 +466,18 @@ pub fn validate_plugin_config(filter: &str, plugin_config: &str) -> Result<(), (
     match validate_text(&config.to_string(), "validate.json") {
         Ok(_) => Ok(()),
         Err(log) => {
+            // The root's own line (a chain member's refusal is logged first by the member,
+            // with the path within the member; the chain's line has the whole path).
             let marker = "invalid configuration, refusing to start: ";
-            let Some(at) = log.find(marker) else { return Err((String::new(), log)) };
-            let line = log[at + marker.len()..].lines().next().unwrap_or_default();
+            let own = format!("{filter}: {marker}");
+            let Some(rest) = log
+                .find(&own)
+                .map(|at| &log[at + own.len()..])
+                .or_else(|| log.find(marker).map(|at| &log[at + marker.len()..]))
+            else {
+                return Err((String::new(), log));
+            };
+            let line = rest.lines().next().unwrap_or_default();
             match line.strip_prefix("field `").and_then(|rest| rest.split_once("`: ")) {
                 Some((field, message)) => Err((field.to_string(), message.to_string())),
                 None => Err((String::new(), line.to_string())),

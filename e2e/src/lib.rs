@@ -78,6 +78,20 @@ pub fn envoy_version() -> Option<(u32, u32, u32)> {
     })
 }
 
+/// The root_id of the bundle module's `chain` (collection/src/chain.rs): several filters in one
+/// plugin, configured `{"filters": [{"root_id", "name", "configuration"}, …]}`.
+pub const CHAIN: &str = "chain";
+
+/// The module (`dist/<module>.wasm`, the image `…/<module>:<tag>`) that serves `root_id`: each
+/// filter has its own; the chain is only in the bundle, `collection`.
+pub fn module_of(root_id: &str) -> &str {
+    if root_id == CHAIN {
+        "collection"
+    } else {
+        root_id
+    }
+}
+
 /// Directory holding the built filters (`make build` writes them).
 pub fn dist_dir() -> PathBuf {
     repo_root().join("dist")

@@ -2,6 +2,9 @@
 //! - every Istio `WasmPlugin` in deploy/istio/ has the API's shape, and its `pluginConfig` is
 //!   accepted by the filter's own validator (the one the filter runs in Envoy);
 //! - the wasm digest each manifest records is the digest of the module in dist/;
+//! - `chain.yaml`, the bundle's `chain` root in one WasmPlugin (module and image `collection`,
+//!   `pluginName: chain`), is the separate WasmPlugins of its workloads as one: the same
+//!   configurations in the order Istio runs those, with a failStrategy no weaker than theirs;
 //! - docker-compose.yml passes `docker-compose config` and mounts the very files the native
 //!   harness runs.
 //!
@@ -51,7 +54,8 @@ fn validate_plugin_config(filter: &str, json: &str) -> Result<(), ConfigError> {
     e2e::envoy::validate_plugin_config(filter, json).map_err(|(field, message)| ConfigError::new(field, message))
 }
 
-/// `(filter, path)` of every deploy/istio/*.yaml, sorted.
+/// `(filter, path)` of every deploy/istio/*.yaml, sorted: the file is named after the root_id it
+/// runs (a filter, or the bundle's `chain`), whose module is [`e2e::module_of`].
 fn manifests() -> Vec<(String, PathBuf)> {
     let dir = repo_root().join("deploy/istio");
     let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
@@ -148,14 +152,16 @@ fn every_wasmplugin_has_the_api_shape_and_a_config_the_filter_accepts() {
         }
         let targeting = ["selector", "targetRef", "targetRefs"].iter().filter(|f| spec.get(**f).is_some()).count();
         assert!(targeting <= 1, "{name}: at most one of selector, targetRef, targetRefs");
+        // The root_id Envoy passes: the filter's, or the bundle root's the file is named after.
         let plugin_name = get_str(&spec, "pluginName").unwrap_or_else(|| panic!("{name}: spec.pluginName"));
-        assert!(!plugin_name.is_empty() && plugin_name.len() <= 256, "{name}: spec.pluginName");
+        assert_eq!(plugin_name, filter, "{name}: spec.pluginName");
 
-        // The image: oci://<registry>/<repo>/<filter>:<workspace version>, never `latest`.
+        // The image: oci://<registry>/<repo>/<module>:<workspace version>, never `latest`.
+        let module = e2e::module_of(&filter);
         let url = get_str(&spec, "url").unwrap_or_else(|| panic!("{name}: spec.url"));
         let image = url.strip_prefix("oci://").unwrap_or_else(|| panic!("{name}: url {url} is not oci://"));
         let (repo, tag) = image.rsplit_once(':').unwrap_or_else(|| panic!("{name}: url {url} has no tag"));
-        assert!(repo.ends_with(&format!("/{filter}")), "{name}: image {repo} should be named after {filter}");
+        assert!(repo.ends_with(&format!("/{module}")), "{name}: image {repo} should be named after {module}");
         assert_eq!(tag, env!("CARGO_PKG_VERSION"), "{name}: image tag should be the release version");
         if let Some(sha) = spec.get("sha256") {
             let sha = sha.as_str().unwrap_or_default();
@@ -208,6 +214,31 @@ fn broken_plugin_configs_are_refused() {
             regex.insert("redact".into(), Yaml::Mapping(redact));
             assert_eq!(refused(regex).field, "redact.patterns[0].regex");
         }
+        if filter == e2e::CHAIN {
+            // A member's misspelt field, named within the chain; an unknown root_id; a second
+            // member of the first one's name.
+            let members = || good.get("filters").and_then(Yaml::as_sequence).cloned().unwrap();
+            let with_members = |members: Vec<Yaml>| {
+                let mut config = good.clone();
+                config.insert("filters".into(), Yaml::Sequence(members));
+                config
+            };
+            let mut typo = members();
+            let mut first = typo[0].as_mapping().cloned().unwrap();
+            let mut inner = first.get("configuration").and_then(Yaml::as_mapping).cloned().unwrap_or_default();
+            inner.insert("pluginconfig_typo".into(), Yaml::Bool(true));
+            first.insert("configuration".into(), Yaml::Mapping(inner));
+            typo[0] = Yaml::Mapping(first.clone());
+            assert_eq!(refused(with_members(typo)).field, "filters[0].configuration.pluginconfig_typo");
+            let mut unknown = members();
+            let mut member = unknown[0].as_mapping().cloned().unwrap();
+            member.insert("root_id".into(), "ratelimit".into());
+            unknown[0] = Yaml::Mapping(member);
+            assert_eq!(refused(with_members(unknown)).field, "filters[0].root_id");
+            let mut twice = members();
+            twice.push(twice[0].clone());
+            assert_eq!(refused(with_members(twice.clone())).field, format!("filters[{}].name", twice.len() - 1));
+        }
         if filter == "security-headers" {
             // An unquoted number where a header value must be a string (`x-xss-protection: 0`).
             let mut number = good.clone();
@@ -227,6 +258,60 @@ fn broken_plugin_configs_are_refused() {
     );
 }
 
+/// Istio's order of plugins on one workload: by phase, then by priority, highest first.
+fn istio_order(spec: &Yaml) -> (usize, i64) {
+    let phase = get_str(spec, "phase").unwrap_or("UNSPECIFIED_PHASE");
+    // UNSPECIFIED_PHASE is the end of the chain, just before the router.
+    let rank = ["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE"].iter().position(|p| *p == phase).unwrap();
+    (rank, -get(spec, "priority").and_then(Yaml::as_i64).unwrap_or(0))
+}
+
+/// deploy/istio/chain.yaml is the separate WasmPlugins of the same workloads (same selector) as
+/// one: each member's configuration is the pluginConfig of its filter's manifest, in the order
+/// Istio runs those manifests, so the two ways to deploy never drift apart. Its failStrategy is
+/// no weaker than any member's: FAIL_OPEN only if every member's is.
+#[test]
+fn the_chain_wasmplugin_is_the_separate_ones_as_one() {
+    let manifests: Vec<(String, Yaml)> = manifests().into_iter().map(|(f, p)| (f, read_yaml(&p).1)).collect();
+    let (_, chain) = manifests.iter().find(|(f, _)| f == e2e::CHAIN).expect("deploy/istio/chain.yaml");
+    let selector = get(chain, "spec.selector").expect("chain.yaml: spec.selector");
+    let mut separate: Vec<&(String, Yaml)> =
+        manifests.iter().filter(|(f, m)| f != e2e::CHAIN && get(m, "spec.selector") == Some(selector)).collect();
+    separate.sort_by_key(|(_, m)| istio_order(get(m, "spec").unwrap()));
+    assert!(separate.len() >= 2, "no separate WasmPlugins on chain.yaml's workloads");
+
+    let members = get(chain, "spec.pluginConfig.filters").and_then(Yaml::as_sequence).expect("chain.yaml: filters");
+    let got: Vec<(&str, Option<&Yaml>)> = members
+        .iter()
+        .map(|m| (get_str(m, "root_id").expect("a member without root_id"), m.get("configuration")))
+        .collect();
+    let expected: Vec<(&str, Option<&Yaml>)> =
+        separate.iter().map(|(f, m)| (f.as_str(), get(m, "spec.pluginConfig"))).collect();
+    let names = |v: &[(&str, Option<&Yaml>)]| v.iter().map(|(f, _)| f.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&got), names(&expected), "chain.yaml's members, in Istio's order of the separate manifests");
+    for ((filter, config), (_, theirs)) in got.iter().zip(&expected) {
+        assert_eq!(config, theirs, "chain.yaml: the {filter} member's configuration differs from {filter}.yaml's");
+    }
+
+    let strategy = get_str(chain, "spec.failStrategy").unwrap_or("FAIL_CLOSE");
+    let all_open = separate.iter().all(|(_, m)| get_str(m, "spec.failStrategy") == Some("FAIL_OPEN"));
+    assert!(strategy != "FAIL_OPEN" || all_open, "chain.yaml fails open while a member's manifest does not");
+    // The control: the order is Istio's (AUTHN 1000 before AUTHN 500 before AUTHZ, ... last).
+    let spec = |phase: &str, priority: i64| {
+        let mut m = Mapping::new();
+        m.insert("phase".into(), phase.into());
+        m.insert("priority".into(), Yaml::Number(priority.into()));
+        Yaml::Mapping(m)
+    };
+    let mut order = [spec("UNSPECIFIED_PHASE", -1000), spec("AUTHN", 500), spec("AUTHZ", 900), spec("AUTHN", 1000)];
+    order.sort_by_key(istio_order);
+    assert_eq!(
+        order.clone().map(|s| get_str(&s, "phase").unwrap().to_string()),
+        ["AUTHN", "AUTHN", "AUTHZ", "UNSPECIFIED_PHASE"]
+    );
+    assert_eq!(get(&order[0], "priority").and_then(Yaml::as_i64), Some(1000));
+}
+
 #[test]
 fn every_wasmplugin_records_the_digest_of_the_module_in_dist() {
     let sums_path = dist_dir().join("SHA256SUMS");
@@ -240,18 +325,19 @@ fn every_wasmplugin_records_the_digest_of_the_module_in_dist() {
             .and_then(Yaml::as_str)
             .unwrap_or_else(|| panic!("{name}: no metadata.annotations.{WASM_SHA256_ANNOTATION}"));
 
-        let wasm_path = dist_dir().join(format!("{filter}.wasm"));
+        let module = e2e::module_of(&filter);
+        let wasm_path = dist_dir().join(format!("{module}.wasm"));
         let wasm = std::fs::read(&wasm_path)
             .unwrap_or_else(|e| panic!("{}: {e}: run `make build` first", wasm_path.display()));
         let actual = sha256_hex(&wasm);
         let listed = sums.lines().find_map(|l| {
             let (sum, file) = l.split_once(char::is_whitespace)?;
-            (file.trim_start().trim_start_matches('*') == format!("{filter}.wasm")).then_some(sum)
+            (file.trim_start().trim_start_matches('*') == format!("{module}.wasm")).then_some(sum)
         });
         assert_eq!(listed, Some(actual.as_str()), "dist/SHA256SUMS is stale: run `make build`");
         assert_eq!(
             recorded, actual,
-            "{name} records another build of {filter}.wasm: run scripts/update-deploy-digests.sh (after `make build`)"
+            "{name} records another build of {module}.wasm: run scripts/update-deploy-digests.sh (after `make build`)"
         );
 
         // For oci:// URLs Istio checks spec.sha256 against the image manifest digest: the wasm's

@@ -52,20 +52,6 @@ fn release_artifacts_are_versioned_pinned_and_reproducible() {
         let versioned = a.join(format!("{name}-{version}.wasm"));
         assert!(std::fs::read(&versioned).unwrap() == std::fs::read(&path).unwrap(), "{name}: versioned copy differs");
 
-        // The pinned manifest names the version and the very image built here.
-        let layout = format!("oci:{}:{version}", a.join("oci").join(&name).display());
-        let inspect = Command::new("skopeo").args(["inspect", "--format", "{{.Digest}}", &layout]).output().unwrap();
-        assert!(inspect.status.success(), "skopeo: {}", String::from_utf8_lossy(&inspect.stderr));
-        let digest = String::from_utf8_lossy(&inspect.stdout).trim().trim_start_matches("sha256:").to_string();
-        let manifest_path = a.join("istio").join(format!("{name}.yaml"));
-        if repo_root().join("deploy/istio").join(format!("{name}.yaml")).exists() {
-            let manifest = std::fs::read_to_string(&manifest_path).unwrap();
-            assert!(
-                manifest.contains(&format!("\n  sha256: {digest}\n")),
-                "{name}: spec.sha256 is not the image digest"
-            );
-            assert!(manifest.contains(&format!("/{name}:{version}\n")), "{name}: url not pinned to {version}");
-        }
         // An SBOM of the crates compiled into this module, without this checkout's paths.
         let sbom_text = std::fs::read_to_string(a.join("sbom").join(format!("{name}.cdx.json")))
             .unwrap_or_else(|e| panic!("{name}: no SBOM: {e}"));
@@ -88,12 +74,13 @@ fn release_artifacts_are_versioned_pinned_and_reproducible() {
             !components.iter().any(|c| c.starts_with("schemars@")),
             "{name}: SBOM lists schemars, which is not in the module: {components:?}"
         );
-        // The configuration's JSON Schema ships with the module (the bundle has none of its
-        // own: each plugin's configuration is its filter's, whose schema ships).
-        if name != "collection" {
-            let schema = std::fs::read_to_string(a.join("schemas").join(format!("{name}.schema.json")))
-                .unwrap_or_else(|e| panic!("{name}: no schema in the release: {e}"));
-            assert!(schema.contains("https://json-schema.org/draft/2020-12/schema"), "{name}");
+        // The configuration's JSON Schema ships with the module (the bundle's plugins take
+        // their filter's configuration, whose schema ships, or the chain's).
+        let schema = if name == "collection" { e2e::CHAIN } else { name.as_str() };
+        for file in [format!("{schema}.schema.json"), format!("{schema}.wasmplugin.schema.json")] {
+            let text = std::fs::read_to_string(a.join("schemas").join(&file))
+                .unwrap_or_else(|e| panic!("{name}: no {file} in the release: {e}"));
+            assert!(text.contains("https://json-schema.org/draft/2020-12/schema"), "{name}: {file}");
         }
         assert!(
             sbom["components"]
@@ -103,9 +90,36 @@ fn release_artifacts_are_versioned_pinned_and_reproducible() {
                 .all(|c| c["licenses"].as_array().is_some_and(|l| !l.is_empty())),
             "{name}: a component without a license in the SBOM"
         );
-        let again = std::fs::read_to_string(b.join("istio").join(format!("{name}.yaml"))).unwrap_or_default();
-        assert_eq!(std::fs::read_to_string(&manifest_path).unwrap_or_default(), again, "{name}: manifests differ");
     }
+
+    // Every deploy/istio manifest, pinned: the version and the very image built here, the one its
+    // url names (chain.yaml: the collection image, e2e::module_of).
+    let mut pinned = 0;
+    for entry in std::fs::read_dir(repo_root().join("deploy/istio")).unwrap().filter_map(|e| e.ok()) {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let module = e2e::module_of(&stem);
+        let layout = format!("oci:{}:{version}", a.join("oci").join(module).display());
+        let inspect = Command::new("skopeo").args(["inspect", "--format", "{{.Digest}}", &layout]).output().unwrap();
+        assert!(inspect.status.success(), "skopeo: {}", String::from_utf8_lossy(&inspect.stderr));
+        let digest = String::from_utf8_lossy(&inspect.stdout).trim().trim_start_matches("sha256:").to_string();
+        let manifest_path = a.join("istio").join(format!("{stem}.yaml"));
+        let manifest = std::fs::read_to_string(&manifest_path)
+            .unwrap_or_else(|e| panic!("{}: {e}: deploy/istio/{stem}.yaml not pinned", manifest_path.display()));
+        assert!(
+            manifest.contains(&format!("\n  sha256: {digest}\n")),
+            "{stem}: spec.sha256 is not {module}'s image digest"
+        );
+        assert!(manifest.contains(&format!("/{module}:{version}\n")), "{stem}: url not pinned to {module}:{version}");
+        let again = std::fs::read_to_string(b.join("istio").join(format!("{stem}.yaml"))).unwrap_or_default();
+        assert_eq!(manifest, again, "{stem}: manifests differ");
+        pinned += 1;
+    }
+    assert_eq!(std::fs::read_dir(a.join("istio")).unwrap().count(), pinned, "release istio/ vs deploy/istio/");
+    assert!(pinned >= 6, "{pinned} manifests");
 
     // One entry for the version, added once: below the title and its introduction, above the
     // older entry, and opening with the Unreleased section's notes (that section is gone).

@@ -18,9 +18,14 @@ use jsonschema::Validator;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The filter's own verdict (both phases), natively; `None` for a filter not registered in
-/// `common` (a new one from `make new-filter`: its schema is still checked).
+/// The filter's own verdict (both phases), natively; the chain's (a root of the bundle module,
+/// which only builds for wasm) in Envoy, on dist/collection.wasm; `None` for a filter not
+/// registered in `common` (a new one from `make new-filter`: its schema is still checked).
 fn filter_verdict(filter: &str, json: &str) -> Option<Result<(), String>> {
+    if filter == e2e::CHAIN {
+        let verdict = e2e::envoy::validate_plugin_config(filter, json);
+        return Some(verdict.map_err(|(field, message)| format!("field `{field}`: {message}")));
+    }
     configure_natively(filter, json).map(|r| r.map_err(|e| e.to_string()))
 }
 
@@ -119,6 +124,7 @@ fn every_documented_and_shipped_configuration_validates() {
     let schemas = Schemas::generate();
     let mut failures = Vec::new();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut chains = Vec::new();
 
     let docs = doc_configs::extract_all(&root);
     assert_eq!(docs.problems, vec![], "the doc_configs test names these");
@@ -134,6 +140,9 @@ fn every_documented_and_shipped_configuration_validates() {
         assert_eq!(found.problems, vec![], "{}", file.display());
         for config in &found.configs {
             check_config(&schemas, config, &mut failures);
+            if config.filter == e2e::CHAIN {
+                chains.push(file.display().to_string());
+            }
         }
         envoy += found.configs.len();
     }
@@ -146,6 +155,9 @@ fn every_documented_and_shipped_configuration_validates() {
         assert_eq!(found.problems, vec![], "{}", file.display());
         for config in &found.configs {
             check_config(&schemas, config, &mut failures);
+            if config.filter == e2e::CHAIN {
+                chains.push(file.display().to_string());
+            }
         }
         // The whole manifest against its filter's WasmPlugin schema (what an editor checks).
         let filter = file.file_stem().unwrap().to_string_lossy().into_owned();
@@ -169,6 +181,10 @@ fn every_documented_and_shipped_configuration_validates() {
     }
     assert!(docs.configs.iter().any(|c| c.origin == Origin::EnvoyStringValue));
     assert!(envoy >= 5 && manifests >= 5, "{counts:?}");
+    // The chain's, whole (chain.schema.json), in both shipped forms: all-in-one-chain.yaml's
+    // StringValue and deploy/istio/chain.yaml (its members were checked above as their filters').
+    assert!(chains.contains(&"envoy-configs/all-in-one-chain.yaml".to_string()), "{chains:?}");
+    assert!(chains.contains(&"deploy/istio/chain.yaml".to_string()), "{chains:?}");
     println!("validated: {counts:?}");
 }
 
@@ -191,6 +207,38 @@ fn the_wasmplugin_schema_refuses_a_bad_plugin_config_and_a_wrong_kind() {
     let mut kind = good;
     kind["kind"] = "EnvoyFilter".into();
     assert!(!validator.is_valid(&kind));
+}
+
+/// The chain's WasmPlugin schema checks each member's configuration with its filter's schema,
+/// the members' shape, and the root_id Istio passes (`pluginName`).
+#[test]
+fn the_chain_wasmplugin_schema_refuses_a_bad_member_and_another_plugin_name() {
+    let schemas = Schemas::generate();
+    let validator = schemas.validator("chain.wasmplugin.schema.json");
+    let text = std::fs::read_to_string(repo_root().join("deploy/istio/chain.yaml")).unwrap();
+    let good: Value = serde_norway::from_str(&text).unwrap();
+    assert_eq!(errors(&validator, &good), Vec::<String>::new());
+    let members = good["spec"]["pluginConfig"]["filters"].as_array().unwrap();
+    let rate_limit = members.iter().position(|m| m["root_id"] == "rate-limit").expect("a rate-limit member");
+    let mut bad = good.clone();
+    bad["spec"]["pluginConfig"]["filters"][rate_limit]["configuration"]["rules"][0]["token_bucket"]["max_tokens"] =
+        0.into();
+    let errs = errors(&validator, &bad);
+    let at = format!("/spec/pluginConfig/filters/{rate_limit}/configuration/rules/0/token_bucket");
+    assert!(errs.iter().any(|e| e.contains(&at)), "{errs:?}");
+    // The same configuration under another member's root_id is that filter's, and refused.
+    let mut swapped = good.clone();
+    swapped["spec"]["pluginConfig"]["filters"][rate_limit]["root_id"] = "security-headers".into();
+    assert!(!validator.is_valid(&swapped));
+    let mut typo = good.clone();
+    typo["spec"]["pluginConfig"]["filters"][0]["configuraton"] = Value::Object(Default::default());
+    assert!(!validator.is_valid(&typo));
+    let mut plugin_name = good.clone();
+    plugin_name["spec"]["pluginName"] = "security-headers".into();
+    assert!(!validator.is_valid(&plugin_name));
+    let mut no_plugin_name = good;
+    no_plugin_name["spec"].as_object_mut().unwrap().remove("pluginName");
+    assert!(!validator.is_valid(&no_plugin_name));
 }
 
 const GLOBAL: &str = r#""domain":"d","rate_limit_service":{"grpc_service":{"envoy_grpc":{"cluster_name":"rls"}}}"#;
@@ -491,6 +539,33 @@ fn refused_by_both() -> Vec<(&'static str, String)> {
         ("body-logger", r(r#"{"redact":{"replacement":""}}"#)),
         ("body-logger", r(r#"{"redact":{"patterns":[{"name":"","regex":"x"}]}}"#)),
         ("body-logger", r(r#"{"redact":{"bearer_tokens":"yes"}}"#)),
+        // the chain: its own shape, then each member's configuration by its filter's schema
+        ("chain", r("{}")),
+        ("chain", r(r#"{"filters":[]}"#)),
+        ("chain", r(r#"{"filters":[{"root_id":"jwt-auth"}],"filter":[]}"#)),
+        ("chain", r(r#"{"filters":[{"root_id":"ratelimit"}]}"#)),
+        ("chain", r(r#"{"filters":[{"root_id":"chain"}]}"#)),
+        ("chain", r(r#"{"filters":[{"name":"a"}]}"#)),
+        ("chain", r(r#"{"filters":[{"root_id":"jwt-auth","nmae":"a"}]}"#)),
+        ("chain", r(r#"{"filters":[{"root_id":"jwt-auth","name":""}]}"#)),
+        ("chain", r(r#"{"filters":[{"root_id":"jwt-auth","configuration":5}]}"#)),
+        ("chain", r(r#"{"filters":[{"root_id":"jwt-auth","configuration":[]}]}"#)),
+        ("chain", r(r#"{"filters":[{"root_id":"security-headers","configuration":{"headerz":{}}}]}"#)),
+        (
+            "chain",
+            format!(
+                r#"{{"filters":[{{"root_id":"jwt-auth"}},{{"root_id":"rate-limit","configuration":{{"rules":[{RULE}],"tabel":{{}}}}}}]}}"#
+            ),
+        ),
+        (
+            "chain",
+            format!(
+                r#"{{"filters":[{{"root_id":"rate-limit","configuration":{{"rules":[{}]}}}}]}}"#,
+                RULE.replace(r#""max_tokens":10"#, r#""max_tokens":0"#)
+            ),
+        ),
+        // a member's configuration is its own filter's: rate-limit's under security-headers
+        ("chain", format!(r#"{{"filters":[{{"root_id":"security-headers","configuration":{{"rules":[{RULE}]}}}}]}}"#)),
     ]
 }
 
@@ -586,6 +661,21 @@ fn refused_by_the_filter_only() -> Vec<(&'static str, String, &'static str)> {
             ),
             "an environment variable the VM does not have",
         ),
+        (
+            "chain",
+            r(r#"{"filters":[{"root_id":"jwt-auth"},{"root_id":"jwt-auth"}]}"#),
+            "two members of one name (the default name is the root_id): uniqueness of a property across array items",
+        ),
+        (
+            "chain",
+            r(r#"{"filters":[{"root_id":"rate-limit"}]}"#),
+            "an absent configuration for a filter that refuses {} (JSON Schema cannot check a default against a schema)",
+        ),
+        (
+            "chain",
+            r(r#"{"filters":[{"root_id":"security-headers","configuration":"{\"headerz\":{}}"}]}"#),
+            "a member configuration given as a JSON string (JSON inside a string)",
+        ),
     ]
 }
 
@@ -614,6 +704,8 @@ fn accepted_by_both() -> Vec<(&'static str, String)> {
         ("token-fetch", r(r#"{"oauth2":{"token_endpoint":{"cluster":"c","uri":"http://t/p","timeout":"60s"},"client_credentials":{"client_id":"a","client_secret":"b"},"scopes":["read:x","a#b"]},"header_name":"X-Token","header_prefix":"Token "}"#)),
         ("token-fetch", r(r#"{"oauth2":{"token_endpoint":{"cluster":"c","uri":"http://t/p"},"client_credentials":{"client_id":"a","client_secret":{"inline_string":"b","environment_variable":null}}}}"#)),
         ("body-logger", r("{}")),
+        ("chain", r(r#"{"filters":[{"root_id":"security-headers","name":null,"configuration":null}]}"#)),
+        ("chain", format!(r#"{{"filters":[{{"root_id":"jwt-auth","configuration":"  "}},{{"root_id":"rate-limit","name":"per-client","configuration":{{"rules":[{RULE}]}}}},{{"root_id":"rate-limit","name":"per-user","configuration":{{"rules":[{RULE}]}}}},{{"root_id":"body-logger","configuration":"{{\"log_headers\":false}}"}}]}}"#)),
         ("body-logger", r(r#"{"sample_rate":0,"filter_state_name":null,"log_level":"warning","content_types":[" Application/*+JSON "],"methods":["get"],"redact":{"fields":["\tpin","naïve"],"replacement":"***"}}"#)),
     ]
 }

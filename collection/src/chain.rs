@@ -589,8 +589,9 @@ impl HttpFilter for ChainStream {
     /// A wake is for the member that holds the chain (a root wakes a stream that waits),
     /// unless that member waits for the answer to a callout of its own: every member's root
     /// wakes by this one context id, so the wake is another member's (a stale one), and a
-    /// member that never asked for wakes answers `Continue` to one (the trait's default),
-    /// which would let the request past it undecided. Its answer decides for it.
+    /// member that does answer wakes (jwt-auth, token-fetch) must not decide on one it did not
+    /// wait for. (A member that never asked for wakes keeps the trait's default, `Pause`.)
+    /// Otherwise its answer decides for it.
     fn on_wake(&mut self, host: &dyn Host) -> Action {
         let paused = [Which::Request, Which::Response].into_iter().find_map(|w| self.paused_member(w));
         if paused.is_some_and(|p| self.ctx.calls.borrow().values().any(|m| *m == p)) {

@@ -38,7 +38,8 @@ pub trait RootFilter {
     fn on_grpc_call_response(&mut self, _host: &dyn Host, _token: u32, _status_code: u32, _message_size: usize) {}
 }
 
-/// One per HTTP stream. Defaults let everything through untouched.
+/// One per HTTP stream. Defaults let everything through untouched, except a wake
+/// ([`HttpFilter::on_wake`]: the stream stays paused).
 pub trait HttpFilter {
     fn on_request_headers(&mut self, _host: &dyn Host, _end_of_stream: bool) -> Action {
         Action::Continue
@@ -82,9 +83,12 @@ pub trait HttpFilter {
         Action::Continue
     }
     /// The root woke this paused stream ([`Host::wake`]): decide again. Same contract as
-    /// `on_http_call_response`.
+    /// `on_http_call_response`. The default keeps the stream as it is (`Pause`): a filter that
+    /// paused for its own reason (a callout's answer) and never asked for a wake must not be
+    /// let through by someone else's (a stray wake would otherwise fail open). A filter whose
+    /// root wakes its streams implements this and answers `Continue` once it has decided.
     fn on_wake(&mut self, _host: &dyn Host) -> Action {
-        Action::Continue
+        Action::Pause
     }
     fn on_log(&mut self, _host: &dyn Host) {}
 }

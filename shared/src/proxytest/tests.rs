@@ -563,3 +563,47 @@ fn a_wrappers_hooks_change_only_their_own_call() {
     assert_eq!(own.as_deref(), Some(&b"mine"[..]));
     assert_eq!(calls.total(), 0, "an overridden property still asked the host");
 }
+
+/// A filter that pauses for its own callout and leaves `on_wake` to the trait's default.
+#[derive(Default)]
+struct CalloutRoot;
+
+struct Callout;
+
+impl RootFilter for CalloutRoot {
+    type Http = Callout;
+    const NAME: &'static str = "callout";
+    fn configure(&mut self, _host: &dyn Host, _raw: Option<&[u8]>) -> Result<(), ConfigError> {
+        Ok(())
+    }
+    fn new_http_filter(&self, _id: u32) -> Option<Callout> {
+        Some(Callout)
+    }
+}
+
+impl HttpFilter for Callout {
+    fn on_request_headers(&mut self, host: &dyn Host, _eos: bool) -> Action {
+        host.dispatch_http_call("c", &[(":path", "/")], None, Duration::from_secs(1)).unwrap();
+        Action::Pause
+    }
+}
+
+#[test]
+fn a_stray_wake_leaves_a_stream_waiting_for_its_callout_paused() {
+    let proxy = Proxy::new();
+    let mut w: Worker<CalloutRoot> = proxy.worker("");
+    let (a, act) = w.request(&[(":path", "/a")]);
+    assert_eq!(act, Action::Pause);
+    // A wake it never asked for (another root of the VM, a stale wait list) reaches it after
+    // the root's callback: the default `on_wake` keeps it paused (`Continue` would let the
+    // request through before its callout answered: fail open).
+    w.host(w.root_id()).wake(a).unwrap();
+    w.tick();
+    assert!(w.is_paused(a));
+    assert!(w.resumes().is_empty(), "{:?}", w.resumes());
+    // Control: the answer it waits for lets it go on.
+    let token = w.last_http_call().token;
+    w.answer_http_call(token, &[(":status", "200")], b"");
+    assert_eq!(w.resumes(), vec![(a, Phase::Request)]);
+    assert!(!w.is_paused(a));
+}

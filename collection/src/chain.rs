@@ -9,8 +9,11 @@
 //! ```
 //!
 //! Each member is shaped like Envoy's wasm `PluginConfig`: `root_id` picks the filter, `name`
-//! the instance (default: the root_id; what the member reads as property `plugin_name`), and
-//! `configuration` its configuration exactly as the standalone filter takes it.
+//! the instance (what the member reads as property `plugin_name`; default
+//! `<the chain's own plugin_name>/<root_id>`, so that unnamed members of two plugins sharing a
+//! VM never share state keyed by it, such as rate-limit's table), and `configuration` its
+//! configuration exactly as the standalone filter takes it. At most
+//! [`shared::bundle::CHAIN_MAX_MEMBERS`] members.
 //!
 //! The chain is itself a [`RootFilter`] whose [`HttpFilter`] runs the members' filters: request
 //! callbacks in order, response callbacks in reverse. The members see the host through
@@ -35,6 +38,7 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use shared::bundle::CHAIN_MAX_MEMBERS;
 use shared::config::ConfigError;
 use shared::host::{Host, HostError, HostWrapper, LogLevel};
 use shared::{Action, HttpFilter, RootFilter};
@@ -190,6 +194,15 @@ impl RootFilter for ChainRoot {
         if config.filters.is_empty() {
             return Err(ConfigError::new("filters", "at least one filter is required"));
         }
+        if config.filters.len() > CHAIN_MAX_MEMBERS {
+            return Err(ConfigError::new(
+                "filters",
+                format!("at most {CHAIN_MAX_MEMBERS} filters, not {}", config.filters.len()),
+            ));
+        }
+        // An unnamed member's name: the chain's own plugin name and its root_id, unique among the
+        // plugins of a VM as the plugins' names are (shared data is per VM id, not per plugin).
+        let own = host.property(&["plugin_name"]).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
         let mut identities = Vec::with_capacity(config.filters.len());
         let mut roots = Vec::with_capacity(config.filters.len());
         for (i, m) in config.filters.iter().enumerate() {
@@ -202,7 +215,7 @@ impl RootFilter for ChainRoot {
                     format!("unknown filter \"{}\"{why}; known: {}", m.root_id, known.join(", ")),
                 ));
             };
-            let name = m.name.clone().unwrap_or_else(|| root_id.to_string());
+            let name = m.name.clone().unwrap_or_else(|| format!("{own}/{root_id}"));
             if name.is_empty() {
                 return Err(ConfigError::new(format!("{at}.name"), "must not be empty"));
             }
@@ -1080,8 +1093,8 @@ mod tests {
         p.set_property(&["plugin_name"], b"the-chain");
         let mut w = chain(&p, r#"{"filters": [{"root_id": "probe"}, {"root_id": "probe", "name": "two"}]}"#).unwrap();
         let (id, _) = w.request(&[(":path", "/")]);
-        // The default name is the root_id.
-        assert_eq!(w.request_header_values(id, "x-seen"), ["probe", "two"]);
+        // The default name is the chain's own, then the root_id.
+        assert_eq!(w.request_header_values(id, "x-seen"), ["the-chain/probe", "two"]);
         // Control: the chain itself reads the plugin's own name.
         assert_eq!(w.host(id).property(&["plugin_name"]).unwrap(), b"the-chain");
     }
@@ -1165,8 +1178,14 @@ mod tests {
         assert!(e.contains("`filters[1].root_id`: unknown filter \"x\"; known: probe"), "{e}");
         let e = refusal(r#"{"filters": [{"root_id": "chain"}]}"#);
         assert!(e.contains("`filters[0].root_id`") && e.contains("cannot be a member"), "{e}");
+        // Two unnamed members of one filter have one default name (the chain's plugin_name is
+        // empty here); a name equal to another member's default is a duplicate too.
         let e = refusal(r#"{"filters": [{"root_id": "probe"}, {"root_id": "probe"}]}"#);
-        assert!(e.contains("`filters[1].name`: \"probe\" is already the name of filters[0]"), "{e}");
+        assert!(e.contains("`filters[1].name`: \"/probe\" is already the name of filters[0]"), "{e}");
+        let e = refusal(r#"{"filters": [{"root_id": "probe"}, {"root_id": "probe", "name": "/probe"}]}"#);
+        assert!(e.contains("`filters[1].name`: \"/probe\" is already the name of filters[0]"), "{e}");
+        let e = refusal(r#"{"filters": [{"root_id": "probe", "name": "/probe"}, {"root_id": "probe"}]}"#);
+        assert!(e.contains("`filters[1].name`: \"/probe\" is already the name of filters[0]"), "{e}");
         let e = refusal(&members(&[("a", "{}"), ("b", r#"{"nope": 1}"#)]));
         assert!(e.contains("`filters[1].configuration.nope`"), "{e}");
         let e = refusal(&members(&[("a", "{}"), ("b", "{}"), ("c", r#"{"refuse": true}"#)]));
@@ -1177,6 +1196,17 @@ mod tests {
         assert!(chain(&Proxy::new(), &members(&[("a", "{}"), ("b", r#""{\"call\": true}""#)])).is_ok());
     }
 
+    #[test]
+    fn at_most_sixteen_members() {
+        let list: Vec<(String, &str)> = (0..=CHAIN_MAX_MEMBERS).map(|i| (format!("m{i}"), "{}")).collect();
+        let refs: Vec<(&str, &str)> = list.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        let e = refusal(&members(&refs));
+        assert!(e.contains("`filters`: at most 16 filters, not 17"), "{e}");
+        // Control: sixteen start.
+        assert_eq!(CHAIN_MAX_MEMBERS, 16);
+        assert!(chain(&Proxy::new(), &members(&refs[..CHAIN_MAX_MEMBERS])).is_ok());
+    }
+
     const LIMIT_2: &str = r#"{"rules": [{"name": "all", "actions": [{"generic_key": {"descriptor_value": "x"}}],
         "token_bucket": {"max_tokens": 2, "tokens_per_fill": 1, "fill_interval": "60s"}}]}"#;
 
@@ -1184,7 +1214,7 @@ mod tests {
         Worker::start(proxy, ChainRoot::default(), config).unwrap()
     }
 
-    fn statuses(w: &mut Worker<ChainRoot>, n: usize) -> Vec<u32> {
+    fn statuses<R: RootFilter>(w: &mut Worker<R>, n: usize) -> Vec<u32> {
         (0..n)
             .map(|_| {
                 let (id, _) = w.request(&[(":path", "/"), (":method", "GET"), (":authority", "a")]);
@@ -1219,6 +1249,28 @@ mod tests {
             })
             .collect();
         assert_eq!(both, [200, 429]);
+    }
+
+    #[test]
+    fn unnamed_rate_limit_members_of_two_chains_in_one_vm_never_share_buckets() {
+        // Two chain plugins of one VM (two listeners, say), each with an unnamed rate-limit
+        // member: shared data is per VM, so only the members' names keep their tables apart.
+        let p = Proxy::new();
+        let one = format!(r#"{{"filters": [{{"root_id": "rate-limit", "configuration": {LIMIT_2}}}]}}"#);
+        p.set_property(&["plugin_name"], b"listener-a");
+        let mut a = real(&p, &one);
+        p.set_property(&["plugin_name"], b"listener-b");
+        let mut b = real(&p, &one);
+        assert_eq!(statuses(&mut a, 2), [200, 200]);
+        // b's bucket is its own: full. One shared bucket would refuse these.
+        assert_eq!(statuses(&mut b, 2), [200, 200]);
+        // Control: each bucket does limit.
+        assert_eq!(statuses(&mut a, 1), [429]);
+        assert_eq!(statuses(&mut b, 1), [429]);
+        // Nor beside a standalone rate-limit plugin of the bundle named after its root_id.
+        p.set_property(&["plugin_name"], b"rate-limit");
+        let mut alone = Worker::start(&p, rate_limit::filter::RateLimitRoot::default(), LIMIT_2).unwrap();
+        assert_eq!(statuses(&mut alone, 3), [200, 200, 429]);
     }
 
     #[test]

@@ -65,6 +65,9 @@ fn read_member(item: &[&str]) -> Option<Member> {
     if root_id == "collection" || root_id == "chain" {
         return None;
     }
+    // The plugin's name becomes the member's, so a member reads the `plugin_name` it read alone
+    // (rate-limit keys its table by it); an unnamed plugin's member reads the chain's default,
+    // `chain/<root_id>`.
     let name = item.iter().skip(1).find_map(|l| value_of(l, "name")).map(str::to_string);
     let failure_policy = item.iter().find_map(|l| value_of(l, "failure_policy")).map(str::to_string);
     let mut configuration = None;

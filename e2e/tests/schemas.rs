@@ -247,6 +247,13 @@ const RULE: &str =
 const GLOBAL_RULE: &str = r#"{"name":"g","actions":[{"path":{}}],"global":{}}"#;
 const JWKS: &str = r#""local_jwks":{"inline_string":""}"#;
 
+/// A chain of `n` security-headers members, named `m0`, `m1`, …
+fn chain_of(n: usize) -> String {
+    let members: Vec<String> =
+        (0..n).map(|i| format!(r#"{{"root_id":"security-headers","name":"m{i}","configuration":{{}}}}"#)).collect();
+    format!(r#"{{"filters":[{}]}}"#, members.join(","))
+}
+
 fn rate_limit(extra: &str) -> String {
     format!(r#"{{"rules":[{RULE}]{extra}}}"#)
 }
@@ -564,6 +571,8 @@ fn refused_by_both() -> Vec<(&'static str, String)> {
                 RULE.replace(r#""max_tokens":10"#, r#""max_tokens":0"#)
             ),
         ),
+        // more than 16 members (shared::bundle::CHAIN_MAX_MEMBERS)
+        ("chain", chain_of(17)),
         // a member's configuration is its own filter's: rate-limit's under security-headers
         ("chain", format!(r#"{{"filters":[{{"root_id":"security-headers","configuration":{{"rules":[{RULE}]}}}}]}}"#)),
     ]
@@ -664,7 +673,7 @@ fn refused_by_the_filter_only() -> Vec<(&'static str, String, &'static str)> {
         (
             "chain",
             r(r#"{"filters":[{"root_id":"jwt-auth"},{"root_id":"jwt-auth"}]}"#),
-            "two members of one name (the default name is the root_id): uniqueness of a property across array items",
+            "two members of one name (the default name is <the chain's plugin_name>/<root_id>): uniqueness of a property across array items",
         ),
         (
             "chain",
@@ -705,6 +714,7 @@ fn accepted_by_both() -> Vec<(&'static str, String)> {
         ("token-fetch", r(r#"{"oauth2":{"token_endpoint":{"cluster":"c","uri":"http://t/p"},"client_credentials":{"client_id":"a","client_secret":{"inline_string":"b","environment_variable":null}}}}"#)),
         ("body-logger", r("{}")),
         ("chain", r(r#"{"filters":[{"root_id":"security-headers","name":null,"configuration":null}]}"#)),
+        ("chain", chain_of(16)),
         ("chain", format!(r#"{{"filters":[{{"root_id":"jwt-auth","configuration":"  "}},{{"root_id":"rate-limit","name":"per-client","configuration":{{"rules":[{RULE}]}}}},{{"root_id":"rate-limit","name":"per-user","configuration":{{"rules":[{RULE}]}}}},{{"root_id":"body-logger","configuration":"{{\"log_headers\":false}}"}}]}}"#)),
         ("body-logger", r(r#"{"sample_rate":0,"filter_state_name":null,"log_level":"warning","content_types":[" Application/*+JSON "],"methods":["get"],"redact":{"fields":["\tpin","naïve"],"replacement":"***"}}"#)),
     ]

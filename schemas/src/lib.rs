@@ -100,9 +100,10 @@ pub fn wasm_plugin(filter: &str, config: &Value, plugin_name: Option<&str>) -> V
 }
 
 /// The `chain` root's configuration (collection/src/chain.rs, `ChainConfig`):
-/// `{"filters": [{"root_id", "name", "configuration"}, …]}`, at least one member, no unknown
-/// field at either level. `root_id` is one of [`FILTERS`] (never `chain`); `name` is optional
-/// (default: the root_id) and not empty; `configuration` is optional or `null` (the filter
+/// `{"filters": [{"root_id", "name", "configuration"}, …]}`, one to
+/// [`shared::bundle::CHAIN_MAX_MEMBERS`] members, no unknown field at either level. `root_id`
+/// is one of [`FILTERS`] (never `chain`); `name` is optional (default:
+/// `<the chain's plugin_name>/<root_id>`) and not empty; `configuration` is optional or `null` (the filter
 /// then reads `{}`), an object, checked with the schema of the filter `root_id` names (each
 /// filter's schema and definitions under `$defs/<filter>` and `$defs/<filter>.<Def>`), or a
 /// JSON string holding the configuration's text (Envoy's StringValue form: the schema cannot
@@ -146,7 +147,7 @@ pub fn chain_schema() -> Schema {
                     "enum": root_ids
                 },
                 "name": {
-                    "description": "The instance: what the member reads as plugin_name (default: the root_id). Distinct within the chain.",
+                    "description": "The instance: what the member reads as plugin_name (default: <the chain's own plugin_name>/<root_id>). Distinct within the chain; an explicit name is taken as is.",
                     "type": ["string", "null"],
                     "minLength": 1
                 },
@@ -167,9 +168,10 @@ pub fn chain_schema() -> Schema {
         "required": ["filters"],
         "properties": {
             "filters": {
-                "description": "The members, in request order.",
+                "description": format!("The members, in request order (at most {}).", shared::bundle::CHAIN_MAX_MEMBERS),
                 "type": "array",
                 "minItems": 1,
+                "maxItems": shared::bundle::CHAIN_MAX_MEMBERS,
                 "items": { "$ref": "#/$defs/ChainMember" }
             }
         },

@@ -8,6 +8,11 @@
 //! (collection/src/lib.rs, wasm) makes the chosen filter's root (`glue::Member`) and delegates
 //! every callback to it.
 
+/// The most members the bundle's `chain` root takes (collection/src/chain.rs refuses more at
+/// load, naming `filters`; schemas/src gives `chain.schema.json` the same `maxItems`). A bound
+/// on what one request runs through, and on the chain's per-stream state.
+pub const CHAIN_MAX_MEMBERS: usize = 16;
+
 /// The member of `members` whose id (`id_of`) is `root_id`, or the message to log and refuse
 /// the configuration with: it names the root_id asked for and every one this module serves.
 /// `None`: the host did not say (the `plugin_root_id` property could not be read).

@@ -456,6 +456,21 @@ fn refused_by_both() -> Vec<(&'static str, String)> {
                 r#"{"oauth2":{"token_endpoint":{"cluster":"c","uri":"http://t/"},"client_credentials":{"client_id":"a","client_secret":""}}}"#,
             ),
         ),
+        // the empty secret as a data source (the shared DataSource schema accepts "" for
+        // jwt-auth's local JWKS: token-fetch's Secret refuses it)
+        (
+            "token-fetch",
+            r(
+                r#"{"oauth2":{"token_endpoint":{"cluster":"c","uri":"http://t/"},"client_credentials":{"client_id":"a","client_secret":{"inline_string":""}}}}"#,
+            ),
+        ),
+        (
+            "token-fetch",
+            format!(
+                r#"{{"oauth2":{{"token_endpoint":{{"cluster":"c","uri":"http://t/"}},"client_credentials":{{"client_id":"a","client_secret":{{"inline_string":"{}"}}}}}}}}"#,
+                "s".repeat(4097)
+            ),
+        ),
         (
             "token-fetch",
             r(

@@ -43,17 +43,23 @@ impl JsonSchema for Duration {
 /// The forms of [`DataSource`]: exactly one is set.
 pub const DATA_SOURCE: &[&str] = &["inline_string", "environment_variable"];
 
-/// [`Secret`]: a non-empty string, or a [`DataSource`].
+/// [`Secret`]: a non-empty string, or a [`DataSource`] whose `inline_string` is not empty
+/// either (the shared `DataSource` schema accepts `""`: jwt-auth's empty local JWKS).
 impl JsonSchema for Secret {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Secret".into()
     }
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let source = generator.subschema_for::<DataSource>();
+        // 4096: what its one user, token-fetch's client_secret, takes (MAX_FIELD_LEN); it
+        // refuses an empty secret, inline or not.
+        let text = json!({ "type": "string", "minLength": 1, "maxLength": 4096 });
         json_schema!({
             "description": "The value inline (a string), or a data source: {\"environment_variable\": NAME} reads it from the VM's environment (vm_config.environment_variables; Istio vmConfig.env), keeping it out of the configuration.",
-            // 4096: what its one user, token-fetch's client_secret, takes (MAX_FIELD_LEN).
-            "oneOf": [{ "type": "string", "minLength": 1, "maxLength": 4096 }, source]
+            "oneOf": [
+                text,
+                { "allOf": [source, { "properties": { "inline_string": { "minLength": 1, "maxLength": 4096 } } }] }
+            ]
         })
     }
 }

@@ -537,6 +537,12 @@ mod tests {
         let e = load(&OAUTH.replace(r#""client_secret":"s3cr:t""#, r#""client_secret":{"filename":"/etc/x"}"#))
             .unwrap_err();
         assert!(e.field.starts_with("oauth2.client_credentials.client_secret"), "{e}");
+        // An empty secret is refused in either form (the schema's `minLength` on both).
+        for empty in [r#""client_secret":"""#, r#""client_secret":{"inline_string":""}"#] {
+            let e = load(&OAUTH.replace(r#""client_secret":"s3cr:t""#, empty)).unwrap_err();
+            assert_eq!(e.field, "oauth2.client_credentials.client_secret", "{e}");
+            assert!(e.message.contains("must not be empty"), "{e}");
+        }
     }
 
     #[test]

@@ -285,8 +285,15 @@ fn the_chain_wasmplugin_is_the_separate_ones_as_one() {
         .iter()
         .map(|m| (get_str(m, "root_id").expect("a member without root_id"), m.get("configuration")))
         .collect();
-    let expected: Vec<(&str, Option<&Yaml>)> =
-        separate.iter().map(|(f, m)| (f.as_str(), get(m, "spec.pluginConfig"))).collect();
+    // Only the members' manifests: a fork's new filter (`make new-filter`) gets a WasmPlugin of
+    // its own on these workloads and is not a member until its author adds it (scaffold.rs
+    // runs this test in such a fork).
+    let expected: Vec<(&str, Option<&Yaml>)> = separate
+        .iter()
+        .filter(|(f, _)| got.iter().any(|(member, _)| member == f))
+        .map(|(f, m)| (f.as_str(), get(m, "spec.pluginConfig")))
+        .collect();
+    assert!(expected.len() >= 2, "chain.yaml: fewer than two members with a manifest of their own");
     let names = |v: &[(&str, Option<&Yaml>)]| v.iter().map(|(f, _)| f.to_string()).collect::<Vec<_>>();
     assert_eq!(names(&got), names(&expected), "chain.yaml's members, in Istio's order of the separate manifests");
     for ((filter, config), (_, theirs)) in got.iter().zip(&expected) {

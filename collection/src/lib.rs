@@ -3,7 +3,7 @@
 //! one VM per worker instead of one per filter (README, "One VM for all filters").
 //!
 //! Each filter's crate is built with its `bundled` feature, which leaves out its own
-//! `proxy_wasm::main!`; this crate's registers a root context that becomes, once Envoy starts or
+//! `shared::main!`; this crate's registers a root context that becomes, once Envoy starts or
 //! configures it, the root of the filter its `root_id` names ([`shared::bundle::choose`]), and
 //! delegates every callback to it. That root lives here, not in `shared::glue`: any of it in
 //! shared (even unused) measured +11 KB in every filter's own module.
@@ -43,19 +43,33 @@ mod members {
 }
 
 #[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn _initialize() {
+    shared::exports::initialize(root::new);
     shared::glue::install_panic_hook(NAME);
-    proxy_wasm::set_root_context(root::new);
-}}
+}
+
+// Every stream callback: a bundle serves whichever filters its plugins name, and the chain
+// needs them all.
+#[cfg(target_arch = "wasm32")]
+shared::http_exports!(
+    request_headers,
+    request_body,
+    request_trailers,
+    response_headers,
+    response_body,
+    response_trailers,
+    log
+);
 
 #[cfg(target_arch = "wasm32")]
 mod root {
     use super::members::MEMBERS;
     use super::NAME;
-    use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{Action, ContextType, StreamType};
     use shared::abi;
-    use shared::proxy::ProxyWasmHost;
+    use shared::exports::{HttpContext, RootContext};
+    use shared::glue::Unconfigured;
     use shared::LogLevel;
 
     pub fn new(context_id: u32) -> Box<dyn RootContext> {
@@ -82,60 +96,18 @@ mod root {
         }
     }
 
-    impl Context for BundleRoot {
-        fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) {
-            if let Some(m) = self.member.as_mut() {
-                m.on_http_call_response(token, num_headers, body_size, num_trailers);
-            }
-        }
-
-        fn on_grpc_call_response(&mut self, token: u32, status_code: u32, message_size: usize) {
-            if let Some(m) = self.member.as_mut() {
-                m.on_grpc_call_response(token, status_code, message_size);
-            }
-        }
-
-        fn on_grpc_stream_initial_metadata(&mut self, token: u32, num_elements: u32) {
-            if let Some(m) = self.member.as_mut() {
-                m.on_grpc_stream_initial_metadata(token, num_elements);
-            }
-        }
-
-        fn on_grpc_stream_message(&mut self, token: u32, message_size: usize) {
-            if let Some(m) = self.member.as_mut() {
-                m.on_grpc_stream_message(token, message_size);
-            }
-        }
-
-        fn on_grpc_stream_trailing_metadata(&mut self, token: u32, num_elements: u32) {
-            if let Some(m) = self.member.as_mut() {
-                m.on_grpc_stream_trailing_metadata(token, num_elements);
-            }
-        }
-
-        fn on_grpc_stream_close(&mut self, token: u32, status_code: u32) {
-            if let Some(m) = self.member.as_mut() {
-                m.on_grpc_stream_close(token, status_code);
-            }
-        }
-
-        fn on_done(&mut self) -> bool {
-            self.member.as_mut().is_none_or(|m| m.on_done())
-        }
-    }
-
     impl RootContext for BundleRoot {
-        fn on_vm_start(&mut self, vm_configuration_size: usize) -> bool {
+        fn on_vm_start(&mut self) -> bool {
             // An unknown root_id is refused at on_configure, where Envoy names the plugin.
             match self.resolve() {
-                Ok(m) => m.on_vm_start(vm_configuration_size),
+                Ok(m) => m.on_vm_start(),
                 Err(_) => true,
             }
         }
 
-        fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        fn on_configure(&mut self) -> bool {
             match self.resolve() {
-                Ok(m) => m.on_configure(plugin_configuration_size),
+                Ok(m) => m.on_configure(),
                 Err(e) => {
                     let _ = abi::log(LogLevel::Critical, &format!("{e}; refusing to start"));
                     false
@@ -149,44 +121,25 @@ mod root {
             }
         }
 
-        fn on_queue_ready(&mut self, queue_id: u32) {
+        fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) {
             if let Some(m) = self.member.as_mut() {
-                m.on_queue_ready(queue_id);
+                m.on_http_call_response(token, num_headers, body_size, num_trailers);
             }
         }
 
-        fn on_log(&mut self) {
+        fn on_grpc_call_response(&mut self, token: u32, status_code: u32, message_size: usize) {
             if let Some(m) = self.member.as_mut() {
-                m.on_log();
+                m.on_grpc_call_response(token, status_code, message_size);
             }
         }
 
-        fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-            // The SDK panics on `None`: always hand back a context.
+        /// A request on a plugin no member took (Envoy refuses such a configuration, so this
+        /// is a backstop): 503, never let through unfiltered.
+        fn create_http_context(&self, context_id: u32) -> Box<dyn HttpContext> {
             match &self.member {
-                Some(m) => m.create_http_context(context_id).or_else(|| Some(Box::new(Unconfigured))),
-                None => Some(Box::new(Unconfigured)),
+                Some(m) => m.create_http_context(context_id),
+                None => Box::new(Unconfigured::new(NAME)),
             }
-        }
-
-        fn get_type(&self) -> Option<ContextType> {
-            Some(ContextType::HttpContext)
-        }
-    }
-
-    /// A request on a plugin no member took (Envoy refuses such a configuration, so this is a
-    /// backstop): 503, never let through unfiltered.
-    struct Unconfigured;
-
-    impl Context for Unconfigured {}
-
-    impl HttpContext for Unconfigured {
-        fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-            let body = format!("{NAME}: no filter for this plugin's root_id");
-            if shared::reply::send_text(&ProxyWasmHost, 503, &body, &[]).is_err() {
-                let _ = abi::close_stream(StreamType::HttpRequest);
-            }
-            Action::Pause
         }
     }
 }

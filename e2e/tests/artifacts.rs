@@ -74,16 +74,91 @@ fn modules_stay_within_their_size_budget() {
     }
 }
 
-/// The bundle's filters are built with their `bundled` feature (no `proxy_wasm::main!`). Cargo
-/// unifies features per invocation: had it reached the filters' own build, their modules would
-/// lack `_initialize`, and Envoy would load them with no root context (every plugin refused).
+/// The entry points every module exports (`shared::exports`, `shared::main!`), whatever its
+/// filter handles.
+const ALWAYS_EXPORTED: &[&str] = &[
+    "_initialize",
+    "proxy_abi_version_0_2_1",
+    "proxy_on_memory_allocate",
+    "proxy_on_context_create",
+    "proxy_on_vm_start",
+    "proxy_on_configure",
+    "proxy_on_tick",
+    "proxy_on_delete",
+    "proxy_on_http_call_response",
+    "proxy_on_grpc_receive",
+    "proxy_on_grpc_close",
+];
+
+/// Every stream callback, as `shared::main!` names them.
+const STREAM_CALLBACKS: &[&str] = &[
+    "request_headers",
+    "request_body",
+    "request_trailers",
+    "response_headers",
+    "response_body",
+    "response_trailers",
+    "log",
+];
+
+/// The stream callbacks a filter's `src/lib.rs` lists in its `shared::main!(root; …)`.
+fn declared_callbacks(filter: &str) -> Vec<String> {
+    let lib = std::fs::read_to_string(e2e::repo_root().join("filters").join(filter).join("src/lib.rs")).unwrap();
+    let call = lib.split("shared::main!(").nth(1).unwrap_or_else(|| panic!("{filter}: no shared::main! in src/lib.rs"));
+    let list = call.split_once(';').and_then(|(_, rest)| rest.split_once(')')).map(|(list, _)| list).unwrap_or("");
+    list.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect()
+}
+
+/// Each module exports the ABI's entry points and exactly the stream callbacks its source
+/// declares, nothing of the SDK's (which exported every callback: Envoy then crosses into the VM
+/// for each body chunk, `on_log` and `on_done` of every stream). The bundle exports them all.
+/// The bundle's filters are built with their `bundled` feature (no `shared::main!`): had Cargo
+/// unified that feature into the filters' own build, their modules would lack `_initialize`.
 #[test]
-fn every_module_exports_the_proxy_wasm_entry_points() {
+fn every_module_exports_the_entry_points_its_filter_declares_and_no_others() {
     for name in filter_names().into_iter().chain([BUNDLE.to_string()]) {
         let bytes = std::fs::read(e2e::dist_dir().join(format!("{name}.wasm"))).unwrap();
-        let exports = function_exports(&bytes).unwrap_or_else(|e| panic!("{name}.wasm: {e}"));
-        for entry in ["_initialize", "proxy_abi_version_0_2_1", "proxy_on_context_create", "proxy_on_configure"] {
-            assert!(exports.iter().any(|e| e == entry), "{name}.wasm does not export {entry}: {exports:?}");
+        let mut exports = function_exports(&bytes).unwrap_or_else(|e| panic!("{name}.wasm: {e}"));
+        exports.sort();
+        let callbacks: Vec<String> = if name == BUNDLE {
+            STREAM_CALLBACKS.iter().map(|c| c.to_string()).collect()
+        } else {
+            declared_callbacks(&name)
+        };
+        for c in &callbacks {
+            assert!(STREAM_CALLBACKS.contains(&c.as_str()), "{name}: unknown callback {c}");
+        }
+        let mut expected: Vec<String> = ALWAYS_EXPORTED.iter().map(|e| e.to_string()).collect();
+        expected.extend(callbacks.iter().map(|c| format!("proxy_on_{c}")));
+        expected.sort();
+        assert_eq!(exports, expected, "{name}.wasm's exported functions");
+    }
+}
+
+/// The callbacks the shipped filters declare: what each implements (a callback left out is
+/// never called by Envoy), and no more (each one listed costs a VM crossing per call).
+#[test]
+fn the_shipped_filters_declare_the_callbacks_they_implement() {
+    let expected: &[(&str, &[&str])] = &[
+        ("body-logger", STREAM_CALLBACKS),
+        ("jwt-auth", &["request_headers"]),
+        ("rate-limit", &["request_headers", "response_headers"]),
+        ("security-headers", &["request_headers", "response_headers"]),
+        ("token-fetch", &["request_headers", "response_headers"]),
+    ];
+    for (filter, callbacks) in expected {
+        assert_eq!(declared_callbacks(filter), *callbacks, "{filter}'s shared::main!");
+        // Each one the filter's `HttpFilter` implements is listed.
+        let src = std::fs::read_to_string(e2e::repo_root().join("filters").join(filter).join("src/filter.rs")).unwrap();
+        for c in STREAM_CALLBACKS {
+            let implemented = src.contains(&format!("fn on_{c}(&mut self, host"))
+                || src.contains(&format!("fn on_{c}(&mut self, _host"));
+            assert_eq!(
+                implemented,
+                callbacks.contains(c),
+                "{filter}: implements on_{c} = {implemented}, declared = {}",
+                callbacks.contains(c)
+            );
         }
     }
 }

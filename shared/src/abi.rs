@@ -14,13 +14,8 @@
 //! The imports are declared with the SDK's signatures (the same wasm types), so both sets of
 //! declarations name the same host functions and coexist in one module.
 //!
-//! **One exception**: HTTP and gRPC callouts are dispatched through the SDK
-//! (`dispatch_http_call`, `dispatch_grpc_call`). The SDK's dispatcher delivers a callout's
-//! answer only for a token its own dispatch wrapper registered (its registry is private), and
-//! answers an unregistered HTTP-call token with a panic. Those two wrappers are the only
-//! `proxy_wasm::hostcalls` calls left (clippy's `disallowed-methods` refuses any other), and
-//! their arguments are prepared so that the statuses the SDK would panic on cannot occur with
-//! Envoy: see each function.
+//! The modules no longer link the SDK at all: the entry points Envoy calls are
+//! `shared::exports`'s, and a callout's token is filed there under the context that made it.
 //!
 //! Host-side limits (proxy-wasm-cpp-host, which Envoy embeds) are enforced before a call:
 //! a pairs buffer (headers, metadata) of more than [`MAX_PAIRS`] pairs or [`MAX_PAIRS_BYTES`]
@@ -44,6 +39,54 @@ pub const MAX_RANDOM_CHUNK: usize = 64 * 1024;
 /// Longest cluster name [`grpc_service`] encodes (both protobuf lengths stay one byte, so the
 /// encoding is ASCII).
 pub const MAX_GRPC_CLUSTER_LEN: usize = 125;
+
+/// Which buffer a host call reads (proxy-wasm `proxy_buffer_type_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum BufferType {
+    HttpRequestBody = 0,
+    HttpResponseBody = 1,
+    DownstreamData = 2,
+    UpstreamData = 3,
+    HttpCallResponseBody = 4,
+    GrpcReceiveBuffer = 5,
+    VmConfiguration = 6,
+    PluginConfiguration = 7,
+    CallData = 8,
+}
+
+/// Which header map a host call addresses (proxy-wasm `proxy_map_type_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MapType {
+    HttpRequestHeaders = 0,
+    HttpRequestTrailers = 1,
+    HttpResponseHeaders = 2,
+    HttpResponseTrailers = 3,
+    GrpcReceiveInitialMetadata = 4,
+    GrpcReceiveTrailingMetadata = 5,
+    HttpCallResponseHeaders = 6,
+    HttpCallResponseTrailers = 7,
+}
+
+/// Which direction of a stream `continue_stream` / `close_stream` address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum StreamType {
+    HttpRequest = 0,
+    HttpResponse = 1,
+    Downstream = 2,
+    Upstream = 3,
+}
+
+/// A metric's kind (proxy-wasm `proxy_metric_type_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MetricType {
+    Counter = 0,
+    Gauge = 1,
+    Histogram = 2,
+}
 
 /// The ABI's status codes (proxy-wasm spec `proxy_status_t`).
 pub mod status {
@@ -250,12 +293,10 @@ pub use host_calls::*;
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod host_calls {
-    use super::{
-        callout_timeout, check, grpc_service, log_level_from, log_level_to, pairs_size, property_path, serialize_pairs,
-    };
+    use super::{callout_timeout, check, grpc_service, log_level_from, log_level_to, property_path, serialize_pairs};
     use super::{parse_pairs, status, tick_period_ms, OwnedPair, MAX_RANDOM_CHUNK};
+    use super::{BufferType, MapType, MetricType, StreamType};
     use crate::host::{HostError, LogLevel};
-    use proxy_wasm::types::{BufferType, MapType, MetricType, StreamType};
     use std::ptr::{null, null_mut};
     use std::time::Duration;
 
@@ -344,6 +385,45 @@ mod host_calls {
         fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
         safe fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
         safe fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+        fn proxy_http_call(
+            upstream_data: *const u8,
+            upstream_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            trailers_data: *const u8,
+            trailers_size: usize,
+            timeout_milliseconds: u32,
+            return_token: *mut u32,
+        ) -> u32;
+        fn proxy_grpc_call(
+            service_data: *const u8,
+            service_size: usize,
+            service_name_data: *const u8,
+            service_name_size: usize,
+            method_name_data: *const u8,
+            method_name_size: usize,
+            initial_metadata_data: *const u8,
+            initial_metadata_size: usize,
+            message_data: *const u8,
+            message_size: usize,
+            timeout_milliseconds: u32,
+            return_token: *mut u32,
+        ) -> u32;
+    }
+
+    // SAFETY: the linker-generated function that runs a reactor module's static constructors;
+    // no arguments, no result.
+    unsafe extern "C" {
+        fn __wasm_call_ctors();
+    }
+
+    /// Run the module's static constructors: the first thing `_initialize` does (as the SDK's
+    /// `main!` did).
+    pub fn call_ctors() {
+        // SAFETY: called once, from `_initialize`, before any other code of the module runs.
+        unsafe { __wasm_call_ctors() }
     }
 
     // SAFETY: WASI preview 1 `random_get(buf, buf_len) -> errno`, the signature Rust's own
@@ -587,32 +667,49 @@ mod host_calls {
         Ok(())
     }
 
-    /// An HTTP callout through the SDK, whose dispatcher routes the answer to the calling
-    /// context only for tokens its own wrapper registered. The SDK wrapper panics on statuses
-    /// other than `Ok`, `BadArgument` and `InternalFailure`; Envoy's `http_call` returns only
-    /// those (and `InvalidMemoryAccess` when the SDK's own buffers are unreadable, which they
-    /// are not). Too many or too large headers are refused here (`BadArgument`) rather than
-    /// letting the host read them as none.
-    #[allow(clippy::disallowed_methods)]
+    /// A callout's timeout in milliseconds, within what Envoy accepts ([`callout_timeout`]).
+    fn timeout_ms(timeout: Duration) -> u32 {
+        u32::try_from(callout_timeout(timeout).as_millis()).unwrap_or(u32::MAX)
+    }
+
+    /// An HTTP callout to an Envoy cluster; the answer goes to the context that made it
+    /// ([`crate::exports`]). Too many or too large headers are refused here (`BadArgument`)
+    /// rather than letting the host read them as none.
     pub fn dispatch_http_call(
         cluster: &str,
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        pairs_size(headers)?;
-        proxy_wasm::hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, vec![], callout_timeout(timeout))
-            .map_err(|s| check(s as u32).err().unwrap_or(HostError::Failure))
+        let headers = serialize_pairs(headers)?;
+        let trailers = serialize_pairs::<&str, &str>(&[])?;
+        let (body_data, body_size) = body.map_or((null(), 0), |b| (b.as_ptr(), b.len()));
+        let mut token: u32 = 0;
+        // SAFETY: every pointer/length pair describes a live buffer (or is null with length 0)
+        // for the call's duration; `token` is a live `u32` the host writes.
+        check(unsafe {
+            proxy_http_call(
+                cluster.as_ptr(),
+                cluster.len(),
+                headers.as_ptr(),
+                headers.len(),
+                body_data,
+                body_size,
+                trailers.as_ptr(),
+                trailers.len(),
+                timeout_ms(timeout),
+                &mut token,
+            )
+        })?;
+        crate::exports::register_callout(token);
+        Ok(token)
     }
 
-    /// A unary gRPC callout through the SDK (same registry reason as [`dispatch_http_call`]).
-    /// The SDK wrapper panics on statuses other than `Ok`, `ParseFailure` and
-    /// `InternalFailure`. Envoy's `grpc_call` also answers `BadArgument` when it cannot build a
+    /// A unary gRPC callout. Envoy's `grpc_call` answers `BadArgument` when it cannot build a
     /// client for the service, which a bare cluster name can provoke (see [`grpc_service`]); the
     /// service is therefore always passed as an encoded `GrpcService` naming an Envoy cluster,
     /// for which Envoy builds the client without checks. An unknown cluster then fails the
     /// call with `InternalFailure` (`Failure` here).
-    #[allow(clippy::disallowed_methods)]
     pub fn dispatch_grpc_call(
         cluster: &str,
         service: &str,
@@ -622,16 +719,28 @@ mod host_calls {
         timeout: Duration,
     ) -> Result<u32, HostError> {
         let grpc_service = grpc_service(cluster)?;
-        pairs_size(initial_metadata)?;
-        proxy_wasm::hostcalls::dispatch_grpc_call(
-            &grpc_service,
-            service,
-            method,
-            initial_metadata.to_vec(),
-            Some(message),
-            callout_timeout(timeout),
-        )
-        .map_err(|s| check(s as u32).err().unwrap_or(HostError::Failure))
+        let metadata = serialize_pairs(initial_metadata)?;
+        let mut token: u32 = 0;
+        // SAFETY: every pointer/length pair describes a live buffer for the call's duration;
+        // `token` is a live `u32` the host writes.
+        check(unsafe {
+            proxy_grpc_call(
+                grpc_service.as_ptr(),
+                grpc_service.len(),
+                service.as_ptr(),
+                service.len(),
+                method.as_ptr(),
+                method.len(),
+                metadata.as_ptr(),
+                metadata.len(),
+                message.as_ptr(),
+                message.len(),
+                timeout_ms(timeout),
+                &mut token,
+            )
+        })?;
+        crate::exports::register_callout(token);
+        Ok(token)
     }
 }
 

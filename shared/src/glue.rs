@@ -1,15 +1,15 @@
-//! The glue that registers a [`RootFilter`] with the proxy-wasm SDK: root and HTTP contexts
-//! delegate every callback to the filter with a [`ProxyWasmHost`], through this VM's
-//! [`Router`] (wakes, callout answers, resuming paused streams). Compiled for wasm only.
+//! The glue that registers a [`RootFilter`] as this module's root context ([`crate::exports`]):
+//! root and HTTP contexts delegate every callback to the filter with a [`ProxyWasmHost`],
+//! through this VM's [`Router`] (wakes, callout answers, resuming paused streams). Compiled for
+//! wasm only.
 
-use crate::abi;
+use crate::abi::{self, BufferType, StreamType};
+use crate::exports::{self, HttpContext, RootContext};
 use crate::host::{Host, LogLevel};
 use crate::plugin::{Action, HttpFilter, RootFilter};
 use crate::proxy::ProxyWasmHost;
 use crate::reply;
 use crate::routing::{Router, StreamHandle};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, StreamType};
 
 thread_local! {
     /// This VM's streams and queued wakes (a VM is one worker; every root in it shares this).
@@ -21,10 +21,10 @@ pub(crate) fn wake(context_id: u32) {
     let _ = ROUTER.try_with(|r| r.wake(context_id));
 }
 
-/// Register `R` as this module's root context. Call from `proxy_wasm::main!`.
+/// Register `R` as this module's root context. Called by `_initialize` ([`crate::main!`]).
 pub fn start<R: RootFilter + Default + 'static>() {
+    exports::initialize(new_root::<R>);
     install_panic_hook(R::NAME);
-    proxy_wasm::set_root_context(new_root::<R>);
 }
 
 /// A panic should never happen (clippy denies the usual sources), but if one does the VM is
@@ -67,7 +67,7 @@ struct RootAdapter<R> {
     filter: R,
 }
 
-impl<R: RootFilter> Context for RootAdapter<R> {
+impl<R: RootFilter + 'static> RootContext for RootAdapter<R> {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) {
         let root = &mut self.filter;
         ROUTER.with(|r| r.on_http_call_response(root, &ProxyWasmHost, token, num_headers, body_size, num_trailers));
@@ -77,10 +77,8 @@ impl<R: RootFilter> Context for RootAdapter<R> {
         let root = &mut self.filter;
         ROUTER.with(|r| r.on_grpc_call_response(root, &ProxyWasmHost, token, status_code, message_size));
     }
-}
 
-impl<R: RootFilter + 'static> RootContext for RootAdapter<R> {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    fn on_configure(&mut self) -> bool {
         let host = ProxyWasmHost;
         let raw = abi::buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten();
         match self.filter.configure(&host, raw.as_deref()) {
@@ -100,16 +98,11 @@ impl<R: RootFilter + 'static> RootContext for RootAdapter<R> {
         ROUTER.with(|r| r.on_tick(root, &ProxyWasmHost));
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // The SDK panics on `None`: always hand back a context.
+    fn create_http_context(&self, context_id: u32) -> Box<dyn HttpContext> {
         match self.filter.new_http_filter(context_id) {
-            Some(f) => Some(Box::new(HttpAdapter { stream: ROUTER.with(|r| StreamHandle::new(r, context_id, f)) })),
-            None => Some(Box::new(Unconfigured { name: R::NAME })),
+            Some(f) => Box::new(HttpAdapter { stream: ROUTER.with(|r| StreamHandle::new(r, context_id, f)) }),
+            None => Box::new(Unconfigured::new(R::NAME)),
         }
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 
@@ -118,14 +111,14 @@ struct HttpAdapter<F: HttpFilter + 'static> {
 }
 
 impl<F: HttpFilter + 'static> Drop for HttpAdapter<F> {
-    /// The SDK deletes the context: no wake or answer may reach it any more.
+    /// The host deleted the context: no wake or answer may reach it any more.
     fn drop(&mut self) {
         let id = self.stream.context_id();
         let _ = ROUTER.try_with(|r| r.unregister(id));
     }
 }
 
-impl<F: HttpFilter + 'static> Context for HttpAdapter<F> {
+impl<F: HttpFilter + 'static> HttpContext for HttpAdapter<F> {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) {
         ROUTER.with(|r| {
             self.stream.on_http_call_response(r, &ProxyWasmHost, token, num_headers, body_size, num_trailers);
@@ -137,29 +130,27 @@ impl<F: HttpFilter + 'static> Context for HttpAdapter<F> {
             self.stream.on_grpc_call_response(r, &ProxyWasmHost, token, status_code, message_size);
         });
     }
-}
 
-impl<F: HttpFilter + 'static> HttpContext for HttpAdapter<F> {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         #[cfg(all(feature = "test-trap", target_arch = "wasm32"))]
         if ProxyWasmHost.header(crate::host::HeaderMapKind::RequestHeaders, "x-test-trap").is_some() {
             core::arch::wasm32::unreachable();
         }
         ROUTER.with(|r| self.stream.on_request_headers(r, &ProxyWasmHost, end_of_stream))
     }
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         ROUTER.with(|r| self.stream.on_request_body(r, &ProxyWasmHost, body_size, end_of_stream))
     }
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+    fn on_request_trailers(&mut self) -> Action {
         ROUTER.with(|r| self.stream.on_request_trailers(r, &ProxyWasmHost))
     }
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
         ROUTER.with(|r| self.stream.on_response_headers(r, &ProxyWasmHost, end_of_stream))
     }
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         ROUTER.with(|r| self.stream.on_response_body(r, &ProxyWasmHost, body_size, end_of_stream))
     }
-    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+    fn on_response_trailers(&mut self) -> Action {
         ROUTER.with(|r| self.stream.on_response_trailers(r, &ProxyWasmHost))
     }
     fn on_log(&mut self) {
@@ -167,21 +158,39 @@ impl<F: HttpFilter + 'static> HttpContext for HttpAdapter<F> {
     }
 }
 
-/// Serves when the plugin has no valid configuration: fail closed, never half-applied.
-struct Unconfigured {
+/// Serves when the plugin has no valid configuration: fail closed, never half-applied. It
+/// refuses at the first of the stream's callbacks the module exports.
+pub struct Unconfigured {
     name: &'static str,
+    refused: bool,
 }
 
-impl Context for Unconfigured {}
+impl Unconfigured {
+    pub fn new(name: &'static str) -> Unconfigured {
+        Unconfigured { name, refused: false }
+    }
 
-impl HttpContext for Unconfigured {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn refuse(&mut self) -> Action {
+        // Our own local reply comes back through the response callbacks: let it pass.
+        if std::mem::replace(&mut self.refused, true) {
+            return Action::Continue;
+        }
         let host = ProxyWasmHost;
         let body = format!("{}: filter is not configured", self.name);
         if reply::send_text(&host, 503, &body, &[]).is_err() {
             // Never let the request through unfiltered.
             let _ = abi::close_stream(StreamType::HttpRequest);
+            let _ = abi::close_stream(StreamType::HttpResponse);
         }
         Action::Pause
+    }
+}
+
+impl HttpContext for Unconfigured {
+    fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
+        self.refuse()
+    }
+    fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
+        self.refuse()
     }
 }

@@ -4,7 +4,14 @@
 use crate::config::ConfigError;
 use crate::host::Host;
 
-pub use proxy_wasm::types::Action;
+/// What a stream callback tells the host (proxy-wasm's `FilterHeadersStatus` and friends:
+/// `0` continue, `1` stop iteration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Action {
+    Continue = 0,
+    Pause = 1,
+}
 
 /// One per worker VM (proxy-wasm root context): owns the compiled configuration and creates
 /// the per-request filters.

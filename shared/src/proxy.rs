@@ -1,12 +1,12 @@
 //! The real host: [`Host`] over the proxy-wasm ABI through [`crate::abi`], whose wrappers turn
 //! every host status into a `Result` (the SDK's own `hostcalls` panic on unexpected statuses and
-//! unwrap UTF-8). Compiled for wasm only; the SDK glue that drives a [`crate::RootFilter`] is in
+//! unwrap UTF-8). Compiled for wasm only; the glue that drives a [`crate::RootFilter`] is in
 //! [`crate::glue`].
 
 use crate::abi;
+use crate::abi::{BufferType, MapType, MetricType, StreamType};
 use crate::headers::HeaderPairs;
 use crate::host::{BodyKind, HeaderMapKind, Host, HostError, LogLevel, MetricKind};
-use proxy_wasm::types::{BufferType, MapType, MetricType, StreamType};
 use std::time::{Duration, SystemTime};
 
 pub struct ProxyWasmHost;

@@ -41,9 +41,13 @@ impl<W: Waiter> WaitList<W> {
         self.items.borrow().is_empty()
     }
 
-    /// The stream ended (`on_log`): drop its entry.
+    /// The stream ended (its filter is dropped): drop its entry. Never panics, so a `Drop` may
+    /// call it: while the list is borrowed (not the case when Envoy deletes a context) the
+    /// entry stays, and serving it finds the stream gone.
     pub fn forget(&self, context_id: u32) {
-        self.items.borrow_mut().retain(|w| w.context_id() != context_id);
+        if let Ok(mut items) = self.items.try_borrow_mut() {
+            items.retain(|w| w.context_id() != context_id);
+        }
     }
 
     /// Remove and return the waiters `ready` selects, oldest first; the others keep waiting.

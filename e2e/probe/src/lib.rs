@@ -244,13 +244,13 @@ impl Probe {
     }
 }
 
-/// The SDK adapters. The probe has its own rather than `shared::glue` so it exercises
-/// `ProxyWasmHost` alone (gRPC answers reach an HTTP context directly), whatever the glue does.
+/// The adapters. The probe has its own rather than `shared::glue` so it exercises
+/// `ProxyWasmHost` alone (gRPC answers reach an HTTP context directly, through
+/// `shared::exports`), whatever the glue does.
 #[cfg(target_arch = "wasm32")]
 mod glue {
     use super::{Probe, Trap};
-    use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::ContextType;
+    use shared::exports::{HttpContext, RootContext};
     use shared::proxy::ProxyWasmHost;
     use shared::{Action, Host};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -266,34 +266,26 @@ mod glue {
 
     struct ProbeRoot;
 
-    impl Context for ProbeRoot {}
-
     impl RootContext for ProbeRoot {
-        fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        fn on_configure(&mut self) -> bool {
             let mut id = [0u8; 8];
             if ProxyWasmHost.random(&mut id).is_ok() {
                 VM_ID.store(u64::from_le_bytes(id), Ordering::Relaxed);
             }
             true
         }
-        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-            Some(Box::new(ProbeHttp(Probe::default())))
-        }
-        fn get_type(&self) -> Option<ContextType> {
-            Some(ContextType::HttpContext)
+        fn create_http_context(&self, _context_id: u32) -> Box<dyn HttpContext> {
+            Box::new(ProbeHttp(Probe::default()))
         }
     }
 
     struct ProbeHttp(Probe);
 
-    impl Context for ProbeHttp {
+    impl HttpContext for ProbeHttp {
         fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
             self.0.on_grpc_call_response(&ProxyWasmHost, token_id, status_code, response_size);
         }
-    }
-
-    impl HttpContext for ProbeHttp {
-        fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
             let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
             let action = self.0.on_request_headers(&ProxyWasmHost, (VM_ID.load(Ordering::Relaxed), served));
             if self.0.trap == Some(Trap::RequestHeaders) {
@@ -301,7 +293,7 @@ mod glue {
             }
             action
         }
-        fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
             if self.0.trap == Some(Trap::ResponseHeaders) {
                 trap();
             }
@@ -309,9 +301,13 @@ mod glue {
         }
     }
 
-    proxy_wasm::main! {{
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(ProbeRoot) });
-    }}
+    #[allow(unsafe_code)]
+    #[no_mangle]
+    pub extern "C" fn _initialize() {
+        shared::exports::initialize(|_| -> Box<dyn RootContext> { Box::new(ProbeRoot) });
+    }
+
+    shared::http_exports!(request_headers, response_headers);
 }
 
 #[cfg(test)]

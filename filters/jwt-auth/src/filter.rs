@@ -207,8 +207,13 @@ impl HttpFilter for JwtAuth {
         let decision = self.worker.resume(host, self.context_id, wait);
         self.settle(decision)
     }
+}
 
-    fn on_log(&mut self, _host: &dyn Host) {
+/// A stream that ends while waiting for keys leaves the waiting list. On drop (Envoy deletes
+/// the context) rather than in `on_log`: the module then need not export `proxy_on_log`, a VM
+/// crossing on every request.
+impl Drop for JwtAuth {
+    fn drop(&mut self) {
         if self.wait.is_some() {
             self.worker.waiting.forget(self.context_id);
         }

@@ -6,8 +6,7 @@ pub mod extract;
 pub mod filter;
 pub mod token;
 
-// Not in the bundle (collection/, feature `bundled`): it registers every filter itself.
+// Not in the bundle (collection/, feature `bundled`): it registers every filter itself. The
+// callbacks listed are exactly the ones `filter` implements (see `shared::main!`).
 #[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
-proxy_wasm::main! {{
-    shared::glue::start::<filter::JwtAuthRoot>();
-}}
+shared::main!(filter::JwtAuthRoot; request_headers);

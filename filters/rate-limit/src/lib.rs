@@ -7,11 +7,10 @@ pub mod filter;
 pub mod rls;
 pub mod table;
 
-// Not in the bundle (collection/, feature `bundled`): it registers every filter itself.
+// Not in the bundle (collection/, feature `bundled`): it registers every filter itself. The
+// callbacks listed are exactly the ones `filter` implements (see `shared::main!`).
 #[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
-proxy_wasm::main! {{
-    shared::glue::start::<filter::RateLimitRoot>();
-}}
+shared::main!(filter::RateLimitRoot; request_headers, response_headers);
 
 #[cfg(test)]
 mod attack_tests;

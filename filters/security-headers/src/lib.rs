@@ -3,8 +3,7 @@
 pub mod config;
 pub mod filter;
 
-// Not in the bundle (collection/, feature `bundled`): it registers every filter itself.
+// Not in the bundle (collection/, feature `bundled`): it registers every filter itself. The
+// callbacks listed are exactly the ones `filter` implements (see `shared::main!`).
 #[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
-proxy_wasm::main! {{
-    shared::glue::start::<filter::SecurityHeadersRoot>();
-}}
+shared::main!(filter::SecurityHeadersRoot; request_headers, response_headers);

@@ -180,6 +180,7 @@ pub(crate) fn run(settings: &Settings, servers: Servers, all_cpus: &str, repeate
         .filter(|(i, n)| *i == 0 || settings.wanted(n))
         .filter_map(|(_, n)| super::variant(n))
         .collect();
+    let variants = settings.with_before(variants);
     println!(
         "\nbench: instructions under callgrind: {} variants, {PARALLEL} at a time, {WARM_UP_REQUESTS} warm-up requests, \
          {WINDOWS} windows of {} requests each",

@@ -513,8 +513,14 @@ impl Settings {
     /// The baseline always, then every variant BENCH_ONLY asks for, then (BENCH_BEFORE) each
     /// wasm row of those again with the other build's modules.
     fn selected(&self) -> Vec<&'static Variant> {
-        let mut selected: Vec<&'static Variant> =
+        let selected: Vec<&'static Variant> =
             VARIANTS.iter().enumerate().filter(|(i, v)| *i == 0 || self.wanted(v.name)).map(|(_, v)| v).collect();
+        self.with_before(selected)
+    }
+
+    /// `rows`, then (BENCH_BEFORE) each wasm row of them again with the other build's modules,
+    /// named `… [before]`: the timed rounds and the instruction counts both use it.
+    pub(crate) fn with_before(&self, mut selected: Vec<&'static Variant>) -> Vec<&'static Variant> {
         if let Some(dir) = self.before {
             let again: Vec<&'static Variant> = selected
                 .iter()

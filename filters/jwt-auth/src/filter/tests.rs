@@ -645,3 +645,19 @@ fn a_request_waiting_for_keys_keeps_its_route_rule_and_reads_the_name_once() {
     // Off the route: no rule, no wait.
     assert_eq!(request_on_route(&mut w, Some("public"), "/ADMIN", None).1, Action::Continue);
 }
+
+#[test]
+fn a_stream_that_ends_while_waiting_for_keys_leaves_the_waiting_list() {
+    use shared::waiting::Waiter as _;
+    let p = proxy();
+    let mut w: W = p.worker(&remote_config());
+    let token = hs(r#"{"iss":"https://iss"}"#);
+    let (gone, a) = request(&mut w, "/api", Some(&token));
+    assert_eq!(a, Action::Pause);
+    let (stays, _) = request(&mut w, "/api", Some(&token));
+    let waiting = |w: &W, id: u32| w.root().worker.as_ref().unwrap().waiting.any(|x| x.context_id() == id);
+    assert!(waiting(&w, gone) && waiting(&w, stays));
+    w.complete(gone);
+    assert!(!waiting(&w, gone), "an ended stream leaves the waiting list at once");
+    assert!(waiting(&w, stays));
+}

@@ -47,7 +47,7 @@ for f in "${filters[@]}"; do
 done
 
 # The bundle (collection/: every filter under its own root_id, one VM for all of them). Its
-# filters are built with their `bundled` feature (no `proxy_wasm::main!` of their own): its own
+# filters are built with their `bundled` feature (no `shared::main!` of their own): its own
 # cargo invocation, so that feature never reaches the modules above, and its own target
 # directory, because each filter's cdylib would otherwise be rebuilt without its entry points
 # under the same file name as the standalone one.

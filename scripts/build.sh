@@ -15,16 +15,30 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
   rustup target add "$target"
 fi
 
+# A filter whose Cargo.toml says `build-profile = "release-speed"` ([package.metadata.build])
+# is built with that profile (opt-level 3 for every crate of its module, chosen by measurement:
+# README, "Build profile and module size"); the others with `release` ("z").
 filters=()
+profile_of=()
 for dir in filters/*/; do
-  [ -f "$dir/Cargo.toml" ] && filters+=("$(basename "$dir")")
+  [ -f "$dir/Cargo.toml" ] || continue
+  filters+=("$(basename "$dir")")
+  if grep -qx 'build-profile = "release-speed"' "$dir/Cargo.toml"; then
+    profile_of+=(release-speed)
+  else
+    profile_of+=(release)
+  fi
 done
-args=()
-for f in "${filters[@]}"; do args+=(-p "$f"); done
 
 # Path-independent output: the same source gives the same bytes in any checkout.
 export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="--remap-path-prefix=$root=/src --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
-cargo build --release --locked --target "$target" "${args[@]}"
+for profile in release release-speed; do
+  args=()
+  for i in "${!filters[@]}"; do
+    [ "${profile_of[$i]}" = "$profile" ] && args+=(-p "${filters[$i]}")
+  done
+  [ ${#args[@]} -gt 0 ] && cargo build --profile "$profile" --locked --target "$target" "${args[@]}"
+done
 
 # Rust's wasm output uses these post-MVP features; binaryen must be told to accept them.
 wasm_opt_flags=(-Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals
@@ -37,8 +51,9 @@ fi
 
 mkdir -p dist
 rm -f dist/*.wasm dist/SHA256SUMS
-for f in "${filters[@]}"; do
-  src="${CARGO_TARGET_DIR:-target}/$target/release/${f//-/_}.wasm"
+for i in "${!filters[@]}"; do
+  f="${filters[$i]}"
+  src="${CARGO_TARGET_DIR:-target}/$target/${profile_of[$i]}/${f//-/_}.wasm"
   if [ "$use_wasm_opt" = yes ]; then
     wasm-opt "${wasm_opt_flags[@]}" "$src" -o "dist/$f.wasm"
   else

@@ -91,7 +91,9 @@ struct Contexts {
     streams: RefCell<BTreeMap<u32, Box<dyn HttpContext>>>,
     /// The context whose callback is running: a callout made now is answered to it.
     active: Cell<u32>,
-    /// Callout token → the context that made the call.
+    /// Callout token → the context that made the call ([`GONE`] once that stream is deleted:
+    /// Envoy still answers the call, to the root, and the answer must not reach the root's
+    /// filter as if the root had made it).
     callouts: RefCell<BTreeMap<u32, u32>>,
 }
 
@@ -104,6 +106,15 @@ thread_local! {
 pub fn initialize(new_root: NewRoot) {
     abi::call_ctors();
     let _ = CONTEXTS.try_with(|c| c.new_root.set(Some(new_root)));
+}
+
+/// A callout's caller after the stream that made it was deleted (no context has id 0).
+const GONE: u32 = 0;
+
+/// The context that host calls now address (`set_effective_context` succeeded): callouts made
+/// from now on are its own, as the host files them on its side.
+pub(crate) fn set_active(context_id: u32) {
+    let _ = CONTEXTS.try_with(|c| c.active.set(context_id));
 }
 
 /// Remember that the running context made callout `token` (the host answers it to the root).
@@ -180,6 +191,9 @@ fn deliver_callout(
         .ok()
         .flatten()
         .unwrap_or(context_id);
+    if caller == GONE {
+        return;
+    }
     if is_stream(caller) {
         if abi::set_effective_context(caller).is_ok() {
             let _ = with_stream(caller, to_stream);
@@ -193,10 +207,14 @@ fn deliver_callout(
 pub extern "C" fn proxy_abi_version_0_2_1() {}
 
 /// The host's allocations in this module's memory (buffers it returns): a `Box<[u8]>` of
-/// exactly `size` bytes, which `abi`'s readers take back with `Vec::from_raw_parts`.
+/// exactly `size` bytes, which `abi`'s readers take back with `Vec::from_raw_parts`. An
+/// allocation the VM cannot make answers null (the host call then fails) instead of trapping.
 #[no_mangle]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
-    let mut buf: Vec<MaybeUninit<u8>> = Vec::with_capacity(size);
+    let mut buf: Vec<MaybeUninit<u8>> = Vec::new();
+    if buf.try_reserve_exact(size).is_err() {
+        return std::ptr::null_mut();
+    }
     buf.resize(size, MaybeUninit::uninit());
     Box::into_raw(buf.into_boxed_slice()).cast::<u8>()
 }
@@ -254,7 +272,9 @@ pub extern "C" fn proxy_on_delete(context_id: u32) {
     let _ = CONTEXTS.try_with(|c| {
         let stream = c.streams.try_borrow_mut().ok().and_then(|mut s| s.remove(&context_id));
         if stream.is_some() {
-            c.callouts.try_borrow_mut().map(|mut calls| calls.retain(|_, by| *by != context_id)).ok();
+            if let Ok(mut calls) = c.callouts.try_borrow_mut() {
+                calls.values_mut().filter(|by| **by == context_id).for_each(|by| *by = GONE);
+            }
             // Dropped here, with no map borrowed: its `Drop` may reach the router.
             drop(stream);
             return;

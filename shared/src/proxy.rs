@@ -103,7 +103,10 @@ impl Host for ProxyWasmHost {
     }
 
     fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
-        abi::set_effective_context(context_id)
+        abi::set_effective_context(context_id)?;
+        // The host files a callout under the effective context: so do the entry points.
+        crate::exports::set_active(context_id);
+        Ok(())
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {

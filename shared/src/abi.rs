@@ -682,7 +682,8 @@ mod host_calls {
         timeout: Duration,
     ) -> Result<u32, HostError> {
         let headers = serialize_pairs(headers)?;
-        let trailers = serialize_pairs::<&str, &str>(&[])?;
+        // No trailers: an empty pairs list is its count, 0.
+        let trailers = [0u8; 4];
         let (body_data, body_size) = body.map_or((null(), 0), |b| (b.as_ptr(), b.len()));
         let mut token: u32 = 0;
         // SAFETY: every pointer/length pair describes a live buffer (or is null with length 0)

@@ -72,18 +72,6 @@ pub trait HttpContext {
 /// Makes a plugin's root context; registered once by `_initialize`.
 pub type NewRoot = fn(u32) -> Box<dyn RootContext>;
 
-/// The stream callbacks a module may export; [`crate::main!`] takes their names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Callback {
-    RequestHeaders,
-    RequestBody,
-    RequestTrailers,
-    ResponseHeaders,
-    ResponseBody,
-    ResponseTrailers,
-    Log,
-}
-
 #[derive(Default)]
 struct Contexts {
     new_root: Cell<Option<NewRoot>>,
@@ -173,10 +161,6 @@ fn with_root<T>(context_id: u32, f: impl FnOnce(&mut dyn RootContext) -> T) -> O
         .flatten()
 }
 
-fn is_stream(context_id: u32) -> bool {
-    CONTEXTS.try_with(|c| c.streams.try_borrow().is_ok_and(|s| s.contains_key(&context_id))).unwrap_or(false)
-}
-
 /// Deliver a callout answer the host handed to root `context_id` to the context that made the
 /// call: a stream is made effective first (so its host calls address it); an answer for a
 /// stream that is gone is dropped.
@@ -194,11 +178,12 @@ fn deliver_callout(
     if caller == GONE {
         return;
     }
-    if is_stream(caller) {
+    let to_stream = |s: &mut dyn HttpContext| {
         if abi::set_effective_context(caller).is_ok() {
-            let _ = with_stream(caller, to_stream);
+            to_stream(s);
         }
-    } else {
+    };
+    if with_stream(caller, to_stream).is_none() {
         let _ = with_root(caller, to_root);
     }
 }

@@ -83,6 +83,9 @@ struct Contexts {
     /// Envoy still answers the call, to the root, and the answer must not reach the root's
     /// filter as if the root had made it).
     callouts: RefCell<BTreeMap<u32, u32>>,
+    /// The host's time, read once per callback: the filters of a chain share one host call
+    /// for it. Forgotten when the next callback starts.
+    time: Cell<Option<u64>>,
 }
 
 thread_local! {
@@ -94,6 +97,28 @@ thread_local! {
 pub fn initialize(new_root: NewRoot) {
     abi::call_ctors();
     let _ = CONTEXTS.try_with(|c| c.new_root.set(Some(new_root)));
+}
+
+/// A callback of `context_id` starts: callouts made now are its own, the time is read afresh.
+fn enter(c: &Contexts, context_id: u32) {
+    c.active.set(context_id);
+    c.time.set(None);
+}
+
+/// The host's time (nanoseconds since the epoch): read with `read` at the first ask of a
+/// callback, the same for the rest of it (a callback runs for microseconds).
+pub(crate) fn callback_time(read: impl FnOnce() -> Option<u64>) -> Option<u64> {
+    CONTEXTS
+        .try_with(|c| match c.time.get() {
+            Some(t) => Some(t),
+            None => {
+                let t = read()?;
+                c.time.set(Some(t));
+                Some(t)
+            }
+        })
+        .ok()
+        .flatten()
 }
 
 /// A callout's caller after the stream that made it was deleted (no context has id 0).
@@ -133,7 +158,7 @@ fn with_stream<T>(context_id: u32, f: impl FnOnce(&mut dyn HttpContext) -> T) ->
         .try_with(|c| {
             let mut streams = c.streams.try_borrow_mut().ok()?;
             let stream = streams.get_mut(&context_id)?;
-            c.active.set(context_id);
+            enter(c, context_id);
             Some(f(stream.as_mut()))
         })
         .ok()
@@ -154,7 +179,7 @@ fn with_root<T>(context_id: u32, f: impl FnOnce(&mut dyn RootContext) -> T) -> O
         .try_with(|c| {
             let mut roots = c.roots.try_borrow_mut().ok()?;
             let root = roots.get_mut(&context_id)?;
-            c.active.set(context_id);
+            enter(c, context_id);
             Some(f(root.as_mut()))
         })
         .ok()
@@ -212,7 +237,7 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, parent_context_id: u3
                 warn("proxy_on_context_create: this module registered no root context");
                 return;
             };
-            c.active.set(context_id);
+            enter(c, context_id);
             let root = new_root(context_id);
             if let Ok(mut roots) = c.roots.try_borrow_mut() {
                 roots.insert(context_id, root);
@@ -222,7 +247,7 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, parent_context_id: u3
         let stream = match c.roots.try_borrow() {
             Ok(roots) => match roots.get(&parent_context_id) {
                 Some(root) => {
-                    c.active.set(context_id);
+                    enter(c, context_id);
                     root.create_http_context(context_id)
                 }
                 None => return warn(&format!("proxy_on_context_create: no root context {parent_context_id}")),
@@ -255,6 +280,8 @@ pub extern "C" fn proxy_on_tick(context_id: u32) {
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
     let _ = CONTEXTS.try_with(|c| {
+        // A new callback, though no context is entered: a `Drop` reading the time reads it anew.
+        c.time.set(None);
         let stream = c.streams.try_borrow_mut().ok().and_then(|mut s| s.remove(&context_id));
         if stream.is_some() {
             if let Ok(mut calls) = c.callouts.try_borrow_mut() {

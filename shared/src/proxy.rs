@@ -24,8 +24,10 @@ fn map_type(map: HeaderMapKind) -> MapType {
 }
 
 impl Host for ProxyWasmHost {
+    /// One host call per callback: later reads in the same callback (the chain's next filter)
+    /// get the same time.
     fn now(&self) -> SystemTime {
-        abi::current_time_nanos()
+        crate::exports::callback_time(|| abi::current_time_nanos().ok())
             .map_or(SystemTime::UNIX_EPOCH, |nanos| SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos))
     }
 

@@ -74,6 +74,8 @@ impl std::fmt::Display for HostError {
 /// (`proxytest.rs`, with a `HostCall` kind), and forwarded once, by the [`HostWrapper`] impl
 /// below (a test fails for a kind it misses).
 pub trait Host {
+    /// The host's wall-clock time. In Envoy it is read once per callback (`shared::exports`):
+    /// every call within one callback, by any filter of a chain, returns the same instant.
     fn now(&self) -> SystemTime;
     fn log(&self, level: LogLevel, message: &str);
     /// The proxy's current log level, to skip formatting messages nobody will see.

@@ -10,12 +10,18 @@
 //! (jwt-auth's cache filled, token-fetch's token fetched). The rate-limit global rule's count
 //! includes its `ShouldRateLimit` call and the callback of the service's answer. Not counted: the SDK's own calls
 //! around each callback, which the trivial filter's floor pays too.
+//!
+//! The same test holds the bench's "host calls alone" replays (e2e/probe/src/replay.rs) to
+//! these counts: each replay must make its filter's calls, the chain's the five's sum.
 
 use e2e::jwt::{self, Alg};
+use probe::replay::{self, Plan};
 use serde_norway::Value as Yaml;
+use shared::config::ConfigError;
 use shared::proxytest::{HostCall, HostCalls, Proxy, Worker};
-use shared::{Action, LogLevel, RootFilter};
+use shared::{Action, Host, HttpFilter, LogLevel, RootFilter};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::SystemTime;
 
 /// The `configuration.value` of the wasm filter `root_id` in `envoy-configs/<config>`.
@@ -171,9 +177,64 @@ fn measure_global_rule() -> (HostCalls, Worker<rate_limit::filter::RateLimitRoot
     (calls, w, id)
 }
 
+/// The probe's replay of a script (`replay-<name>`, its configuration) as a filter of the
+/// emulated proxy, so its host calls are counted as the filters' are.
+#[derive(Default)]
+struct ReplayRoot(Option<Rc<Plan>>);
+
+struct ReplayStream(Rc<Plan>);
+
+impl RootFilter for ReplayRoot {
+    type Http = ReplayStream;
+    const NAME: &'static str = "replay";
+
+    fn configure(&mut self, host: &dyn Host, raw: Option<&[u8]>) -> Result<(), ConfigError> {
+        let name = String::from_utf8_lossy(raw.unwrap_or_default()).into_owned();
+        let scripts = replay::scripts(&name).ok_or_else(|| ConfigError::new("", format!("no script {name}")))?;
+        self.0 = Some(Rc::new(Plan::new(host, &scripts)));
+        Ok(())
+    }
+
+    fn new_http_filter(&self, _context_id: u32) -> Option<ReplayStream> {
+        self.0.clone().map(ReplayStream)
+    }
+}
+
+impl HttpFilter for ReplayStream {
+    fn on_request_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Action {
+        self.0.run(host, &self.0.request_headers, 0);
+        Action::Continue
+    }
+    fn on_response_headers(&mut self, host: &dyn Host, _end_of_stream: bool) -> Action {
+        self.0.run(host, &self.0.response_headers, 0);
+        Action::Continue
+    }
+    fn on_response_body(&mut self, host: &dyn Host, body_size: usize, _end_of_stream: bool) -> Action {
+        self.0.run(host, &self.0.response_body, body_size);
+        Action::Continue
+    }
+    fn on_log(&mut self, host: &dyn Host) {
+        self.0.run(host, &self.0.log, 0);
+    }
+}
+
+/// A replay's host calls for one request (after a warm-up), by kind.
+fn replayed(script: &str, token: Option<&str>) -> BTreeMap<HostCall, u64> {
+    let proxy = Proxy::new();
+    proxy.set_now(SystemTime::now());
+    proxy.set_log_level(LogLevel::Warn);
+    proxy.set_property(&["source", "address"], b"127.0.0.1:50000");
+    let mut w: Worker<ReplayRoot> = proxy.worker(script);
+    one_request(&mut w, token);
+    let (_, calls) = proxy.count_host_calls(|| one_request(&mut w, token));
+    calls.iter().collect()
+}
+
 #[test]
 fn host_calls_per_request_per_filter() {
     let mut all: BTreeMap<HostCall, u64> = BTreeMap::new();
+    // Each filter's census, for the replay check below.
+    let mut census: Vec<(&'static str, BTreeMap<HostCall, u64>)> = Vec::new();
     let mut report = |name: &str, calls: &HostCalls| {
         println!("{name:<18} {calls}");
         for (kind, n) in calls.iter() {
@@ -186,16 +247,19 @@ fn host_calls_per_request_per_filter() {
     assert_eq!(w.response_header_values(id, "x-frame-options"), vec!["DENY"], "security-headers did its work");
     assert!(w.response_header_values(id, "server").is_empty(), "server removed");
     report("security-headers", &c);
+    census.push(("security-headers", c.iter().collect()));
 
     let claims = jwt::with(jwt::claims("bench-0"), serde_json::json!({"exp": jwt::now() + 3600}));
     let token = jwt::token(Alg::RS256, &claims);
     let (c, w, id) = measure::<jwt_auth::filter::JwtAuthRoot>("bench/jwt-auth.yaml", Some(&token), |_| {});
     assert!(w.request_header_values(id, "authorization").is_empty(), "token verified and stripped");
     report("jwt-auth (cached)", &c);
+    census.push(("jwt-auth", c.iter().collect()));
 
     let (c, w, id) = measure::<rate_limit::filter::RateLimitRoot>("bench/rate-limit.yaml", None, |_| {});
     assert_eq!(w.response_header_values(id, "x-ratelimit-limit"), vec!["1000000000"], "rate-limit did its work");
     report("rate-limit", &c);
+    census.push(("rate-limit", c.iter().collect()));
 
     let (c, w, id) = measure_global_rule();
     assert_eq!(w.response_header_values(id, "x-ratelimit-remaining"), vec!["999999999"], "the service's numbers");
@@ -210,12 +274,23 @@ fn host_calls_per_request_per_filter() {
     });
     assert_eq!(w.request_header_values(id, "authorization"), vec!["Bearer tok-bench"], "token injected");
     report("token-fetch", &c);
+    census.push(("token-fetch", c.iter().collect()));
 
     let (c, w, _) = measure::<body_logger::filter::BodyLoggerRoot>("bench/body-logger.yaml", None, |_| {});
     assert_eq!(w.proxy().metric("body_logger.logged"), Some(2), "a line per request");
     report("body-logger (GET)", &c);
+    census.push(("body-logger", c.iter().collect()));
 
     let sum: u64 = all.values().sum();
     let kinds: Vec<String> = all.iter().map(|(k, n)| format!("{} {n}", k.abi_name())).collect();
     println!("{:<18} total {sum}: {}", "all five (sum)", kinds.join(", "));
+
+    // The bench's "host calls alone" rows are only a lower bound if each replay makes its
+    // filter's calls: the same kinds, as many of each (a filter that changes its calls fails
+    // here until e2e/probe/src/replay.rs follows). The chain's is the five's sum.
+    for (name, calls) in &census {
+        let token = (*name == "jwt-auth").then_some(token.as_str());
+        assert_eq!(&replayed(&format!("replay-{name}"), token), calls, "replay-{name} against {name}'s census");
+    }
+    assert_eq!(replayed("replay-chain", Some(&token)), all, "replay-chain against the five's sum");
 }

@@ -21,6 +21,12 @@
 //!   `x-probe-repeat: N` runs the edit N times on each map (idempotent; for the cost loop).
 //!   `read-only` reads both maps with [`Host::headers`] and edits nothing (the cost loop,
 //!   e2e/src/bin/host_call_cost.rs, separates reading from replacing with it).
+//!
+//! A plugin whose root id is `replay-<filter>` or `replay-chain` is none of the above: it
+//! makes the host calls of that filter (or of the chain of five) and nothing else, for
+//! `make bench` ([`replay`]).
+
+pub mod replay;
 
 use shared::host::{BodyKind, HeaderMapKind, HostExt};
 use shared::{Action, Host, HostError};
@@ -249,10 +255,12 @@ impl Probe {
 /// `shared::exports`), whatever the glue does.
 #[cfg(target_arch = "wasm32")]
 mod glue {
+    use super::replay::{self, Plan};
     use super::{Probe, Trap};
     use shared::exports::{HttpContext, RootContext};
     use shared::proxy::ProxyWasmHost;
     use shared::{Action, Host};
+    use std::rc::Rc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// This VM instance's id (drawn once) and how many requests it has seen.
@@ -264,7 +272,11 @@ mod glue {
         core::arch::wasm32::unreachable()
     }
 
-    struct ProbeRoot;
+    #[derive(Default)]
+    struct ProbeRoot {
+        /// A `replay-*` root's plan, shared by its streams.
+        replay: Option<Rc<Plan>>,
+    }
 
     impl RootContext for ProbeRoot {
         fn on_configure(&mut self) -> bool {
@@ -272,10 +284,38 @@ mod glue {
             if ProxyWasmHost.random(&mut id).is_ok() {
                 VM_ID.store(u64::from_le_bytes(id), Ordering::Relaxed);
             }
+            let root_id = ProxyWasmHost.property(&["plugin_root_id"]).unwrap_or_default();
+            if let Some(scripts) = replay::scripts(&String::from_utf8_lossy(&root_id)) {
+                self.replay = Some(Rc::new(Plan::new(&ProxyWasmHost, &scripts)));
+            }
             true
         }
         fn create_http_context(&self, _context_id: u32) -> Box<dyn HttpContext> {
-            Box::new(ProbeHttp(Probe::default()))
+            match &self.replay {
+                Some(plan) => Box::new(ReplayHttp(plan.clone())),
+                None => Box::new(ProbeHttp(Probe::default())),
+            }
+        }
+    }
+
+    /// A stream of a `replay-*` root: the plan's host calls in each callback, nothing else.
+    struct ReplayHttp(Rc<Plan>);
+
+    impl HttpContext for ReplayHttp {
+        fn on_request_headers(&mut self, _end_of_stream: bool) -> Action {
+            self.0.run(&ProxyWasmHost, &self.0.request_headers, 0);
+            Action::Continue
+        }
+        fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
+            self.0.run(&ProxyWasmHost, &self.0.response_headers, 0);
+            Action::Continue
+        }
+        fn on_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+            self.0.run(&ProxyWasmHost, &self.0.response_body, body_size);
+            Action::Continue
+        }
+        fn on_log(&mut self) {
+            self.0.run(&ProxyWasmHost, &self.0.log, 0);
         }
     }
 
@@ -304,10 +344,20 @@ mod glue {
     #[allow(unsafe_code)]
     #[no_mangle]
     pub extern "C" fn _initialize() {
-        shared::exports::initialize(|_| -> Box<dyn RootContext> { Box::new(ProbeRoot) });
+        shared::exports::initialize(|_| -> Box<dyn RootContext> { Box::new(ProbeRoot::default()) });
     }
 
-    shared::http_exports!(request_headers, response_headers);
+    // Every stream callback, as the bundle exports them, so a replay of the chain crosses into
+    // the VM as often as the chain does (the probe's own streams ignore the extra ones).
+    shared::http_exports!(
+        request_headers,
+        request_body,
+        request_trailers,
+        response_headers,
+        response_body,
+        response_trailers,
+        log
+    );
 }
 
 #[cfg(test)]

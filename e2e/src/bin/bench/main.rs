@@ -40,7 +40,9 @@
 //! Adding a filter: a row in [`VARIANTS`] (its config under envoy-configs/bench/, the request
 //! wrk sends, a check of one response), in [`HEADLINE`] for its request-work row, in
 //! [`COMPARISONS`] when a native filter does the same job, in `memory::CONFIGS`, and in
-//! bench/all-five.yaml when it joins the chain.
+//! bench/all-five.yaml when it joins the chain; its host calls in e2e/probe/src/replay.rs
+//! (a "host calls alone" row: the same calls with no filter logic, held to the filter's
+//! census by e2e/tests/host_calls_per_request.rs).
 //!
 //! Envoys are started by the test harness (`e2e::envoy::Envoy`) with the bench's extras:
 //! `pin_cpu` (taskset), `wrapper` (valgrind), `preset_ports` (one upstream shared by every
@@ -144,7 +146,26 @@ const VARIANTS: &[Variant] = &[
     row("all five (bundle)", "bench/all-five-bundle.yaml", "/", all_five_applied, Kind::Wasm),
     row("all five (chain)", "bench/all-five-chain.yaml", "/", all_five_applied, Kind::Wasm),
     row("native chain", "bench/native-chain.yaml", "/", native_chain_applied, Kind::Native),
+    // Lower bounds: the host calls of each job above, made by the test-only probe module with
+    // no filter logic (e2e/probe/src/replay.rs): what any module doing the job through the
+    // proxy-wasm ABI pays before its own code runs. Same request, same answer checked.
+    row(REPLAY_SECURITY_HEADERS, "bench/replay-security-headers.yaml", "/", security_headers_applied, Kind::Wasm),
+    row(REPLAY_JWT_AUTH, "bench/replay-jwt-auth.yaml", "/", from_upstream, Kind::Wasm),
+    row(REPLAY_RATE_LIMIT, "bench/replay-rate-limit.yaml", "/", x_ratelimit_headers, Kind::Wasm),
+    row(REPLAY_TOKEN_FETCH, "bench/replay-token-fetch.yaml", "/", from_upstream, Kind::Wasm),
+    row(REPLAY_BODY_LOGGER, "bench/replay-body-logger.yaml", "/", from_upstream, Kind::Wasm),
+    row(REPLAY_CHAIN, "bench/replay-chain.yaml", "/", all_five_applied, Kind::Wasm),
 ];
+
+const REPLAY_SECURITY_HEADERS: &str = "host calls alone: security-headers";
+const REPLAY_JWT_AUTH: &str = "host calls alone: jwt-auth";
+const REPLAY_RATE_LIMIT: &str = "host calls alone: rate-limit";
+const REPLAY_TOKEN_FETCH: &str = "host calls alone: token-fetch";
+const REPLAY_BODY_LOGGER: &str = "host calls alone: body-logger";
+const REPLAY_CHAIN: &str = "host calls alone: the chain";
+/// Replays sent the JWT rows' token, so their requests are the same size, but verifying
+/// nothing: a request without one is not refused.
+const REPLAYS_SENT_A_TOKEN: &[&str] = &[REPLAY_JWT_AUTH, REPLAY_CHAIN];
 
 /// The rows of the headline table (issue 16's shape: router-only, the floor, each filter doing
 /// its request work, all five, the native chain), in this order. The chart, the fixed-rate
@@ -172,6 +193,12 @@ const INSTRUCTION_EXTRA: &[&str] = &[
     "rate-limit, global rule",
     "native ratelimit (RLS)",
     "all five (bundle)",
+    REPLAY_SECURITY_HEADERS,
+    REPLAY_JWT_AUTH,
+    REPLAY_RATE_LIMIT,
+    REPLAY_TOKEN_FETCH,
+    REPLAY_BODY_LOGGER,
+    REPLAY_CHAIN,
 ];
 
 /// The floor row: every row's added CPU is also given as a multiple of this one's.
@@ -186,6 +213,8 @@ const STAT_CHECKS: &[(&str, &str)] = &[
     ("all five (wasm)", "wasmcustom.body_logger.logged"),
     ("all five (bundle)", "wasmcustom.body_logger.logged"),
     ("all five (chain)", "wasmcustom.body_logger.logged"),
+    (REPLAY_BODY_LOGGER, "wasmcustom.probe_replay.body_logger.logged"),
+    (REPLAY_CHAIN, "wasmcustom.probe_replay.body_logger.logged"),
 ];
 
 /// The JWT variants' tokens: one repeated, or a cycled list of distinct ones.
@@ -201,6 +230,8 @@ const JWT_TOKENS: &[(&str, Tokens)] = &[
     ("all five (bundle)", Tokens::RepeatedRs256),
     ("all five (chain)", Tokens::RepeatedRs256),
     ("native chain", Tokens::RepeatedRs256),
+    (REPLAY_JWT_AUTH, Tokens::RepeatedRs256),
+    (REPLAY_CHAIN, Tokens::RepeatedRs256),
     ("jwt-auth, RS256 repeated", Tokens::RepeatedRs256),
     ("jwt_authn, RS256 repeated", Tokens::RepeatedRs256),
     ("jwt-auth, RS256 unique", Tokens::UniqueRs256),
@@ -794,7 +825,7 @@ impl Proxy {
     fn check_answers(&self) -> Result<Response, String> {
         let response = self.request().send(self.listener).map_err(|e| format!("{}: {e}", self.variant.name))?;
         (self.variant.check)(&response).map_err(|e| self.misbehaves(e, &response))?;
-        if self.token.is_some() {
+        if self.token.is_some() && !REPLAYS_SENT_A_TOKEN.contains(&self.variant.base) {
             let denied =
                 self.request_with(None).send(self.listener).map_err(|e| format!("{}: {e}", self.variant.name))?;
             if denied.status != 401 {

@@ -1,13 +1,15 @@
 //! The host calls the collection's filters make for `make bench`'s request, replayed with no
-//! filter logic: what any module doing these jobs through the proxy-wasm ABI pays before it
+//! filter logic: what a module making these calls through the proxy-wasm ABI pays before it
 //! runs a line of its own (docs/architecture.md, "What the host calls alone cost"). The bench
 //! measures each script as a plugin of this module (root id `replay-<script>`) beside the
 //! filter it copies and the native equivalent.
 //!
-//! Each script is the census `e2e/tests/host_calls_per_request.rs` prints for the filter (same
-//! kinds, maps, header names and values, properties), in the callback where the filter makes
-//! it. `replay-chain` is the five in the chain's order: request callbacks in order, response
-//! callbacks in reverse, the time read once per callback as the chain reads it.
+//! Each script is the census `e2e/tests/host_calls_per_request.rs` prints for the filter, in
+//! the callback where the filter makes each call: the same kinds and counts (that test holds
+//! them equal), and the filter's maps, header names, values of the same sizes, properties and
+//! shared-data sizes (copied from the filters, not tested). `replay-chain` is the five in the
+//! chain's order: request callbacks in order, response callbacks in reverse, the time read
+//! once per callback as the chain reads it.
 
 use shared::host::{BodyKind, HeaderMapKind, MetricKind};
 use shared::Host;
@@ -48,11 +50,11 @@ pub struct Script {
 use HeaderMapKind::{RequestHeaders as Req, ResponseHeaders as Resp};
 
 const SECURITY_HEADERS: Script = Script {
-    request_headers: &[],
+    // Whether the downstream connection is TLS (for HSTS), read with the request.
+    request_headers: &[Step::Property(&["connection", "tls_version"])],
     // Over plain HTTP: the defaults without HSTS, the upstream's two revealing headers removed.
     response_headers: &[
         Step::ReadMap(Resp),
-        Step::Property(&["connection", "tls_version"]),
         Step::Add(Resp, "x-content-type-options", "nosniff"),
         Step::Add(Resp, "x-frame-options", "DENY"),
         Step::Add(Resp, "referrer-policy", "no-referrer"),
@@ -109,7 +111,8 @@ const RATE_LIMIT: Script = Script {
 const TOKEN_FETCH: Script = Script {
     request_headers: &[
         Step::Now,
-        Step::Replace(Req, "authorization", "Bearer bench-service-token-3f2a9c1e7b5d4f60a8e2"),
+        // The bench token server's token (`tok-N`).
+        Step::Replace(Req, "authorization", "Bearer tok-1"),
         Step::Count("token_fetch.a"),
     ],
     response_headers: &[],
@@ -220,10 +223,12 @@ impl Plan {
                     std::hint::black_box(host.property(path));
                 }
                 Step::SharedDataCas => {
+                    // One group of rate-limit's table: four 16-byte entries.
                     let key = "probe_replay/bucket";
                     let (value, cas) = host.shared_data(key);
-                    let next = value.map_or(1u64, |v| v.len() as u64 + 1).to_le_bytes();
-                    let _ = host.set_shared_data(key, &next, cas);
+                    let mut group = [0u8; 64];
+                    group[0] = value.and_then(|v| v.first().copied()).unwrap_or(0).wrapping_add(1);
+                    let _ = host.set_shared_data(key, &group, cas);
                 }
                 Step::Count(name) => {
                     if let Some((_, id)) = self.counters.iter().find(|(n, _)| *n == name) {
@@ -239,7 +244,8 @@ impl Plan {
                     std::hint::black_box(host.log_level());
                 }
                 Step::SetLine => {
-                    let _ = host.set_property(&["probe_replay.line"], LINE.as_bytes());
+                    // body-logger's default filter state name.
+                    let _ = host.set_property(&["body_log"], LINE.as_bytes());
                 }
             }
         }
@@ -260,7 +266,7 @@ mod tests {
     fn the_chain_is_the_five_in_chain_order() {
         let host = shared::mock::MockHost::default();
         let plan = Plan::new(&host, &scripts("replay-chain").unwrap());
-        assert_eq!(plan.request_headers.first(), Some(&Step::Now));
+        assert_eq!(plan.request_headers.first(), Some(&Step::Property(&["connection", "tls_version"])));
         assert_eq!(plan.response_headers.first(), Some(&Step::ReadMap(Resp)), "body-logger answers first");
         assert_eq!(plan.response_headers.last(), Some(&Step::Count("security_headers.c")));
         let all = [&plan.request_headers, &plan.response_headers, &plan.response_body, &plan.log];

@@ -12,6 +12,9 @@
 //! - `set-headers`: the same edits as read-modify-write, `headers()` then `set_headers()` on
 //!   each map (four host calls, each carrying the whole map).
 //!
+//! The probe exports every stream callback (for the bench's host-call replays), so every
+//! variant pays the same VM crossings: the differences between variants are what to read.
+//!
 //! `HOST_CALL_COST_PIN=1` runs Envoy on CPU 0 (`taskset`), this process (the upstream) and wrk
 //! on CPU 1: steadier on an idle machine, starved on a shared one (off by default).
 //!

@@ -146,8 +146,8 @@ const VARIANTS: &[Variant] = &[
     row("all five (bundle)", "bench/all-five-bundle.yaml", "/", all_five_applied, Kind::Wasm),
     row("all five (chain)", "bench/all-five-chain.yaml", "/", all_five_applied, Kind::Wasm),
     row("native chain", "bench/native-chain.yaml", "/", native_chain_applied, Kind::Native),
-    // Lower bounds: the host calls of each job above, made by the test-only probe module with
-    // no filter logic (e2e/probe/src/replay.rs): what any module doing the job through the
+    // The host calls of each job above alone, made by the test-only probe module with no
+    // filter logic (e2e/probe/src/replay.rs): what a module making these calls through the
     // proxy-wasm ABI pays before its own code runs. Same request, same answer checked.
     row(REPLAY_SECURITY_HEADERS, "bench/replay-security-headers.yaml", "/", security_headers_applied, Kind::Wasm),
     row(REPLAY_JWT_AUTH, "bench/replay-jwt-auth.yaml", "/", from_upstream, Kind::Wasm),

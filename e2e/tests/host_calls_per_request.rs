@@ -83,6 +83,16 @@ fn one_request<R: RootFilter>(w: &mut Worker<R>, token: Option<&str>) -> u32 {
     id
 }
 
+/// The emulated proxy as the bench's Envoy runs: its clock, `--log-level warning`, the
+/// client's address.
+fn bench_proxy() -> Proxy {
+    let proxy = Proxy::new();
+    proxy.set_now(SystemTime::now());
+    proxy.set_log_level(LogLevel::Warn);
+    proxy.set_property(&["source", "address"], b"127.0.0.1:50000");
+    proxy
+}
+
 /// A worker configured from the bench config and `prepare`d, one warm-up request, then one
 /// request counted: its host calls, the worker and the counted stream's id.
 fn measure<R: RootFilter + Default>(
@@ -90,11 +100,7 @@ fn measure<R: RootFilter + Default>(
     token: Option<&str>,
     prepare: impl FnOnce(&mut Worker<R>),
 ) -> (HostCalls, Worker<R>, u32) {
-    let proxy = Proxy::new();
-    proxy.set_now(SystemTime::now());
-    // The bench's Envoy runs at --log-level warning.
-    proxy.set_log_level(LogLevel::Warn);
-    proxy.set_property(&["source", "address"], b"127.0.0.1:50000");
+    let proxy = bench_proxy();
     let mut w: Worker<R> = proxy.worker(&plugin_config(config, R::NAME));
     prepare(&mut w);
     one_request(&mut w, token);
@@ -167,10 +173,7 @@ fn one_global_request(w: &mut Worker<rate_limit::filter::RateLimitRoot>) -> u32 
 }
 
 fn measure_global_rule() -> (HostCalls, Worker<rate_limit::filter::RateLimitRoot>, u32) {
-    let proxy = Proxy::new();
-    proxy.set_now(SystemTime::now());
-    proxy.set_log_level(LogLevel::Warn);
-    proxy.set_property(&["source", "address"], b"127.0.0.1:50000");
+    let proxy = bench_proxy();
     let mut w = proxy.worker(&plugin_config("bench/rate-limit-global.yaml", "rate-limit"));
     one_global_request(&mut w);
     let (id, calls) = proxy.count_host_calls(|| one_global_request(&mut w));
@@ -220,10 +223,7 @@ impl HttpFilter for ReplayStream {
 
 /// A replay's host calls for one request (after a warm-up), by kind.
 fn replayed(script: &str, token: Option<&str>) -> BTreeMap<HostCall, u64> {
-    let proxy = Proxy::new();
-    proxy.set_now(SystemTime::now());
-    proxy.set_log_level(LogLevel::Warn);
-    proxy.set_property(&["source", "address"], b"127.0.0.1:50000");
+    let proxy = bench_proxy();
     let mut w: Worker<ReplayRoot> = proxy.worker(script);
     one_request(&mut w, token);
     let (_, calls) = proxy.count_host_calls(|| one_request(&mut w, token));

@@ -130,9 +130,6 @@ const BODY_LOGGER: Script = Script {
 /// The chain's order (`envoy-configs/bench/all-five-chain.yaml`).
 const CHAIN: [Script; 5] = [SECURITY_HEADERS, JWT_AUTH, RATE_LIMIT, TOKEN_FETCH, BODY_LOGGER];
 
-/// The counter `replay-chain`'s bench row checks: the log callback ran.
-pub const LOGGED: &str = "probe_replay.body_logger.logged";
-
 /// A line of the size body-logger writes for the bench's GET.
 const LINE: &str = concat!(
     r#"{"duration_ms":0.412,"method":"GET","path":"/","redactions":0,"request":{"body":null,"bytes":0,"#,
@@ -156,54 +153,61 @@ pub fn scripts(root_id: &str) -> Option<Vec<Script>> {
     }
 }
 
-/// A callback's steps across the scripts: request callbacks in the scripts' order, response
-/// callbacks and the log in reverse (Envoy's order for a filter chain).
-fn steps(scripts: &[Script], pick: fn(&Script) -> &'static [Step], reverse: bool) -> Vec<Step> {
-    let mut ordered: Vec<&Script> = scripts.iter().collect();
-    if reverse {
-        ordered.reverse();
-    }
-    ordered.into_iter().flat_map(|s| pick(s).iter().copied()).collect()
+/// A step as the plan runs it: a counter's id defined at configuration, so a request makes the
+/// `increment_metric` call and no lookup (the replay runs no logic of its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    Step(Step),
+    Count(u32),
 }
 
-/// A root's plan: every callback's steps, its counters defined.
+/// A root's plan: every callback's calls, its counters defined.
 #[derive(Debug, Default)]
 pub struct Plan {
-    pub request_headers: Vec<Step>,
-    pub response_headers: Vec<Step>,
-    pub response_body: Vec<Step>,
-    pub log: Vec<Step>,
-    counters: Vec<(&'static str, u32)>,
+    pub request_headers: Vec<Call>,
+    pub response_headers: Vec<Call>,
+    pub response_body: Vec<Call>,
+    pub log: Vec<Call>,
 }
 
 impl Plan {
     pub fn new(host: &dyn Host, scripts: &[Script]) -> Plan {
-        let mut plan = Plan {
-            request_headers: steps(scripts, |s| s.request_headers, false),
-            response_headers: steps(scripts, |s| s.response_headers, true),
-            response_body: steps(scripts, |s| s.response_body, true),
-            log: steps(scripts, |s| s.log, true),
-            counters: Vec::new(),
-        };
-        let all: Vec<Step> = [&plan.request_headers, &plan.response_headers, &plan.response_body, &plan.log]
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect();
-        for step in all {
-            if let Step::Count(name) = step {
-                if let Ok(id) = host.define_metric(MetricKind::Counter, &format!("probe_replay.{name}")) {
-                    plan.counters.push((name, id));
-                }
+        // A callback's steps across the scripts: request callbacks in the scripts' order,
+        // response callbacks and the log in reverse (Envoy's order for a filter chain).
+        let calls = |pick: fn(&Script) -> &'static [Step], reverse: bool| -> Vec<Call> {
+            let mut ordered: Vec<&Script> = scripts.iter().collect();
+            if reverse {
+                ordered.reverse();
             }
+            let steps = ordered.into_iter().flat_map(|s| pick(s).iter().copied());
+            steps
+                .map(|step| match step {
+                    Step::Count(name) => host
+                        .define_metric(MetricKind::Counter, &format!("probe_replay.{name}"))
+                        .map_or(Call::Step(step), Call::Count),
+                    _ => Call::Step(step),
+                })
+                .collect()
+        };
+        Plan {
+            request_headers: calls(|s| s.request_headers, false),
+            response_headers: calls(|s| s.response_headers, true),
+            response_body: calls(|s| s.response_body, true),
+            log: calls(|s| s.log, true),
         }
-        plan
     }
 
-    /// Make the steps' host calls; `body_size`: the chunk a body callback was given.
-    pub fn run(&self, host: &dyn Host, steps: &[Step], body_size: usize) {
-        for step in steps {
-            match *step {
+    /// Make the calls' host calls; `body_size`: the chunk a body callback was given.
+    pub fn run(&self, host: &dyn Host, calls: &[Call], body_size: usize) {
+        for call in calls {
+            let step = match *call {
+                Call::Count(id) => {
+                    host.increment_metric(id, 1);
+                    continue;
+                }
+                Call::Step(step) => step,
+            };
+            match step {
                 Step::Now => {
                     std::hint::black_box(host.now());
                 }
@@ -230,11 +234,8 @@ impl Plan {
                     group[0] = value.and_then(|v| v.first().copied()).unwrap_or(0).wrapping_add(1);
                     let _ = host.set_shared_data(key, &group, cas);
                 }
-                Step::Count(name) => {
-                    if let Some((_, id)) = self.counters.iter().find(|(n, _)| *n == name) {
-                        host.increment_metric(*id, 1);
-                    }
-                }
+                // A counter the host refused to define: no call, as a filter's `Counter`.
+                Step::Count(_) => {}
                 Step::ReadResponseBody => {
                     if body_size > 0 {
                         std::hint::black_box(host.body(BodyKind::Response, 0, body_size));
@@ -257,8 +258,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn count(steps: &[Step], f: fn(&Step) -> bool) -> usize {
-        steps.iter().filter(|s| f(s)).count()
+    fn count(calls: &[Call], f: fn(&Call) -> bool) -> usize {
+        calls.iter().filter(|c| f(c)).count()
     }
 
     /// The chain's plan is the five scripts' steps, response callbacks in reverse order.
@@ -266,16 +267,22 @@ mod tests {
     fn the_chain_is_the_five_in_chain_order() {
         let host = shared::mock::MockHost::default();
         let plan = Plan::new(&host, &scripts("replay-chain").unwrap());
-        assert_eq!(plan.request_headers.first(), Some(&Step::Property(&["connection", "tls_version"])));
-        assert_eq!(plan.response_headers.first(), Some(&Step::ReadMap(Resp)), "body-logger answers first");
-        assert_eq!(plan.response_headers.last(), Some(&Step::Count("security_headers.c")));
+        let step = |s: Step| Some(Call::Step(s));
+        assert_eq!(plan.request_headers.first().copied(), step(Step::Property(&["connection", "tls_version"])));
+        assert_eq!(plan.response_headers.first().copied(), step(Step::ReadMap(Resp)), "body-logger answers first");
+        // security-headers answers last: its removals, then its three counters.
+        let tail = &plan.response_headers[plan.response_headers.len() - 4..];
+        assert_eq!(tail[0], Call::Step(Step::Remove(Resp, "x-powered-by")));
+        assert!(tail[1..].iter().all(|c| matches!(c, Call::Count(_))), "{tail:?}");
         let all = [&plan.request_headers, &plan.response_headers, &plan.response_body, &plan.log];
         let total: usize = all.iter().map(|s| s.len()).sum();
         // The five censuses (host_calls_per_request.rs) sum to 40 calls, the shared data CAS
         // being two of them. (In Envoy the five time asks make two calls: one per callback.)
         assert_eq!(total + 1, 40);
-        assert_eq!(all.iter().map(|s| count(s, |s| *s == Step::Now)).sum::<usize>(), 5);
-        assert_eq!(all.iter().map(|s| count(s, |s| matches!(s, Step::Add(..)))).sum::<usize>(), 9);
+        assert_eq!(all.iter().map(|s| count(s, |c| *c == Call::Step(Step::Now))).sum::<usize>(), 5);
+        assert_eq!(all.iter().map(|s| count(s, |c| matches!(c, Call::Step(Step::Add(..))))).sum::<usize>(), 9);
+        // Every counter defined at configuration: a request looks none up.
+        assert_eq!(all.iter().map(|s| count(s, |c| matches!(c, Call::Count(_)))).sum::<usize>(), 8);
         assert!(scripts("replay-nothing").is_none() && scripts("chain").is_none());
     }
 }

@@ -222,18 +222,34 @@ impl Fetcher {
             }
             return false;
         }
-        let due = self.forced
-            || match self.published(host) {
-                Some(p) if p.generation > 0 => now_ms >= p.refresh_at_ms(self.policy.refresh_fraction),
-                _ => true,
-            };
-        if !due {
+        if !self.is_due(host, now_ms) {
             // Someone refreshed (maybe us): forget our backoff.
             self.retry_at_ms = 0;
             self.backoff = self.policy.backoff_base;
             return false;
         }
-        matches!(self.lease.acquire(host, now), Ok(true))
+        if !matches!(self.lease.acquire(host, now), Ok(true)) {
+            return false;
+        }
+        // Look again now that the lease is ours: a holder publishes before it releases, so a
+        // fetch that landed between our first look and our taking the lease shows here.
+        // Without this, a worker that read the old record just before another worker's
+        // answer arrived would fetch again right after it (seen with 16 workers on 2 cores).
+        if self.is_due(host, now_ms) {
+            return true;
+        }
+        let _ = self.lease.release(host);
+        false
+    }
+
+    /// A fetch is asked for, or the published value has reached its refresh time (or there
+    /// is none yet).
+    fn is_due(&self, host: &dyn Host, now_ms: u64) -> bool {
+        self.forced
+            || match self.published(host) {
+                Some(p) if p.generation > 0 => now_ms >= p.refresh_at_ms(self.policy.refresh_fraction),
+                _ => true,
+            }
     }
 
     /// Ask for a fetch at the next [`Fetcher::poll`], ahead of the schedule (e.g. a JWKS key
@@ -435,6 +451,53 @@ mod tests {
         }
         let calls = h.http_calls().len();
         assert!((12..=14).contains(&calls), "one fetch per 8 s refresh period, got {calls}");
+    }
+
+    /// A host on which `between` runs just before the `nth` call made through it (1-based):
+    /// another worker acting in the middle of one call into the fetcher, as real workers do.
+    struct Interleaved<'a> {
+        host: &'a MockHost,
+        calls: std::cell::Cell<u32>,
+        nth: u32,
+        between: std::cell::RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+    }
+    impl crate::host::HostWrapper for Interleaved<'_> {
+        fn inner(&self) -> &dyn Host {
+            self.calls.set(self.calls.get() + 1);
+            if self.calls.get() == self.nth {
+                if let Some(between) = self.between.borrow_mut().take() {
+                    between();
+                }
+            }
+            self.host
+        }
+    }
+
+    #[test]
+    fn a_worker_that_read_the_old_value_does_not_fetch_after_anothers_answer_lands() {
+        let h = MockHost::new();
+        let (mut a, mut b) = (worker(&h, 1), worker(&h, 2));
+        let t = tick(&h, &mut a).unwrap();
+        a.on_response(&h, t, h.now(), ok("tok1", 10 * S)).unwrap();
+        h.advance(8 * S);
+        let t = tick(&h, &mut a).expect("a refreshes at 8 s");
+        // b's tick reads the record (due: a's answer has not landed), then, before b takes the
+        // lease, a's answer lands: a publishes and releases the lease.
+        let b_host = Interleaved {
+            host: &h,
+            calls: std::cell::Cell::new(0),
+            nth: 2,
+            between: std::cell::RefCell::new(Some(Box::new(|| {
+                let out = a.on_response(&h, t, h.now(), ok("tok2", 10 * S));
+                assert_eq!(out, Some(Outcome::Published { generation: 2 }));
+            }))),
+        };
+        assert!(!b.poll(&b_host, h.now()), "the value b read is refreshed already: no second fetch");
+        assert!(b_host.between.borrow().is_none(), "a's answer landed during b's tick");
+        assert_eq!(h.http_calls().len(), 2, "one fetch per refresh");
+        assert_eq!(b.lease().record(&h), Some(crate::lease::LeaseRecord::FREE), "b gave the lease back");
+        h.advance(8 * S);
+        assert!(tick(&h, &mut b).is_some(), "b takes the next refresh");
     }
 
     #[test]

@@ -18,12 +18,18 @@
 //! `proxy_on_grpc_receive` and `proxy_on_grpc_close` (a unary call's answer or failure). Not
 //! exported: the gRPC stream metadata callbacks (unary calls only), queues, network filters.
 
-use crate::abi::{self, StreamType};
+use crate::abi::StreamType;
+// The host calls this file makes itself: the ABI's in a module, a recording stand-in in the
+// native unit tests (`exports/tests.rs`), which drive the entry points as Envoy would.
+#[cfg(target_arch = "wasm32")]
+use crate::abi as host;
 use crate::host::LogLevel;
 use crate::plugin::Action;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+use tests::host;
 
 // `#[no_mangle]` counts as unsafe code for rustc's lint; the exports below need it. The crate's
 // only `unsafe` blocks stay in `abi`.
@@ -95,7 +101,7 @@ thread_local! {
 /// Run the module's static constructors (what the SDK's `main!` does first), then register
 /// `new_root` as the maker of every root context. Called by `_initialize`.
 pub fn initialize(new_root: NewRoot) {
-    abi::call_ctors();
+    host::call_ctors();
     let _ = CONTEXTS.try_with(|c| c.new_root.set(Some(new_root)));
 }
 
@@ -140,15 +146,15 @@ pub(crate) fn register_callout(token: u32) {
 }
 
 fn warn(message: &str) {
-    let _ = abi::log(LogLevel::Critical, message);
+    let _ = host::log(LogLevel::Critical, message);
 }
 
 /// Answer for a stream callback that has no context to go to (Envoy never sends one; the SDK
 /// would trap): the stream is reset rather than let through unfiltered.
 fn refuse(context_id: u32, what: &str) -> u32 {
     warn(&format!("proxy_on_{what}: no context {context_id} (or it is busy); resetting the stream"));
-    let _ = abi::close_stream(StreamType::HttpRequest);
-    let _ = abi::close_stream(StreamType::HttpResponse);
+    let _ = host::close_stream(StreamType::HttpRequest);
+    let _ = host::close_stream(StreamType::HttpResponse);
     Action::Pause as u32
 }
 
@@ -204,7 +210,7 @@ fn deliver_callout(
         return;
     }
     let to_stream = |s: &mut dyn HttpContext| {
-        if abi::set_effective_context(caller).is_ok() {
+        if host::set_effective_context(caller).is_ok() {
             to_stream(s);
         }
     };
@@ -362,3 +368,6 @@ pub fn on_response_trailers(context_id: u32, _num_trailers: usize) -> u32 {
 pub fn on_log(context_id: u32) {
     let _ = with_stream(context_id, |s| s.on_log());
 }
+
+#[cfg(test)]
+mod tests;

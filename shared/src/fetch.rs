@@ -130,6 +130,15 @@ pub enum Outcome {
     },
 }
 
+/// Why a fetch is due ahead of the schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Force {
+    /// Whatever was published since.
+    Asked,
+    /// Until a record other than the one fetched at this time (0: none) is published.
+    UnlessReplaced(u64),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct InFlight {
     token: u32,
@@ -148,8 +157,8 @@ pub struct Fetcher {
     /// No attempt before this instant (after a failure); 0 = none pending.
     retry_at_ms: u64,
     rng: u64,
-    /// A refresh was asked for ([`Fetcher::refresh_soon`]): due regardless of the schedule.
-    forced: bool,
+    /// A refresh was asked for: due regardless of the schedule.
+    forced: Option<Force>,
 }
 
 /// Margin past the HTTP call's own timeout before a missing answer counts as failed.
@@ -167,7 +176,7 @@ impl Fetcher {
             backoff: policy.backoff_base,
             retry_at_ms: 0,
             rng: holder | 1,
-            forced: false,
+            forced: None,
         }
     }
 
@@ -234,7 +243,7 @@ impl Fetcher {
         // Look again now that the lease is ours: a holder publishes before it releases, so a
         // fetch that landed between our first look and our taking the lease shows here.
         // Without this, a worker that read the old record just before another worker's
-        // answer arrived would fetch again right after it (seen with 16 workers on 2 cores).
+        // answer arrived would fetch again right after it.
         if self.is_due(host, now_ms) {
             return true;
         }
@@ -242,21 +251,36 @@ impl Fetcher {
         false
     }
 
-    /// A fetch is asked for, or the published value has reached its refresh time (or there
-    /// is none yet).
-    fn is_due(&self, host: &dyn Host, now_ms: u64) -> bool {
-        self.forced
-            || match self.published(host) {
+    /// A fetch is asked for and no newer record has landed since, or the published value has
+    /// reached its refresh time (or there is none yet).
+    fn is_due(&mut self, host: &dyn Host, now_ms: u64) -> bool {
+        let published = self.published(host);
+        let fetched_at_ms = published.as_ref().map_or(0, |p| p.fetched_at_ms);
+        if self.forced.is_some_and(|f| matches!(f, Force::UnlessReplaced(seen) if seen != fetched_at_ms)) {
+            // Another worker fetched since we asked: that answers it.
+            self.forced = None;
+        }
+        self.forced.is_some()
+            || match published {
                 Some(p) if p.generation > 0 => now_ms >= p.refresh_at_ms(self.policy.refresh_fraction),
                 _ => true,
             }
     }
 
     /// Ask for a fetch at the next [`Fetcher::poll`], ahead of the schedule (e.g. a JWKS key
-    /// rotation noticed by an unknown `kid`). The caller rate-limits it; a fetch in flight or a
+    /// rotation noticed by an unknown `kid`). The caller makes sure one worker of the proxy
+    /// asks (jwt-auth claims a proxy-wide refetch budget first). A fetch in flight or a
     /// backoff after a failure is not cut short. Cleared by the next answer.
     pub fn refresh_soon(&mut self) {
-        self.forced = true;
+        self.forced = Some(Force::Asked);
+    }
+
+    /// Ask for a fetch because the record fetched at `seen_fetched_at_ms` (0: none) will not
+    /// do, unless a record fetched since, by any worker, replaces it first: every worker that
+    /// saw the bad record may ask, and the proxy still fetches once. Otherwise as
+    /// [`Fetcher::refresh_soon`].
+    pub fn refresh_unless_replaced(&mut self, seen_fetched_at_ms: u64) {
+        self.forced = Some(Force::UnlessReplaced(seen_fetched_at_ms));
     }
 
     pub fn started(&mut self, token: u32, now: SystemTime) {
@@ -283,7 +307,7 @@ impl Fetcher {
             Some(f) if f.token == token => self.in_flight = None,
             _ => return None,
         }
-        self.forced = false;
+        self.forced = None;
         let now_ms = millis(now);
         match result {
             FetchResult::Failed(_) => Some(Outcome::Failed { retry_in: self.fail(now_ms) }),
@@ -498,6 +522,42 @@ mod tests {
         assert_eq!(b.lease().record(&h), Some(crate::lease::LeaseRecord::FREE), "b gave the lease back");
         h.advance(8 * S);
         assert!(tick(&h, &mut b).is_some(), "b takes the next refresh");
+    }
+
+    #[test]
+    fn a_worker_whose_time_was_read_before_another_took_the_lease_does_not_fetch_too() {
+        // Each worker reads the time once per callback: b's reading can be older than a's.
+        let h = MockHost::new();
+        let (mut a, mut b) = (worker(&h, 1), worker(&h, 2));
+        let b_now = h.now();
+        h.advance(Duration::from_millis(3));
+        assert!(tick(&h, &mut a).is_some(), "a takes the lease at its own, later, reading");
+        assert!(!b.poll(&h, b_now), "a holds the lease: b's older reading does not make it free");
+        assert_eq!(h.http_calls().len(), 1);
+    }
+
+    #[test]
+    fn workers_that_saw_the_same_bad_record_fetch_once() {
+        let h = MockHost::new();
+        let (mut a, mut b) = (worker(&h, 1), worker(&h, 2));
+        let t = tick(&h, &mut a).unwrap();
+        a.on_response(&h, t, h.now(), ok("bad", 10 * S)).unwrap();
+        let bad = a.published(&h).unwrap().fetched_at_ms;
+        h.advance(S);
+        // Both find the record unusable and ask; a fetches first and replaces it.
+        a.refresh_unless_replaced(bad);
+        b.refresh_unless_replaced(bad);
+        let t = tick(&h, &mut a).expect("a asked: due at once");
+        assert!(tick(&h, &mut b).is_none(), "a holds the lease");
+        h.advance(Duration::from_millis(10));
+        a.on_response(&h, t, h.now(), ok("good", 10 * S)).unwrap();
+        assert!(tick(&h, &mut b).is_none(), "the record b asked about is replaced: no second fetch");
+        assert_eq!(h.http_calls().len(), 2);
+        h.advance(S);
+        assert!(tick(&h, &mut b).is_none(), "and b's ask is gone, not pending");
+        // A plain ask (jwt-auth's, once per proxy by its own budget) fetches whatever landed.
+        b.refresh_soon();
+        assert!(tick(&h, &mut b).is_some());
     }
 
     #[test]

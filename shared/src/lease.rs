@@ -7,7 +7,9 @@
 //! renews it while it holds it, and releases it when done. A holder that is stuck or whose VM
 //! died stops renewing, its lease expires, and the next worker to ask takes over: nobody waits
 //! on a dead holder for longer than the lease duration, nor on a record that claims more
-//! than the lease duration from now (which no live holder can have written).
+//! than twice the lease duration from now (which no live holder can have written: a holder
+//! claims one duration from its own reading of the clock, which may be a little ahead of
+//! ours, as each worker reads the time once per callback).
 //!
 //! Holder ids must be unique per worker VM: root context ids repeat across workers (each VM
 //! numbers its own contexts), so mix in a per-VM random nonce ([`holder_id`]).
@@ -57,11 +59,11 @@ impl LeaseRecord {
     }
 
     /// Held by another live holder: one whose claim has not expired and is no longer than
-    /// any holder can make now (`until_ms`, now + duration). A claim beyond that (another
-    /// plugin of the VM wrote the key, or a dead holder's record outlived a clock stepped
-    /// back) is corrupt and reads as free: it would otherwise keep every worker out.
-    fn held_by_other(&self, me: u64, now_ms: u64, until_ms: u64) -> bool {
-        self.holder != 0 && self.holder != me && now_ms < self.expires_at_ms && self.expires_at_ms <= until_ms
+    /// any holder can make (`latest_ms`). A claim beyond that (another plugin of the VM wrote
+    /// the key, or a dead holder's record outlived a clock stepped back) is corrupt and reads
+    /// as free: it would otherwise keep every worker out.
+    fn held_by_other(&self, me: u64, now_ms: u64, latest_ms: u64) -> bool {
+        self.holder != 0 && self.holder != me && now_ms < self.expires_at_ms && self.expires_at_ms <= latest_ms
     }
 }
 
@@ -99,10 +101,14 @@ impl Lease {
     pub fn acquire(&self, host: &dyn Host, now: SystemTime) -> Result<bool, CasError> {
         let now_ms = millis(now);
         let until = now_ms.saturating_add(duration_ms(self.duration));
+        // Another holder's claim may reach a little past `until`: its clock reading can be
+        // ahead of `now` (read at the start of our callback, maybe before it wrote). A whole
+        // duration of slack keeps a live holder's claim valid; only an absurd one is corrupt.
+        let latest = until.saturating_add(duration_ms(self.duration));
         let me = self.holder;
         shared_cell::update(host, &self.key, ATTEMPTS, |bytes| {
             let current = LeaseRecord::decode(bytes);
-            if current.held_by_other(me, now_ms, until) {
+            if current.held_by_other(me, now_ms, latest) {
                 (None, false)
             } else {
                 (Some(LeaseRecord { holder: me, expires_at_ms: until }.encode()), true)
@@ -227,7 +233,7 @@ mod tests {
         // expiry far beyond now + duration (written by another plugin of the same vm_id, or
         // left by a dead holder across a clock stepped back) kept every worker out until
         // then: no token or JWKS fetch for the proxy for a year. No live holder can have
-        // written more than now + duration, so such a record is corrupt, and free.
+        // written more than now + twice the duration, so such a record is corrupt, and free.
         let h = MockHost::new();
         let (a, b) = two_workers(&h);
         let year_ms = 366 * 86_400 * 1000;
@@ -239,6 +245,26 @@ mod tests {
         assert!(!b.acquire(&h, h.now()).unwrap());
         h.advance(SECOND);
         assert!(!b.acquire(&h, h.now()).unwrap(), "a's own lease is within the duration");
+    }
+
+    #[test]
+    fn a_holder_whose_clock_reading_is_ahead_of_ours_still_holds_the_lease() {
+        // Found in review after CI saw two token calls 1.4 ms apart with 16 workers: b read
+        // the time at the start of its tick, a took the lease a few ms later by its own
+        // reading, and b's take saw a's claim as beyond now + duration, "corrupt", and free.
+        let h = MockHost::new();
+        let (a, b) = two_workers(&h);
+        let b_now = h.now();
+        assert!(a.acquire(&h, b_now + Duration::from_millis(3)).unwrap());
+        assert!(!b.acquire(&h, b_now).unwrap(), "a's live claim is 3 ms past b's now + duration");
+        assert_eq!(a.record(&h).unwrap().holder, 0xa);
+        // A whole duration ahead is still honoured; beyond that the claim is corrupt.
+        let far = LeaseRecord { holder: 0xdead, expires_at_ms: millis(b_now) + 10_000 };
+        h.set_shared_data("l", &far.encode(), None).unwrap();
+        assert!(!b.acquire(&h, b_now).unwrap(), "now + 2 × duration: honoured");
+        let beyond = LeaseRecord { holder: 0xdead, expires_at_ms: millis(b_now) + 10_001 };
+        h.set_shared_data("l", &beyond.encode(), None).unwrap();
+        assert!(b.acquire(&h, b_now).unwrap(), "past now + 2 × duration: corrupt, taken");
     }
 
     #[test]

@@ -91,8 +91,9 @@ pub struct Worker {
     /// This worker's copy of the published token (header value bytes).
     cache: RefCell<Option<Published>>,
     waiting: WaitList<Waiter>,
-    /// The published record was unusable: the root fetches again at its next tick.
-    unusable_record: Cell<bool>,
+    /// The published record (fetched at this time) was unusable: the root fetches again at
+    /// its next tick, unless another worker already replaced it.
+    unusable_record: Cell<Option<u64>>,
 }
 
 impl Worker {
@@ -109,9 +110,10 @@ impl Worker {
     /// published (see [`Compiled::is_injectable`]) is never used, and is fetched again.
     fn refresh_cache(&self, host: &dyn Host, now: SystemTime) -> Option<Vec<u8>> {
         let mut fresh = host.shared_data(&self.value_key).0.and_then(|b| Published::decode(&b));
-        if fresh.as_ref().is_some_and(|p| p.generation > 0 && !self.config.is_injectable(&p.value)) {
+        if let Some(p) = fresh.as_ref().filter(|p| p.generation > 0 && !self.config.is_injectable(&p.value)) {
+            let seen = p.fetched_at_ms;
             fresh = None;
-            if !self.unusable_record.replace(true) {
+            if self.unusable_record.replace(Some(seen)).is_none() {
                 host.log(
                     LogLevel::Warn,
                     &format!(
@@ -407,7 +409,7 @@ impl RootFilter for TokenFetchRoot {
             config,
             cache: RefCell::new(None),
             waiting: WaitList::new(MAX_WAITING),
-            unusable_record: Cell::new(false),
+            unusable_record: Cell::new(None),
         }));
         self.fetcher = Some(fetcher);
         self.ticker.start(host).map_err(|e| ConfigError::new("", format!("cannot set the timer: {e}")))?;
@@ -422,8 +424,8 @@ impl RootFilter for TokenFetchRoot {
         self.ticker.on_tick(host, NAME);
         let now = host.now();
         if let (Some(w), Some(f)) = (&self.worker, &mut self.fetcher) {
-            if w.unusable_record.take() {
-                f.refresh_soon();
+            if let Some(seen) = w.unusable_record.take() {
+                f.refresh_unless_replaced(seen);
             }
         }
         let due = self.fetcher.as_mut().is_some_and(|f| f.poll(host, now));

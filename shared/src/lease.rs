@@ -7,9 +7,11 @@
 //! renews it while it holds it, and releases it when done. A holder that is stuck or whose VM
 //! died stops renewing, its lease expires, and the next worker to ask takes over: nobody waits
 //! on a dead holder for longer than the lease duration, nor on a record that claims more
-//! than twice the lease duration from now (which no live holder can have written: a holder
-//! claims one duration from its own reading of the clock, which may be a little ahead of
-//! ours, as each worker reads the time once per callback).
+//! than the lease duration plus [`CLOCK_SKEW`] from now (which no live holder can have
+//! written: a holder claims one duration from its own reading of the clock, which may be a
+//! little ahead of ours, as each worker reads the time once per callback). A record left
+//! across a clock stepped back, or written ahead by another plugin, is honoured for at most
+//! the duration plus that second.
 //!
 //! Holder ids must be unique per worker VM: root context ids repeat across workers (each VM
 //! numbers its own contexts), so mix in a per-VM random nonce ([`holder_id`]).
@@ -78,6 +80,11 @@ pub struct Lease {
 /// CAS attempts per take/renew/release; workers rarely collide, and losing means "not mine".
 const ATTEMPTS: u32 = 4;
 
+/// How far another holder's reading of the clock may be ahead of ours and its claim still
+/// honoured. Readings differ by the time between a worker's first host call of a callback
+/// and its take (milliseconds, more on an oversubscribed machine); a second is plenty.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(1);
+
 impl Lease {
     pub fn new(key: impl Into<String>, holder: u64, duration: Duration) -> Lease {
         Lease { key: key.into(), holder: holder.max(1), duration }
@@ -102,9 +109,8 @@ impl Lease {
         let now_ms = millis(now);
         let until = now_ms.saturating_add(duration_ms(self.duration));
         // Another holder's claim may reach a little past `until`: its clock reading can be
-        // ahead of `now` (read at the start of our callback, maybe before it wrote). A whole
-        // duration of slack keeps a live holder's claim valid; only an absurd one is corrupt.
-        let latest = until.saturating_add(duration_ms(self.duration));
+        // ahead of `now` (read at the start of our callback, maybe before it wrote).
+        let latest = until.saturating_add(duration_ms(CLOCK_SKEW));
         let me = self.holder;
         shared_cell::update(host, &self.key, ATTEMPTS, |bytes| {
             let current = LeaseRecord::decode(bytes);
@@ -233,7 +239,7 @@ mod tests {
         // expiry far beyond now + duration (written by another plugin of the same vm_id, or
         // left by a dead holder across a clock stepped back) kept every worker out until
         // then: no token or JWKS fetch for the proxy for a year. No live holder can have
-        // written more than now + twice the duration, so such a record is corrupt, and free.
+        // written more than now + duration + CLOCK_SKEW, so such a record is corrupt, and free.
         let h = MockHost::new();
         let (a, b) = two_workers(&h);
         let year_ms = 366 * 86_400 * 1000;
@@ -258,13 +264,13 @@ mod tests {
         assert!(a.acquire(&h, b_now + Duration::from_millis(3)).unwrap());
         assert!(!b.acquire(&h, b_now).unwrap(), "a's live claim is 3 ms past b's now + duration");
         assert_eq!(a.record(&h).unwrap().holder, 0xa);
-        // A whole duration ahead is still honoured; beyond that the claim is corrupt.
-        let far = LeaseRecord { holder: 0xdead, expires_at_ms: millis(b_now) + 10_000 };
+        // Up to CLOCK_SKEW past now + duration is honoured; beyond that the claim is corrupt.
+        let far = LeaseRecord { holder: 0xdead, expires_at_ms: millis(b_now) + 6_000 };
         h.set_shared_data("l", &far.encode(), None).unwrap();
-        assert!(!b.acquire(&h, b_now).unwrap(), "now + 2 × duration: honoured");
-        let beyond = LeaseRecord { holder: 0xdead, expires_at_ms: millis(b_now) + 10_001 };
+        assert!(!b.acquire(&h, b_now).unwrap(), "now + duration + 1 s: honoured");
+        let beyond = LeaseRecord { holder: 0xdead, expires_at_ms: millis(b_now) + 6_001 };
         h.set_shared_data("l", &beyond.encode(), None).unwrap();
-        assert!(b.acquire(&h, b_now).unwrap(), "past now + 2 × duration: corrupt, taken");
+        assert!(b.acquire(&h, b_now).unwrap(), "past now + duration + 1 s: corrupt, taken");
     }
 
     #[test]

@@ -939,6 +939,42 @@ mod tests {
     }
 
     #[test]
+    fn workers_that_each_find_the_record_unusable_fetch_once_for_the_proxy() {
+        // Found in review: each worker that saw the bad record asked for a fetch on its own,
+        // and the lease only made them take turns: one fetch per worker.
+        let p = Proxy::new();
+        let cfg = oauth_config(r#","pending_request_timeout":"0s""#);
+        let (mut a, mut b): (W, W) = (p.worker(&cfg), p.worker(&cfg));
+        a.tick();
+        answer(&mut a, "200", &token_json("good", 3600));
+        let key = {
+            let root = a.root();
+            format!("{NAME}/{}/value", root.worker().unwrap().config.fingerprint(&root.key))
+        };
+        let now = millis(p.now());
+        let bad = Published { generation: 7, fetched_at_ms: now, expires_at_ms: now + 3_600_000, value: b"x".to_vec() };
+        p.set_shared_data(&key, &bad.encode());
+        let fetches = |a: &W, b: &W| a.http_calls().len() + b.http_calls().len();
+        let before = fetches(&a, &b);
+        p.advance(TICK);
+        a.tick(); // both read the record: unusable
+        b.tick();
+        p.advance(TICK);
+        a.tick(); // a fetches; b finds the lease taken
+        b.tick();
+        assert_eq!(fetches(&a, &b), before + 1);
+        answer(&mut a, "200", &token_json("good2", 3600));
+        for _ in 0..3 {
+            p.advance(TICK);
+            a.tick();
+            b.tick();
+        }
+        assert_eq!(fetches(&a, &b), before + 1, "a's answer replaced the record b asked about");
+        let (id, _) = request(&mut b);
+        assert_eq!(auth(&b, id), vec!["Bearer good2"]);
+    }
+
+    #[test]
     fn oversized_and_deeply_nested_answers_are_refusals_not_traps() {
         // What a hostile or broken token endpoint can send: only the first 64 KiB are read
         // (a JSON answer cut there fails), and nesting past serde_json's recursion limit is

@@ -53,15 +53,7 @@ pub extern "C" fn _initialize() {
 // Every stream callback: a bundle serves whichever filters its plugins name, and the chain
 // needs them all.
 #[cfg(target_arch = "wasm32")]
-shared::http_exports!(
-    request_headers,
-    request_body,
-    request_trailers,
-    response_headers,
-    response_body,
-    response_trailers,
-    log
-);
+shared::http_exports!(all);
 
 #[cfg(target_arch = "wasm32")]
 mod root {

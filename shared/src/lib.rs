@@ -88,9 +88,21 @@ macro_rules! main {
     };
 }
 
-/// The stream callbacks a module exports (see [`main!`]); a bundle lists them all.
+/// The stream callbacks a module exports (see [`main!`]); `all` for every one (a module whose
+/// plugins may be any filter: the bundle, the test probe).
 #[macro_export]
 macro_rules! http_exports {
+    (all) => {
+        $crate::http_exports!(
+            request_headers,
+            request_body,
+            request_trailers,
+            response_headers,
+            response_body,
+            response_trailers,
+            log
+        );
+    };
     ($($callback:ident),+ $(,)?) => {
         $( $crate::http_export!($callback); )+
     };

@@ -349,15 +349,7 @@ mod glue {
 
     // Every stream callback, as the bundle exports them, so a replay of the chain crosses into
     // the VM as often as the chain does (the probe's own streams ignore the extra ones).
-    shared::http_exports!(
-        request_headers,
-        request_body,
-        request_trailers,
-        response_headers,
-        response_body,
-        response_trailers,
-        log
-    );
+    shared::http_exports!(all);
 }
 
 #[cfg(test)]

@@ -899,6 +899,19 @@ mod tests {
         assert!(refusal("2000", "").contains("not a status code"));
     }
 
+    /// Write a token record holding `value` (fetched now, valid for an hour) under the key `w`
+    /// reads: what another plugin of the same `vm_id` could write there.
+    fn publish_raw(p: &Proxy, w: &W, value: &[u8]) {
+        let key = {
+            let root = w.root();
+            format!("{NAME}/{}/value", root.worker().unwrap().config.fingerprint(&root.key))
+        };
+        let now = millis(p.now());
+        let record =
+            Published { generation: 7, fetched_at_ms: now, expires_at_ms: now + 3_600_000, value: value.to_vec() };
+        p.set_shared_data(&key, &record.encode());
+    }
+
     #[test]
     fn a_published_record_that_is_not_a_valid_header_value_is_never_injected() {
         // Found in review (issue 18): the worker injected whatever bytes the shared-data
@@ -910,18 +923,9 @@ mod tests {
         let mut w: W = p.worker(&oauth_config(r#","pending_request_timeout":"0s""#));
         w.tick();
         answer(&mut w, "200", &token_json("good", 3600));
-        let key = {
-            let root = w.root();
-            format!("{NAME}/{}/value", root.worker().unwrap().config.fingerprint(&root.key))
-        };
-        let now = millis(p.now());
-        let poisoned = |value: &[u8]| {
-            Published { generation: 7, fetched_at_ms: now, expires_at_ms: now + 3_600_000, value: value.to_vec() }
-                .encode()
-        };
         let fetches = w.http_calls().len();
         for bad in [&b"Bearer x\r\nx-evil: 1"[..], b"Bearer \0", b"Bearer \xff", b"tok-without-prefix", b"Bearer "] {
-            p.set_shared_data(&key, &poisoned(bad));
+            publish_raw(&p, &w, bad);
             p.advance(TICK);
             w.tick(); // reads the record: unusable
             let (id, a) = request(&mut w);
@@ -947,13 +951,7 @@ mod tests {
         let (mut a, mut b): (W, W) = (p.worker(&cfg), p.worker(&cfg));
         a.tick();
         answer(&mut a, "200", &token_json("good", 3600));
-        let key = {
-            let root = a.root();
-            format!("{NAME}/{}/value", root.worker().unwrap().config.fingerprint(&root.key))
-        };
-        let now = millis(p.now());
-        let bad = Published { generation: 7, fetched_at_ms: now, expires_at_ms: now + 3_600_000, value: b"x".to_vec() };
-        p.set_shared_data(&key, &bad.encode());
+        publish_raw(&p, &a, b"x");
         let fetches = |a: &W, b: &W| a.http_calls().len() + b.http_calls().len();
         let before = fetches(&a, &b);
         p.advance(TICK);
